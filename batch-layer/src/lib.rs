@@ -1,0 +1,130 @@
+//! The lambda-ml batch layer: the nightly job.
+//!
+//! [`run`] scans every Parquet file of the master dataset with polars ([`read`]), splits the rows by event time into
+//! training and holdout, fits the encoder, searches the model settings with linfa ([`train`]), refits the best on
+//! all rows, folds every row into the batch view, and publishes the view and then the model (the registry pointer
+//! moves last). [`forecast`] scores a whole Parquet table with the current model.
+
+pub mod forecast;
+pub mod read;
+pub mod train;
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lambda_core::encoder::Encoder;
+use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
+use lambda_core::spec::Spec;
+use lambda_core::views::{batch_view_path, ViewTable};
+
+/// Result with the batch [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in a batch run. Each variant names the file or column at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error of the shared core (registry, spec, views).
+    #[error(transparent)]
+    Core(#[from] lambda_core::Error),
+    /// A Parquet file or column does not fit the spec.
+    #[error("{path}: {message}")]
+    Input {
+        /// The file (or folder) at fault.
+        path: PathBuf,
+        /// What is wrong, naming the column.
+        message: String,
+    },
+    /// The data cannot train a model (empty, a single class, too few rows).
+    #[error("{0}")]
+    Data(String),
+    /// The solver failed.
+    #[error("training {algorithm} failed: {message}")]
+    Train {
+        /// The candidate that failed.
+        algorithm: String,
+        /// Why.
+        message: String,
+    },
+}
+
+struct Phases {
+    bar: ProgressBar,
+}
+
+impl Phases {
+    fn new(total: u64) -> Self {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Phases { bar }
+    }
+
+    fn start(&self, phase: &str) {
+        tracing::info!(phase, "batch");
+        self.bar.set_message(phase.to_string());
+    }
+
+    fn done(&self) {
+        self.bar.inc(1);
+    }
+}
+
+/// Runs the batch layer once: read, split, fit, search, refit, view, publish. Publishes nothing on error.
+pub fn run(spec: &Spec) -> Result<Manifest> {
+    let phases = Phases::new(6);
+    phases.start("reading master dataset");
+    let data = read::read_master(spec)?;
+    phases.done();
+    tracing::info!(rows = data.columns.len(), files = data.files, watermark = data.watermark, "master dataset read");
+
+    phases.start("splitting by event time");
+    let split = train::split(spec, &data.columns)?;
+    phases.done();
+
+    phases.start("searching models on the holdout");
+    let search = train::search(spec, &split)?;
+    phases.done();
+    let best = &search.leaderboard[0];
+    tracing::info!(algorithm = %best.algorithm, params = %best.params, metrics = ?best.metrics, "best candidate");
+
+    phases.start("refitting the best model on all rows");
+    let all = data.columns.take(&split.labelled);
+    let encoder = Encoder::fit(spec, &data.columns)?;
+    let model = train::fit(spec, &search.best, &encoder, &all, &split.classes)?;
+    let artifact = ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model };
+    artifact.validate(spec)?;
+    phases.done();
+
+    phases.start("folding the batch view");
+    let mut view = ViewTable::new(spec);
+    let c = &data.columns;
+    for r in 0..c.len() {
+        view.observe(&c.keys[r], c.times[r], c.seqs[r], &c.row(r), c.targets[r].as_ref());
+    }
+    phases.done();
+
+    phases.start("publishing");
+    let registry = Registry::open(&spec.paths.registry);
+    let version = registry.next_version()?;
+    // The view goes first so that a model is never current without its view.
+    view.write_parquet(&batch_view_path(spec, &version))?;
+    let manifest = Manifest {
+        version,
+        pipeline: spec.name.clone(),
+        created: now_rfc3339(),
+        watermark: data.watermark,
+        training_rows: all.len() as u64,
+        holdout_rows: split.holdout.len() as u64,
+        metrics: best.metrics.clone(),
+        schema_hash: spec.schema_hash(),
+        algorithm: format!("{} {}", best.algorithm, best.params),
+        leaderboard: search.leaderboard.clone(),
+    };
+    let manifest = registry.publish(&artifact, manifest)?;
+    phases.done();
+    phases.bar.finish_and_clear();
+    tracing::info!(version = %manifest.version, watermark = manifest.watermark, "published");
+    Ok(manifest)
+}

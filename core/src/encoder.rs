@@ -1,0 +1,283 @@
+//! The feature encoder: fitted once from history by the batch layer, stored with the model, and applied by every
+//! layer through [`Encoder::encode_row`], the one code path for single records and column batches alike.
+//!
+//! Layout per feature, in spec order:
+//! - numeric: `[standardized value, missing]` (a missing value is encoded as the mean, i.e. 0, plus the flag);
+//! - boolean: `[value as 0/1, missing]`;
+//! - categorical: one-hot over the vocabulary, then an unknown bucket, then a missing slot.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schema::{CellRef, Column, Columns, RowSource};
+use crate::spec::{FeatureKind, Spec};
+
+/// How one feature is encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeatureEncoder {
+    /// Standardization of a numeric feature.
+    Numeric {
+        /// Feature name.
+        name: String,
+        /// Mean over the non-missing training values.
+        mean: f64,
+        /// Standard deviation over the non-missing training values (1 when constant).
+        std: f64,
+        /// Smallest training value.
+        min: f64,
+        /// Largest training value.
+        max: f64,
+    },
+    /// One-hot encoding of a categorical feature.
+    Categorical {
+        /// Feature name.
+        name: String,
+        /// Category to slot, most frequent categories only.
+        vocabulary: BTreeMap<String, usize>,
+    },
+    /// A boolean feature.
+    Boolean {
+        /// Feature name.
+        name: String,
+    },
+}
+
+impl FeatureEncoder {
+    /// Number of output dimensions.
+    pub fn width(&self) -> usize {
+        match self {
+            FeatureEncoder::Numeric { .. } | FeatureEncoder::Boolean { .. } => 2,
+            FeatureEncoder::Categorical { vocabulary, .. } => vocabulary.len() + 2,
+        }
+    }
+
+    /// Feature name.
+    pub fn name(&self) -> &str {
+        match self {
+            FeatureEncoder::Numeric { name, .. }
+            | FeatureEncoder::Categorical { name, .. }
+            | FeatureEncoder::Boolean { name } => name,
+        }
+    }
+
+    /// Writes the encoding of `cell` into `out`, which is exactly [`FeatureEncoder::width`] long and zeroed.
+    fn encode_cell(&self, cell: CellRef<'_>, out: &mut [f64]) {
+        match (self, cell) {
+            (FeatureEncoder::Numeric { mean, std, .. }, CellRef::Num(Some(x))) => out[0] = (x - mean) / std,
+            (FeatureEncoder::Boolean { .. }, CellRef::Bool(Some(b))) => out[0] = if b { 1.0 } else { 0.0 },
+            (FeatureEncoder::Categorical { vocabulary, .. }, CellRef::Cat(Some(c))) => {
+                let slot = vocabulary.get(c).copied().unwrap_or(vocabulary.len());
+                out[slot] = 1.0;
+            }
+            (FeatureEncoder::Categorical { .. }, _) => out[out.len() - 1] = 1.0,
+            // Missing numeric or boolean (or a cell of another kind, which a checked record never has).
+            _ => out[1] = 1.0,
+        }
+    }
+}
+
+/// The fitted encoder of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Encoder {
+    /// One encoder per feature, in spec order.
+    pub features: Vec<FeatureEncoder>,
+}
+
+impl Encoder {
+    /// Fits the encoder on the rows of `columns`.
+    pub fn fit(spec: &Spec, columns: &Columns) -> Result<Encoder> {
+        if columns.features.len() != spec.features.len() {
+            return Err(Error::Data(format!(
+                "{} feature columns given, the spec declares {}",
+                columns.features.len(),
+                spec.features.len()
+            )));
+        }
+        let mut features = Vec::with_capacity(spec.features.len());
+        for (f, col) in spec.features.iter().zip(&columns.features) {
+            let enc = match (f.kind, col) {
+                (FeatureKind::Numeric, Column::Num(values)) => {
+                    let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
+                    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+                    for x in values.iter().flatten() {
+                        // Welford: stable on large, shifted data.
+                        n += 1.0;
+                        let d = x - mean;
+                        mean += d / n;
+                        m2 += d * (x - mean);
+                        min = min.min(*x);
+                        max = max.max(*x);
+                    }
+                    let std = if n > 0.0 { (m2 / n).sqrt() } else { 0.0 };
+                    let std = if std.is_finite() && std > 1e-12 { std } else { 1.0 };
+                    if n == 0.0 {
+                        (min, max) = (0.0, 0.0);
+                    }
+                    FeatureEncoder::Numeric { name: f.name.clone(), mean, std, min, max }
+                }
+                (FeatureKind::Categorical, Column::Cat(values)) => {
+                    let mut counts: HashMap<&str, u64> = HashMap::new();
+                    for v in values.iter().flatten() {
+                        *counts.entry(v.as_str()).or_default() += 1;
+                    }
+                    let mut ranked: Vec<(&str, u64)> = counts.into_iter().collect();
+                    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                    ranked.truncate(spec.batch.max_categories);
+                    let mut names: Vec<&str> = ranked.into_iter().map(|(c, _)| c).collect();
+                    names.sort_unstable();
+                    let vocabulary = names.into_iter().enumerate().map(|(i, c)| (c.to_string(), i)).collect();
+                    FeatureEncoder::Categorical { name: f.name.clone(), vocabulary }
+                }
+                (FeatureKind::Boolean, Column::Bool(_)) => FeatureEncoder::Boolean { name: f.name.clone() },
+                (kind, _) => {
+                    return Err(Error::Data(format!("column `{}` does not hold {kind:?} values", f.name)));
+                }
+            };
+            features.push(enc);
+        }
+        Ok(Encoder { features })
+    }
+
+    /// Length of an encoded vector.
+    pub fn dim(&self) -> usize {
+        self.features.iter().map(FeatureEncoder::width).sum()
+    }
+
+    /// Encodes one row into `out` (length [`Encoder::dim`]). The only encoding code path.
+    pub fn encode_row<R: RowSource + ?Sized>(&self, row: &R, out: &mut [f64]) {
+        out.fill(0.0);
+        let mut at = 0;
+        for (i, f) in self.features.iter().enumerate() {
+            let w = f.width();
+            f.encode_cell(row.cell(i), &mut out[at..at + w]);
+            at += w;
+        }
+    }
+
+    /// Encodes one row into a new vector.
+    pub fn encode<R: RowSource + ?Sized>(&self, row: &R) -> Vec<f64> {
+        let mut out = vec![0.0; self.dim()];
+        self.encode_row(row, &mut out);
+        out
+    }
+
+    /// Encodes every row of `columns` into one row-major matrix (`len × dim`).
+    pub fn encode_batch(&self, columns: &Columns) -> Vec<f64> {
+        let dim = self.dim();
+        let mut out = vec![0.0; columns.len() * dim];
+        for (r, chunk) in out.chunks_exact_mut(dim.max(1)).enumerate().take(columns.len()) {
+            self.encode_row(&columns.row(r), chunk);
+        }
+        out
+    }
+
+    /// Names of the encoded dimensions, for reports.
+    pub fn dimension_names(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.dim());
+        for f in &self.features {
+            match f {
+                FeatureEncoder::Numeric { name, .. } | FeatureEncoder::Boolean { name } => {
+                    out.push(name.clone());
+                    out.push(format!("{name}=<missing>"));
+                }
+                FeatureEncoder::Categorical { name, vocabulary } => {
+                    let mut cats: Vec<(&String, &usize)> = vocabulary.iter().collect();
+                    cats.sort_by_key(|(_, i)| **i);
+                    out.extend(cats.into_iter().map(|(c, _)| format!("{name}={c}")));
+                    out.push(format!("{name}=<unknown>"));
+                    out.push(format!("{name}=<missing>"));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Cell, Event, Target};
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    fn spec() -> Spec {
+        Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap()
+    }
+
+    fn events_strategy() -> impl Strategy<Value = Vec<Event>> {
+        let cell_num = prop_oneof![Just(None), (-1e6f64..1e6).prop_map(Some)];
+        let cell_cat = prop_oneof![Just(None), "[a-e]{1,2}".prop_map(Some)];
+        let cell_bool = prop_oneof![Just(None), any::<bool>().prop_map(Some)];
+        prop::collection::vec((cell_num, cell_cat, cell_bool, any::<bool>()), 1..60).prop_map(|rows| {
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, (n, c, b, y))| Event {
+                    id: format!("e{i}"),
+                    key: format!("k{}", i % 3),
+                    time: i as i64,
+                    features: vec![Cell::Num(n), Cell::Cat(c), Cell::Bool(b)],
+                    target: Some(Target::Class(y.to_string())),
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn batch_and_single_record_encodings_are_bit_identical(fit in events_strategy(), rows in events_strategy()) {
+            let s = spec();
+            let enc = Encoder::fit(&s, &Columns::from_events(&s, fit.iter().enumerate().map(|(i, e)| (i as u64, e)))).unwrap();
+            let cols = Columns::from_events(&s, rows.iter().enumerate().map(|(i, e)| (i as u64, e)));
+            let batch = enc.encode_batch(&cols);
+            let dim = enc.dim();
+            for (r, e) in rows.iter().enumerate() {
+                let single = enc.encode(e);
+                let from_batch = &batch[r * dim..(r + 1) * dim];
+                prop_assert_eq!(single.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                                from_batch.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn standardizes_and_flags_missing_and_unknown() {
+        let s = spec();
+        let ev = |n: Option<f64>, c: Option<&str>, b: Option<bool>| Event {
+            id: "e".into(),
+            key: "k".into(),
+            time: 0,
+            features: vec![Cell::Num(n), Cell::Cat(c.map(str::to_string)), Cell::Bool(b)],
+            target: None,
+        };
+        let fit = [ev(Some(1.0), Some("fr"), Some(true)), ev(Some(3.0), Some("de"), Some(false))];
+        let enc = Encoder::fit(&s, &Columns::from_events(&s, fit.iter().map(|e| (0, e)))).unwrap();
+        assert_eq!(enc.dim(), 2 + 4 + 2);
+        // mean 2, std 1; vocabulary sorted: de=0, fr=1.
+        assert_eq!(enc.encode(&ev(Some(3.0), Some("fr"), Some(true))), vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(enc.encode(&ev(None, Some("it"), None)), vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(enc.encode(&ev(Some(2.0), None, Some(false))), vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(enc.dimension_names()[4], "country=<unknown>");
+    }
+
+    #[test]
+    fn vocabulary_keeps_most_frequent() {
+        let mut s = spec();
+        s.batch.max_categories = 1;
+        let ev = |c: &str| Event {
+            id: "e".into(),
+            key: "k".into(),
+            time: 0,
+            features: vec![Cell::Num(None), Cell::Cat(Some(c.into())), Cell::Bool(None)],
+            target: None,
+        };
+        let fit = [ev("a"), ev("b"), ev("b")];
+        let enc = Encoder::fit(&s, &Columns::from_events(&s, fit.iter().map(|e| (0, e)))).unwrap();
+        match &enc.features[1] {
+            FeatureEncoder::Categorical { vocabulary, .. } => assert_eq!(vocabulary.keys().collect::<Vec<_>>(), ["b"]),
+            other => panic!("{other:?}"),
+        }
+    }
+}

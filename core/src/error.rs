@@ -1,0 +1,59 @@
+//! The one error type of `lambda-core`.
+
+use std::path::PathBuf;
+
+/// Result with the core [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the shared core. Each variant names the thing that was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline spec could not be read or is invalid.
+    #[error("pipeline spec {path}: {message}")]
+    Spec {
+        /// The spec file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A stored JSON document (model, manifest, checkpoint) is malformed.
+    #[error("{path}: malformed: {message}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Parquet or Arrow data could not be read or written.
+    #[error("{path}: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A record does not match the schema.
+    #[error("{0}")]
+    Invalid(#[from] crate::schema::Rejection),
+    /// Data does not fit what was asked of it (empty data, a single class, mismatched dimensions).
+    #[error("{0}")]
+    Data(String),
+    /// Nothing has been published yet where something was expected.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

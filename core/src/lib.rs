@@ -1,0 +1,25 @@
+//! What every lambda-ml layer shares.
+//!
+//! A pipeline is declared once in a [`spec::Spec`] (TOML). From it come the [`schema`] every event and every
+//! master-dataset row is checked against, the [`encoder::Encoder`] fitted by the batch layer and applied by all three
+//! layers through one code path, the [`model::LinearModel`] family trained in batch and updated online, the
+//! [`registry`] that publishes versioned models atomically, and the per-key [`views`] that merge as monoids.
+//!
+//! Data flow: the batch layer reads [`schema::Columns`] from Parquet, fits an encoder and a model, and publishes a
+//! [`registry::ModelArtifact`] plus a batch [`views::ViewTable`]. The speed layer parses [`schema::Event`]s, encodes
+//! them with the same encoder, updates the model by SGD and folds them into realtime views. The serving layer merges
+//! both.
+
+pub mod error;
+pub mod encoder;
+pub mod master;
+pub mod metrics;
+pub mod model;
+pub mod publish;
+pub mod registry;
+pub mod schema;
+pub mod snapshot;
+pub mod spec;
+pub mod views;
+
+pub use error::{Error, Result};

@@ -1,0 +1,242 @@
+//! The model format shared by batch training and online learning: generalized linear models over encoded vectors.
+//!
+//! Logistic regression (binary), softmax regression (multiclass) and linear regression, each with prediction on one
+//! vector or a batch and an incremental SGD update. Weights are plain `f64`s so that a model trained by the batch
+//! layer warm-starts the speed layer's model exactly.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::schema::Target;
+
+/// The model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// Binary logistic regression: one output, sigmoid link; `classes[1]` is the positive class.
+    Logistic,
+    /// Multinomial (softmax) regression: one output per class.
+    Softmax,
+    /// Linear regression: one output, identity link.
+    Linear,
+}
+
+/// What a model answers for one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Prediction {
+    /// Class probabilities, in the order of [`LinearModel::classes`].
+    Probabilities(Vec<f64>),
+    /// A regression value.
+    Value(f64),
+}
+
+/// A generalized linear model over encoded vectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinearModel {
+    /// Model family.
+    pub family: Family,
+    /// Class labels (classification), in output order; empty for regression.
+    pub classes: Vec<String>,
+    /// Input dimension.
+    pub dim: usize,
+    /// Weights, one row of `dim` per output, row-major.
+    pub weights: Vec<f64>,
+    /// Intercept per output.
+    pub bias: Vec<f64>,
+}
+
+fn sigmoid(z: f64) -> f64 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl LinearModel {
+    /// A model with all weights zero.
+    pub fn zeros(family: Family, classes: Vec<String>, dim: usize) -> LinearModel {
+        let outputs = if family == Family::Softmax { classes.len() } else { 1 };
+        LinearModel { family, classes, dim, weights: vec![0.0; outputs * dim], bias: vec![0.0; outputs] }
+    }
+
+    /// Number of outputs.
+    pub fn outputs(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// Checks that the stored shapes agree, as after loading from disk.
+    pub fn validate(&self) -> Result<()> {
+        let outputs = match self.family {
+            Family::Logistic if self.classes.len() == 2 => 1,
+            Family::Softmax if self.classes.len() >= 2 => self.classes.len(),
+            Family::Linear if self.classes.is_empty() => 1,
+            _ => return Err(Error::Data(format!("{:?} model with {} classes", self.family, self.classes.len()))),
+        };
+        if self.bias.len() != outputs || self.weights.len() != outputs * self.dim {
+            return Err(Error::Data(format!(
+                "model shapes disagree: {} outputs, dim {}, {} weights, {} intercepts",
+                outputs,
+                self.dim,
+                self.weights.len(),
+                self.bias.len()
+            )));
+        }
+        if self.weights.iter().chain(&self.bias).any(|w| !w.is_finite()) {
+            return Err(Error::Data("model has non-finite weights".into()));
+        }
+        Ok(())
+    }
+
+    fn scores(&self, x: &[f64], out: &mut Vec<f64>) {
+        out.clear();
+        for (row, b) in self.weights.chunks_exact(self.dim.max(1)).zip(&self.bias) {
+            out.push(b + row.iter().zip(x).map(|(w, v)| w * v).sum::<f64>());
+        }
+    }
+
+    /// Predicts one encoded vector.
+    pub fn predict(&self, x: &[f64]) -> Prediction {
+        let mut s = Vec::with_capacity(self.outputs());
+        self.scores(x, &mut s);
+        match self.family {
+            Family::Linear => Prediction::Value(s[0]),
+            Family::Logistic => {
+                let p = sigmoid(s[0]);
+                Prediction::Probabilities(vec![1.0 - p, p])
+            }
+            Family::Softmax => {
+                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut sum = 0.0;
+                for v in s.iter_mut() {
+                    *v = (*v - m).exp();
+                    sum += *v;
+                }
+                Prediction::Probabilities(s.into_iter().map(|v| v / sum).collect())
+            }
+        }
+    }
+
+    /// Predicts a row-major batch of encoded vectors.
+    pub fn predict_batch(&self, xs: &[f64]) -> Vec<Prediction> {
+        xs.chunks_exact(self.dim.max(1)).map(|x| self.predict(x)).collect()
+    }
+
+    /// The output index of a class label, if the model knows it.
+    pub fn class_index(&self, label: &str) -> Option<usize> {
+        self.classes.iter().position(|c| c == label)
+    }
+
+    /// The loss of one prediction against its label (log loss for classes, squared error for values).
+    pub fn loss(&self, prediction: &Prediction, target: &Target) -> Option<f64> {
+        match (prediction, target) {
+            (Prediction::Probabilities(p), Target::Class(c)) => {
+                let i = self.class_index(c)?;
+                Some(-p[i].clamp(1e-15, 1.0).ln())
+            }
+            (Prediction::Value(v), Target::Value(y)) => Some((v - y) * (v - y)),
+            _ => None,
+        }
+    }
+
+    /// One SGD step on the loss of (`x`, `target`) with step size `lr` and L2 penalty `l2`.
+    /// Returns false (and changes nothing) when the label is unknown to the model.
+    pub fn sgd_update(&mut self, x: &[f64], target: &Target, lr: f64, l2: f64) -> bool {
+        let mut s = Vec::with_capacity(self.outputs());
+        self.scores(x, &mut s);
+        // Gradient of the loss with respect to each output score.
+        let grads: Vec<f64> = match (self.family, target) {
+            (Family::Linear, Target::Value(y)) => vec![(s[0] - y).clamp(-1e6, 1e6)],
+            (Family::Logistic, Target::Class(c)) => match self.class_index(c) {
+                Some(i) => vec![sigmoid(s[0]) - i as f64],
+                None => return false,
+            },
+            (Family::Softmax, Target::Class(c)) => match self.class_index(c) {
+                Some(i) => match self.predict(x) {
+                    Prediction::Probabilities(p) => {
+                        p.into_iter().enumerate().map(|(k, pk)| pk - if k == i { 1.0 } else { 0.0 }).collect()
+                    }
+                    Prediction::Value(_) => return false,
+                },
+                None => return false,
+            },
+            _ => return false,
+        };
+        let dim = self.dim;
+        for (k, g) in grads.into_iter().enumerate() {
+            let row = &mut self.weights[k * dim..(k + 1) * dim];
+            for (w, v) in row.iter_mut().zip(x) {
+                *w -= lr * (g * v + l2 * *w);
+            }
+            self.bias[k] -= lr * g;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mean_loss(m: &LinearModel, data: &[(Vec<f64>, Target)]) -> f64 {
+        data.iter().map(|(x, y)| m.loss(&m.predict(x), y).unwrap()).sum::<f64>() / data.len() as f64
+    }
+
+    #[test]
+    fn sgd_learns_each_family() {
+        let xs: Vec<Vec<f64>> = (0..200).map(|i| vec![((i * 37) % 100) as f64 / 50.0 - 1.0, ((i * 11) % 7) as f64 / 3.5 - 1.0]).collect();
+        let cases = [
+            (Family::Logistic, vec!["a".to_string(), "b".to_string()]),
+            (Family::Softmax, vec!["a".to_string(), "b".to_string(), "c".to_string()]),
+            (Family::Linear, vec![]),
+        ];
+        for (family, classes) in cases {
+            let data: Vec<(Vec<f64>, Target)> = xs
+                .iter()
+                .map(|x| {
+                    let t = match family {
+                        Family::Linear => Target::Value(3.0 * x[0] - x[1] + 0.5),
+                        Family::Logistic => Target::Class(if x[0] > 0.0 { "b" } else { "a" }.into()),
+                        Family::Softmax => Target::Class(if x[0] > 0.3 { "c" } else if x[0] > -0.3 { "b" } else { "a" }.into()),
+                    };
+                    (x.clone(), t)
+                })
+                .collect();
+            let mut m = LinearModel::zeros(family, classes, 2);
+            m.validate().unwrap();
+            let before = mean_loss(&m, &data);
+            for _ in 0..30 {
+                for (x, y) in &data {
+                    assert!(m.sgd_update(x, y, 0.05, 0.0));
+                }
+            }
+            let after = mean_loss(&m, &data);
+            assert!(after < before * 0.5, "{family:?}: {before} -> {after}");
+        }
+    }
+
+    #[test]
+    fn probabilities_sum_to_one_and_unknown_labels_are_refused() {
+        let mut m = LinearModel::zeros(Family::Softmax, vec!["a".into(), "b".into(), "c".into()], 2);
+        m.weights = vec![1.0, 2.0, -1.0, 0.5, 0.0, 0.0];
+        match m.predict(&[0.3, -0.7]) {
+            Prediction::Probabilities(p) => assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12),
+            other => panic!("{other:?}"),
+        }
+        let before = m.clone();
+        assert!(!m.sgd_update(&[1.0, 1.0], &Target::Class("zzz".into()), 0.1, 0.0));
+        assert_eq!(m, before);
+    }
+
+    #[test]
+    fn validate_catches_bad_shapes() {
+        let mut m = LinearModel::zeros(Family::Logistic, vec!["a".into(), "b".into()], 3);
+        m.weights.pop();
+        assert!(m.validate().is_err());
+        let mut m = LinearModel::zeros(Family::Linear, vec![], 1);
+        m.bias[0] = f64::NAN;
+        assert!(m.validate().is_err());
+    }
+}

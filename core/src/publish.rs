@@ -1,0 +1,200 @@
+//! Atomic publication of versioned folders: write into a staging folder, fsync, rename into `versions/`, then swap
+//! the `CURRENT` pointer by writing a temporary file and renaming it over the old one. A reader that follows
+//! `CURRENT` sees a complete version or the previous one, never half of one. Old versions are kept for rollback.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A folder of versions named `<prefix><number>` with a `CURRENT` pointer.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    root: PathBuf,
+    prefix: &'static str,
+}
+
+const POINTER: &str = "CURRENT";
+
+/// Writes `bytes` to `path` and syncs it to disk.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Syncs a folder so that renames inside it are durable.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+/// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(dir)
+}
+
+impl Publisher {
+    /// A publisher rooted at `root`, naming versions `<prefix>000001`, `<prefix>000002`, ...
+    pub fn new(root: impl Into<PathBuf>, prefix: &'static str) -> Self {
+        Publisher { root: root.into(), prefix }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn versions_dir(&self) -> PathBuf {
+        self.root.join("versions")
+    }
+
+    /// Folder of a version.
+    pub fn version_dir(&self, version: &str) -> PathBuf {
+        self.versions_dir().join(version)
+    }
+
+    /// Published version names, oldest first.
+    pub fn versions(&self) -> Result<Vec<String>> {
+        let dir = self.versions_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        let mut out: Vec<(u64, String)> = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name.strip_prefix(self.prefix).and_then(|n| n.parse::<u64>().ok()) {
+                out.push((n, name));
+            }
+        }
+        out.sort();
+        Ok(out.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// The name the next publication will get.
+    pub fn next_version(&self) -> Result<String> {
+        let last = self
+            .versions()?
+            .last()
+            .and_then(|v| v.strip_prefix(self.prefix).and_then(|n| n.parse::<u64>().ok()))
+            .unwrap_or(0);
+        Ok(format!("{}{:06}", self.prefix, last + 1))
+    }
+
+    /// Writes `files` as a new version and makes it current. Returns the version name.
+    pub fn publish(&self, files: &[(&str, &[u8])]) -> Result<String> {
+        let version = self.next_version()?;
+        self.stage(&version, files)?;
+        self.set_current(&version)?;
+        Ok(version)
+    }
+
+    /// Writes `files` into `versions/<version>` without making it current.
+    pub fn stage(&self, version: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
+        let staging_root = self.root.join(".staging");
+        fs::create_dir_all(&staging_root).map_err(|e| Error::io(&staging_root, e))?;
+        let staging = staging_root.join(format!("{version}-{}", std::process::id()));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        }
+        fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        for (name, bytes) in files {
+            write_synced(&staging.join(name), bytes)?;
+        }
+        sync_dir(&staging)?;
+        let versions = self.versions_dir();
+        fs::create_dir_all(&versions).map_err(|e| Error::io(&versions, e))?;
+        let target = versions.join(version);
+        fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
+        sync_dir(&versions)?;
+        Ok(target)
+    }
+
+    /// Points `CURRENT` at `version` atomically.
+    pub fn set_current(&self, version: &str) -> Result<()> {
+        let dir = self.version_dir(version);
+        if !dir.is_dir() {
+            return Err(Error::NotFound(format!("{}: no such version", dir.display())));
+        }
+        replace_file(&self.root.join(POINTER), version.as_bytes())
+    }
+
+    /// The current version, if any has been published.
+    pub fn current(&self) -> Result<Option<String>> {
+        let path = self.root.join(POINTER);
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(Some(s.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// Reads one file of a version.
+    pub fn read(&self, version: &str, file: &str) -> Result<Vec<u8>> {
+        let path = self.version_dir(version).join(file);
+        fs::read(&path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Removes all but the newest `keep` versions, never the current one.
+    pub fn prune(&self, keep: usize) -> Result<()> {
+        let current = self.current()?;
+        let versions = self.versions()?;
+        let cut = versions.len().saturating_sub(keep);
+        for v in &versions[..cut] {
+            if Some(v) != current.as_ref() {
+                let dir = self.version_dir(v);
+                fs::remove_dir_all(&dir).map_err(|e| Error::io(dir, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_and_current_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Publisher::new(dir.path(), "v");
+        assert_eq!(p.current().unwrap(), None);
+        assert_eq!(p.publish(&[("a", b"1")]).unwrap(), "v000001");
+        assert_eq!(p.publish(&[("a", b"2")]).unwrap(), "v000002");
+        assert_eq!(p.current().unwrap().as_deref(), Some("v000002"));
+        assert_eq!(p.read("v000001", "a").unwrap(), b"1");
+        p.set_current("v000001").unwrap();
+        assert_eq!(p.read(&p.current().unwrap().unwrap(), "a").unwrap(), b"1");
+        assert!(p.set_current("v000009").is_err());
+        p.prune(1).unwrap();
+        // The current version survives pruning even when it is not among the newest.
+        assert_eq!(p.versions().unwrap(), vec!["v000001", "v000002"]);
+    }
+
+    #[test]
+    fn interrupted_publication_leaves_current_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Publisher::new(dir.path(), "v");
+        p.publish(&[("model", b"complete")]).unwrap();
+        // Killed while writing into staging: a partial folder is left behind.
+        let staging = dir.path().join(".staging/v000002-999");
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(staging.join("model"), b"compl").unwrap();
+        assert_eq!(p.current().unwrap().as_deref(), Some("v000001"));
+        assert_eq!(p.read("v000001", "model").unwrap(), b"complete");
+        // Killed after staging was renamed but before the pointer swap: still the old version.
+        p.stage("v000002", &[("model", b"new")]).unwrap();
+        assert_eq!(p.current().unwrap().as_deref(), Some("v000001"));
+        // A later publication goes on from the highest version present.
+        assert_eq!(p.publish(&[("model", b"newer")]).unwrap(), "v000003");
+    }
+}

@@ -1,0 +1,289 @@
+//! The model registry: versioned model folders (`model.json` + `manifest.json`) published atomically through a
+//! [`Publisher`], with a `CURRENT` pointer. Old versions stay for rollback.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::Encoder;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::model::LinearModel;
+use crate::publish::Publisher;
+use crate::schema::{Event, RowSource};
+use crate::spec::Spec;
+
+/// Version of the on-disk artifact format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A model together with the encoder it was trained behind: everything needed to predict from a raw record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    /// On-disk format version.
+    pub format_version: u32,
+    /// Schema hash of the spec it was trained under.
+    pub schema_hash: String,
+    /// The fitted encoder.
+    pub encoder: Encoder,
+    /// The model.
+    pub model: LinearModel,
+}
+
+impl ModelArtifact {
+    /// Checks that encoder and model fit together and that the artifact belongs to `spec`.
+    pub fn validate(&self, spec: &Spec) -> Result<()> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(Error::Data(format!("model format {} is not {FORMAT_VERSION}", self.format_version)));
+        }
+        if self.schema_hash != spec.schema_hash() {
+            return Err(Error::Data(format!(
+                "model was trained for schema {} but the spec has schema {}",
+                self.schema_hash,
+                spec.schema_hash()
+            )));
+        }
+        if self.encoder.dim() != self.model.dim {
+            return Err(Error::Data(format!(
+                "encoder gives {} dimensions, model expects {}",
+                self.encoder.dim(),
+                self.model.dim
+            )));
+        }
+        self.model.validate()
+    }
+
+    /// Encodes and predicts one record.
+    pub fn predict<R: RowSource + ?Sized>(&self, row: &R) -> crate::model::Prediction {
+        self.model.predict(&self.encoder.encode(row))
+    }
+
+    /// Encodes and predicts one event.
+    pub fn predict_event(&self, event: &Event) -> crate::model::Prediction {
+        self.predict(event)
+    }
+}
+
+/// One candidate of the model search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderboardEntry {
+    /// Algorithm name.
+    pub algorithm: String,
+    /// Its settings.
+    pub params: String,
+    /// Its holdout metrics.
+    pub metrics: Metrics,
+}
+
+/// What is known about a published model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Version name, e.g. `v000003`.
+    pub version: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Highest ingestion sequence number the model and its batch view cover.
+    pub watermark: u64,
+    /// Rows the final model was trained on.
+    pub training_rows: u64,
+    /// Rows of the holdout.
+    pub holdout_rows: u64,
+    /// Holdout metrics of the chosen algorithm.
+    pub metrics: Metrics,
+    /// Schema hash of the spec.
+    pub schema_hash: String,
+    /// The chosen algorithm.
+    pub algorithm: String,
+    /// Every candidate tried, best first.
+    pub leaderboard: Vec<LeaderboardEntry>,
+}
+
+/// Current time as RFC 3339.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Current time in milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A published model: manifest and artifact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The model and its encoder.
+    pub artifact: ModelArtifact,
+}
+
+/// The model registry of a pipeline.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    publisher: Publisher,
+}
+
+const MODEL_FILE: &str = "model.json";
+const MANIFEST_FILE: &str = "manifest.json";
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Format { path: path.to_path_buf(), message: e.to_string() })
+}
+
+impl Registry {
+    /// The registry at `root`.
+    pub fn open(root: impl AsRef<Path>) -> Self {
+        Registry { publisher: Publisher::new(root.as_ref(), "v") }
+    }
+
+    /// The version the next publication will get.
+    pub fn next_version(&self) -> Result<String> {
+        self.publisher.next_version()
+    }
+
+    /// Publishes a model: both files are synced before `CURRENT` moves. The manifest's `version` is set here.
+    pub fn publish(&self, artifact: &ModelArtifact, mut manifest: Manifest) -> Result<Manifest> {
+        let version = self.publisher.next_version()?;
+        manifest.version = version.clone();
+        let model = serde_json::to_vec(artifact).map_err(|e| Error::Data(e.to_string()))?;
+        let man = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
+        self.publisher.stage(&version, &[(MODEL_FILE, &model), (MANIFEST_FILE, &man)])?;
+        self.publisher.set_current(&version)?;
+        Ok(manifest)
+    }
+
+    /// The current version's name, if any.
+    pub fn current_version(&self) -> Result<Option<String>> {
+        self.publisher.current()
+    }
+
+    /// Loads one version.
+    pub fn load(&self, version: &str) -> Result<Published> {
+        let dir = self.publisher.version_dir(version);
+        let manifest: Manifest = parse(&dir.join(MANIFEST_FILE), &self.publisher.read(version, MANIFEST_FILE)?)?;
+        let artifact: ModelArtifact = parse(&dir.join(MODEL_FILE), &self.publisher.read(version, MODEL_FILE)?)?;
+        Ok(Published { manifest, artifact })
+    }
+
+    /// Loads the current version, checked against `spec`.
+    pub fn load_current(&self, spec: &Spec) -> Result<Option<Published>> {
+        let Some(version) = self.current_version()? else { return Ok(None) };
+        let published = self.load(&version)?;
+        published.artifact.validate(spec)?;
+        Ok(Some(published))
+    }
+
+    /// Manifests of every version kept, oldest first.
+    pub fn manifests(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for v in self.publisher.versions()? {
+            let path = self.publisher.version_dir(&v).join(MANIFEST_FILE);
+            out.push(parse(&path, &self.publisher.read(&v, MANIFEST_FILE)?)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::FeatureEncoder;
+    use crate::model::Family;
+
+    fn spec() -> Spec {
+        Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap()
+    }
+
+    fn artifact(spec: &Spec, w: f64) -> ModelArtifact {
+        let encoder = Encoder {
+            features: vec![
+                FeatureEncoder::Numeric { name: "amount".into(), mean: 0.0, std: 1.0, min: 0.0, max: 1.0 },
+                FeatureEncoder::Categorical { name: "country".into(), vocabulary: Default::default() },
+                FeatureEncoder::Boolean { name: "mobile".into() },
+            ],
+        };
+        let mut model = LinearModel::zeros(Family::Logistic, vec!["0".into(), "1".into()], encoder.dim());
+        model.weights.iter_mut().for_each(|x| *x = w);
+        ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model }
+    }
+
+    fn manifest(spec: &Spec, watermark: u64) -> Manifest {
+        Manifest {
+            version: String::new(),
+            pipeline: spec.name.clone(),
+            created: now_rfc3339(),
+            watermark,
+            training_rows: 10,
+            holdout_rows: 2,
+            metrics: Metrics::new(),
+            schema_hash: spec.schema_hash(),
+            algorithm: "test".into(),
+            leaderboard: vec![],
+        }
+    }
+
+    #[test]
+    fn publish_load_and_keep_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec();
+        let r = Registry::open(dir.path());
+        assert!(r.load_current(&s).unwrap().is_none());
+        r.publish(&artifact(&s, 1.0), manifest(&s, 10)).unwrap();
+        let m = r.publish(&artifact(&s, 2.0), manifest(&s, 20)).unwrap();
+        assert_eq!(m.version, "v000002");
+        let cur = r.load_current(&s).unwrap().unwrap();
+        assert_eq!(cur.manifest.watermark, 20);
+        assert_eq!(cur.artifact, artifact(&s, 2.0));
+        assert_eq!(r.manifests().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn model_of_another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec();
+        let r = Registry::open(dir.path());
+        let mut a = artifact(&s, 1.0);
+        a.schema_hash = "different".into();
+        r.publish(&a, manifest(&s, 1)).unwrap();
+        let err = r.load_current(&s).unwrap_err().to_string();
+        assert!(err.contains("schema"), "{err}");
+    }
+
+    #[test]
+    fn readers_never_see_a_partial_model_while_publishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec();
+        let r = Registry::open(dir.path());
+        r.publish(&artifact(&s, 0.0), manifest(&s, 0)).unwrap();
+        let writer = {
+            let (r, s) = (r.clone(), s.clone());
+            std::thread::spawn(move || {
+                for i in 1..40 {
+                    r.publish(&artifact(&s, i as f64), manifest(&s, i)).unwrap();
+                }
+            })
+        };
+        let mut seen = 0;
+        while !writer.is_finished() || seen == 0 {
+            let p = r.load_current(&s).unwrap().unwrap();
+            // Model and manifest come from the same publication.
+            assert_eq!(p.artifact, artifact(&s, p.manifest.watermark as f64));
+            seen += 1;
+        }
+        writer.join().unwrap();
+        assert_eq!(r.load_current(&s).unwrap().unwrap().manifest.watermark, 39);
+    }
+
+    #[test]
+    fn corrupt_model_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec();
+        let r = Registry::open(dir.path());
+        r.publish(&artifact(&s, 1.0), manifest(&s, 1)).unwrap();
+        std::fs::write(dir.path().join("versions/v000001/model.json"), b"{\"format_version\": 1, \"sch").unwrap();
+        let err = r.load_current(&s).unwrap_err().to_string();
+        assert!(err.contains("model.json") && err.contains("malformed"), "{err}");
+    }
+}

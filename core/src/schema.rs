@@ -1,0 +1,466 @@
+//! Records as the layers see them: one [`Event`] at a time (speed and serving layers) or [`Columns`] of many
+//! (batch layer). Both expose their feature cells through [`RowSource`], which is all the encoder and the views read.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::spec::{FeatureKind, Spec, Task};
+
+/// One feature value of one record; `None` is a missing value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// A numeric feature.
+    Num(Option<f64>),
+    /// A categorical feature.
+    Cat(Option<String>),
+    /// A boolean feature.
+    Bool(Option<bool>),
+}
+
+/// A borrowed view of a [`Cell`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CellRef<'a> {
+    /// A numeric feature.
+    Num(Option<f64>),
+    /// A categorical feature.
+    Cat(Option<&'a str>),
+    /// A boolean feature.
+    Bool(Option<bool>),
+}
+
+impl Cell {
+    /// Borrows the cell.
+    pub fn as_ref(&self) -> CellRef<'_> {
+        match self {
+            Cell::Num(v) => CellRef::Num(*v),
+            Cell::Cat(v) => CellRef::Cat(v.as_deref()),
+            Cell::Bool(v) => CellRef::Bool(*v),
+        }
+    }
+}
+
+/// The label of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A class label (classification).
+    Class(String),
+    /// A real value (regression).
+    Value(f64),
+}
+
+/// Anything the encoder and the views can read a row from.
+pub trait RowSource {
+    /// The cell of feature `index` (spec order).
+    fn cell(&self, index: usize) -> CellRef<'_>;
+}
+
+/// One validated record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unique event id.
+    pub id: String,
+    /// Entity key.
+    pub key: String,
+    /// Event time, milliseconds since the Unix epoch.
+    pub time: i64,
+    /// Feature cells, in spec order.
+    pub features: Vec<Cell>,
+    /// The label, if the event carries one.
+    pub target: Option<Target>,
+}
+
+impl RowSource for Event {
+    fn cell(&self, index: usize) -> CellRef<'_> {
+        self.features[index].as_ref()
+    }
+}
+
+/// Why a record was rejected: the field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {problem}")]
+pub struct Rejection {
+    /// The field at fault (`$` for the record itself).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Rejection {
+    /// A rejection of `field`.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Rejection { field: field.into(), problem: problem.into() }
+    }
+}
+
+/// Which parts of a record must be present when parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A live event: id, key and time are required; the target is optional.
+    Event,
+    /// A prediction request: only features are read; id, key, time and target may be present and are ignored.
+    Predict,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn text_id(field: &str, v: Option<&Value>) -> Result<String, Rejection> {
+    match v {
+        None | Some(Value::Null) => Err(Rejection::new(field, "is missing")),
+        Some(Value::String(s)) if s.is_empty() => Err(Rejection::new(field, "is empty")),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Some(other) => Err(Rejection::new(field, format!("must be a string or an integer, got {}", type_name(other)))),
+    }
+}
+
+/// Parses a numeric JSON value, refusing non-finite numbers and strings such as "NaN".
+fn number(field: &str, v: &Value) -> Result<f64, Rejection> {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x.is_finite() => Ok(x),
+            _ => Err(Rejection::new(field, format!("{n} is not a finite number"))),
+        },
+        other => Err(Rejection::new(field, format!("must be a number, got {}", type_name(other)))),
+    }
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cell::Num(Some(v)) => write!(f, "{v}"),
+            Cell::Cat(Some(v)) => write!(f, "{v}"),
+            Cell::Bool(Some(v)) => write!(f, "{v}"),
+            _ => write!(f, "null"),
+        }
+    }
+}
+
+impl Spec {
+    /// Validates one JSON record against the schema. Unknown fields are rejected so that a misspelt feature is not
+    /// silently taken as missing.
+    pub fn parse_record(&self, value: &Value, mode: Mode) -> Result<Event, Rejection> {
+        let obj = match value {
+            Value::Object(o) => o,
+            other => return Err(Rejection::new("$", format!("must be a JSON object, got {}", type_name(other)))),
+        };
+        self.parse_object(obj, mode)
+    }
+
+    fn parse_object(&self, obj: &Map<String, Value>, mode: Mode) -> Result<Event, Rejection> {
+        let d = &self.dataset;
+        for name in obj.keys() {
+            let known = name == &d.time_column
+                || name == &d.key_column
+                || name == &d.id_column
+                || name == &d.target
+                || self.features.iter().any(|f| &f.name == name);
+            if !known {
+                return Err(Rejection::new(name.clone(), "is not in the pipeline spec"));
+            }
+        }
+        let (id, key, time) = match mode {
+            Mode::Event => {
+                let id = text_id(&d.id_column, obj.get(&d.id_column))?;
+                let key = text_id(&d.key_column, obj.get(&d.key_column))?;
+                let time = match obj.get(&d.time_column) {
+                    None | Some(Value::Null) => return Err(Rejection::new(&d.time_column, "is missing")),
+                    Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
+                        Rejection::new(&d.time_column, format!("{n} is not integer milliseconds since the Unix epoch"))
+                    })?,
+                    Some(other) => {
+                        return Err(Rejection::new(
+                            &d.time_column,
+                            format!("must be integer milliseconds since the Unix epoch, got {}", type_name(other)),
+                        ))
+                    }
+                };
+                (id, key, time)
+            }
+            Mode::Predict => (String::new(), String::new(), 0),
+        };
+        let mut features = Vec::with_capacity(self.features.len());
+        for f in &self.features {
+            let v = obj.get(&f.name).filter(|v| !v.is_null());
+            if v.is_none() && f.required {
+                return Err(Rejection::new(&f.name, "is required and missing"));
+            }
+            let cell = match (f.kind, v) {
+                (FeatureKind::Numeric, None) => Cell::Num(None),
+                (FeatureKind::Numeric, Some(v)) => Cell::Num(Some(number(&f.name, v)?)),
+                (FeatureKind::Categorical, None) => Cell::Cat(None),
+                (FeatureKind::Categorical, Some(Value::String(s))) => Cell::Cat(Some(s.clone())),
+                (FeatureKind::Categorical, Some(Value::Number(n))) if n.is_i64() || n.is_u64() => {
+                    Cell::Cat(Some(n.to_string()))
+                }
+                (FeatureKind::Categorical, Some(other)) => {
+                    return Err(Rejection::new(&f.name, format!("must be a string, got {}", type_name(other))))
+                }
+                (FeatureKind::Boolean, None) => Cell::Bool(None),
+                (FeatureKind::Boolean, Some(Value::Bool(b))) => Cell::Bool(Some(*b)),
+                (FeatureKind::Boolean, Some(other)) => {
+                    return Err(Rejection::new(&f.name, format!("must be true or false, got {}", type_name(other))))
+                }
+            };
+            features.push(cell);
+        }
+        let target = match mode {
+            Mode::Predict => None,
+            Mode::Event => match obj.get(&d.target).filter(|v| !v.is_null()) {
+                None => None,
+                Some(v) => Some(self.parse_target(v)?),
+            },
+        };
+        Ok(Event { id, key, time, features, target })
+    }
+
+    fn parse_target(&self, v: &Value) -> Result<Target, Rejection> {
+        let field = &self.dataset.target;
+        match self.dataset.task {
+            Task::Regression => Ok(Target::Value(number(field, v)?)),
+            _ => match v {
+                Value::String(s) if !s.is_empty() => Ok(Target::Class(s.clone())),
+                Value::Bool(b) => Ok(Target::Class(b.to_string())),
+                Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Target::Class(n.to_string())),
+                other => Err(Rejection::new(
+                    field,
+                    format!("must be a class label (string, integer or boolean), got {}", type_name(other)),
+                )),
+            },
+        }
+    }
+}
+
+/// One feature column of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// A numeric column.
+    Num(Vec<Option<f64>>),
+    /// A categorical column.
+    Cat(Vec<Option<String>>),
+    /// A boolean column.
+    Bool(Vec<Option<bool>>),
+}
+
+impl Column {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Num(v) => v.len(),
+            Column::Cat(v) => v.len(),
+            Column::Bool(v) => v.len(),
+        }
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cell at `row`.
+    pub fn get(&self, row: usize) -> CellRef<'_> {
+        match self {
+            Column::Num(v) => CellRef::Num(v[row]),
+            Column::Cat(v) => CellRef::Cat(v[row].as_deref()),
+            Column::Bool(v) => CellRef::Bool(v[row]),
+        }
+    }
+}
+
+/// A batch of records in columnar form, as read from the master dataset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Columns {
+    /// Ingestion sequence numbers.
+    pub seqs: Vec<u64>,
+    /// Event ids.
+    pub ids: Vec<String>,
+    /// Entity keys.
+    pub keys: Vec<String>,
+    /// Event times, milliseconds since the Unix epoch.
+    pub times: Vec<i64>,
+    /// Feature columns, in spec order.
+    pub features: Vec<Column>,
+    /// Labels (`None` for unlabelled rows).
+    pub targets: Vec<Option<Target>>,
+}
+
+impl Columns {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Row `row` as a [`RowSource`].
+    pub fn row(&self, row: usize) -> ColumnsRow<'_> {
+        ColumnsRow { columns: self, row }
+    }
+
+    /// Row `row` as an owned [`Event`].
+    pub fn event(&self, row: usize) -> Event {
+        Event {
+            id: self.ids[row].clone(),
+            key: self.keys[row].clone(),
+            time: self.times[row],
+            features: self
+                .features
+                .iter()
+                .map(|c| match c.get(row) {
+                    CellRef::Num(v) => Cell::Num(v),
+                    CellRef::Cat(v) => Cell::Cat(v.map(str::to_string)),
+                    CellRef::Bool(v) => Cell::Bool(v),
+                })
+                .collect(),
+            target: self.targets[row].clone(),
+        }
+    }
+
+    /// Rows at the given indices, in that order.
+    pub fn take(&self, rows: &[usize]) -> Columns {
+        Columns {
+            seqs: rows.iter().map(|&r| self.seqs[r]).collect(),
+            ids: rows.iter().map(|&r| self.ids[r].clone()).collect(),
+            keys: rows.iter().map(|&r| self.keys[r].clone()).collect(),
+            times: rows.iter().map(|&r| self.times[r]).collect(),
+            features: self
+                .features
+                .iter()
+                .map(|c| match c {
+                    Column::Num(v) => Column::Num(rows.iter().map(|&r| v[r]).collect()),
+                    Column::Cat(v) => Column::Cat(rows.iter().map(|&r| v[r].clone()).collect()),
+                    Column::Bool(v) => Column::Bool(rows.iter().map(|&r| v[r]).collect()),
+                })
+                .collect(),
+            targets: rows.iter().map(|&r| self.targets[r].clone()).collect(),
+        }
+    }
+
+    /// Builds columns from events (seq numbers given alongside).
+    pub fn from_events<'a>(spec: &Spec, events: impl IntoIterator<Item = (u64, &'a Event)>) -> Columns {
+        let mut out = Columns {
+            features: spec
+                .features
+                .iter()
+                .map(|f| match f.kind {
+                    FeatureKind::Numeric => Column::Num(Vec::new()),
+                    FeatureKind::Categorical => Column::Cat(Vec::new()),
+                    FeatureKind::Boolean => Column::Bool(Vec::new()),
+                })
+                .collect(),
+            ..Columns::default()
+        };
+        for (seq, e) in events {
+            out.seqs.push(seq);
+            out.ids.push(e.id.clone());
+            out.keys.push(e.key.clone());
+            out.times.push(e.time);
+            out.targets.push(e.target.clone());
+            for (col, cell) in out.features.iter_mut().zip(&e.features) {
+                match (col, cell) {
+                    (Column::Num(v), Cell::Num(x)) => v.push(*x),
+                    (Column::Cat(v), Cell::Cat(x)) => v.push(x.clone()),
+                    (Column::Bool(v), Cell::Bool(x)) => v.push(*x),
+                    // Events are parsed against the same spec, so kinds always line up.
+                    (Column::Num(v), _) => v.push(None),
+                    (Column::Cat(v), _) => v.push(None),
+                    (Column::Bool(v), _) => v.push(None),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One row of [`Columns`].
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnsRow<'a> {
+    columns: &'a Columns,
+    row: usize,
+}
+
+impl RowSource for ColumnsRow<'_> {
+    fn cell(&self, index: usize) -> CellRef<'_> {
+        self.columns.features[index].get(self.row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn spec() -> Spec {
+        Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn valid_event_parses() {
+        let e = spec()
+            .parse_record(
+                &json!({"id": "e1", "user": 7, "ts": 1000, "amount": 2.5, "country": "fr", "mobile": true, "label": 1}),
+                Mode::Event,
+            )
+            .unwrap();
+        assert_eq!(e.key, "7");
+        assert_eq!(e.features[0], Cell::Num(Some(2.5)));
+        assert_eq!(e.target, Some(Target::Class("1".into())));
+    }
+
+    #[test]
+    fn missing_optional_features_and_target_are_allowed() {
+        let e = spec().parse_record(&json!({"id": "e1", "user": "u", "ts": 5, "amount": null}), Mode::Event).unwrap();
+        assert_eq!(e.features, vec![Cell::Num(None), Cell::Cat(None), Cell::Bool(None)]);
+        assert_eq!(e.target, None);
+    }
+
+    #[test]
+    fn bad_events_name_the_field() {
+        let s = spec();
+        let cases = [
+            (json!([1, 2]), "$"),
+            (json!({"user": "u", "ts": 1}), "id"),
+            (json!({"id": "e", "ts": 1}), "user"),
+            (json!({"id": "e", "user": "u"}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": "yesterday"}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": 1.5}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": 1, "amount": "NaN"}), "amount"),
+            (json!({"id": "e", "user": "u", "ts": 1, "country": 1.5}), "country"),
+            (json!({"id": "e", "user": "u", "ts": 1, "mobile": "yes"}), "mobile"),
+            (json!({"id": "e", "user": "u", "ts": 1, "label": 0.5}), "label"),
+            (json!({"id": "e", "user": "u", "ts": 1, "amonut": 3}), "amonut"),
+            (json!({"id": "", "user": "u", "ts": 1}), "id"),
+        ];
+        for (value, field) in cases {
+            let r = s.parse_record(&value, Mode::Event).unwrap_err();
+            assert_eq!(r.field, field, "{value} -> {r}");
+        }
+    }
+
+    #[test]
+    fn required_feature_must_be_present() {
+        let mut s = spec();
+        s.features[0].required = true;
+        let r = s.parse_record(&json!({"id": "e", "user": "u", "ts": 1}), Mode::Event).unwrap_err();
+        assert_eq!(r.field, "amount");
+    }
+
+    #[test]
+    fn predict_mode_needs_only_features() {
+        let e = spec().parse_record(&json!({"amount": 1.0}), Mode::Predict).unwrap();
+        assert_eq!(e.features[0], Cell::Num(Some(1.0)));
+    }
+}

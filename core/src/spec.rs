@@ -1,0 +1,473 @@
+//! The pipeline spec: one TOML file declaring the dataset, the paths and each layer's settings.
+//!
+//! It is parsed with serde (unknown keys are errors that name the key) into [`RawSpec`], then checked once by
+//! [`RawSpec::check`] into a [`Spec`], the only form the layers use. Relative paths are resolved against the folder
+//! of the spec file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What the model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Two classes; the model gives the probability of each.
+    BinaryClassification,
+    /// Three or more classes; the model gives the probability of each.
+    MulticlassClassification,
+    /// A real value.
+    Regression,
+}
+
+impl Task {
+    /// Whether the target is a class label.
+    pub fn is_classification(self) -> bool {
+        !matches!(self, Task::Regression)
+    }
+}
+
+/// The type of a feature column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// A finite real number; standardized by the encoder.
+    Numeric,
+    /// A string from a vocabulary; one-hot encoded with an unknown bucket.
+    Categorical,
+    /// true or false.
+    Boolean,
+}
+
+/// One feature as written in the spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    /// Column name, in the master dataset and in events.
+    pub name: String,
+    /// Column type.
+    #[serde(rename = "type")]
+    pub kind: FeatureKind,
+    /// When true, an event without this feature is rejected; otherwise a missing value is encoded explicitly.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// The `[dataset]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// Event time column: integer milliseconds since the Unix epoch (or a Parquet timestamp).
+    pub time_column: String,
+    /// Entity key column; views are kept per key.
+    pub key_column: String,
+    /// Unique event id column; replays with a known id are de-duplicated.
+    pub id_column: String,
+    /// Label column. Absent or null in an event means the event is unlabelled.
+    pub target: String,
+    /// What the model predicts.
+    pub task: Task,
+}
+
+/// The `[paths]` table. Relative paths are resolved against the spec file's folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// Master dataset: date-partitioned Parquet files, append-only.
+    pub master: PathBuf,
+    /// Model registry: versioned model folders and the pointer to the current one.
+    pub registry: PathBuf,
+    /// Batch views, one Parquet file per model version.
+    pub views: PathBuf,
+    /// Speed-layer state: write-ahead log, checkpoints, dead letters.
+    pub state: PathBuf,
+}
+
+/// The `[batch]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// Share of the most recent rows (by event time) held out for evaluation.
+    pub holdout_fraction: f64,
+    /// L2 strengths tried by the model search; the best on the holdout is published.
+    pub alphas: Vec<f64>,
+    /// Iteration cap of the solvers.
+    pub max_iterations: u64,
+    /// Categories kept per categorical feature (most frequent first); the rest share the unknown bucket.
+    pub max_categories: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings { holdout_fraction: 0.2, alphas: vec![0.01, 0.1, 1.0], max_iterations: 200, max_categories: 100 }
+    }
+}
+
+/// The `[speed]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpeedSettings {
+    /// Address of the event ingest endpoint (`POST /v1/events`).
+    pub listen: String,
+    /// SGD step size of the incremental model.
+    pub learning_rate: f64,
+    /// L2 penalty of the incremental model.
+    pub l2: f64,
+    /// How often state is checkpointed, events archived and the speed model published, e.g. "2s".
+    pub checkpoint_interval: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for SpeedSettings {
+    fn default() -> Self {
+        SpeedSettings {
+            listen: "127.0.0.1:7071".into(),
+            learning_rate: 0.01,
+            l2: 0.0,
+            checkpoint_interval: "2s".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The `[serving]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServingSettings {
+    /// Address of the HTTP service.
+    pub listen: String,
+    /// How often the registry and the speed layer's state are polled for new versions, e.g. "1s".
+    pub reload_interval: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most records in one prediction request.
+    pub max_batch: usize,
+}
+
+impl Default for ServingSettings {
+    fn default() -> Self {
+        ServingSettings {
+            listen: "127.0.0.1:7070".into(),
+            reload_interval: "1s".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch: 10_000,
+        }
+    }
+}
+
+/// The spec as written in the TOML file, before checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpec {
+    /// Pipeline name, shown in manifests and logs.
+    pub name: String,
+    /// Columns and task.
+    pub dataset: Dataset,
+    /// Typed features, in the order the encoder lays them out.
+    pub features: Vec<Feature>,
+    /// Where data lives.
+    pub paths: Paths,
+    /// Batch-layer settings.
+    #[serde(default)]
+    pub batch: BatchSettings,
+    /// Speed-layer settings.
+    #[serde(default)]
+    pub speed: SpeedSettings,
+    /// Serving-layer settings.
+    #[serde(default)]
+    pub serving: ServingSettings,
+}
+
+/// A checked pipeline spec: names are unique, settings in range, paths absolute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The spec file it came from.
+    pub source: PathBuf,
+    /// Pipeline name.
+    pub name: String,
+    /// Columns and task.
+    pub dataset: Dataset,
+    /// Typed features, in encoder order.
+    pub features: Vec<Feature>,
+    /// Where data lives (absolute).
+    pub paths: Paths,
+    /// Batch-layer settings.
+    pub batch: BatchSettings,
+    /// Speed-layer settings.
+    pub speed: SpeedSettings,
+    /// Checkpoint interval of the speed layer.
+    pub checkpoint_interval: Duration,
+    /// Serving-layer settings.
+    pub serving: ServingSettings,
+    /// Poll interval of the serving layer.
+    pub reload_interval: Duration,
+}
+
+/// Name of the column that carries each event's ingestion sequence number in the master dataset.
+pub const SEQ_COLUMN: &str = "_ingest_seq";
+
+impl Spec {
+    /// Reads and checks a spec file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Spec> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Spec {
+            path: path.to_path_buf(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        Spec::from_toml(&text, path, &base)
+    }
+
+    /// Parses and checks spec text; `source` names it in errors, `base` resolves relative paths.
+    pub fn from_toml(text: &str, source: &Path, base: &Path) -> Result<Spec> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| Error::Spec {
+            path: source.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        raw.check(source, base)
+    }
+
+    /// A stable hash of everything that shapes the encoded features and the target: models trained under one hash
+    /// can be served under the same hash only.
+    pub fn schema_hash(&self) -> String {
+        let mut text = format!(
+            "{}|{}|{}|{}|{:?}",
+            self.dataset.time_column,
+            self.dataset.key_column,
+            self.dataset.id_column,
+            self.dataset.target,
+            self.dataset.task
+        );
+        for f in &self.features {
+            text.push_str(&format!("|{}:{:?}:{}", f.name, f.kind, f.required));
+        }
+        format!("{:016x}", fnv1a(text.as_bytes()))
+    }
+
+    /// Index of a feature by name.
+    pub fn feature_index(&self, name: &str) -> Option<usize> {
+        self.features.iter().position(|f| f.name == name)
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl RawSpec {
+    /// Checks the spec once; every error names the key at fault.
+    pub fn check(self, source: &Path, base: &Path) -> Result<Spec> {
+        let fail = |message: String| Error::Spec { path: source.to_path_buf(), message };
+        if self.name.trim().is_empty() {
+            return Err(fail("`name` must not be empty".into()));
+        }
+        let d = &self.dataset;
+        let reserved = [
+            ("dataset.time_column", &d.time_column),
+            ("dataset.key_column", &d.key_column),
+            ("dataset.id_column", &d.id_column),
+            ("dataset.target", &d.target),
+        ];
+        let mut seen = BTreeSet::new();
+        seen.insert(SEQ_COLUMN.to_string());
+        for (key, name) in reserved {
+            if name.trim().is_empty() {
+                return Err(fail(format!("`{key}` must not be empty")));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(fail(format!("`{key}` = {name:?} is used twice or is reserved")));
+            }
+        }
+        if self.features.is_empty() {
+            return Err(fail("`features` must declare at least one feature".into()));
+        }
+        for (i, f) in self.features.iter().enumerate() {
+            if f.name.trim().is_empty() {
+                return Err(fail(format!("`features[{i}].name` must not be empty")));
+            }
+            if !seen.insert(f.name.clone()) {
+                return Err(fail(format!(
+                    "`features[{i}].name` = {:?} is declared twice or collides with a dataset column",
+                    f.name
+                )));
+            }
+        }
+        let b = &self.batch;
+        if !(b.holdout_fraction > 0.0 && b.holdout_fraction < 1.0) {
+            return Err(fail(format!("`batch.holdout_fraction` = {} must be in (0, 1)", b.holdout_fraction)));
+        }
+        if b.alphas.is_empty() || b.alphas.iter().any(|a| !a.is_finite() || *a < 0.0) {
+            return Err(fail("`batch.alphas` must be a non-empty list of finite numbers >= 0".into()));
+        }
+        if b.max_iterations == 0 {
+            return Err(fail("`batch.max_iterations` must be at least 1".into()));
+        }
+        if b.max_categories == 0 {
+            return Err(fail("`batch.max_categories` must be at least 1".into()));
+        }
+        let s = &self.speed;
+        if !(s.learning_rate.is_finite() && s.learning_rate > 0.0) {
+            return Err(fail(format!("`speed.learning_rate` = {} must be a finite number > 0", s.learning_rate)));
+        }
+        if !(s.l2.is_finite() && s.l2 >= 0.0) {
+            return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
+        }
+        let checkpoint_interval = duration(&s.checkpoint_interval).map_err(|m| fail(format!("`speed.checkpoint_interval`: {m}")))?;
+        let reload_interval = duration(&self.serving.reload_interval).map_err(|m| fail(format!("`serving.reload_interval`: {m}")))?;
+        for (key, addr) in [("speed.listen", &s.listen), ("serving.listen", &self.serving.listen)] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(fail(format!("`{key}` = {addr:?} is not an address like 127.0.0.1:7070")));
+            }
+        }
+        for (key, n) in [
+            ("speed.max_body_bytes", s.max_body_bytes),
+            ("serving.max_body_bytes", self.serving.max_body_bytes),
+            ("serving.max_batch", self.serving.max_batch),
+        ] {
+            if n == 0 {
+                return Err(fail(format!("`{key}` must be at least 1")));
+            }
+        }
+        let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let paths = Paths {
+            master: abs(&self.paths.master),
+            registry: abs(&self.paths.registry),
+            views: abs(&self.paths.views),
+            state: abs(&self.paths.state),
+        };
+        Ok(Spec {
+            source: source.to_path_buf(),
+            name: self.name,
+            dataset: self.dataset,
+            features: self.features,
+            paths,
+            batch: self.batch,
+            speed: self.speed,
+            checkpoint_interval,
+            serving: self.serving,
+            reload_interval,
+        })
+    }
+}
+
+fn duration(text: &str) -> std::result::Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like \"2s\" ({e})"))?;
+    if d.is_zero() {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const SAMPLE: &str = r#"
+name = "t"
+[dataset]
+time_column = "ts"
+key_column = "user"
+id_column = "id"
+target = "label"
+task = "binary_classification"
+[[features]]
+name = "amount"
+type = "numeric"
+[[features]]
+name = "country"
+type = "categorical"
+[[features]]
+name = "mobile"
+type = "boolean"
+[paths]
+master = "master"
+registry = "run/registry"
+views = "run/views"
+state = "run/state"
+"#;
+
+    fn parse(text: &str) -> Result<Spec> {
+        Spec::from_toml(text, Path::new("spec.toml"), Path::new("/base"))
+    }
+
+    #[test]
+    fn sample_parses_with_defaults_and_absolute_paths() {
+        let spec = parse(SAMPLE).unwrap();
+        assert_eq!(spec.features.len(), 3);
+        assert_eq!(spec.paths.registry, PathBuf::from("/base/run/registry"));
+        assert_eq!(spec.checkpoint_interval, Duration::from_secs(2));
+        assert_eq!(spec.batch.holdout_fraction, 0.2);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = SAMPLE.replace("task = ", "colour = \"red\"\ntask = ");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let text = SAMPLE.replace("target = \"label\"\n", "");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("target"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let text = SAMPLE.replace("type = \"numeric\"", "type = \"complex\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("complex"), "{err}");
+        let text = SAMPLE.to_string() + "[batch]\nholdout_fraction = \"half\"\n";
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("holdout_fraction"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (extra, key) in [
+            ("[batch]\nholdout_fraction = 1.5\n", "batch.holdout_fraction"),
+            ("[batch]\nalphas = []\n", "batch.alphas"),
+            ("[speed]\nlearning_rate = -1.0\n", "speed.learning_rate"),
+            ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
+            ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
+        ] {
+            let err = parse(&(SAMPLE.to_string() + extra)).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_and_colliding_names_are_errors() {
+        let text = SAMPLE.replace("name = \"country\"", "name = \"amount\"");
+        assert!(parse(&text).unwrap_err().to_string().contains("features[1].name"));
+        let text = SAMPLE.replace("name = \"country\"", "name = \"user\"");
+        assert!(parse(&text).unwrap_err().to_string().contains("collides"));
+    }
+
+    #[test]
+    fn empty_and_unreadable_files_are_errors() {
+        assert!(parse("").is_err());
+        let err = Spec::from_file("/nonexistent/spec.toml").unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/spec.toml"), "{err}");
+    }
+
+    #[test]
+    fn schema_hash_follows_features() {
+        let a = parse(SAMPLE).unwrap().schema_hash();
+        let b = parse(&SAMPLE.replace("\"boolean\"", "\"numeric\"")).unwrap().schema_hash();
+        assert_ne!(a, b);
+        assert_eq!(a, parse(SAMPLE).unwrap().schema_hash());
+    }
+}

@@ -1,0 +1,63 @@
+//! HTTP ingest: `POST /v1/events` takes one JSON object, a JSON array, or NDJSON, and answers once the accepted
+//! events are durable. Every error is `{"error": "..."}` with a 4xx for the caller's mistakes and a 5xx for ours.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::ingest::parse_body;
+use crate::Speed;
+
+/// A JSON error answer.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Reads a whole body up to `limit` bytes as UTF-8, or answers 413 / 400.
+pub async fn read_body(body: Body, limit: usize) -> Result<String, Response> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes")))?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body is not UTF-8: {e}")))
+}
+
+/// The ingest routes.
+pub fn router(speed: Arc<Speed>) -> Router {
+    Router::new()
+        .route("/v1/events", post(events))
+        .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
+        .with_state(speed)
+}
+
+async fn events(State(speed): State<Arc<Speed>>, body: Body) -> Response {
+    let text = match read_body(body, speed.spec().speed.max_body_bytes).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let items = match parse_body(speed.spec(), &text) {
+        Ok(items) => items,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match speed.ingest(items).await {
+        Ok(report) => {
+            let status = if report.accepted == 0 && report.duplicates == 0 && !report.rejected.is_empty() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            let mut body = json!(report);
+            if status != StatusCode::OK {
+                let first = report.rejected.first().map(|r| format!("line {}: {}", r.line, r.error)).unwrap_or_default();
+                body["error"] = json!(format!("every record was rejected; first: {first}"));
+            }
+            (status, Json(body)).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}

@@ -1,0 +1,300 @@
+//! `lambda-ml`: the command line that wires the batch, speed and serving layers together.
+
+mod generate;
+
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use lambda_core::registry::Registry;
+use lambda_core::snapshot::Live;
+use lambda_core::spec::Spec;
+use lambda_serving::Serving;
+use lambda_speed::Speed;
+
+/// Machine-learning models in production as a lambda architecture.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Nightly batch job: read the master dataset, fit, search, publish the model and the batch view.
+    Batch {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// Score a Parquet table with the current model (the Forecast pattern).
+    Forecast {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Parquet file with the feature columns.
+        #[arg(long)]
+        input: PathBuf,
+        /// Parquet file to write: the input plus predictions and the model version.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Speed-layer daemon: ingest events over HTTP (and from a source), learn, keep realtime views, archive.
+    Speed {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Also read NDJSON events from `file:PATH` or `stdin`.
+        #[arg(long)]
+        source: Option<String>,
+        /// Stop once the source is read (checkpointing first) instead of serving HTTP ingest.
+        #[arg(long, requires = "source")]
+        once: bool,
+        /// Ingest address, overriding `speed.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Serving layer: HTTP predictions and per-key views.
+    Serve {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// Address, overriding `serving.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Everything in one process: a batch run if no model exists, then the speed and serving layers.
+    Up {
+        /// Pipeline spec (TOML).
+        #[arg(long, default_value = "data/quickstart.toml")]
+        spec: PathBuf,
+        /// Serving address, overriding `serving.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Ingest address, overriding `speed.listen`.
+        #[arg(long)]
+        ingest_listen: Option<SocketAddr>,
+    },
+    /// Generate a sample pipeline: master dataset (Parquet) and a later event stream (NDJSON), from a seed.
+    Generate(generate::Args),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Batch { spec } => {
+            let spec = load(&spec)?;
+            let m = lambda_batch::run(&spec).context("batch run failed; nothing was published")?;
+            println!("published {} (watermark {}, {} training rows)", m.version, m.watermark, m.training_rows);
+            for (k, v) in &m.metrics {
+                println!("  holdout {k}: {v:.4}");
+            }
+            Ok(())
+        }
+        Command::Forecast { spec, input, output } => {
+            let spec = load(&spec)?;
+            let r = lambda_batch::forecast::forecast(&spec, &input, &output).context("forecast failed")?;
+            println!("wrote {} predictions of model {} to {}", r.rows, r.version, output.display());
+            Ok(())
+        }
+        Command::Speed { spec, source, once, listen } => {
+            let mut spec = load(&spec)?;
+            if let Some(l) = listen {
+                spec.speed.listen = l.to_string();
+            }
+            runtime()?.block_on(speed(spec, source, once))
+        }
+        Command::Serve { spec, listen } => {
+            let mut spec = load(&spec)?;
+            if let Some(l) = listen {
+                spec.serving.listen = l.to_string();
+            }
+            runtime()?.block_on(serve(spec))
+        }
+        Command::Up { spec, listen, ingest_listen } => {
+            let mut spec = load(&spec)?;
+            if let Some(l) = listen {
+                spec.serving.listen = l.to_string();
+            }
+            if let Some(l) = ingest_listen {
+                spec.speed.listen = l.to_string();
+            }
+            if Registry::open(&spec.paths.registry).current_version()?.is_none() {
+                println!("no model published yet: running the batch layer first");
+                let m = lambda_batch::run(&spec).context("batch run failed")?;
+                println!("published {} (watermark {})", m.version, m.watermark);
+            }
+            runtime()?.block_on(up(spec))
+        }
+        Command::Generate(args) => generate::run(&args),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Spec> {
+    Ok(Spec::from_file(path)?)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn bind(addr: &str, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
+}
+
+fn replay_source(speed: &Speed, source: &str) -> Result<lambda_speed::ingest::SourceReport> {
+    let report = if source == "stdin" {
+        lambda_speed::ingest::replay(speed, std::io::stdin().lock(), 1000)?
+    } else if let Some(path) = source.strip_prefix("file:") {
+        let f = std::fs::File::open(path).with_context(|| format!("cannot open source {path}"))?;
+        lambda_speed::ingest::replay(speed, BufReader::new(f), 1000)?
+    } else {
+        bail!("--source must be `file:PATH` or `stdin`, got {source:?}");
+    };
+    println!("source {source}: {} accepted, {} duplicates, {} rejected", report.accepted, report.duplicates, report.rejected);
+    Ok(report)
+}
+
+async fn speed(spec: Spec, source: Option<String>, once: bool) -> Result<()> {
+    let speed = Arc::new(tokio::task::block_in_place(|| Speed::start(spec.clone(), None))?);
+    if once {
+        if let Some(src) = &source {
+            tokio::task::block_in_place(|| replay_source(&speed, src))?;
+        }
+        let speed = Arc::try_unwrap(speed).map_err(|_| anyhow::anyhow!("speed layer still in use"))?;
+        tokio::task::block_in_place(|| speed.stop())?;
+        return Ok(());
+    }
+    if let Some(src) = source {
+        let s = speed.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = replay_source(&s, &src) {
+                tracing::error!(error = %e, "source failed");
+            }
+        });
+    }
+    let listener = bind(&spec.speed.listen, "event ingest").await?;
+    println!("speed layer: POST http://{}/v1/events", listener.local_addr()?);
+    axum::serve(listener, lambda_speed::http::router(speed.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    stop(speed).await
+}
+
+async fn stop(speed: Arc<Speed>) -> Result<()> {
+    // In-flight requests hold clones until the server has drained.
+    let mut speed = speed;
+    for _ in 0..100 {
+        match Arc::try_unwrap(speed) {
+            Ok(s) => return Ok(tokio::task::block_in_place(|| s.stop())?),
+            Err(s) => {
+                speed = s;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    bail!("speed layer still busy at shutdown; its last checkpoint stands and the log holds the rest")
+}
+
+async fn serve(spec: Spec) -> Result<()> {
+    let serving = Serving::new(spec.clone(), None);
+    if let Err(e) = serving.reload() {
+        tracing::warn!(error = %e, "no model loaded yet; /health/ready stays 503 until one is published");
+    }
+    tokio::spawn(lambda_serving::reload_loop(serving.clone()));
+    let listener = bind(&spec.serving.listen, "serving").await?;
+    println!("serving layer: http://{}", listener.local_addr()?);
+    axum::serve(listener, lambda_serving::router(serving)).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn up(spec: Spec) -> Result<()> {
+    let live = Arc::new(Live::empty());
+    let speed = Arc::new(tokio::task::block_in_place(|| Speed::start(spec.clone(), Some(live.clone())))?);
+    let serving = Serving::new(spec.clone(), Some(live));
+    serving.reload()?;
+    tokio::spawn(lambda_serving::reload_loop(serving.clone()));
+    let serve_listener = bind(&spec.serving.listen, "serving").await?;
+    let ingest_listener = bind(&spec.speed.listen, "event ingest").await?;
+    let (serve_addr, ingest_addr) = (serve_listener.local_addr()?, ingest_listener.local_addr()?);
+    let key = example_key(&spec);
+    println!("lambda-ml is up ({}).", spec.name);
+    println!("  serving:  http://{serve_addr}   (POST /v1/predict, GET /v1/views/{{key}}, GET /v1/models, GET /health/ready)");
+    println!("  ingest:   http://{ingest_addr}   (POST /v1/events)");
+    println!("Try:");
+    println!("  curl -s http://{serve_addr}/v1/views/{key}");
+    println!("  curl -s -X POST http://{ingest_addr}/v1/events -d '{}'", example_event(&spec, &key));
+    println!("  curl -s -X POST http://{serve_addr}/v1/predict -d '{}'", example_record(&spec));
+    println!("Ctrl-C stops it (after a final checkpoint).");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let a = axum::serve(serve_listener, lambda_serving::router(serving)).with_graceful_shutdown(wait(rx.clone()));
+    let b = axum::serve(ingest_listener, lambda_speed::http::router(speed.clone())).with_graceful_shutdown(wait(rx));
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    };
+    let (ra, rb, ()) = tokio::join!(std::future::IntoFuture::into_future(a), std::future::IntoFuture::into_future(b), signal);
+    ra?;
+    rb?;
+    stop(speed).await
+}
+
+fn example_key(spec: &Spec) -> String {
+    let path = lambda_core::views::batch_view_path(spec, &Registry::open(&spec.paths.registry).current_version().ok().flatten().unwrap_or_default());
+    lambda_core::views::ViewTable::read_parquet(spec, &path)
+        .ok()
+        .and_then(|t| t.keys.keys().next().cloned())
+        .unwrap_or_else(|| "user-0001".into())
+}
+
+fn example_record(spec: &Spec) -> String {
+    let mut o = serde_json::Map::new();
+    for f in &spec.features {
+        let v = match f.kind {
+            lambda_core::spec::FeatureKind::Numeric => serde_json::json!(1.0),
+            lambda_core::spec::FeatureKind::Categorical => serde_json::json!("fr"),
+            lambda_core::spec::FeatureKind::Boolean => serde_json::json!(true),
+        };
+        o.insert(f.name.clone(), v);
+    }
+    serde_json::Value::Object(o).to_string()
+}
+
+fn example_event(spec: &Spec, key: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&example_record(spec)).unwrap_or_default();
+    let d = &spec.dataset;
+    v[&d.id_column] = serde_json::json!("try-1");
+    v[&d.key_column] = serde_json::json!(key);
+    v[&d.time_column] = serde_json::json!(lambda_core::registry::now_millis());
+    v
+    .to_string()
+}

@@ -1,0 +1,87 @@
+//! Helpers shared by the end-to-end tests: run the binary, start servers on free loopback ports, talk HTTP.
+#![allow(dead_code, missing_docs)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lambda-ml");
+
+/// A spec in `dir` that is the quickstart spec with its paths inside `dir`.
+pub fn spec_in(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/quickstart.toml")).unwrap();
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    out
+}
+
+pub fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "lambda-ml {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(args: &[&str], port: u16, ready_path: &str) -> Server {
+    let child = Command::new(BIN).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+    wait_for(Duration::from_secs(30), || get(&format!("{}{ready_path}", server.base)).0 == 200);
+    server
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+pub fn get(url: &str) -> (u16, serde_json::Value) {
+    match agent().get(url).call() {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let text = r.body_mut().read_to_string().unwrap_or_default();
+            (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+pub fn post(url: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut r = agent().post(url).header("content-type", "application/json").send(body).unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
