@@ -80,7 +80,8 @@ fn event(rng: &mut Rng, i: u64, total: u64, keys: u64) -> Event {
     };
     // The mobile effect flips sign over the period: a drift the speed layer must follow.
     let mobile_effect = if mobile { -1.2 + 2.4 * progress } else { 0.0 };
-    let z = -0.5 + 0.9 * (amount.ln() - 3.0) + 0.012 * (session.unwrap_or(60.0) - 60.0) + country_effect + mobile_effect;
+    let z =
+        -0.5 + 0.9 * (amount.ln() - 3.0) + 0.012 * (session.unwrap_or(60.0) - 60.0) + country_effect + mobile_effect;
     let p = 1.0 / (1.0 + (-z).exp());
     let label = if rng.unit() < p { "yes" } else { "no" };
     // About one event in twenty arrives unlabelled.
@@ -143,7 +144,8 @@ pub fn run(args: &Args) -> Result<()> {
         if i + 1 == args.rows || (i + 1) % chunk == 0 {
             for (day, rows) in std::mem::take(&mut partitions) {
                 let refs: Vec<(u64, &Event)> = rows.iter().map(|(s, e)| (*s, e)).collect();
-                let path = master::partition(&spec.paths.master, day * 86_400_000).join(format!("part-{:012}.parquet", rows[0].0));
+                let path = master::partition(&spec.paths.master, day * 86_400_000)
+                    .join(format!("part-{:012}.parquet", rows[0].0));
                 master::write_events(&spec, &path, &refs)?;
                 written += 1;
             }
@@ -153,7 +155,9 @@ pub fn run(args: &Args) -> Result<()> {
     if let Some(dir) = args.stream.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&args.stream).with_context(|| format!("cannot create {}", args.stream.display()))?);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&args.stream).with_context(|| format!("cannot create {}", args.stream.display()))?,
+    );
     let mut last = None;
     for i in args.rows..total {
         let e = event(&mut rng, i, total, keys);

@@ -87,7 +87,8 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     match Cli::parse().command {
@@ -179,7 +180,10 @@ fn replay_source(speed: &Speed, source: &str) -> Result<lambda_speed::ingest::So
     } else {
         bail!("--source must be `file:PATH` or `stdin`, got {source:?}");
     };
-    println!("source {source}: {} accepted, {} duplicates, {} rejected", report.accepted, report.duplicates, report.rejected);
+    println!(
+        "source {source}: {} accepted, {} duplicates, {} rejected",
+        report.accepted, report.duplicates, report.rejected
+    );
     Ok(report)
 }
 
@@ -262,14 +266,18 @@ async fn up(spec: Spec) -> Result<()> {
         shutdown_signal().await;
         let _ = tx.send(true);
     };
-    let (ra, rb, ()) = tokio::join!(std::future::IntoFuture::into_future(a), std::future::IntoFuture::into_future(b), signal);
+    let (ra, rb, ()) =
+        tokio::join!(std::future::IntoFuture::into_future(a), std::future::IntoFuture::into_future(b), signal);
     ra?;
     rb?;
     stop(speed).await
 }
 
 fn example_key(spec: &Spec) -> String {
-    let path = lambda_core::views::batch_view_path(spec, &Registry::open(&spec.paths.registry).current_version().ok().flatten().unwrap_or_default());
+    let path = lambda_core::views::batch_view_path(
+        spec,
+        &Registry::open(&spec.paths.registry).current_version().ok().flatten().unwrap_or_default(),
+    );
     lambda_core::views::ViewTable::read_parquet(spec, &path)
         .ok()
         .and_then(|t| t.keys.keys().next().cloned())
@@ -295,6 +303,5 @@ fn example_event(spec: &Spec, key: &str) -> String {
     v[&d.id_column] = serde_json::json!("try-1");
     v[&d.key_column] = serde_json::json!(key);
     v[&d.time_column] = serde_json::json!(lambda_core::registry::now_millis());
-    v
-    .to_string()
+    v.to_string()
 }

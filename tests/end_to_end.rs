@@ -24,8 +24,20 @@ struct Brute {
     last_seen: i64,
 }
 
-fn fold(acc: &mut BTreeMap<String, Brute>, key: &str, time: i64, amount: Option<f64>, session: Option<f64>, label: Option<&str>) {
-    let b = acc.entry(key.to_string()).or_insert(Brute { amount_min: f64::INFINITY, amount_max: f64::NEG_INFINITY, last_seen: i64::MIN, ..Brute::default() });
+fn fold(
+    acc: &mut BTreeMap<String, Brute>,
+    key: &str,
+    time: i64,
+    amount: Option<f64>,
+    session: Option<f64>,
+    label: Option<&str>,
+) {
+    let b = acc.entry(key.to_string()).or_insert(Brute {
+        amount_min: f64::INFINITY,
+        amount_max: f64::NEG_INFINITY,
+        last_seen: i64::MIN,
+        ..Brute::default()
+    });
     b.count += 1;
     if let Some(a) = amount {
         b.amount_sum += a;
@@ -120,7 +132,19 @@ fn batch_speed_and_serving_agree_end_to_end() {
     let spec_path = spec_in(dir.path());
     let sp = spec_path.to_str().unwrap();
     let stream = dir.path().join("stream.ndjson");
-    run_ok(&["generate", "--spec", sp, "--rows", "4000", "--stream-rows", "800", "--seed", "7", "--stream", stream.to_str().unwrap()]);
+    run_ok(&[
+        "generate",
+        "--spec",
+        sp,
+        "--rows",
+        "4000",
+        "--stream-rows",
+        "800",
+        "--seed",
+        "7",
+        "--stream",
+        stream.to_str().unwrap(),
+    ]);
     let spec = Spec::from_file(&spec_path).unwrap();
 
     // Batch: a model is published with its manifest.
@@ -169,7 +193,9 @@ fn batch_speed_and_serving_agree_end_to_end() {
     // Nothing accepted is lost: the master dataset now holds the history and every accepted event.
     assert_eq!(rows_in_master(&spec), 4000 + accepted as usize);
     let some_key = expected.keys().next().unwrap().clone();
-    wait_for(Duration::from_secs(15), || get(&format!("{}/v1/views/{some_key}", server.base)).1["speed_seq"] == 4000 + accepted);
+    wait_for(Duration::from_secs(15), || {
+        get(&format!("{}/v1/views/{some_key}", server.base)).1["speed_seq"] == 4000 + accepted
+    });
     assert_views_match(&server.base, &expected);
     let (_, p) = post(&format!("{}/v1/predict", server.base), r#"{"amount": 20.0, "country": "fr", "mobile": true}"#);
     assert_eq!(p["model_version"], "v000001");
@@ -195,7 +221,15 @@ fn up_makes_a_posted_event_visible_within_a_second() {
     run_ok(&["generate", "--spec", sp, "--rows", "2000", "--stream-rows", "10", "--stream", stream.to_str().unwrap()]);
     let (port, ingest) = (free_port(), free_port());
     let server = start(
-        &["up", "--spec", sp, "--listen", &format!("127.0.0.1:{port}"), "--ingest-listen", &format!("127.0.0.1:{ingest}")],
+        &[
+            "up",
+            "--spec",
+            sp,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ingest-listen",
+            &format!("127.0.0.1:{ingest}"),
+        ],
         port,
         "/health/ready",
     );
@@ -211,7 +245,10 @@ fn up_makes_a_posted_event_visible_within_a_second() {
     assert_eq!((status, view["count"].as_u64()), (200, Some(1)), "{view}");
     let (_, after) = post(&format!("{}/v1/predict", server.base), record);
     assert_eq!(after["speed_update"], 1, "{after}");
-    let (b, a) = (before["prediction"]["probabilities"]["yes"].as_f64().unwrap(), after["prediction"]["probabilities"]["yes"].as_f64().unwrap());
+    let (b, a) = (
+        before["prediction"]["probabilities"]["yes"].as_f64().unwrap(),
+        after["prediction"]["probabilities"]["yes"].as_f64().unwrap(),
+    );
     assert!(a > b, "learning a positive label raises its probability: {b} -> {a}");
     drop(server);
 }

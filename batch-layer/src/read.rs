@@ -56,7 +56,9 @@ fn conform(name: &str, dt: &DataType, want: Want) -> std::result::Result<Expr, S
                 c.cast(DataType::Datetime(TimeUnit::Milliseconds, tz.clone())).cast(DataType::Int64)
             }
             DataType::Date => c.cast(DataType::Datetime(TimeUnit::Milliseconds, None)).cast(DataType::Int64),
-            _ => return Err(format!("has type {dt}, expected integer milliseconds since the Unix epoch or a timestamp")),
+            _ => {
+                return Err(format!("has type {dt}, expected integer milliseconds since the Unix epoch or a timestamp"))
+            }
         },
         Want::Number if dt.is_primitive_numeric() => c.cast(DataType::Float64),
         Want::Label if dt.is_string() => c,
@@ -170,21 +172,36 @@ pub fn to_columns(spec: &Spec, df: &DataFrame, need: Need, path: &Path) -> Resul
         for name in [SEQ_COLUMN, &d.id_column, &d.key_column, &d.time_column] {
             nulls(path, df, name)?;
         }
-        out.seqs = df.column(SEQ_COLUMN).and_then(|c| c.u64().map(|a| a.iter().map(|v| v.unwrap_or(0)).collect())).map_err(pe)?;
+        out.seqs = df
+            .column(SEQ_COLUMN)
+            .and_then(|c| c.u64().map(|a| a.iter().map(|v| v.unwrap_or(0)).collect()))
+            .map_err(pe)?;
         let text = |name: &str| -> Result<Vec<String>> {
-            Ok(df.column(name).and_then(|c| c.str().map(|a| a.iter().map(|v| v.unwrap_or("").to_string()).collect())).map_err(pe)?)
+            Ok(df
+                .column(name)
+                .and_then(|c| c.str().map(|a| a.iter().map(|v| v.unwrap_or("").to_string()).collect()))
+                .map_err(pe)?)
         };
         out.ids = text(&d.id_column)?;
         out.keys = text(&d.key_column)?;
-        out.times = df.column(&d.time_column).and_then(|c| c.i64().map(|a| a.iter().map(|v| v.unwrap_or(0)).collect())).map_err(pe)?;
+        out.times = df
+            .column(&d.time_column)
+            .and_then(|c| c.i64().map(|a| a.iter().map(|v| v.unwrap_or(0)).collect()))
+            .map_err(pe)?;
         out.targets = match d.task {
             Task::Regression => df
                 .column(&d.target)
-                .and_then(|c| c.f64().map(|a| a.iter().map(|v| v.filter(|x| x.is_finite()).map(Target::Value)).collect()))
+                .and_then(|c| {
+                    c.f64().map(|a| a.iter().map(|v| v.filter(|x| x.is_finite()).map(Target::Value)).collect())
+                })
                 .map_err(pe)?,
             _ => df
                 .column(&d.target)
-                .and_then(|c| c.str().map(|a| a.iter().map(|v| v.filter(|s| !s.is_empty()).map(|s| Target::Class(s.to_string()))).collect()))
+                .and_then(|c| {
+                    c.str().map(|a| {
+                        a.iter().map(|v| v.filter(|s| !s.is_empty()).map(|s| Target::Class(s.to_string()))).collect()
+                    })
+                })
                 .map_err(pe)?,
         };
     } else {
@@ -211,7 +228,9 @@ pub fn to_columns(spec: &Spec, df: &DataFrame, need: Need, path: &Path) -> Resul
                     })
                     .collect(),
             ),
-            FeatureKind::Categorical => Column::Cat(c.str().map_err(pe)?.iter().map(|v| v.map(str::to_string)).collect()),
+            FeatureKind::Categorical => {
+                Column::Cat(c.str().map_err(pe)?.iter().map(|v| v.map(str::to_string)).collect())
+            }
             FeatureKind::Boolean => Column::Bool(c.bool().map_err(pe)?.iter().collect()),
         };
         out.features.push(column);

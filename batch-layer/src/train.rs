@@ -94,14 +94,10 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
             _ => {}
         }
     }
-    let holdout_len = ((labelled.len() as f64 * spec.batch.holdout_fraction).ceil() as usize).clamp(1, labelled.len() - 1);
+    let holdout_len =
+        ((labelled.len() as f64 * spec.batch.holdout_fraction).ceil() as usize).clamp(1, labelled.len() - 1);
     let cut = labelled.len() - holdout_len;
-    Ok(Split {
-        train: columns.take(&labelled[..cut]),
-        holdout: columns.take(&labelled[cut..]),
-        labelled,
-        classes,
-    })
+    Ok(Split { train: columns.take(&labelled[..cut]), holdout: columns.take(&labelled[cut..]), labelled, classes })
 }
 
 fn matrix(encoder: &Encoder, rows: &Columns) -> Result<Array2<f64>> {
@@ -110,7 +106,13 @@ fn matrix(encoder: &Encoder, rows: &Columns) -> Result<Array2<f64>> {
 }
 
 /// Fits one candidate on `rows` (all labelled) behind `encoder`.
-pub fn fit(spec: &Spec, cand: &Candidate, encoder: &Encoder, rows: &Columns, classes: &[String]) -> Result<LinearModel> {
+pub fn fit(
+    spec: &Spec,
+    cand: &Candidate,
+    encoder: &Encoder,
+    rows: &Columns,
+    classes: &[String],
+) -> Result<LinearModel> {
     let x = matrix(encoder, rows)?;
     let dim = encoder.dim();
     let name = format!("{} alpha={}", algorithm(spec), cand.alpha);
@@ -118,7 +120,8 @@ pub fn fit(spec: &Spec, cand: &Candidate, encoder: &Encoder, rows: &Columns, cla
     let iterations = spec.batch.max_iterations;
     match spec.dataset.task {
         Task::BinaryClassification => {
-            let y: Array1<bool> = rows.targets.iter().map(|t| matches!(t, Some(Target::Class(c)) if *c == classes[1])).collect();
+            let y: Array1<bool> =
+                rows.targets.iter().map(|t| matches!(t, Some(Target::Class(c)) if *c == classes[1])).collect();
             let fitted = LogisticRegression::default()
                 .alpha(cand.alpha)
                 .max_iterations(iterations)
@@ -200,7 +203,10 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
         match fit(spec, &cand, &encoder, &split.train, &split.classes) {
             Ok(model) => {
                 let metrics: Metrics = evaluate(&model, &model.predict_batch(&x_holdout), &targets);
-                scored.push((cand, LeaderboardEntry { algorithm: algorithm(spec).into(), params: format!("alpha={alpha}"), metrics }));
+                scored.push((
+                    cand,
+                    LeaderboardEntry { algorithm: algorithm(spec).into(), params: format!("alpha={alpha}"), metrics },
+                ));
             }
             Err(e) => {
                 tracing::warn!(alpha, error = %e, "candidate failed");

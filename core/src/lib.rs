@@ -10,8 +10,8 @@
 //! them with the same encoder, updates the model by SGD and folds them into realtime views. The serving layer merges
 //! both.
 
-pub mod error;
 pub mod encoder;
+pub mod error;
 pub mod master;
 pub mod metrics;
 pub mod model;

@@ -58,10 +58,12 @@ pub fn to_batch(spec: &Spec, rows: &[(u64, &Event)]) -> Result<RecordBatch> {
                 Cell::Num(v) => *v,
                 _ => None,
             }))),
-            FeatureKind::Categorical => Arc::new(StringArray::from_iter(rows.iter().map(|(_, e)| match &e.features[i] {
-                Cell::Cat(v) => v.as_deref(),
-                _ => None,
-            }))),
+            FeatureKind::Categorical => {
+                Arc::new(StringArray::from_iter(rows.iter().map(|(_, e)| match &e.features[i] {
+                    Cell::Cat(v) => v.as_deref(),
+                    _ => None,
+                })))
+            }
             FeatureKind::Boolean => Arc::new(BooleanArray::from_iter(rows.iter().map(|(_, e)| match &e.features[i] {
                 Cell::Bool(v) => *v,
                 _ => None,
@@ -208,7 +210,13 @@ mod tests {
         let spec = Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(max_seq(dir.path()).unwrap(), 0);
-        let e = Event { id: "1".into(), key: "k".into(), time: 0, features: vec![Cell::Num(Some(1.0)), Cell::Cat(None), Cell::Bool(Some(true))], target: Some(Target::Class("1".into())) };
+        let e = Event {
+            id: "1".into(),
+            key: "k".into(),
+            time: 0,
+            features: vec![Cell::Num(Some(1.0)), Cell::Cat(None), Cell::Bool(Some(true))],
+            target: Some(Target::Class("1".into())),
+        };
         write_events(&spec, &partition(dir.path(), 0).join("a.parquet"), &[(7, &e), (9, &e)]).unwrap();
         write_events(&spec, &partition(dir.path(), 86_400_000).join("b.parquet"), &[(3, &e)]).unwrap();
         fs::write(dir.path().join("date=1970-01-01/.c.parquet.tmp-1"), b"partial").unwrap();

@@ -112,7 +112,8 @@ mod tests {
         assert_eq!(r["accuracy"], 0.5);
         assert!((r["log_loss"] - (-(0.8f64).ln() - (0.4f64).ln()) / 2.0).abs() < 1e-12);
         let m = LinearModel::zeros(Family::Linear, vec![], 1);
-        let r = evaluate(&m, &[Prediction::Value(1.0), Prediction::Value(3.0)], &[Target::Value(1.0), Target::Value(2.0)]);
+        let r =
+            evaluate(&m, &[Prediction::Value(1.0), Prediction::Value(3.0)], &[Target::Value(1.0), Target::Value(2.0)]);
         assert!((r["rmse"] - (0.5f64).sqrt()).abs() < 1e-12);
         assert_eq!(r["mae"], 0.5);
         assert_eq!(r["r2"], 1.0 - 1.0 / 0.5);

@@ -186,7 +186,8 @@ mod tests {
 
     #[test]
     fn sgd_learns_each_family() {
-        let xs: Vec<Vec<f64>> = (0..200).map(|i| vec![((i * 37) % 100) as f64 / 50.0 - 1.0, ((i * 11) % 7) as f64 / 3.5 - 1.0]).collect();
+        let xs: Vec<Vec<f64>> =
+            (0..200).map(|i| vec![((i * 37) % 100) as f64 / 50.0 - 1.0, ((i * 11) % 7) as f64 / 3.5 - 1.0]).collect();
         let cases = [
             (Family::Logistic, vec!["a".to_string(), "b".to_string()]),
             (Family::Softmax, vec!["a".to_string(), "b".to_string(), "c".to_string()]),
@@ -199,7 +200,16 @@ mod tests {
                     let t = match family {
                         Family::Linear => Target::Value(3.0 * x[0] - x[1] + 0.5),
                         Family::Logistic => Target::Class(if x[0] > 0.0 { "b" } else { "a" }.into()),
-                        Family::Softmax => Target::Class(if x[0] > 0.3 { "c" } else if x[0] > -0.3 { "b" } else { "a" }.into()),
+                        Family::Softmax => Target::Class(
+                            if x[0] > 0.3 {
+                                "c"
+                            } else if x[0] > -0.3 {
+                                "b"
+                            } else {
+                                "a"
+                            }
+                            .into(),
+                        ),
                     };
                     (x.clone(), t)
                 })

@@ -116,10 +116,8 @@ pub fn current(state: &Path) -> Result<Option<String>> {
 pub fn load(state: &Path, version: &str) -> Result<SpeedSnapshot> {
     let p = checkpoints(state);
     let bytes = p.read(version, SNAPSHOT_FILE)?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Format {
-        path: p.version_dir(version).join(SNAPSHOT_FILE),
-        message: e.to_string(),
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Format { path: p.version_dir(version).join(SNAPSHOT_FILE), message: e.to_string() })
 }
 
 /// Loads the current checkpoint, if any.

@@ -215,10 +215,8 @@ impl Spec {
     /// Reads and checks a spec file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Spec> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Spec {
-            path: path.to_path_buf(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Spec { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         Spec::from_toml(&text, path, &base)
@@ -323,8 +321,10 @@ impl RawSpec {
         if !(s.l2.is_finite() && s.l2 >= 0.0) {
             return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
         }
-        let checkpoint_interval = duration(&s.checkpoint_interval).map_err(|m| fail(format!("`speed.checkpoint_interval`: {m}")))?;
-        let reload_interval = duration(&self.serving.reload_interval).map_err(|m| fail(format!("`serving.reload_interval`: {m}")))?;
+        let checkpoint_interval =
+            duration(&s.checkpoint_interval).map_err(|m| fail(format!("`speed.checkpoint_interval`: {m}")))?;
+        let reload_interval =
+            duration(&self.serving.reload_interval).map_err(|m| fail(format!("`serving.reload_interval`: {m}")))?;
         for (key, addr) in [("speed.listen", &s.listen), ("serving.listen", &self.serving.listen)] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(fail(format!("`{key}` = {addr:?} is not an address like 127.0.0.1:7070")));

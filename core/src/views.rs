@@ -233,19 +233,20 @@ impl ViewTable {
             Arc::new(Int64Array::from_iter(self.keys.values().map(|v| v.last_seen))),
             Arc::new(UInt64Array::from_iter_values(self.keys.values().map(|v| v.last_seq))),
         ];
-        let stat_columns = |prefix: &str, get: &dyn Fn(&KeyView) -> Stats, fields: &mut Vec<Field>, columns: &mut Vec<ArrayRef>| {
-            let stats: Vec<Stats> = self.keys.values().map(get).collect();
-            fields.push(Field::new(format!("{prefix}.count"), DataType::UInt64, false));
-            columns.push(Arc::new(UInt64Array::from_iter_values(stats.iter().map(|s| s.count))));
-            fields.push(Field::new(format!("{prefix}.sum"), DataType::Float64, false));
-            columns.push(Arc::new(Float64Array::from_iter_values(stats.iter().map(|s| s.sum))));
-            fields.push(Field::new(format!("{prefix}.sum_sq"), DataType::Float64, false));
-            columns.push(Arc::new(Float64Array::from_iter_values(stats.iter().map(|s| s.sum_sq))));
-            fields.push(Field::new(format!("{prefix}.min"), DataType::Float64, true));
-            columns.push(Arc::new(Float64Array::from_iter(stats.iter().map(|s| s.min))));
-            fields.push(Field::new(format!("{prefix}.max"), DataType::Float64, true));
-            columns.push(Arc::new(Float64Array::from_iter(stats.iter().map(|s| s.max))));
-        };
+        let stat_columns =
+            |prefix: &str, get: &dyn Fn(&KeyView) -> Stats, fields: &mut Vec<Field>, columns: &mut Vec<ArrayRef>| {
+                let stats: Vec<Stats> = self.keys.values().map(get).collect();
+                fields.push(Field::new(format!("{prefix}.count"), DataType::UInt64, false));
+                columns.push(Arc::new(UInt64Array::from_iter_values(stats.iter().map(|s| s.count))));
+                fields.push(Field::new(format!("{prefix}.sum"), DataType::Float64, false));
+                columns.push(Arc::new(Float64Array::from_iter_values(stats.iter().map(|s| s.sum))));
+                fields.push(Field::new(format!("{prefix}.sum_sq"), DataType::Float64, false));
+                columns.push(Arc::new(Float64Array::from_iter_values(stats.iter().map(|s| s.sum_sq))));
+                fields.push(Field::new(format!("{prefix}.min"), DataType::Float64, true));
+                columns.push(Arc::new(Float64Array::from_iter(stats.iter().map(|s| s.min))));
+                fields.push(Field::new(format!("{prefix}.max"), DataType::Float64, true));
+                columns.push(Arc::new(Float64Array::from_iter(stats.iter().map(|s| s.max))));
+            };
         for (i, name) in self.features.iter().enumerate() {
             let get = move |v: &KeyView| v.features.get(i).copied().unwrap_or_default();
             stat_columns(&format!("feature.{name}"), &get, &mut fields, &mut columns);
@@ -270,13 +271,25 @@ impl ViewTable {
                 batch.column_by_name(name).ok_or_else(|| pq_err(path, format!("view has no column `{name}`")))
             };
             let u64s = |name: &str| -> Result<UInt64Array> {
-                col(name)?.as_any().downcast_ref::<UInt64Array>().cloned().ok_or_else(|| pq_err(path, format!("`{name}` is not UInt64")))
+                col(name)?
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .cloned()
+                    .ok_or_else(|| pq_err(path, format!("`{name}` is not UInt64")))
             };
             let i64s = |name: &str| -> Result<Int64Array> {
-                col(name)?.as_any().downcast_ref::<Int64Array>().cloned().ok_or_else(|| pq_err(path, format!("`{name}` is not Int64")))
+                col(name)?
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                    .ok_or_else(|| pq_err(path, format!("`{name}` is not Int64")))
             };
             let f64s = |name: &str| -> Result<Float64Array> {
-                col(name)?.as_any().downcast_ref::<Float64Array>().cloned().ok_or_else(|| pq_err(path, format!("`{name}` is not Float64")))
+                col(name)?
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .cloned()
+                    .ok_or_else(|| pq_err(path, format!("`{name}` is not Float64")))
             };
             let stats = |prefix: &str| -> Result<Vec<Stats>> {
                 let (c, s, q, lo, hi) = (
@@ -301,7 +314,8 @@ impl ViewTable {
                 .downcast_ref::<StringArray>()
                 .cloned()
                 .ok_or_else(|| pq_err(path, "`key` is not Utf8"))?;
-            let (count, first, last, seq) = (u64s("count")?, i64s("first_seen")?, i64s("last_seen")?, u64s("last_seq")?);
+            let (count, first, last, seq) =
+                (u64s("count")?, i64s("first_seen")?, i64s("last_seen")?, u64s("last_seq")?);
             let per_feature: Vec<Vec<Stats>> =
                 table.features.iter().map(|n| stats(&format!("feature.{n}"))).collect::<Result<_>>()?;
             let target = stats("target")?;
@@ -354,7 +368,13 @@ mod tests {
 
     fn events() -> impl Strategy<Value = Vec<Event>> {
         prop::collection::vec(
-            (0u8..4, -1000i64..1000, prop::option::of(-100.0f64..100.0), prop::option::of(any::<bool>()), prop::option::of(0u8..3)),
+            (
+                0u8..4,
+                -1000i64..1000,
+                prop::option::of(-100.0f64..100.0),
+                prop::option::of(any::<bool>()),
+                prop::option::of(0u8..3),
+            ),
             0..40,
         )
         .prop_map(|rows| {
@@ -384,7 +404,10 @@ mod tests {
         assert_eq!(a.keys.keys().collect::<Vec<_>>(), b.keys.keys().collect::<Vec<_>>());
         for (k, va) in &a.keys {
             let vb = &b.keys[k];
-            assert_eq!((va.count, &va.labels, va.first_seen, va.last_seen, va.last_seq), (vb.count, &vb.labels, vb.first_seen, vb.last_seen, vb.last_seq));
+            assert_eq!(
+                (va.count, &va.labels, va.first_seen, va.last_seen, va.last_seq),
+                (vb.count, &vb.labels, vb.first_seen, vb.last_seen, vb.last_seq)
+            );
             for (x, y) in va.features.iter().zip(&vb.features) {
                 assert_eq!((x.count, x.min, x.max), (y.count, y.min, y.max));
                 assert!((x.sum - y.sum).abs() <= 1e-9 * (1.0 + x.sum.abs()));
@@ -425,9 +448,27 @@ mod tests {
     fn parquet_round_trip() {
         let s = spec();
         let evs = vec![
-            Event { id: "1".into(), key: "a".into(), time: 5, features: vec![Cell::Num(Some(2.0)), Cell::Cat(None), Cell::Bool(Some(true))], target: Some(Target::Class("x".into())) },
-            Event { id: "2".into(), key: "b".into(), time: 7, features: vec![Cell::Num(None), Cell::Cat(None), Cell::Bool(None)], target: None },
-            Event { id: "3".into(), key: "a".into(), time: 1, features: vec![Cell::Num(Some(-1.0)), Cell::Cat(None), Cell::Bool(Some(false))], target: Some(Target::Class("y".into())) },
+            Event {
+                id: "1".into(),
+                key: "a".into(),
+                time: 5,
+                features: vec![Cell::Num(Some(2.0)), Cell::Cat(None), Cell::Bool(Some(true))],
+                target: Some(Target::Class("x".into())),
+            },
+            Event {
+                id: "2".into(),
+                key: "b".into(),
+                time: 7,
+                features: vec![Cell::Num(None), Cell::Cat(None), Cell::Bool(None)],
+                target: None,
+            },
+            Event {
+                id: "3".into(),
+                key: "a".into(),
+                time: 1,
+                features: vec![Cell::Num(Some(-1.0)), Cell::Cat(None), Cell::Bool(Some(false))],
+                target: Some(Target::Class("y".into())),
+            },
         ];
         let t = table(&s, &evs, 1);
         let dir = tempfile::tempdir().unwrap();

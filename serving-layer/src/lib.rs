@@ -80,7 +80,9 @@ impl Serving {
             let loaded = self.speed.load().as_ref().map(|s| s.last_seq);
             if let Some(version) = current {
                 let snap = snapshot::load(&self.spec.paths.state, &version)?;
-                if Some(snap.last_seq) != loaded || self.speed.load().as_ref().map(|s| &s.base_version) != Some(&snap.base_version) {
+                if Some(snap.last_seq) != loaded
+                    || self.speed.load().as_ref().map(|s| &s.base_version) != Some(&snap.base_version)
+                {
                     self.speed.store(Some(Arc::new(snap)));
                     changed = true;
                 }
@@ -143,7 +145,8 @@ fn prediction_json(classes: &[String], p: &Prediction) -> Value {
         Prediction::Value(v) => json!({"value": v}),
         Prediction::Probabilities(ps) => {
             let best = ps.iter().enumerate().fold(0, |b, (i, v)| if *v > ps[b] { i } else { b });
-            let probs: serde_json::Map<String, Value> = classes.iter().cloned().zip(ps.iter().map(|v| json!(v))).collect();
+            let probs: serde_json::Map<String, Value> =
+                classes.iter().cloned().zip(ps.iter().map(|v| json!(v))).collect();
             json!({"label": classes.get(best), "probabilities": probs})
         }
     }
@@ -163,18 +166,28 @@ async fn predict(State(s): State<Arc<Serving>>, body: Body) -> Response {
     };
     let (records, single) = match value {
         Value::Array(items) => (items, false),
-        Value::Object(mut o) if o.len() == 1 && o.get("records").is_some_and(Value::is_array) => match o.remove("records") {
-            Some(Value::Array(items)) => (items, false),
-            _ => (Vec::new(), false),
-        },
+        Value::Object(mut o) if o.len() == 1 && o.get("records").is_some_and(Value::is_array) => {
+            match o.remove("records") {
+                Some(Value::Array(items)) => (items, false),
+                _ => (Vec::new(), false),
+            }
+        }
         other @ Value::Object(_) => (vec![other], true),
-        other => return error(StatusCode::BAD_REQUEST, format!("expected a JSON object or an array of objects, got {other}")),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected a JSON object or an array of objects, got {other}"),
+            )
+        }
     };
     if records.is_empty() {
         return error(StatusCode::BAD_REQUEST, "no records to predict");
     }
     if records.len() > s.spec.serving.max_batch {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("{} records; at most {} per request", records.len(), s.spec.serving.max_batch));
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} records; at most {} per request", records.len(), s.spec.serving.max_batch),
+        );
     }
     let mut events = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
@@ -206,7 +219,11 @@ async fn view(State(s): State<Arc<Serving>>, Path(key): Path<String>) -> Respons
         return error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet");
     };
     let watermark = batch.published.manifest.watermark;
-    let mut table = ViewTable { features: batch.view.features.clone(), feature_index: batch.view.feature_index.clone(), keys: Default::default() };
+    let mut table = ViewTable {
+        features: batch.view.features.clone(),
+        feature_index: batch.view.feature_index.clone(),
+        keys: Default::default(),
+    };
     if let Some(v) = batch.view.keys.get(&key) {
         table.keys.insert(key.clone(), v.clone());
     }

@@ -52,7 +52,8 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
         let encoder = Encoder::fit(&spec, &cols).unwrap();
         let mut model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
         model.weights[0] = 1.0;
-        let artifact = ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model };
+        let artifact =
+            ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model };
         let mut view = ViewTable::new(&spec);
         for e in &events {
             view.observe(&e.key, e.time, 1, e, e.target.as_ref());
@@ -140,7 +141,11 @@ async fn bad_requests_get_clear_errors_and_the_service_keeps_serving() {
         (r#"[{"amount": 1}, {"amount": true}]"#.into(), StatusCode::UNPROCESSABLE_ENTITY, "record 1"),
         ("[]".into(), StatusCode::BAD_REQUEST, "no records"),
         ("42".into(), StatusCode::BAD_REQUEST, "expected a JSON object"),
-        (r#"[{"amount": 1}, {"amount": 1}, {"amount": 1}, {"amount": 1}]"#.into(), StatusCode::PAYLOAD_TOO_LARGE, "at most 3"),
+        (
+            r#"[{"amount": 1}, {"amount": 1}, {"amount": 1}, {"amount": 1}]"#.into(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "at most 3",
+        ),
         (format!(r#"{{"amount": 1, "country": "{}"}}"#, "x".repeat(5000)), StatusCode::PAYLOAD_TOO_LARGE, "2048 bytes"),
     ];
     for (body, status, needle) in cases {

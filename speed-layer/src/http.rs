@@ -24,7 +24,8 @@ pub async fn read_body(body: Body, limit: usize) -> Result<String, Response> {
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes")))?;
-    String::from_utf8(bytes.to_vec()).map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body is not UTF-8: {e}")))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body is not UTF-8: {e}")))
 }
 
 /// The ingest routes.
@@ -53,7 +54,8 @@ async fn events(State(speed): State<Arc<Speed>>, body: Body) -> Response {
             };
             let mut body = json!(report);
             if status != StatusCode::OK {
-                let first = report.rejected.first().map(|r| format!("line {}: {}", r.line, r.error)).unwrap_or_default();
+                let first =
+                    report.rejected.first().map(|r| format!("line {}: {}", r.line, r.error)).unwrap_or_default();
                 body["error"] = json!(format!("every record was rejected; first: {first}"));
             }
             (status, Json(body)).into_response()

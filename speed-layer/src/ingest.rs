@@ -102,7 +102,11 @@ pub fn replay(speed: &Speed, reader: impl BufRead, chunk: usize) -> Result<Sourc
         let line = match line {
             Ok(l) => l,
             Err(e) => {
-                batch.push(Incoming::Rejected { line: i + 1, error: format!("unreadable line: {e}"), raw: String::new() });
+                batch.push(Incoming::Rejected {
+                    line: i + 1,
+                    error: format!("unreadable line: {e}"),
+                    raw: String::new(),
+                });
                 continue;
             }
         };

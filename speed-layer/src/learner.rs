@@ -140,9 +140,10 @@ impl Learner {
             if entry.seq <= learner.last_seq {
                 continue;
             }
-            let event = spec
-                .parse_record(&entry.event, Mode::Event)
-                .map_err(|r| Error::Corrupt { path: state.join("wal.ndjson"), message: format!("seq {}: {r}", entry.seq) })?;
+            let event = spec.parse_record(&entry.event, Mode::Event).map_err(|r| Error::Corrupt {
+                path: state.join("wal.ndjson"),
+                message: format!("seq {}: {r}", entry.seq),
+            })?;
             learner.apply(entry.seq, event);
             replayed += 1;
             if learner.recovered.iter().any(|(_, last)| *last == entry.seq) {
@@ -198,7 +199,10 @@ impl Learner {
         for item in items {
             match item {
                 Incoming::Rejected { line, error, raw } => {
-                    dead.push_str(&serde_json::json!({"received_ms": received, "line": line, "error": error, "raw": raw}).to_string());
+                    dead.push_str(
+                        &serde_json::json!({"received_ms": received, "line": line, "error": error, "raw": raw})
+                            .to_string(),
+                    );
                     dead.push('\n');
                     report.rejected.push(RejectedLine { line, error });
                 }
@@ -218,7 +222,8 @@ impl Learner {
             self.stats.rejected += report.rejected.len() as u64;
         }
         self.stats.duplicates += report.duplicates;
-        let entries: Vec<Entry> = accepted.iter().map(|(seq, _, raw)| Entry { seq: *seq, event: raw.clone() }).collect();
+        let entries: Vec<Entry> =
+            accepted.iter().map(|(seq, _, raw)| Entry { seq: *seq, event: raw.clone() }).collect();
         // Nothing is applied unless it is durable.
         self.wal.append(&entries)?;
         for (seq, event, _) in accepted {
@@ -237,7 +242,9 @@ impl Learner {
             let x = self.model.encoder.encode(&event);
             let speed = self.model.model.predict(&x);
             let batch = self.batch.artifact.predict(&event);
-            if let (Some(ls), Some(lb)) = (self.model.model.loss(&speed, target), self.batch.artifact.model.loss(&batch, target)) {
+            if let (Some(ls), Some(lb)) =
+                (self.model.model.loss(&speed, target), self.batch.artifact.model.loss(&batch, target))
+            {
                 self.stats.labelled += 1;
                 self.stats.speed_loss_sum += ls;
                 self.stats.batch_loss_sum += lb;
@@ -306,7 +313,9 @@ impl Learner {
         let registry = Registry::open(&self.spec.paths.registry);
         match registry.current_version()? {
             Some(v) if v != self.base_version => {
-                let published = registry.load_current(&self.spec)?.ok_or_else(|| Error::State("the current model vanished".into()))?;
+                let published = registry
+                    .load_current(&self.spec)?
+                    .ok_or_else(|| Error::State("the current model vanished".into()))?;
                 self.adopt(published)?;
                 Ok(true)
             }
@@ -319,7 +328,12 @@ impl Learner {
     fn adopt(&mut self, published: Published) -> Result<()> {
         let w = published.manifest.watermark;
         if let Some(b) = self.sealed.iter().find(|b| b.first_seq <= w && b.last_seq > w) {
-            tracing::warn!(first = b.first_seq, last = b.last_seq, watermark = w, "bucket straddles the batch watermark; kept whole");
+            tracing::warn!(
+                first = b.first_seq,
+                last = b.last_seq,
+                watermark = w,
+                "bucket straddles the batch watermark; kept whole"
+            );
         }
         self.sealed.retain(|b| b.last_seq > w);
         self.model = published.artifact.clone();

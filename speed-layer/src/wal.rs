@@ -94,14 +94,21 @@ fn read(path: &Path) -> Result<Vec<Entry>> {
     while let Some(l) = lines.next() {
         n += 1;
         let l = l.map_err(|e| Error::io(path, e))?;
-        let parsed: Option<Entry> = serde_json::from_str::<Value>(&l).ok().and_then(|v| {
-            Some(Entry { seq: v.get("seq")?.as_u64()?, event: v.get("event")?.clone() })
-        });
+        let parsed: Option<Entry> = serde_json::from_str::<Value>(&l)
+            .ok()
+            .and_then(|v| Some(Entry { seq: v.get("seq")?.as_u64()?, event: v.get("event")?.clone() }));
         match parsed {
             Some(e) => out.push(e),
             // Only the last line may be torn; anything else is corruption worth stopping for.
-            None if lines.peek().is_none() => tracing::warn!(path = %path.display(), line = n, "dropping torn last line of the log"),
-            None => return Err(Error::Corrupt { path: path.to_path_buf(), message: format!("line {n} is not a log entry") }),
+            None if lines.peek().is_none() => {
+                tracing::warn!(path = %path.display(), line = n, "dropping torn last line of the log")
+            }
+            None => {
+                return Err(Error::Corrupt {
+                    path: path.to_path_buf(),
+                    message: format!("line {n} is not a log entry"),
+                })
+            }
         }
     }
     Ok(out)

@@ -87,7 +87,9 @@ fn assert_same_state(a: &SpeedSnapshot, b: &SpeedSnapshot) {
     assert_eq!(a.last_seq, b.last_seq);
     assert_eq!(a.updates, b.updates);
     assert_eq!(a.stats.accepted, b.stats.accepted);
-    let bits = |s: &SpeedSnapshot| s.artifact.model.weights.iter().chain(&s.artifact.model.bias).map(|w| w.to_bits()).collect::<Vec<_>>();
+    let bits = |s: &SpeedSnapshot| {
+        s.artifact.model.weights.iter().chain(&s.artifact.model.bias).map(|w| w.to_bits()).collect::<Vec<_>>()
+    };
     assert_eq!(bits(a), bits(b), "the incremental models differ");
     let (va, vb): (ViewTable, ViewTable) = (a.realtime_after(0), b.realtime_after(0));
     assert_eq!(va.keys.len(), vb.keys.len());

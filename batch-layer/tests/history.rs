@@ -1,0 +1,199 @@
+//! The batch layer on good and bad history: a good master dataset publishes a model and its view; bad history
+//! (missing column, wrong type, empty dataset, empty file, a single class) is a clear error and publishes nothing.
+
+use std::path::Path;
+
+use lambda_core::master::{partition, write_events};
+use lambda_core::registry::Registry;
+use lambda_core::schema::{Cell, Event, Target};
+use lambda_core::spec::Spec;
+use polars::prelude::*;
+
+const SPEC: &str = r#"
+name = "t"
+[dataset]
+time_column = "ts"
+key_column = "user"
+id_column = "id"
+target = "label"
+task = "binary_classification"
+[[features]]
+name = "amount"
+type = "numeric"
+[[features]]
+name = "country"
+type = "categorical"
+[[features]]
+name = "mobile"
+type = "boolean"
+[paths]
+master = "master"
+registry = "registry"
+views = "views"
+state = "state"
+[batch]
+alphas = [0.1, 1.0]
+"#;
+
+fn spec(dir: &Path, text: &str) -> Spec {
+    Spec::from_toml(text, &dir.join("spec.toml"), dir).unwrap()
+}
+
+fn events(n: u64, label: impl Fn(u64) -> &'static str) -> Vec<(u64, Event)> {
+    (0..n)
+        .map(|i| {
+            let x = ((i * 37) % 101) as f64;
+            (
+                i + 1,
+                Event {
+                    id: format!("e{i}"),
+                    key: format!("u{}", i % 5),
+                    time: 1_000 * i as i64,
+                    features: vec![
+                        Cell::Num(if i % 17 == 0 { None } else { Some(x) }),
+                        Cell::Cat(Some(["a", "b"][(i % 2) as usize].into())),
+                        Cell::Bool(Some(i % 3 == 0)),
+                    ],
+                    target: Some(Target::Class(label(i).into())),
+                },
+            )
+        })
+        .collect()
+}
+
+fn write(spec: &Spec, rows: &[(u64, Event)], name: &str) {
+    let refs: Vec<(u64, &Event)> = rows.iter().map(|(s, e)| (*s, e)).collect();
+    write_events(spec, &partition(&spec.paths.master, 0).join(name), &refs).unwrap();
+}
+
+fn published(spec: &Spec) -> Option<String> {
+    Registry::open(&spec.paths.registry).current_version().unwrap()
+}
+
+fn write_frame(path: &Path, mut df: DataFrame) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    ParquetWriter::new(std::fs::File::create(path).unwrap()).finish(&mut df).unwrap();
+}
+
+#[test]
+fn good_history_publishes_model_view_and_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    let rows = events(400, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
+    write(&s, &rows[..250], "a.parquet");
+    write(&s, &rows[250..], "b.parquet");
+    let m = lambda_batch::run(&s).unwrap();
+    assert_eq!((m.version.as_str(), m.watermark, m.training_rows), ("v000001", 400, 400));
+    assert_eq!(m.leaderboard.len(), 2);
+    assert!(m.metrics["auc"] > 0.9, "{:?}", m.metrics);
+    assert!(m.metrics["accuracy"] > 0.8, "{:?}", m.metrics);
+    let view =
+        lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, "v000001")).unwrap();
+    assert_eq!(view.keys.values().map(|v| v.count).sum::<u64>(), 400);
+    // Forecast gives one prediction per row with the model version.
+    let out = dir.path().join("out/forecast.parquet");
+    let input = lambda_core::master::list_files(&s.paths.master).unwrap().remove(0);
+    let r = lambda_batch::forecast::forecast(&s, &input, &out).unwrap();
+    assert_eq!(r.rows, 250);
+    let df = ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
+    assert_eq!(df.column("model_version").unwrap().str().unwrap().get(0), Some("v000001"));
+    assert!(df.column("probability_yes").is_ok() && df.column("prediction").is_ok());
+}
+
+#[test]
+fn empty_dataset_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("no Parquet files"), "{err}");
+    std::fs::create_dir_all(s.paths.master.join("date=1970-01-01")).unwrap();
+    std::fs::write(s.paths.master.join("date=1970-01-01/empty.parquet"), b"").unwrap();
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("empty.parquet") && err.contains("empty file"), "{err}");
+    write(&s, &[], "zero-rows.parquet");
+    std::fs::remove_file(s.paths.master.join("date=1970-01-01/empty.parquet")).unwrap();
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("no rows"), "{err}");
+    assert_eq!(published(&s), None);
+}
+
+#[test]
+fn single_class_and_too_many_classes_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    write(&s, &events(100, |_| "yes"), "a.parquet");
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("single class") && err.contains("yes"), "{err}");
+    write(&s, &events(100, |i| ["x", "y", "z"][(i % 3) as usize]), "a.parquet");
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("binary_classification") && err.contains("3 classes"), "{err}");
+    assert_eq!(published(&s), None);
+}
+
+#[test]
+fn missing_column_and_wrong_types_name_the_file_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    let file = s.paths.master.join("date=1970-01-01/bad.parquet");
+    let base = || {
+        vec![
+            Column::new("_ingest_seq".into(), vec![1u64, 2]),
+            Column::new("id".into(), vec!["a", "b"]),
+            Column::new("user".into(), vec!["u", "v"]),
+            Column::new("ts".into(), vec![1i64, 2]),
+            Column::new("country".into(), vec!["fr", "de"]),
+            Column::new("mobile".into(), vec![true, false]),
+            Column::new("label".into(), vec!["yes", "no"]),
+        ]
+    };
+    // Missing `amount`.
+    write_frame(&file, DataFrame::new_infer_height(base()).unwrap());
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("bad.parquet") && err.contains("`amount`"), "{err}");
+    // `amount` as text.
+    let mut cols = base();
+    cols.push(Column::new("amount".into(), vec!["1.5", "oops"]));
+    write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("column `amount`") && err.contains("expected a number"), "{err}");
+    // `mobile` as a number.
+    let mut cols = base();
+    cols.retain(|c| c.name() != "mobile");
+    cols.push(Column::new("mobile".into(), vec![1.0f64, 0.0]));
+    cols.push(Column::new("amount".into(), vec![1.0f64, 2.0]));
+    write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("column `mobile`") && err.contains("expected a boolean"), "{err}");
+    // Nulls in the key column.
+    let mut cols = base();
+    cols.retain(|c| c.name() != "user");
+    cols.push(Column::new("user".into(), vec![Some("u"), None]));
+    cols.push(Column::new("amount".into(), vec![1.0f64, 2.0]));
+    write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("`user`") && err.contains("null"), "{err}");
+    // Not Parquet at all.
+    std::fs::write(&file, b"PAR1 this is not parquet").unwrap();
+    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    assert!(err.contains("bad.parquet"), "{err}");
+    assert_eq!(published(&s), None);
+}
+
+#[test]
+fn non_finite_history_values_are_missing_not_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    let mut rows = events(200, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
+    rows[3].1.features[0] = Cell::Num(Some(f64::NAN));
+    rows[4].1.features[0] = Cell::Num(Some(f64::INFINITY));
+    write(&s, &rows, "a.parquet");
+    lambda_batch::run(&s).unwrap();
+    let p = Registry::open(&s.paths.registry).load_current(&s).unwrap().unwrap();
+    match &p.artifact.encoder.features[0] {
+        lambda_core::encoder::FeatureEncoder::Numeric { mean, std, max, .. } => {
+            assert!(mean.is_finite() && std.is_finite() && *max <= 100.0)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(p.artifact.model.weights.iter().all(|w| w.is_finite()));
+}
