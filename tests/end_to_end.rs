@@ -1,5 +1,6 @@
 //! The three layers together on generated data: batch, forecast, serving, the speed layer replaying the later
 //! events, and a second batch run over what the speed layer archived.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 

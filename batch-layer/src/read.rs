@@ -177,10 +177,9 @@ pub fn to_columns(spec: &Spec, df: &DataFrame, need: Need, path: &Path) -> Resul
             .and_then(|c| c.u64().map(|a| a.iter().map(|v| v.unwrap_or(0)).collect()))
             .map_err(pe)?;
         let text = |name: &str| -> Result<Vec<String>> {
-            Ok(df
-                .column(name)
+            df.column(name)
                 .and_then(|c| c.str().map(|a| a.iter().map(|v| v.unwrap_or("").to_string()).collect()))
-                .map_err(pe)?)
+                .map_err(pe)
         };
         out.ids = text(&d.id_column)?;
         out.keys = text(&d.key_column)?;

@@ -1,5 +1,6 @@
 //! The batch layer on good and bad history: a good master dataset publishes a model and its view; bad history
 //! (missing column, wrong type, empty dataset, empty file, a single class) is a clear error and publishes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! The serving layer's HTTP contract, including bad requests: each gets a 4xx with `{"error": ...}` naming what was
 //! wrong, and the service keeps answering.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

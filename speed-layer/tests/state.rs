@@ -1,5 +1,6 @@
 //! The speed layer's promises: restart equals no restart, bad events never train and are kept with their reason,
 //! replays are de-duplicated, and the HTTP ingest answers bad bodies with clear errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,7 +47,7 @@ fn event(i: u64) -> serde_json::Value {
     let x = ((i * 7919) % 100) as f64 / 10.0;
     let country = ["fr", "de", "us"][(i % 3) as usize];
     json!({"id": format!("e{i}"), "user": format!("u{}", i % 7), "ts": 1_000 + i as i64,
-           "amount": x, "country": country, "mobile": i % 2 == 0,
+           "amount": x, "country": country, "mobile": i.is_multiple_of(2),
            "label": if x > 5.0 { "yes" } else { "no" }})
 }
 

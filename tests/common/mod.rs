@@ -1,5 +1,5 @@
 //! Helpers shared by the end-to-end tests: run the binary, start servers on free loopback ports, talk HTTP.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
