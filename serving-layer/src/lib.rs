@@ -40,6 +40,8 @@ pub struct Serving {
     spec: Spec,
     batch: ArcSwapOption<BatchState>,
     speed: ArcSwapOption<SpeedSnapshot>,
+    /// Name of the checkpoint `speed` was loaded from, so that an unchanged checkpoint is not read again.
+    speed_version: ArcSwapOption<String>,
     live: Option<Arc<Live>>,
 }
 
@@ -57,7 +59,13 @@ pub enum Error {
 impl Serving {
     /// A service for `spec`. With `live`, speed snapshots come from that slot instead of the state folder.
     pub fn new(spec: Spec, live: Option<Arc<Live>>) -> Arc<Serving> {
-        Arc::new(Serving { spec, batch: ArcSwapOption::empty(), speed: ArcSwapOption::empty(), live })
+        Arc::new(Serving {
+            spec,
+            batch: ArcSwapOption::empty(),
+            speed: ArcSwapOption::empty(),
+            speed_version: ArcSwapOption::empty(),
+            live,
+        })
     }
 
     /// Loads a newer batch model or speed snapshot if there is one. Returns whether anything changed.
@@ -77,13 +85,11 @@ impl Serving {
         }
         if self.live.is_none() {
             let current = snapshot::current(&self.spec.paths.state)?;
-            let loaded = self.speed.load().as_ref().map(|s| s.last_seq);
             if let Some(version) = current {
-                let snap = snapshot::load(&self.spec.paths.state, &version)?;
-                if Some(snap.last_seq) != loaded
-                    || self.speed.load().as_ref().map(|s| &s.base_version) != Some(&snap.base_version)
-                {
+                if self.speed_version.load().as_deref() != Some(&version) {
+                    let snap = snapshot::load(&self.spec.paths.state, &version)?;
                     self.speed.store(Some(Arc::new(snap)));
+                    self.speed_version.store(Some(Arc::new(version)));
                     changed = true;
                 }
             }
