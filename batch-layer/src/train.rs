@@ -46,6 +46,9 @@ pub struct Search {
     pub leaderboard: Vec<LeaderboardEntry>,
 }
 
+/// Stopping tolerance on the gradient norm of the loss, per row.
+const GRADIENT_TOLERANCE: f64 = 1e-4;
+
 fn algorithm(spec: &Spec) -> &'static str {
     match spec.dataset.task {
         Task::BinaryClassification => "logistic_regression",
@@ -118,6 +121,9 @@ pub fn fit(
     let name = format!("{} alpha={}", algorithm(spec), cand.alpha);
     let fail = |e: &dyn std::fmt::Display| Error::Train { algorithm: name.clone(), message: e.to_string() };
     let iterations = spec.batch.max_iterations;
+    // linfa's objective sums the loss over rows; scale the stopping tolerance so that it means the same per row
+    // whatever the data size (scikit-learn's lbfgs does the same on its averaged loss).
+    let tolerance = GRADIENT_TOLERANCE * rows.len().max(1) as f64;
     match spec.dataset.task {
         Task::BinaryClassification => {
             let y: Array1<bool> =
@@ -125,6 +131,7 @@ pub fn fit(
             let fitted = LogisticRegression::default()
                 .alpha(cand.alpha)
                 .max_iterations(iterations)
+                .gradient_tolerance(tolerance)
                 .fit(&Dataset::new(x, y))
                 .map_err(|e| fail(&e))?;
             // linfa picks its own positive class; ours is always classes[1].
@@ -146,6 +153,7 @@ pub fn fit(
             let fitted = MultiLogisticRegression::default()
                 .alpha(cand.alpha)
                 .max_iterations(iterations)
+                .gradient_tolerance(tolerance)
                 .fit(&Dataset::new(x, y))
                 .map_err(|e| fail(&e))?;
             let mut m = LinearModel::zeros(Family::Softmax, classes.to_vec(), dim);
@@ -196,15 +204,38 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
     let encoder = Encoder::fit(spec, &split.train)?;
     let x_holdout = encoder.encode_batch(&split.holdout);
     let targets: Vec<Target> = split.holdout.targets.iter().flatten().cloned().collect();
+    // Candidates are independent: fit them on all cores.
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let alphas = &spec.batch.alphas;
+    let results: Vec<(f64, Result<LinearModel>)> = std::thread::scope(|scope| {
+        let chunks: Vec<&[f64]> = alphas.chunks(alphas.len().div_ceil(threads)).collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let (encoder, train, classes) = (&encoder, &split.train, &split.classes);
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|&alpha| (alpha, fit(spec, &Candidate { alpha }, encoder, train, classes)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| vec![(f64::NAN, Err(Error::Data("a training thread panicked".into())))])
+            })
+            .collect()
+    });
     let mut scored: Vec<(Candidate, LeaderboardEntry)> = Vec::new();
     let mut last_error = None;
-    for &alpha in &spec.batch.alphas {
-        let cand = Candidate { alpha };
-        match fit(spec, &cand, &encoder, &split.train, &split.classes) {
+    for (alpha, result) in results {
+        match result {
             Ok(model) => {
                 let metrics: Metrics = evaluate(&model, &model.predict_batch(&x_holdout), &targets);
                 scored.push((
-                    cand,
+                    Candidate { alpha },
                     LeaderboardEntry { algorithm: algorithm(spec).into(), params: format!("alpha={alpha}"), metrics },
                 ));
             }
