@@ -198,3 +198,63 @@ fn non_finite_history_values_are_missing_not_trained_on() {
     }
     assert!(p.artifact.model.weights.iter().all(|w| w.is_finite()));
 }
+
+fn spec_for_task(dir: &Path, task: &str) -> Spec {
+    spec(dir, &SPEC.replace("task = \"binary_classification\"", &format!("task = \"{task}\"")))
+}
+
+#[test]
+fn multiclass_and_regression_learn_their_targets() {
+    // Multiclass: the class is the bucket of `amount`, so a softmax over the standardized amount separates it.
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec_for_task(dir.path(), "multiclass_classification");
+    let rows = events(600, |i| match (i * 37) % 101 {
+        0..=33 => "low",
+        34..=66 => "mid",
+        _ => "high",
+    });
+    write(&s, &rows, "a.parquet");
+    let m = lambda_batch::run(&s).unwrap();
+    assert!(m.metrics["accuracy"] > 0.8, "{:?}", m.metrics);
+    let p = Registry::open(&s.paths.registry).load_current(&s).unwrap().unwrap();
+    assert_eq!(p.artifact.model.classes, vec!["high", "low", "mid"]);
+    let probe = |x: f64| {
+        let e = Event {
+            id: "p".into(),
+            key: "k".into(),
+            time: 0,
+            features: vec![Cell::Num(Some(x)), Cell::Cat(Some("a".into())), Cell::Bool(Some(true))],
+            target: None,
+        };
+        match p.artifact.predict(&e) {
+            lambda_core::model::Prediction::Probabilities(ps) => p.artifact.model.classes
+                [ps.iter().enumerate().fold(0, |b, (i, v)| if *v > ps[b] { i } else { b })]
+            .clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!((probe(5.0), probe(50.0), probe(95.0)), ("low".into(), "mid".into(), "high".into()));
+
+    // Regression: the target is a linear function of `amount` and `mobile`.
+    let dir = tempfile::tempdir().unwrap();
+    let text = SPEC
+        .replace("task = \"binary_classification\"", "task = \"regression\"")
+        .replace("alphas = [0.1, 1.0]", "alphas = [0.001, 0.1]");
+    let s = spec(dir.path(), &text);
+    let rows: Vec<(u64, Event)> = events(500, |_| "0")
+        .into_iter()
+        .map(|(seq, mut e)| {
+            let x = match e.features[0] {
+                Cell::Num(Some(x)) => x,
+                _ => 50.0,
+            };
+            let mobile = matches!(e.features[2], Cell::Bool(Some(true)));
+            e.target = Some(Target::Value(3.0 * x - 20.0 * f64::from(u8::from(mobile)) + 7.0));
+            (seq, e)
+        })
+        .collect();
+    write(&s, &rows, "a.parquet");
+    let m = lambda_batch::run(&s).unwrap();
+    assert!(m.metrics["r2"] > 0.95, "{:?}", m.metrics);
+    assert!(m.metrics["rmse"] < 10.0, "{:?}", m.metrics);
+}
