@@ -11,8 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schema::{CellRef, Column, Columns, RowSource};
+use crate::schema::{CellRef, Column, Columns, Rejection, RowSource};
 use crate::spec::{FeatureKind, Spec};
+
+/// How many history spans (max - min) beyond the history range a numeric value may lie before it is rejected.
+pub const RANGE_SLACK: f64 = 10.0;
 
 /// How one feature is encoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,6 +177,23 @@ impl Encoder {
         out
     }
 
+    /// Checks numeric values against the range seen in history, widened by [`RANGE_SLACK`] spans on each side:
+    /// a finite but absurd value (a unit mix-up, a sentinel such as 1e300) would otherwise swamp an SGD step.
+    pub fn check_ranges<R: RowSource + ?Sized>(&self, row: &R) -> Result<(), Rejection> {
+        for (i, f) in self.features.iter().enumerate() {
+            if let (FeatureEncoder::Numeric { name, std, min, max, .. }, CellRef::Num(Some(x))) = (f, row.cell(i)) {
+                let span = (max - min).max(*std);
+                if x < min - RANGE_SLACK * span || x > max + RANGE_SLACK * span {
+                    return Err(Rejection::new(
+                        name.clone(),
+                        format!("{x} is far outside the range seen in history [{min}, {max}]"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Names of the encoded dimensions, for reports.
     pub fn dimension_names(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.dim());
@@ -260,6 +280,12 @@ mod tests {
         assert_eq!(enc.encode(&ev(None, Some("it"), None)), vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
         assert_eq!(enc.encode(&ev(Some(2.0), None, Some(false))), vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]);
         assert_eq!(enc.dimension_names()[4], "country=<unknown>");
+        // History spans [1, 3]: values within ten spans pass, beyond are rejected, missing values pass.
+        assert!(enc.check_ranges(&ev(Some(20.0), None, None)).is_ok());
+        assert!(enc.check_ranges(&ev(None, None, None)).is_ok());
+        let r = enc.check_ranges(&ev(Some(1e300), None, None)).unwrap_err();
+        assert_eq!(r.field, "amount");
+        assert!(enc.check_ranges(&ev(Some(-30.0), None, None)).is_err());
     }
 
     #[test]

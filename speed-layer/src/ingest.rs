@@ -13,6 +13,8 @@ use crate::{IngestReport, Result, Speed};
 pub enum Incoming {
     /// A valid event and the JSON it came from (what the log keeps).
     Accepted {
+        /// Line number in its input (1-based).
+        line: usize,
         /// The checked event.
         event: Event,
         /// Its JSON.
@@ -39,7 +41,7 @@ pub fn parse_line(spec: &Spec, line_no: usize, text: &str) -> Incoming {
 
 fn parse_value(spec: &Spec, line_no: usize, v: Value, text: &str) -> Incoming {
     match spec.parse_record(&v, Mode::Event) {
-        Ok(event) => Incoming::Accepted { event, raw: v },
+        Ok(event) => Incoming::Accepted { line: line_no, event, raw: v },
         Err(r) => Incoming::Rejected { line: line_no, error: r.to_string(), raw: text.to_string() },
     }
 }

@@ -206,7 +206,17 @@ impl Learner {
                     dead.push('\n');
                     report.rejected.push(RejectedLine { line, error });
                 }
-                Incoming::Accepted { event, raw } => {
+                Incoming::Accepted { line, event, raw } => {
+                    if let Err(r) = self.model.encoder.check_ranges(&event) {
+                        let raw = raw.to_string();
+                        dead.push_str(
+                            &serde_json::json!({"received_ms": received, "line": line, "error": r.to_string(), "raw": raw})
+                                .to_string(),
+                        );
+                        dead.push('\n');
+                        report.rejected.push(RejectedLine { line, error: r.to_string() });
+                        continue;
+                    }
                     if self.ids.contains(&event.id) || !batch_ids.insert(event.id.clone()) {
                         report.duplicates += 1;
                         continue;

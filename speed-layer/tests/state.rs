@@ -170,14 +170,16 @@ fn bad_events_go_to_dead_letters_and_never_train() {
         r#"{"id": "x4", "user": "u", "ts": 1, "label": 0.5}"#,
         r#"{"id": "x5", "user": "u", "ts": 1, "colour": "red"}"#,
         r#"{"id": "x6", "user": "u", "ts": 1, "amount": 1e999}"#,
+        r#"{"id": "x7", "user": "u", "ts": 1, "amount": 1e300}"#,
         r#"not json"#,
     ]
     .join("\n");
     let parsed = parse_body(&spec, &body).unwrap();
     let report = learner.ingest(parsed).unwrap();
     assert_eq!(report.accepted, 0);
-    assert_eq!(report.rejected.len(), 7);
-    let fields = ["amount", "id", "mobile", "label", "colour", "", "invalid JSON"];
+    assert_eq!(report.rejected.len(), 8);
+    let fields =
+        ["amount", "id", "mobile", "label", "colour", "number out of range", "far outside the range", "invalid JSON"];
     for (r, f) in report.rejected.iter().zip(fields) {
         assert!(r.error.contains(f), "{} -> {}", r.line, r.error);
     }
@@ -185,9 +187,9 @@ fn bad_events_go_to_dead_letters_and_never_train() {
     assert_eq!(before.artifact, after.artifact);
     assert_eq!(before.realtime_after(0), after.realtime_after(0));
     let dead = std::fs::read_to_string(spec.paths.state.join("dead-letter.ndjson")).unwrap();
-    assert_eq!(dead.lines().count(), 7);
+    assert_eq!(dead.lines().count(), 8);
     assert!(dead.contains("colour") && dead.contains("not json"));
-    assert_eq!(after.stats.rejected, 7);
+    assert_eq!(after.stats.rejected, 8);
 }
 
 #[test]
