@@ -253,3 +253,26 @@ fn up_makes_a_posted_event_visible_within_a_second() {
     assert!(a > b, "learning a positive label raises its probability: {b} -> {a}");
     drop(server);
 }
+
+#[test]
+fn cli_reports_bad_specs_and_missing_models_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = spec_in(dir.path());
+    let text = std::fs::read_to_string(&spec_path).unwrap().replace("task = ", "colour = \"red\"\ntask = ");
+    std::fs::write(&spec_path, text).unwrap();
+    let out = run(&["batch", "--spec", spec_path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.toml") && err.contains("colour"), "{err}");
+
+    let spec_path = spec_in(dir.path());
+    let sp = spec_path.to_str().unwrap();
+    let out = run(&["speed", "--spec", sp, "--source", "file:/nonexistent.ndjson", "--once"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no batch model") && err.contains("lambda-ml batch"), "{err}");
+    let out = run(&["batch", "--spec", sp]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Parquet files"));
+    assert!(!dir.path().join("quickstart/run/registry/CURRENT").exists());
+}

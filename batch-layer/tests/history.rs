@@ -258,3 +258,28 @@ fn multiclass_and_regression_learn_their_targets() {
     assert!(m.metrics["r2"] > 0.95, "{:?}", m.metrics);
     assert!(m.metrics["rmse"] < 10.0, "{:?}", m.metrics);
 }
+
+#[test]
+fn forecast_input_without_a_feature_is_an_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    let err = lambda_batch::forecast::forecast(&s, &dir.path().join("in.parquet"), &dir.path().join("out.parquet"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no model is published"), "{err}");
+    write(&s, &events(200, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" }), "a.parquet");
+    lambda_batch::run(&s).unwrap();
+    let input = dir.path().join("in.parquet");
+    write_frame(
+        &input,
+        DataFrame::new_infer_height(vec![
+            Column::new("country".into(), vec!["fr", "de"]),
+            Column::new("mobile".into(), vec![true, false]),
+        ])
+        .unwrap(),
+    );
+    let out = dir.path().join("out.parquet");
+    let err = lambda_batch::forecast::forecast(&s, &input, &out).unwrap_err().to_string();
+    assert!(err.contains("in.parquet") && err.contains("`amount`"), "{err}");
+    assert!(!out.exists());
+}

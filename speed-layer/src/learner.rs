@@ -191,59 +191,62 @@ impl Learner {
     /// Accepts a batch of parsed records: rejections go to the dead-letter file, known ids are skipped, the rest
     /// get sequence numbers, are logged and synced, then applied.
     pub fn ingest(&mut self, items: Vec<Incoming>) -> Result<IngestReport> {
-        let mut report = IngestReport::default();
+        let mut reports = self.ingest_many(vec![items])?;
+        Ok(reports.pop().unwrap_or_default())
+    }
+
+    /// [`Learner::ingest`] for several requests at once, with one sync of the log for all (group commit).
+    pub fn ingest_many(&mut self, requests: Vec<Vec<Incoming>>) -> Result<Vec<IngestReport>> {
+        let mut reports = Vec::with_capacity(requests.len());
         let mut dead = String::new();
-        let mut accepted: Vec<(u64, Event, serde_json::Value)> = Vec::new();
-        let mut batch_ids: HashSet<String> = HashSet::new();
+        let mut accepted: Vec<(usize, u64, Event, serde_json::Value)> = Vec::new();
+        let mut group_ids: HashSet<String> = HashSet::new();
         let received = now_millis();
-        for item in items {
-            match item {
-                Incoming::Rejected { line, error, raw } => {
-                    dead.push_str(
-                        &serde_json::json!({"received_ms": received, "line": line, "error": error, "raw": raw})
-                            .to_string(),
-                    );
-                    dead.push('\n');
-                    report.rejected.push(RejectedLine { line, error });
-                }
-                Incoming::Accepted { line, event, raw } => {
-                    if let Err(r) = self.model.encoder.check_ranges(&event) {
-                        let raw = raw.to_string();
-                        dead.push_str(
-                            &serde_json::json!({"received_ms": received, "line": line, "error": r.to_string(), "raw": raw})
-                                .to_string(),
-                        );
-                        dead.push('\n');
-                        report.rejected.push(RejectedLine { line, error: r.to_string() });
-                        continue;
-                    }
-                    if self.ids.contains(&event.id) || !batch_ids.insert(event.id.clone()) {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    let seq = self.last_seq + 1 + accepted.len() as u64;
-                    accepted.push((seq, event, raw));
-                }
+        for (request, items) in requests.into_iter().enumerate() {
+            let mut report = IngestReport::default();
+            for item in items {
+                let (line, error, raw) = match item {
+                    Incoming::Rejected { line, error, raw } => (line, error, raw),
+                    Incoming::Accepted { line, event, raw } => match self.model.encoder.check_ranges(&event) {
+                        Err(r) => (line, r.to_string(), raw.to_string()),
+                        Ok(()) => {
+                            if self.ids.contains(&event.id) || !group_ids.insert(event.id.clone()) {
+                                report.duplicates += 1;
+                            } else {
+                                let seq = self.last_seq + 1 + accepted.len() as u64;
+                                accepted.push((request, seq, event, raw));
+                            }
+                            continue;
+                        }
+                    },
+                };
+                dead.push_str(
+                    &serde_json::json!({"received_ms": received, "line": line, "error": error, "raw": raw}).to_string(),
+                );
+                dead.push('\n');
+                report.rejected.push(RejectedLine { line, error });
             }
+            self.stats.rejected += report.rejected.len() as u64;
+            self.stats.duplicates += report.duplicates;
+            reports.push(report);
         }
         if !dead.is_empty() {
             self.dead_letters.write_all(dead.as_bytes()).map_err(|e| Error::io(&self.dead_letter_path, e))?;
             self.dead_letters.sync_data().map_err(|e| Error::io(&self.dead_letter_path, e))?;
-            self.stats.rejected += report.rejected.len() as u64;
         }
-        self.stats.duplicates += report.duplicates;
         let entries: Vec<Entry> =
-            accepted.iter().map(|(seq, _, raw)| Entry { seq: *seq, event: raw.clone() }).collect();
+            accepted.iter().map(|(_, seq, _, raw)| Entry { seq: *seq, event: raw.clone() }).collect();
         // Nothing is applied unless it is durable.
         self.wal.append(&entries)?;
-        for (seq, event, _) in accepted {
+        for (request, seq, event, _) in accepted {
+            let report = &mut reports[request];
             report.first_seq.get_or_insert(seq);
             report.last_seq = Some(seq);
             report.accepted += 1;
             self.ids.insert(event.id.clone());
             self.apply(seq, event);
         }
-        Ok(report)
+        Ok(reports)
     }
 
     /// Predicts then learns one event (prequential), and folds it into the open bucket.

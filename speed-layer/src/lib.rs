@@ -149,23 +149,58 @@ impl Drop for Speed {
     }
 }
 
+/// Most requests whose events share one sync of the log.
+const GROUP_COMMIT: usize = 64;
+
 fn run(mut learner: Learner, rx: Receiver<Command>, interval: Duration, live: Option<Arc<Live>>) -> Result<()> {
     let checkpoints = tick(interval);
     let publish = tick(Duration::from_millis(100));
     let mut dirty = false;
+    let publish_now = |learner: &Learner| {
+        if let Some(live) = &live {
+            live.store(Some(Arc::new(learner.snapshot())));
+        }
+    };
     loop {
         select! {
             recv(rx) -> cmd => match cmd {
                 Ok(Command::Ingest(items, reply)) => {
-                    let r = learner.ingest(items).map_err(|e| e.to_string());
-                    dirty |= r.is_ok();
-                    let _ = reply.send(r);
+                    // Requests that queued up meanwhile share one sync of the log.
+                    let mut group = vec![(items, reply)];
+                    let mut deferred = None;
+                    while group.len() < GROUP_COMMIT {
+                        match rx.try_recv() {
+                            Ok(Command::Ingest(items, reply)) => group.push((items, reply)),
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    match learner.ingest_many(requests) {
+                        Ok(reports) => {
+                            dirty = true;
+                            for (reply, report) in replies.into_iter().zip(reports) {
+                                let _ = reply.send(Ok(report));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                    if let Some(Command::Checkpoint(reply)) = deferred {
+                        let r = learner.checkpoint().map_err(|e| e.to_string());
+                        publish_now(&learner);
+                        let _ = reply.send(r);
+                    }
                 }
                 Ok(Command::Checkpoint(reply)) => {
                     let r = learner.checkpoint().map_err(|e| e.to_string());
-                    if let Some(live) = &live {
-                        live.store(Some(Arc::new(learner.snapshot())));
-                    }
+                    publish_now(&learner);
                     let _ = reply.send(r);
                 }
                 Err(_) => break,
@@ -184,9 +219,7 @@ fn run(mut learner: Learner, rx: Receiver<Command>, interval: Duration, live: Op
             },
             recv(publish) -> _ => {
                 if dirty {
-                    if let Some(live) = &live {
-                        live.store(Some(Arc::new(learner.snapshot())));
-                    }
+                    publish_now(&learner);
                     dirty = false;
                 }
             },

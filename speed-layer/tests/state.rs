@@ -266,3 +266,17 @@ fn start_without_a_batch_model_is_a_clear_error() {
     assert!(err.contains("no batch model") && err.contains("lambda-ml batch"), "{err}");
     let _ = Path::new(".");
 }
+
+#[test]
+fn requests_grouped_into_one_commit_keep_their_own_reports() {
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone()).unwrap();
+    let mut second = items(&spec, 3..6);
+    second.push(parse_line(&spec, 4, "{\"id\": \"bad\"}"));
+    let reports = learner.ingest_many(vec![items(&spec, 0..4), second]).unwrap();
+    assert_eq!((reports[0].accepted, reports[0].first_seq, reports[0].last_seq), (4, Some(1), Some(4)));
+    // Event 3 was in the first request of the same group: a duplicate, not a second copy.
+    assert_eq!((reports[1].accepted, reports[1].duplicates, reports[1].first_seq), (2, 1, Some(5)));
+    assert_eq!(reports[1].rejected.len(), 1);
+    assert_eq!(learner.last_seq(), 6);
+}
