@@ -82,13 +82,7 @@ fn prediction_columns(model: &LinearModel, predictions: &[Prediction]) -> Vec<Co
             Prediction::Value(_) => &[],
         })
         .collect();
-    let labels: Vec<&str> = probs
-        .iter()
-        .map(|p| {
-            let best = p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
-            model.classes.get(best).map(String::as_str).unwrap_or("")
-        })
-        .collect();
+    let labels: Vec<&str> = predictions.iter().map(|p| model.label(p).unwrap_or("")).collect();
     let mut out = vec![Column::new("prediction".into(), labels)];
     for (k, class) in model.classes.iter().enumerate() {
         let col: Vec<f64> = probs.iter().map(|p| p.get(k).copied().unwrap_or(f64::NAN)).collect();

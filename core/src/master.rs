@@ -18,7 +18,7 @@ use crate::publish::sync_dir;
 use crate::schema::{Cell, Event, Target};
 use crate::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
 
-fn pq_err(path: &Path, e: impl ToString) -> Error {
+pub(crate) fn pq_err(path: &Path, e: impl ToString) -> Error {
     Error::Parquet { path: path.to_path_buf(), message: e.to_string() }
 }
 

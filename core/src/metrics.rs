@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{LinearModel, Prediction};
+use crate::model::{argmax, LinearModel, Prediction};
 use crate::schema::Target;
 
 /// Metric name to value.
@@ -42,7 +42,7 @@ pub fn evaluate(model: &LinearModel, predictions: &[Prediction], targets: &[Targ
     for (p, t) in predictions.iter().zip(targets) {
         let (Prediction::Probabilities(p), Target::Class(c)) = (p, t) else { continue };
         let truth = model.class_index(c);
-        let best = p.iter().enumerate().fold(0, |b, (i, v)| if *v > p[b] { i } else { b });
+        let best = argmax(p);
         if truth == Some(best) {
             correct += 1;
         }

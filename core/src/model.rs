@@ -46,6 +46,11 @@ pub struct LinearModel {
     pub bias: Vec<f64>,
 }
 
+/// Index of the largest value (the first one on ties); 0 for an empty slice.
+pub fn argmax(values: &[f64]) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })
+}
+
 fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
         1.0 / (1.0 + (-z).exp())
@@ -122,6 +127,14 @@ impl LinearModel {
     /// Predicts a row-major batch of encoded vectors.
     pub fn predict_batch(&self, xs: &[f64]) -> Vec<Prediction> {
         xs.chunks_exact(self.dim.max(1)).map(|x| self.predict(x)).collect()
+    }
+
+    /// The most probable class of a prediction (`None` for a regression value).
+    pub fn label<'a>(&'a self, prediction: &Prediction) -> Option<&'a str> {
+        match prediction {
+            Prediction::Probabilities(p) => self.classes.get(argmax(p)).map(String::as_str),
+            Prediction::Value(_) => None,
+        }
     }
 
     /// The output index of a class label, if the model knows it.

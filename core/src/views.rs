@@ -11,7 +11,8 @@ use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, Strin
 use arrow::datatypes::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::master::pq_err;
 use crate::schema::{CellRef, RowSource, Target};
 use crate::spec::{FeatureKind, Spec};
 
@@ -350,10 +351,6 @@ impl ViewTable {
 /// The batch view file of a model version: `views/batch-<version>.parquet`.
 pub fn batch_view_path(spec: &Spec, version: &str) -> std::path::PathBuf {
     spec.paths.views.join(format!("batch-{version}.parquet"))
-}
-
-fn pq_err(path: &Path, e: impl ToString) -> Error {
-    Error::Parquet { path: path.to_path_buf(), message: e.to_string() }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lambda_core::model::Prediction;
+use lambda_core::model::{LinearModel, Prediction};
 use lambda_core::registry::{Published, Registry};
 use lambda_core::schema::Mode;
 use lambda_core::snapshot::{self, Live, SpeedSnapshot};
@@ -146,14 +146,13 @@ async fn ready(State(s): State<Arc<Serving>>) -> Response {
     }
 }
 
-fn prediction_json(classes: &[String], p: &Prediction) -> Value {
+fn prediction_json(model: &LinearModel, p: &Prediction) -> Value {
     match p {
         Prediction::Value(v) => json!({"value": v}),
         Prediction::Probabilities(ps) => {
-            let best = ps.iter().enumerate().fold(0, |b, (i, v)| if *v > ps[b] { i } else { b });
             let probs: serde_json::Map<String, Value> =
-                classes.iter().cloned().zip(ps.iter().map(|v| json!(v))).collect();
-            json!({"label": classes.get(best), "probabilities": probs})
+                model.classes.iter().cloned().zip(ps.iter().map(|v| json!(v))).collect();
+            json!({"label": model.label(p), "probabilities": probs})
         }
     }
 }
@@ -209,8 +208,8 @@ async fn predict(State(s): State<Arc<Serving>>, body: Body) -> Response {
         Some(sp) => (sp.artifact.as_ref(), Some(sp.updates), Some(sp.last_seq)),
         None => (&batch.published.artifact, None, None),
     };
-    let classes = &artifact.model.classes;
-    let predictions: Vec<Value> = events.iter().map(|e| prediction_json(classes, &artifact.predict(e))).collect();
+    let predictions: Vec<Value> =
+        events.iter().map(|e| prediction_json(&artifact.model, &artifact.predict(e))).collect();
     let mut out = json!({"model_version": version, "speed_update": speed_update, "speed_seq": speed_seq});
     if single {
         out["prediction"] = predictions.into_iter().next().unwrap_or(Value::Null);

@@ -134,7 +134,7 @@ impl Learner {
         learner.recovered.sort_unstable();
         let mut replayed = 0;
         for entry in &entries {
-            if let Some(id) = entry.event.get(&spec.dataset.id_column).and_then(id_text) {
+            if let Some(id) = event_id(&spec, &entry.event) {
                 learner.ids.insert(id);
             }
             if entry.seq <= learner.last_seq {
@@ -356,7 +356,7 @@ impl Learner {
         let kept = self.wal.retain_after(w)?;
         self.ids.clear();
         for entry in &kept {
-            if let Some(id) = entry.event.get(&self.spec.dataset.id_column).and_then(id_text) {
+            if let Some(id) = event_id(&self.spec, &entry.event) {
                 self.ids.insert(id);
             }
             if entry.seq > self.last_seq {
@@ -377,8 +377,9 @@ impl Learner {
     }
 }
 
-fn id_text(v: &serde_json::Value) -> Option<String> {
-    match v {
+/// The id of a logged event, as the schema reads it.
+fn event_id(spec: &Spec, event: &serde_json::Value) -> Option<String> {
+    match event.get(&spec.dataset.id_column)? {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,

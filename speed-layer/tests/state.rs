@@ -2,7 +2,6 @@
 //! replays are de-duplicated, and the HTTP ingest answers bad bodies with clear errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::Path;
 use std::sync::Arc;
 
 use lambda_core::encoder::Encoder;
@@ -264,7 +263,6 @@ fn start_without_a_batch_model_is_a_clear_error() {
     let spec = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
     let err = Learner::open(spec).err().unwrap().to_string();
     assert!(err.contains("no batch model") && err.contains("lambda-ml batch"), "{err}");
-    let _ = Path::new(".");
 }
 
 #[test]
