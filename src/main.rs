@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use lambda_core::checkpoint::Live;
 use lambda_core::registry::Registry;
-use lambda_core::snapshot::Live;
 use lambda_core::spec::Spec;
 use lambda_serving::Serving;
 use lambda_speed::Speed;
@@ -191,7 +191,12 @@ async fn speed(spec: Spec, source: Option<String>, once: bool) -> Result<()> {
     let speed = Arc::new(tokio::task::block_in_place(|| Speed::start(spec.clone(), None))?);
     if once {
         if let Some(src) = &source {
-            tokio::task::block_in_place(|| replay_source(&speed, src))?;
+            tokio::task::block_in_place(|| -> Result<()> {
+                replay_source(&speed, src)?;
+                // A finite replay ends with every accepted event in the master dataset.
+                speed.archive_all_blocking()?;
+                Ok(())
+            })?;
         }
         let speed = Arc::try_unwrap(speed).map_err(|_| anyhow::anyhow!("speed layer still in use"))?;
         tokio::task::block_in_place(|| speed.stop())?;
@@ -280,7 +285,7 @@ fn example_key(spec: &Spec) -> String {
     );
     lambda_core::views::ViewTable::read_parquet(spec, &path)
         .ok()
-        .and_then(|t| t.keys.keys().next().cloned())
+        .and_then(|t| t.keys().next().map(str::to_string))
         .unwrap_or_else(|| "user-0001".into())
 }
 

@@ -1,34 +1,67 @@
-//! The speed daemon as its own process: acknowledged events survive a kill -9 (the log is replayed) and a SIGTERM
-//! (a final checkpoint), and each lands in the master dataset exactly once.
+//! The speed daemon as its own process: killed with `kill -9` at random moments of an HTTP replay and restarted
+//! each time, it ends with every acknowledged event exactly once in the model updates, the views and the master
+//! dataset; a SIGTERM stops it after a final checkpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use lambda_core::checkpoint::{self, SpeedSide};
 use lambda_core::spec::Spec;
 
+fn line(i: u64) -> String {
+    format!(
+        r#"{{"event_id": "d{i}", "user_id": "user-{}", "ts": {}, "amount": {}.5, "country": "de", "mobile": {}, "converted": "{}"}}"#,
+        i % 97,
+        1_769_904_000_000u64 + i,
+        i % 40,
+        i.is_multiple_of(2),
+        if i.is_multiple_of(3) { "yes" } else { "no" }
+    )
+}
+
 fn events(range: std::ops::Range<u64>) -> String {
-    range
-        .map(|i| {
-            format!(
-                r#"{{"event_id": "d{i}", "user_id": "user-{}", "ts": {}, "amount": {}.5, "country": "de", "mobile": {}, "converted": "{}"}}"#,
-                i % 9,
-                1_769_904_000_000u64 + i,
-                i % 40,
-                i % 2 == 0,
-                if i % 3 == 0 { "yes" } else { "no" }
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    range.map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// SplitMix64, for kill moments that are random but the same on every run.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn sigterm_and_wait(daemon: &mut Server) {
+    let pid = daemon.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Some(s) = daemon.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(code.success(), "{code:?}");
 }
 
 #[test]
-fn acknowledged_events_survive_kill_9_and_sigterm() {
+fn acknowledged_events_survive_20_kill_9_during_an_http_replay_exactly_once() {
+    const TOTAL: u64 = 50_000;
+    const PER_REQUEST: u64 = 100;
+    const KILLS: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     let spec_path = spec_in(dir.path());
+    // Small archive files, so that kills land inside archiving too.
+    let text = std::fs::read_to_string(&spec_path).unwrap().replace("[speed]\n", "[speed]\narchive_max_rows = 4000\n");
+    std::fs::write(&spec_path, text).unwrap();
     let sp = spec_path.to_str().unwrap();
     let stream = dir.path().join("stream.ndjson");
     run_ok(&["generate", "--spec", sp, "--rows", "1000", "--stream-rows", "0", "--stream", stream.to_str().unwrap()]);
@@ -37,36 +70,101 @@ fn acknowledged_events_survive_kill_9_and_sigterm() {
 
     let port = free_port();
     let args = ["speed", "--spec", sp, "--listen", &format!("127.0.0.1:{port}")];
+    let base = format!("http://127.0.0.1:{port}");
+    let acked = Arc::new(AtomicU64::new(0));
+    let client = {
+        let (acked, base) = (acked.clone(), base.clone());
+        std::thread::spawn(move || {
+            let agent = agent();
+            let mut next = 0;
+            let mut answers: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+            while next < TOTAL {
+                let body = events(next..next + PER_REQUEST);
+                // At-least-once delivery: a request without an answer is sent again after the restart.
+                let reply = agent.post(&format!("{base}/v1/events")).send(&body);
+                match reply {
+                    Ok(mut r) if r.status().as_u16() == 200 => {
+                        let v: serde_json::Value =
+                            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                        let (a, d) = (v["accepted"].as_u64().unwrap(), v["duplicates"].as_u64().unwrap());
+                        assert_eq!(a + d, PER_REQUEST, "{v}");
+                        answers.insert(next, (a, d));
+                        next += PER_REQUEST;
+                        acked.store(next, Ordering::SeqCst);
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            answers
+        })
+    };
+    let mut rng = 0x5eed_u64;
+    let mut moments: Vec<u64> = (0..KILLS).map(|_| splitmix(&mut rng) % (TOTAL - 2 * PER_REQUEST)).collect();
+    moments.sort_unstable();
     let mut daemon = start(&args, port, "/health/live");
+    for (k, at) in moments.iter().enumerate() {
+        wait_for(Duration::from_secs(120), || acked.load(Ordering::SeqCst) >= *at);
+        // A little more at random, so that kills fall inside requests, archiving and checkpoints alike.
+        std::thread::sleep(Duration::from_millis(splitmix(&mut rng) % 40));
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+        assert!(acked.load(Ordering::SeqCst) < TOTAL, "kill {k} came after the replay ended");
+        daemon = start(&args, port, "/health/live");
+    }
+    let answers = client.join().unwrap();
+    let duplicates: u64 = answers.values().map(|(_, d)| d).sum();
+    sigterm_and_wait(&mut daemon);
+    drop(daemon);
+    // A finite replay of nothing archives everything the log still holds.
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "").unwrap();
+    run_ok(&["speed", "--spec", sp, "--source", &format!("file:{}", empty.display()), "--once"]);
+
+    // Exactly once in the model updates and the views.
+    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
+    assert_eq!(c.last_seq, 1000 + TOTAL);
+    assert_eq!(c.stats.accepted, TOTAL);
+    assert_eq!(c.stats.labelled, TOTAL);
+    assert_eq!(c.updates, TOTAL);
+    let side = SpeedSide::load(&spec, &spec.paths.state, &c).unwrap();
+    let views = side.realtime.to_table();
+    assert_eq!(views.iter().map(|(_, v)| v.count).sum::<u64>(), TOTAL);
+    for (key, v) in views.iter() {
+        let n: u64 = key.strip_prefix("user-").unwrap().parse().unwrap();
+        assert_eq!(v.count, (0..TOTAL).filter(|i| i % 97 == n).count() as u64, "{key}");
+    }
+    // Exactly once in the master dataset, in ingestion order without gaps.
+    let mut ids = BTreeMap::new();
+    let mut seqs = Vec::new();
+    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
+        for b in lambda_core::master::read_batches(&f).unwrap() {
+            for (seq, e) in lambda_core::master::events_of(&spec, &f, &b).unwrap() {
+                *ids.entry(e.id).or_insert(0u32) += 1;
+                seqs.push(seq);
+            }
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=1000 + TOTAL).collect::<Vec<_>>());
+    assert!(ids.values().all(|n| *n == 1));
+    assert!((0..TOTAL).all(|i| ids.contains_key(&format!("d{i}"))));
+    eprintln!("{KILLS} kills, {duplicates} events re-sent and recognised");
+}
+
+#[test]
+fn sigterm_stops_after_a_final_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = spec_in(dir.path());
+    let sp = spec_path.to_str().unwrap();
+    let stream = dir.path().join("stream.ndjson");
+    run_ok(&["generate", "--spec", sp, "--rows", "1000", "--stream-rows", "0", "--stream", stream.to_str().unwrap()]);
+    run_ok(&["batch", "--spec", sp]);
+    let spec = Spec::from_file(&spec_path).unwrap();
+    let port = free_port();
+    let mut daemon = start(&["speed", "--spec", sp, "--listen", &format!("127.0.0.1:{port}")], port, "/health/live");
     let (status, ack) = post(&format!("{}/v1/events", daemon.base), &events(0..50));
     assert_eq!((status, ack["accepted"].as_u64()), (200, Some(50)), "{ack}");
-    // kill -9 before any checkpoint could run (the interval is 2 s).
-    daemon.child.kill().unwrap();
-    daemon.child.wait().unwrap();
-
-    let mut daemon = start(&args, port, "/health/live");
-    // A client that never saw its acks sends 40..50 again: they are recognised.
-    let (status, ack) = post(&format!("{}/v1/events", daemon.base), &events(40..100));
-    assert_eq!((status, ack["accepted"].as_u64(), ack["duplicates"].as_u64()), (200, Some(50), Some(10)), "{ack}");
-    let pid = daemon.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = std::time::Instant::now();
-    let code = loop {
-        if let Some(s) = daemon.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(code.success(), "{code:?}");
-
-    let (_, snap) = lambda_core::snapshot::load_current(&spec.paths.state).unwrap().unwrap();
-    assert_eq!(snap.last_seq, 1000 + 100);
-    assert_eq!(snap.stats.accepted, 100);
-    let rows: usize = lambda_core::master::list_files(&spec.paths.master)
-        .unwrap()
-        .iter()
-        .map(|f| lambda_core::master::read_batches(f).unwrap().iter().map(|b| b.num_rows()).sum::<usize>())
-        .sum();
-    assert_eq!(rows, 1000 + 100);
+    sigterm_and_wait(&mut daemon);
+    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
+    assert_eq!((c.last_seq, c.stats.accepted), (1050, 50));
 }

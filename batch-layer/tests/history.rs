@@ -90,7 +90,7 @@ fn good_history_publishes_model_view_and_manifest() {
     assert!(m.metrics["accuracy"] > 0.8, "{:?}", m.metrics);
     let view =
         lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, "v000001")).unwrap();
-    assert_eq!(view.keys.values().map(|v| v.count).sum::<u64>(), 400);
+    assert_eq!(view.iter().map(|(_, v)| v.count).sum::<u64>(), 400);
     // Forecast gives one prediction per row with the model version.
     let out = dir.path().join("out/forecast.parquet");
     let input = lambda_core::master::list_files(&s.paths.master).unwrap().remove(0);

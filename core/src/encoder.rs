@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schema::{CellRef, Column, Columns, Rejection, RowSource};
+use crate::schema::{CellRef, Column, Columns, Rejection, RowSource, Target};
 use crate::spec::{FeatureKind, Spec};
 
 /// How many history spans (max - min) beyond the history range a numeric value may lie before it is rejected.
@@ -82,11 +82,41 @@ impl FeatureEncoder {
     }
 }
 
+/// The range of a regression target in history, against which live targets are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TargetRange {
+    /// Smallest training target.
+    pub min: f64,
+    /// Largest training target.
+    pub max: f64,
+    /// Standard deviation of the training targets.
+    pub std: f64,
+}
+
 /// The fitted encoder of a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Encoder {
     /// One encoder per feature, in spec order.
     pub features: Vec<FeatureEncoder>,
+    /// Range of the regression target in history (`None` for classification, or for models fitted before it
+    /// was kept).
+    #[serde(default)]
+    pub target: Option<TargetRange>,
+}
+
+/// Count, mean, M2, min and max of a stream (Welford: stable on large, shifted data).
+fn moments<'a>(values: impl Iterator<Item = &'a f64>) -> (f64, f64, f64, f64, f64) {
+    let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    for x in values {
+        n += 1.0;
+        let d = x - mean;
+        mean += d / n;
+        m2 += d * (x - mean);
+        min = min.min(*x);
+        max = max.max(*x);
+    }
+    (n, mean, m2, min, max)
 }
 
 impl Encoder {
@@ -103,17 +133,7 @@ impl Encoder {
         for (f, col) in spec.features.iter().zip(&columns.features) {
             let enc = match (f.kind, col) {
                 (FeatureKind::Numeric, Column::Num(values)) => {
-                    let (mut n, mut mean, mut m2) = (0.0f64, 0.0f64, 0.0f64);
-                    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-                    for x in values.iter().flatten() {
-                        // Welford: stable on large, shifted data.
-                        n += 1.0;
-                        let d = x - mean;
-                        mean += d / n;
-                        m2 += d * (x - mean);
-                        min = min.min(*x);
-                        max = max.max(*x);
-                    }
+                    let (n, mean, m2, mut min, mut max) = moments(values.iter().flatten());
                     let std = if n > 0.0 { (m2 / n).sqrt() } else { 0.0 };
                     let std = if std.is_finite() && std > 1e-12 { std } else { 1.0 };
                     if n == 0.0 {
@@ -141,7 +161,20 @@ impl Encoder {
             };
             features.push(enc);
         }
-        Ok(Encoder { features })
+        let ys: Vec<f64> = columns
+            .targets
+            .iter()
+            .filter_map(|t| match t {
+                Some(Target::Value(y)) => Some(*y),
+                _ => None,
+            })
+            .collect();
+        let target = (!ys.is_empty()).then(|| {
+            let (n, _, m2, min, max) = moments(ys.iter());
+            let std = (m2 / n).sqrt();
+            TargetRange { min, max, std: if std.is_finite() { std } else { 0.0 } }
+        });
+        Ok(Encoder { features, target })
     }
 
     /// Length of an encoded vector.
@@ -194,6 +227,20 @@ impl Encoder {
         Ok(())
     }
 
+    /// Checks a regression target against the range of the training targets, like [`Encoder::check_ranges`].
+    pub fn check_target(&self, field: &str, target: &Target) -> Result<(), Rejection> {
+        if let (Some(r), Target::Value(y)) = (&self.target, target) {
+            let span = (r.max - r.min).max(r.std).max(f64::MIN_POSITIVE);
+            if *y < r.min - RANGE_SLACK * span || *y > r.max + RANGE_SLACK * span {
+                return Err(Rejection::new(
+                    field,
+                    format!("{y} is far outside the range of targets seen in history [{}, {}]", r.min, r.max),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Names of the encoded dimensions, for reports.
     pub fn dimension_names(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.dim());
@@ -219,7 +266,7 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{Cell, Event, Target};
+    use crate::schema::{Cell, Event};
     use proptest::prelude::*;
     use std::path::Path;
 
@@ -286,6 +333,28 @@ mod tests {
         let r = enc.check_ranges(&ev(Some(1e300), None, None)).unwrap_err();
         assert_eq!(r.field, "amount");
         assert!(enc.check_ranges(&ev(Some(-30.0), None, None)).is_err());
+    }
+
+    #[test]
+    fn regression_target_1e200_is_rejected_like_a_feature() {
+        let mut s = spec();
+        s.dataset.task = crate::spec::Task::Regression;
+        let ev = |y: f64| Event {
+            id: "e".into(),
+            key: "k".into(),
+            time: 0,
+            features: vec![Cell::Num(Some(1.0)), Cell::Cat(None), Cell::Bool(None)],
+            target: Some(Target::Value(y)),
+        };
+        let fit = [ev(10.0), ev(30.0), ev(20.0)];
+        let enc = Encoder::fit(&s, &Columns::from_events(&s, fit.iter().map(|e| (0, e)))).unwrap();
+        assert_eq!(enc.target.map(|t| (t.min, t.max)), Some((10.0, 30.0)));
+        assert!(enc.check_target("y", &Target::Value(200.0)).is_ok());
+        let r = enc.check_target("y", &Target::Value(1e200)).unwrap_err();
+        assert!(r.field == "y" && r.problem.contains("far outside"), "{r}");
+        assert!(enc.check_target("y", &Target::Value(-400.0)).is_err());
+        // Classification targets are not ranged.
+        assert!(enc.check_target("y", &Target::Class("x".into())).is_ok());
     }
 
     #[test]

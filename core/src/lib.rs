@@ -10,16 +10,18 @@
 //! them with the same encoder, updates the model by SGD and folds them into realtime views. The serving layer merges
 //! both.
 
+pub mod checkpoint;
 pub mod encoder;
 pub mod error;
 pub mod master;
 pub mod metrics;
 pub mod model;
 pub mod publish;
+pub mod realtime;
 pub mod registry;
 pub mod schema;
-pub mod snapshot;
 pub mod spec;
+pub mod state;
 pub mod views;
 
 pub use error::{Error, Result};

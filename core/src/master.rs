@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::publish::sync_dir;
 use crate::schema::{Cell, Event, Target};
 use crate::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
+use crate::state::create_dir_synced;
 
 pub(crate) fn pq_err(path: &Path, e: impl ToString) -> Error {
     Error::Parquet { path: path.to_path_buf(), message: e.to_string() }
@@ -86,20 +87,74 @@ pub fn to_batch(spec: &Spec, rows: &[(u64, &Event)]) -> Result<RecordBatch> {
     RecordBatch::try_new(schema(spec), columns).map_err(|e| Error::Data(e.to_string()))
 }
 
+/// Rows per Parquet row group: bounds what a writer holds in memory.
+const ROW_GROUP_ROWS: usize = 65_536;
+
+/// A Parquet file being written under a hidden temporary name in its final folder; [`ParquetFile::finish`] syncs
+/// it, renames it into place and syncs the folder, so a reader of the folder sees whole files only. Dropped
+/// unfinished, it removes the temporary file.
+pub struct ParquetFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    rows: u64,
+}
+
+impl ParquetFile {
+    /// Starts a file (snappy) of the given schema that will become `path`; missing folders are created and synced.
+    pub fn create(path: &Path, schema: SchemaRef) -> Result<ParquetFile> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        create_dir_synced(dir)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| pq_err(&tmp, e))?;
+        Ok(ParquetFile { path: path.to_path_buf(), tmp, writer: Some(writer), rows: 0 })
+    }
+
+    /// Appends a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let w = self.writer.as_mut().ok_or_else(|| pq_err(&self.tmp, "already finished"))?;
+        w.write(batch).map_err(|e| pq_err(&self.tmp, e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Closes, syncs and renames the file into place.
+    pub fn finish(mut self) -> Result<()> {
+        let w = self.writer.take().ok_or_else(|| pq_err(&self.tmp, "already finished"))?;
+        let file = w.into_inner().map_err(|e| pq_err(&self.tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(file);
+        fail::fail_point!("master::before_rename", |_| Err(crate::state::injected(&self.tmp)));
+        fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        fail::fail_point!("master::after_rename", |_| Err(crate::state::injected(&self.path)));
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+    }
+}
+
+impl Drop for ParquetFile {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// Writes one record batch as a Parquet file (snappy) under a temporary name, syncs it, and renames it into place.
 pub fn write_batch_atomically(path: &Path, batch: &RecordBatch) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| pq_err(&tmp, e))?;
-    writer.write(batch).map_err(|e| pq_err(&tmp, e))?;
-    let file = writer.into_inner().map_err(|e| pq_err(&tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(dir)
+    let mut f = ParquetFile::create(path, batch.schema())?;
+    f.write(batch)?;
+    f.finish()
 }
 
 /// Writes events as one master-dataset file at `path`.
@@ -171,6 +226,170 @@ pub fn max_seq(root: &Path) -> Result<u64> {
         }
     }
     Ok(max)
+}
+
+/// The name of a speed-layer archive file holding sequence numbers `first..=last`.
+pub fn archive_name(first: u64, last: u64) -> String {
+    format!("speed-{first:012}-{last:012}.parquet")
+}
+
+/// `(first, last)` of a speed archive file name made by [`archive_name`].
+pub fn archive_range(path: &Path) -> Option<(u64, u64)> {
+    let name = path.file_name()?.to_str()?.strip_suffix(".parquet")?;
+    let mut parts = name.strip_prefix("speed-")?.split('-');
+    let range = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    parts.next().is_none().then_some(range)
+}
+
+/// The smallest and largest ingestion sequence number in a master file (`None` when it has no rows): from the name
+/// of a speed archive file, else from the Parquet statistics, else by reading the column.
+pub fn seq_range(path: &Path) -> Result<Option<(u64, u64)>> {
+    if let Some(r) = archive_range(path) {
+        return Ok(Some(r));
+    }
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(path, e))?;
+    let Some(index) = builder.schema().fields().iter().position(|f| f.name() == SEQ_COLUMN) else {
+        return Err(pq_err(path, format!("has no `{SEQ_COLUMN}` column")));
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let reader = builder.with_projection(mask).build().map_err(|e| pq_err(path, e))?;
+    let mut range: Option<(u64, u64)> = None;
+    for batch in reader {
+        let batch = batch.map_err(|e| pq_err(path, e))?;
+        let seqs = cast_column(path, batch.column(0), SEQ_COLUMN, &DataType::UInt64)?;
+        let seqs = seqs.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| pq_err(path, "bad sequence column"))?;
+        if let (Some(lo), Some(hi)) = (arrow::compute::min(seqs), arrow::compute::max(seqs)) {
+            range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        }
+    }
+    Ok(range)
+}
+
+/// Casts a column to the type the master schema wants; timestamps and dates become milliseconds.
+fn cast_column(path: &Path, col: &ArrayRef, name: &str, want: &DataType) -> Result<ArrayRef> {
+    use arrow::compute::{cast, CastOptions};
+    let opts = CastOptions { safe: false, ..Default::default() };
+    let fail = |e: arrow::error::ArrowError| pq_err(path, format!("column `{name}` ({}): {e}", col.data_type()));
+    match (col.data_type(), want) {
+        (DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64, DataType::Int64) => {
+            let ms = cast(col, &DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None)).map_err(fail)?;
+            cast(&ms, &DataType::Int64).map_err(fail)
+        }
+        (have, want) if have == want => Ok(col.clone()),
+        _ => arrow::compute::cast_with_options(col, want, &opts).map_err(fail),
+    }
+}
+
+/// The rows of one record batch of a master file as events, with their sequence numbers.
+pub fn events_of(spec: &Spec, path: &Path, batch: &RecordBatch) -> Result<Vec<(u64, Event)>> {
+    let schema = schema(spec);
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let col = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| pq_err(path, format!("has no column `{}` (declared in the spec)", field.name())))?;
+        cols.push(cast_column(path, col, field.name(), field.data_type())?);
+    }
+    let u64s = |i: usize| cols[i].as_any().downcast_ref::<UInt64Array>();
+    let strs = |i: usize| cols[i].as_any().downcast_ref::<StringArray>();
+    let i64s = |i: usize| cols[i].as_any().downcast_ref::<Int64Array>();
+    let f64s = |i: usize| cols[i].as_any().downcast_ref::<Float64Array>();
+    let bools = |i: usize| cols[i].as_any().downcast_ref::<BooleanArray>();
+    let bad = || pq_err(path, "columns do not have the master schema's types");
+    let (seqs, ids, keys, times) =
+        (u64s(0).ok_or_else(bad)?, strs(1).ok_or_else(bad)?, strs(2).ok_or_else(bad)?, i64s(3).ok_or_else(bad)?);
+    let target_at = 4 + spec.features.len();
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for r in 0..batch.num_rows() {
+        if seqs.is_null(r) || ids.is_null(r) || keys.is_null(r) || times.is_null(r) {
+            return Err(pq_err(path, format!("row {r} lacks its sequence number, id, key or time")));
+        }
+        let mut features = Vec::with_capacity(spec.features.len());
+        for (i, f) in spec.features.iter().enumerate() {
+            let c = 4 + i;
+            features.push(match f.kind {
+                FeatureKind::Numeric => {
+                    let a = f64s(c).ok_or_else(bad)?;
+                    Cell::Num((a.is_valid(r) && a.value(r).is_finite()).then(|| a.value(r)))
+                }
+                FeatureKind::Categorical => {
+                    let a = strs(c).ok_or_else(bad)?;
+                    Cell::Cat(a.is_valid(r).then(|| a.value(r).to_string()))
+                }
+                FeatureKind::Boolean => {
+                    let a = bools(c).ok_or_else(bad)?;
+                    Cell::Bool(a.is_valid(r).then(|| a.value(r)))
+                }
+            });
+        }
+        let target = if spec.dataset.task == Task::Regression {
+            let a = f64s(target_at).ok_or_else(bad)?;
+            (a.is_valid(r) && a.value(r).is_finite()).then(|| Target::Value(a.value(r)))
+        } else {
+            let a = strs(target_at).ok_or_else(bad)?;
+            (a.is_valid(r) && !a.value(r).is_empty()).then(|| Target::Class(a.value(r).to_string()))
+        };
+        out.push((
+            seqs.value(r),
+            Event {
+                id: ids.value(r).to_string(),
+                key: keys.value(r).to_string(),
+                time: times.value(r),
+                features,
+                target,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Calls `f` with every event of the master dataset whose sequence number is above `after`, in sequence order,
+/// one file in memory at a time when files hold disjoint ranges (as the speed layer writes them). Returns how many.
+pub fn for_each_event_after(spec: &Spec, after: u64, mut f: impl FnMut(u64, Event) -> Result<()>) -> Result<u64> {
+    let mut files: Vec<(u64, u64, PathBuf)> = Vec::new();
+    for path in list_files(&spec.paths.master)? {
+        if let Some((lo, hi)) = seq_range(&path)? {
+            if hi > after {
+                files.push((lo, hi, path));
+            }
+        }
+    }
+    files.sort();
+    let disjoint = files.windows(2).all(|w| w[0].1 < w[1].0);
+    let mut n = 0;
+    let mut emit = |rows: Vec<(u64, Event)>, n: &mut u64| -> Result<()> {
+        for (seq, e) in rows {
+            f(seq, e)?;
+            *n += 1;
+        }
+        Ok(())
+    };
+    let mut pending: Vec<(u64, Event)> = Vec::new();
+    for (_, _, path) in &files {
+        let ours = archive_range(path).is_some();
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| pq_err(path, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| pq_err(path, e))?;
+            let rows: Vec<(u64, Event)> =
+                events_of(spec, path, &batch)?.into_iter().filter(|(s, _)| *s > after).collect();
+            // The speed layer's own files are in sequence order: stream them a batch at a time.
+            if ours && disjoint {
+                emit(rows, &mut n)?;
+            } else {
+                pending.extend(rows);
+            }
+        }
+        if disjoint && !pending.is_empty() {
+            pending.sort_by_key(|(s, _)| *s);
+            emit(std::mem::take(&mut pending), &mut n)?;
+        }
+    }
+    pending.sort_by_key(|(s, _)| *s);
+    emit(pending, &mut n)?;
+    Ok(n)
 }
 
 /// `YYYY-MM-DD` (UTC) of a time in milliseconds since the Unix epoch.

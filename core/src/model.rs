@@ -155,8 +155,14 @@ impl LinearModel {
     }
 
     /// One SGD step on the loss of (`x`, `target`) with step size `lr` and L2 penalty `l2`.
-    /// Returns false (and changes nothing) when the label is unknown to the model.
+    /// Returns false (and changes nothing) when the label is unknown to the model or the step would not be finite.
     pub fn sgd_update(&mut self, x: &[f64], target: &Target, lr: f64, l2: f64) -> bool {
+        matches!(self.sgd_update_checked(x, target, lr, l2), Ok(true))
+    }
+
+    /// One SGD step, refused when any weight would stop being finite: `Ok(false)` when the label is unknown to
+    /// the model, `Err` (nothing changed) when the step would leave a non-finite weight.
+    pub fn sgd_update_checked(&mut self, x: &[f64], target: &Target, lr: f64, l2: f64) -> Result<bool, NonFinite> {
         let mut s = Vec::with_capacity(self.outputs());
         self.scores(x, &mut s);
         // Gradient of the loss with respect to each output score.
@@ -164,30 +170,46 @@ impl LinearModel {
             (Family::Linear, Target::Value(y)) => vec![(s[0] - y).clamp(-1e6, 1e6)],
             (Family::Logistic, Target::Class(c)) => match self.class_index(c) {
                 Some(i) => vec![sigmoid(s[0]) - i as f64],
-                None => return false,
+                None => return Ok(false),
             },
             (Family::Softmax, Target::Class(c)) => match self.class_index(c) {
                 Some(i) => match self.predict(x) {
                     Prediction::Probabilities(p) => {
                         p.into_iter().enumerate().map(|(k, pk)| pk - if k == i { 1.0 } else { 0.0 }).collect()
                     }
-                    Prediction::Value(_) => return false,
+                    Prediction::Value(_) => return Ok(false),
                 },
-                None => return false,
+                None => return Ok(false),
             },
-            _ => return false,
+            _ => return Ok(false),
         };
         let dim = self.dim;
+        let step = |w: f64, g: f64, v: f64| w - lr * (g * v + l2 * w);
+        // Check the whole step first, so that a refused one changes nothing.
+        for (k, g) in grads.iter().enumerate() {
+            let row = &self.weights[k * dim..(k + 1) * dim];
+            if !g.is_finite()
+                || !(self.bias[k] - lr * g).is_finite()
+                || row.iter().zip(x).any(|(w, v)| !step(*w, *g, *v).is_finite())
+            {
+                return Err(NonFinite);
+            }
+        }
         for (k, g) in grads.into_iter().enumerate() {
             let row = &mut self.weights[k * dim..(k + 1) * dim];
             for (w, v) in row.iter_mut().zip(x) {
-                *w -= lr * (g * v + l2 * *w);
+                *w = step(*w, g, *v);
             }
             self.bias[k] -= lr * g;
         }
-        true
+        Ok(true)
     }
 }
+
+/// A model update that would leave a weight that is not a finite number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the model update would make a weight non-finite")]
+pub struct NonFinite;
 
 #[cfg(test)]
 mod tests {
@@ -251,6 +273,18 @@ mod tests {
         let before = m.clone();
         assert!(!m.sgd_update(&[1.0, 1.0], &Target::Class("zzz".into()), 0.1, 0.0));
         assert_eq!(m, before);
+    }
+
+    #[test]
+    fn an_update_that_would_overflow_is_refused_and_changes_nothing() {
+        let mut m = LinearModel::zeros(Family::Linear, vec![], 2);
+        m.weights = vec![1e300, 0.0];
+        let before = m.clone();
+        // The clamped gradient times 1e300 in x overflows the first weight.
+        assert_eq!(m.sgd_update_checked(&[1e303, 1.0], &Target::Value(-1e300), 1.0, 0.0), Err(NonFinite));
+        assert_eq!(m, before);
+        assert_eq!(m.sgd_update_checked(&[1.0, 1.0], &Target::Value(5.0), 0.1, 0.0), Ok(true));
+        assert!(m.validate().is_ok());
     }
 
     #[test]

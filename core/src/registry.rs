@@ -154,6 +154,11 @@ impl Registry {
         Ok(manifest)
     }
 
+    /// Points `CURRENT` back (or forward) at a kept version: a rollback. The speed layer rebuilds on it.
+    pub fn set_current(&self, version: &str) -> Result<()> {
+        self.publisher.set_current(version)
+    }
+
     /// The current version's name, if any.
     pub fn current_version(&self) -> Result<Option<String>> {
         self.publisher.current()
@@ -203,6 +208,7 @@ mod tests {
                 FeatureEncoder::Categorical { name: "country".into(), vocabulary: Default::default() },
                 FeatureEncoder::Boolean { name: "mobile".into() },
             ],
+            target: None,
         };
         let mut model = LinearModel::zeros(Family::Logistic, vec!["0".into(), "1".into()], encoder.dim());
         model.weights.iter_mut().for_each(|x| *x = w);

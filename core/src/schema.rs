@@ -3,12 +3,13 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::spec::{FeatureKind, Spec, Task};
 
 /// One feature value of one record; `None` is a missing value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Cell {
     /// A numeric feature.
     Num(Option<f64>),
@@ -41,7 +42,7 @@ impl Cell {
 }
 
 /// The label of a record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Target {
     /// A class label (classification).
     Class(String),
@@ -56,7 +57,7 @@ pub trait RowSource {
 }
 
 /// One validated record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Unique event id.
     pub id: String,

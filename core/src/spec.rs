@@ -71,6 +71,11 @@ pub struct Dataset {
     pub target: String,
     /// What the model predicts.
     pub task: Task,
+    /// Whether live events may carry class labels the current model does not know (multiclass only). When false
+    /// (the default) such an event is rejected with the reason; when true it is kept, counted in the views and
+    /// archived, and the next batch run trains on the new class.
+    #[serde(default)]
+    pub allow_new_classes: bool,
 }
 
 /// The `[paths]` table. Relative paths are resolved against the spec file's folder.
@@ -117,10 +122,23 @@ pub struct SpeedSettings {
     pub learning_rate: f64,
     /// L2 penalty of the incremental model.
     pub l2: f64,
-    /// How often state is checkpointed, events archived and the speed model published, e.g. "2s".
+    /// How often what changed (model, realtime views) is checkpointed and published to other processes, e.g.
+    /// "200ms".
     pub checkpoint_interval: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// An archive file of the master dataset is closed once it holds this many events...
+    pub archive_max_rows: u64,
+    /// ...or once its first event is this old (ingestion time), e.g. "1h".
+    pub archive_max_age: String,
+    /// Ids are de-duplicated over this much ingestion time, e.g. "7d".
+    pub dedup_window: String,
+    /// Request bodies parsed at once; further requests wait their turn.
+    pub max_parsing: usize,
+    /// Requests queued at the learner; further requests wait up to `ingest_wait`.
+    pub max_queued: usize,
+    /// How long a request waits for room at the learner before it is answered 503 with `Retry-After`.
+    pub ingest_wait: String,
 }
 
 impl Default for SpeedSettings {
@@ -129,8 +147,14 @@ impl Default for SpeedSettings {
             listen: "127.0.0.1:7071".into(),
             learning_rate: 0.01,
             l2: 0.0,
-            checkpoint_interval: "2s".into(),
+            checkpoint_interval: "200ms".into(),
             max_body_bytes: 16 * 1024 * 1024,
+            archive_max_rows: 1_000_000,
+            archive_max_age: "1h".into(),
+            dedup_window: "7d".into(),
+            max_parsing: 4,
+            max_queued: 64,
+            ingest_wait: "1s".into(),
         }
     }
 }
@@ -147,6 +171,8 @@ pub struct ServingSettings {
     pub max_body_bytes: usize,
     /// Most records in one prediction request.
     pub max_batch: usize,
+    /// How long a request with `min_seq` waits for the speed layer to reach it before answering 409.
+    pub min_seq_wait: String,
 }
 
 impl Default for ServingSettings {
@@ -156,6 +182,7 @@ impl Default for ServingSettings {
             reload_interval: "1s".into(),
             max_body_bytes: 4 * 1024 * 1024,
             max_batch: 10_000,
+            min_seq_wait: "1s".into(),
         }
     }
 }
@@ -202,6 +229,14 @@ pub struct Spec {
     pub speed: SpeedSettings,
     /// Checkpoint interval of the speed layer.
     pub checkpoint_interval: Duration,
+    /// Age at which an archive file is closed.
+    pub archive_max_age: Duration,
+    /// De-duplication window.
+    pub dedup_window: Duration,
+    /// How long ingest waits for room at the learner.
+    pub ingest_wait: Duration,
+    /// How long a `min_seq` read waits.
+    pub min_seq_wait: Duration,
     /// Serving-layer settings.
     pub serving: ServingSettings,
     /// Poll interval of the serving layer.
@@ -325,6 +360,18 @@ impl RawSpec {
             duration(&s.checkpoint_interval).map_err(|m| fail(format!("`speed.checkpoint_interval`: {m}")))?;
         let reload_interval =
             duration(&self.serving.reload_interval).map_err(|m| fail(format!("`serving.reload_interval`: {m}")))?;
+        let archive_max_age =
+            duration(&s.archive_max_age).map_err(|m| fail(format!("`speed.archive_max_age`: {m}")))?;
+        let dedup_window = duration(&s.dedup_window).map_err(|m| fail(format!("`speed.dedup_window`: {m}")))?;
+        let ingest_wait = duration(&s.ingest_wait).map_err(|m| fail(format!("`speed.ingest_wait`: {m}")))?;
+        let min_seq_wait =
+            duration(&self.serving.min_seq_wait).map_err(|m| fail(format!("`serving.min_seq_wait`: {m}")))?;
+        if d.allow_new_classes && d.task != Task::MulticlassClassification {
+            return Err(fail(format!(
+                "`dataset.allow_new_classes` needs `task = \"multiclass_classification\"`, not {:?}",
+                d.task
+            )));
+        }
         for (key, addr) in [("speed.listen", &s.listen), ("serving.listen", &self.serving.listen)] {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return Err(fail(format!("`{key}` = {addr:?} is not an address like 127.0.0.1:7070")));
@@ -334,6 +381,9 @@ impl RawSpec {
             ("speed.max_body_bytes", s.max_body_bytes),
             ("serving.max_body_bytes", self.serving.max_body_bytes),
             ("serving.max_batch", self.serving.max_batch),
+            ("speed.archive_max_rows", s.archive_max_rows as usize),
+            ("speed.max_parsing", s.max_parsing),
+            ("speed.max_queued", s.max_queued),
         ] {
             if n == 0 {
                 return Err(fail(format!("`{key}` must be at least 1")));
@@ -355,6 +405,10 @@ impl RawSpec {
             batch: self.batch,
             speed: self.speed,
             checkpoint_interval,
+            archive_max_age,
+            dedup_window,
+            ingest_wait,
+            min_seq_wait,
             serving: self.serving,
             reload_interval,
         })
@@ -406,7 +460,8 @@ state = "run/state"
         let spec = parse(SAMPLE).unwrap();
         assert_eq!(spec.features.len(), 3);
         assert_eq!(spec.paths.registry, PathBuf::from("/base/run/registry"));
-        assert_eq!(spec.checkpoint_interval, Duration::from_secs(2));
+        assert_eq!(spec.checkpoint_interval, Duration::from_millis(200));
+        assert_eq!(spec.dedup_window, Duration::from_secs(7 * 86_400));
         assert_eq!(spec.batch.holdout_fraction, 0.2);
     }
 
@@ -442,10 +497,21 @@ state = "run/state"
             ("[speed]\nlearning_rate = -1.0\n", "speed.learning_rate"),
             ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
+            ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),
+            ("[speed]\narchive_max_rows = 0\n", "speed.archive_max_rows"),
         ] {
             let err = parse(&(SAMPLE.to_string() + extra)).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn new_classes_need_a_multiclass_task() {
+        let text = SAMPLE.replace("task = ", "allow_new_classes = true\ntask = ");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("allow_new_classes") && err.contains("multiclass"), "{err}");
+        let text = text.replace("binary_classification", "multiclass_classification");
+        assert!(parse(&text).unwrap().dataset.allow_new_classes);
     }
 
     #[test]

@@ -1,49 +1,34 @@
 //! The lambda-ml serving layer: an axum service that answers predictions and per-key queries.
 //!
-//! It holds the current batch model and batch view (from the registry) and the speed layer's newest snapshot
-//! (incremental model and realtime buckets), each behind an [`ArcSwapOption`] so that requests never wait for a
-//! reload. A background task polls the registry and the speed layer's checkpoints; in the one-process quickstart the
-//! speed layer hands its snapshots over directly through a [`Live`] slot.
+//! It answers from one [`LiveState`]: a batch side (model and batch view of one published version) and, when the
+//! speed layer runs, the speed side built on that same version (the realtime view of every event after its
+//! watermark, and the incremental model). The pair is swapped as a whole, so `batch ⊕ realtime` never mixes
+//! versions: while the speed layer has not yet adopted a new batch version, the serving layer stays on the version
+//! the speed layer is built on, and moves when the speed layer does (or at once when the new version already
+//! covers every event the speed layer holds).
 //!
-//! Predictions use the speed model when it was warm-started from the batch model being served (it has learned
-//! everything since), else the batch model. Views answer `batch ⊕ realtime`: the batch view plus the speed buckets
-//! strictly after the batch watermark.
+//! In one process (`lambda-ml up`) the speed layer hands over its pair and updates it in place, so an event is
+//! visible as soon as its ingest call has answered. Otherwise [`Serving::reload`] follows the speed layer's
+//! checkpoint files and the registry, applying the realtime deltas in place. Every answer carries `speed_seq`, the
+//! ingestion sequence number through which it is exact; a reader can ask for `?min_seq=N` to read its own writes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lambda_core::checkpoint::{self, BatchSide, Checkpoint, Live, LiveState, SpeedModel, SpeedSide};
 use lambda_core::model::{LinearModel, Prediction};
-use lambda_core::registry::{Published, Registry};
+use lambda_core::registry::Registry;
 use lambda_core::schema::Mode;
-use lambda_core::snapshot::{self, Live, SpeedSnapshot};
 use lambda_core::spec::Spec;
-use lambda_core::views::{batch_view_path, ViewTable};
+use lambda_core::views::{view_json, KeyView};
+use serde::Deserialize;
 use serde_json::{json, Value};
-
-/// The batch side: a published model and its view.
-#[derive(Debug)]
-pub struct BatchState {
-    /// Model, encoder and manifest.
-    pub published: Published,
-    /// The batch view of that version.
-    pub view: ViewTable,
-}
-
-/// Everything the handlers read.
-pub struct Serving {
-    spec: Spec,
-    batch: ArcSwapOption<BatchState>,
-    speed: ArcSwapOption<SpeedSnapshot>,
-    /// Name of the checkpoint `speed` was loaded from, so that an unchanged checkpoint is not read again.
-    speed_version: ArcSwapOption<String>,
-    live: Option<Arc<Live>>,
-}
 
 /// Result with the serving [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -56,69 +41,160 @@ pub enum Error {
     Core(#[from] lambda_core::Error),
 }
 
+/// What the follower has read of the speed layer's files.
+#[derive(Debug, Default)]
+struct Followed {
+    stamp: Option<(u64, std::time::SystemTime)>,
+    checkpoint: Option<Checkpoint>,
+    registry: Option<String>,
+}
+
+/// Everything the handlers read.
+pub struct Serving {
+    spec: Spec,
+    live: Arc<Live>,
+    follow: bool,
+    followed: Mutex<Followed>,
+}
+
+/// How often a serving layer in its own process looks for a new checkpoint of the speed layer.
+pub const SPEED_POLL: Duration = Duration::from_millis(50);
+
 impl Serving {
-    /// A service for `spec`. With `live`, speed snapshots come from that slot instead of the state folder.
+    /// A service for `spec`. With `live`, the pair comes from the speed layer in the same process; without, the
+    /// service follows the registry and the speed layer's checkpoint files itself ([`Serving::reload`]).
     pub fn new(spec: Spec, live: Option<Arc<Live>>) -> Arc<Serving> {
+        let follow = live.is_none();
         Arc::new(Serving {
             spec,
-            batch: ArcSwapOption::empty(),
-            speed: ArcSwapOption::empty(),
-            speed_version: ArcSwapOption::empty(),
-            live,
+            live: live.unwrap_or_else(|| Arc::new(Live::empty())),
+            follow,
+            followed: Mutex::new(Followed::default()),
         })
     }
 
-    /// Loads a newer batch model or speed snapshot if there is one. Returns whether anything changed.
-    pub fn reload(&self) -> Result<bool> {
-        let mut changed = false;
-        let registry = Registry::open(&self.spec.paths.registry);
-        let current = registry.current_version()?;
-        let loaded = self.batch.load().as_ref().map(|b| b.published.manifest.version.clone());
-        if current.is_some() && current != loaded {
-            if let Some(published) = registry.load_current(&self.spec)? {
-                let path = batch_view_path(&self.spec, &published.manifest.version);
-                let view = ViewTable::read_parquet(&self.spec, &path)?;
-                tracing::info!(version = %published.manifest.version, keys = view.keys.len(), "serving batch model");
-                self.batch.store(Some(Arc::new(BatchState { published, view })));
-                changed = true;
-            }
-        }
-        if self.live.is_none() {
-            let current = snapshot::current(&self.spec.paths.state)?;
-            if let Some(version) = current {
-                if self.speed_version.load().as_deref() != Some(&version) {
-                    let snap = snapshot::load(&self.spec.paths.state, &version)?;
-                    self.speed.store(Some(Arc::new(snap)));
-                    self.speed_version.store(Some(Arc::new(version)));
-                    changed = true;
-                }
-            }
-        }
-        Ok(changed)
+    /// The pair now served.
+    pub fn state(&self) -> Option<Arc<LiveState>> {
+        self.live.load_full()
     }
 
-    fn speed(&self) -> Option<Arc<SpeedSnapshot>> {
-        match &self.live {
-            Some(live) => live.load_full(),
-            None => self.speed.load_full(),
+    /// Brings the served pair up to date with the registry and the speed layer's checkpoint. Returns whether
+    /// anything changed. In one process (`up`) the speed layer does this and only a batch-only start is loaded.
+    pub fn reload(&self) -> Result<bool> {
+        let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = Registry::open(&self.spec.paths.registry);
+        let current = registry.current_version()?;
+        if !self.follow {
+            if self.live.load().is_none() {
+                if let Some(v) = &current {
+                    self.live.store(Some(Arc::new(LiveState {
+                        batch: Arc::new(BatchSide::load(&self.spec, v)?),
+                        speed: None,
+                    })));
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
         }
+        let state_dir = &self.spec.paths.state;
+        let stamp = checkpoint::stamp(state_dir);
+        let speed_changed = stamp != f.stamp;
+        if speed_changed {
+            f.checkpoint = checkpoint::read(state_dir)?;
+            f.stamp = stamp;
+        }
+        if !speed_changed && current == f.registry {
+            return Ok(false);
+        }
+        f.registry = current.clone();
+        let served = self.live.load_full();
+        let batch_for = |version: &str| -> Result<Arc<BatchSide>> {
+            match served.as_ref().filter(|s| s.batch.version() == version) {
+                Some(s) => Ok(s.batch.clone()),
+                None => Ok(Arc::new(BatchSide::load(&self.spec, version)?)),
+            }
+        };
+        let Some(c) = f.checkpoint.clone() else {
+            // No speed layer yet: the registry's version alone.
+            let Some(v) = current else { return Ok(false) };
+            if served.as_ref().is_some_and(|s| s.batch.version() == v && s.speed.is_none()) {
+                return Ok(false);
+            }
+            self.live.store(Some(Arc::new(LiveState { batch: batch_for(&v)?, speed: None })));
+            tracing::info!(version = %v, "serving batch model");
+            return Ok(true);
+        };
+        // A newer (or rolled-back) version the speed layer has not adopted yet can be served alone only when it
+        // covers every event the speed layer holds; else stay on the speed layer's version.
+        if let Some(v) = current.as_ref().filter(|v| **v != c.base_version) {
+            let m = registry.load(v)?.manifest;
+            if m.watermark >= c.last_seq {
+                if served.as_ref().is_some_and(|s| s.batch.version() == v && s.speed.is_none()) {
+                    return Ok(false);
+                }
+                self.live.store(Some(Arc::new(LiveState { batch: batch_for(v)?, speed: None })));
+                tracing::info!(version = %v, "serving batch model (it covers every speed-layer event)");
+                return Ok(true);
+            }
+        }
+        let same = served
+            .as_ref()
+            .and_then(|s| s.speed.clone())
+            .filter(|sp| sp.generation == c.generation && sp.base_version == c.base_version);
+        if let Some(sp) = same {
+            if sp.seq() >= c.last_seq && served.as_ref().is_some_and(|s| s.batch.version() == c.base_version) {
+                return Ok(false);
+            }
+            match apply_deltas(state_dir, &c, &sp) {
+                Ok(()) => return Ok(true),
+                Err(e) => tracing::info!(error = %e, "reloading the speed layer's state whole"),
+            }
+        }
+        let batch = batch_for(&c.base_version)?;
+        let speed = Arc::new(SpeedSide::load(&self.spec, state_dir, &c)?);
+        tracing::info!(version = %c.base_version, generation = c.generation, keys = speed.realtime.len(), seq = c.last_seq, "serving the speed layer's state");
+        self.live.store(Some(Arc::new(LiveState { batch, speed: Some(speed) })));
+        Ok(true)
     }
 
     /// Whether a model is loaded.
     pub fn ready(&self) -> bool {
-        self.batch.load().is_some()
+        self.live.load().is_some()
     }
 }
 
-/// Polls for new versions every `reload_interval` until the process ends.
+/// Applies the view files newer than what `side` holds, then the model: each shard stays exact at every moment.
+fn apply_deltas(state: &std::path::Path, c: &Checkpoint, side: &SpeedSide) -> Result<()> {
+    let seq = side.seq();
+    for f in c.views.iter().filter(|v| v.seq > seq) {
+        checkpoint::read_view_file(state, f, &side.realtime)?;
+    }
+    side.realtime.set_applied(c.last_seq);
+    side.model.store(Arc::new(SpeedModel {
+        model: c.model.clone(),
+        updates: c.updates,
+        seq: c.last_seq,
+        stats: c.stats.clone(),
+    }));
+    Ok(())
+}
+
+/// Follows the registry and the speed layer's checkpoints until the process ends.
 pub async fn reload_loop(serving: Arc<Serving>) {
-    let mut every = tokio::time::interval(serving.spec.reload_interval);
+    let mut every = tokio::time::interval(SPEED_POLL.min(serving.spec.reload_interval));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         every.tick().await;
         let s = serving.clone();
         match tokio::task::spawn_blocking(move || s.reload()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "reload failed; serving what is loaded"),
+            Ok(Ok(_)) => failing = false,
+            Ok(Err(e)) => {
+                if !failing {
+                    tracing::warn!(error = %e, "reload failed; serving what is loaded");
+                }
+                failing = true;
+            }
             Err(e) => tracing::error!(error = %e, "reload task failed"),
         }
     }
@@ -140,9 +216,48 @@ pub fn router(serving: Arc<Serving>) -> Router {
 }
 
 async fn ready(State(s): State<Arc<Serving>>) -> Response {
-    match s.batch.load().as_ref() {
-        Some(b) => Json(json!({"status": "ready", "model_version": b.published.manifest.version})).into_response(),
+    match s.state() {
+        Some(st) => {
+            Json(json!({"status": "ready", "model_version": st.batch.version(), "speed_seq": st.seq()})).into_response()
+        }
         None => error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet"),
+    }
+}
+
+/// `?min_seq=N`: answer only from state that has applied event `N`.
+#[derive(Debug, Deserialize)]
+struct ReadParams {
+    min_seq: Option<u64>,
+}
+
+/// Waits (up to `serving.min_seq_wait`) until `ok` holds for the served state, or answers 409.
+async fn wait_for<T>(
+    s: &Serving,
+    min_seq: Option<u64>,
+    mut read: impl FnMut(&Arc<LiveState>) -> (T, u64),
+) -> std::result::Result<(Arc<LiveState>, T, u64), Response> {
+    let deadline = Instant::now() + s.spec.min_seq_wait;
+    loop {
+        let Some(st) = s.state() else {
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet"));
+        };
+        let (value, seq) = read(&st);
+        match min_seq {
+            Some(n) if seq < n => {
+                if Instant::now() >= deadline {
+                    let mut r = error(
+                        StatusCode::CONFLICT,
+                        format!("the served state has reached speed_seq {seq}, not min_seq {n}; retry later"),
+                    );
+                    if let Ok(v) = axum::http::HeaderValue::from_str(&seq.to_string()) {
+                        r.headers_mut().insert("x-speed-seq", v);
+                    }
+                    return Err(r);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            _ => return Ok((st, value, seq)),
+        }
     }
 }
 
@@ -157,10 +272,10 @@ fn prediction_json(model: &LinearModel, p: &Prediction) -> Value {
     }
 }
 
-async fn predict(State(s): State<Arc<Serving>>, body: Body) -> Response {
-    let Some(batch) = s.batch.load_full() else {
+async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, body: Body) -> Response {
+    if s.state().is_none() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet");
-    };
+    }
     let limit = s.spec.serving.max_body_bytes;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes"));
@@ -202,15 +317,28 @@ async fn predict(State(s): State<Arc<Serving>>, body: Body) -> Response {
             Err(rej) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("record {i}: {rej}")),
         }
     }
-    let version = &batch.published.manifest.version;
-    let speed = s.speed().filter(|sp| &sp.base_version == version);
-    let (artifact, speed_update, speed_seq) = match &speed {
-        Some(sp) => (sp.artifact.as_ref(), Some(sp.updates), Some(sp.last_seq)),
-        None => (&batch.published.artifact, None, None),
+    let (st, speed_model, seq) = match wait_for(&s, q.min_seq, |st| match &st.speed {
+        Some(sp) => {
+            let m = sp.model.load_full();
+            let seq = m.seq;
+            (Some(m), seq)
+        }
+        None => (None, st.seq()),
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let batch = &st.batch.published;
+    let encoder = &batch.artifact.encoder;
+    let (model, speed_update): (&LinearModel, Option<u64>) = match &speed_model {
+        Some(m) => (&m.model, Some(m.updates)),
+        None => (&batch.artifact.model, None),
     };
     let predictions: Vec<Value> =
-        events.iter().map(|e| prediction_json(&artifact.model, &artifact.predict(e))).collect();
-    let mut out = json!({"model_version": version, "speed_update": speed_update, "speed_seq": speed_seq});
+        events.iter().map(|e| prediction_json(model, &model.predict(&encoder.encode(e)))).collect();
+    let mut out = json!({"model_version": batch.manifest.version, "speed_update": speed_update, "speed_seq": seq});
     if single {
         out["prediction"] = predictions.into_iter().next().unwrap_or(Value::Null);
     } else {
@@ -219,59 +347,70 @@ async fn predict(State(s): State<Arc<Serving>>, body: Body) -> Response {
     Json(out).into_response()
 }
 
-async fn view(State(s): State<Arc<Serving>>, Path(key): Path<String>) -> Response {
-    let Some(batch) = s.batch.load_full() else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet");
+async fn view(State(s): State<Arc<Serving>>, Path(key): Path<String>, Query(q): Query<ReadParams>) -> Response {
+    let (st, realtime, seq) = match wait_for(&s, q.min_seq, |st| match &st.speed {
+        Some(sp) => sp.realtime.get(&key),
+        None => (None, st.seq()),
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let watermark = batch.published.manifest.watermark;
-    let mut table = ViewTable {
-        features: batch.view.features.clone(),
-        feature_index: batch.view.feature_index.clone(),
-        keys: Default::default(),
-    };
-    if let Some(v) = batch.view.keys.get(&key) {
-        table.keys.insert(key.clone(), v.clone());
-    }
-    let speed = s.speed();
-    let realtime = speed.as_ref().and_then(|sp| sp.key_view(&key, watermark));
+    let batch = &st.batch;
+    let mut merged: Option<KeyView> = batch.view.get(&key);
     if let Some(rt) = &realtime {
-        match table.keys.get_mut(&key) {
+        match &mut merged {
             Some(v) => v.merge(rt),
-            None => {
-                table.keys.insert(key.clone(), rt.clone());
-            }
+            None => merged = Some(rt.clone()),
         }
     }
-    match table.key_json(&key) {
-        Some(mut doc) => {
-            doc["watermark"] = json!(watermark);
-            doc["batch_version"] = json!(batch.published.manifest.version);
-            doc["speed_seq"] = json!(speed.as_ref().map(|sp| sp.last_seq));
+    match merged {
+        Some(v) => {
+            let mut doc = view_json(&batch.view.features, &key, &v);
+            doc["watermark"] = json!(batch.published.manifest.watermark);
+            doc["batch_version"] = json!(batch.version());
+            doc["speed_seq"] = json!(seq);
             doc["realtime_count"] = json!(realtime.map(|r| r.count).unwrap_or(0));
             Json(doc).into_response()
         }
-        None => error(StatusCode::NOT_FOUND, format!("no events for key {key:?}")),
+        None => {
+            let mut r = error(StatusCode::NOT_FOUND, format!("no events for key {key:?}"));
+            if let Ok(v) = axum::http::HeaderValue::from_str(&seq.to_string()) {
+                r.headers_mut().insert("x-speed-seq", v);
+            }
+            r
+        }
     }
 }
 
 async fn models(State(s): State<Arc<Serving>>) -> Response {
     let registry = Registry::open(&s.spec.paths.registry);
-    let spec_manifests = tokio::task::spawn_blocking(move || registry.manifests()).await;
-    let manifests = match spec_manifests {
+    let listed = tokio::task::spawn_blocking(move || {
+        Ok::<_, lambda_core::Error>((registry.manifests()?, registry.current_version()?))
+    })
+    .await;
+    let (manifests, registry_current) = match listed {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let current = s.batch.load().as_ref().map(|b| b.published.manifest.clone());
-    let speed = s.speed().map(|sp| {
-        let mean = |sum: f64| if sp.stats.labelled > 0 { Some(sum / sp.stats.labelled as f64) } else { None };
-        json!({"base_version": sp.base_version, "updates": sp.updates, "last_seq": sp.last_seq, "accepted": sp.stats.accepted,
-               "rejected": sp.stats.rejected, "duplicates": sp.stats.duplicates, "labelled": sp.stats.labelled,
-               "prequential_loss": {"speed": mean(sp.stats.speed_loss_sum), "batch": mean(sp.stats.batch_loss_sum)}})
+    let st = s.state();
+    let current = st.as_ref().map(|st| st.batch.published.manifest.clone());
+    let speed = st.as_ref().and_then(|st| st.speed.clone()).map(|sp| {
+        let m = sp.model.load_full();
+        let stats = &m.stats;
+        let mean = |sum: f64| if stats.labelled > 0 { Some(sum / stats.labelled as f64) } else { None };
+        json!({"base_version": sp.base_version, "generation": sp.generation, "updates": m.updates, "last_seq": sp.seq(),
+               "keys": sp.realtime.len(), "accepted": stats.accepted, "rejected": stats.rejected, "duplicates": stats.duplicates,
+               "labelled": stats.labelled, "refused_updates": stats.refused_updates,
+               "prequential_loss": {"speed": mean(stats.speed_loss_sum), "batch": mean(stats.batch_loss_sum)}})
     });
     Json(json!({
         "current": current.as_ref().map(|m| m.version.clone()),
+        "registry_current": registry_current,
         "manifest": current,
+        "speed_seq": st.as_ref().map(|st| st.seq()),
         "versions": manifests.iter().map(|m| json!({"version": m.version, "created": m.created, "watermark": m.watermark, "metrics": m.metrics})).collect::<Vec<_>>(),
         "speed": speed,
     }))

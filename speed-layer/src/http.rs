@@ -1,18 +1,19 @@
 //! HTTP ingest: `POST /v1/events` takes one JSON object, a JSON array, or NDJSON, and answers once the accepted
-//! events are durable. Every error is `{"error": "..."}` with a 4xx for the caller's mistakes and a 5xx for ours.
+//! events are durable. Every error is `{"error": "..."}`: 4xx for the caller's mistakes, 503 with `Retry-After`
+//! when the learner is behind or the disk cannot take the events (nothing of the request was accepted), 500 for
+//! anything else of ours.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::ingest::parse_body;
-use crate::Speed;
+use crate::{Error, Speed};
 
 /// A JSON error answer.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -28,6 +29,23 @@ pub async fn read_body(body: Body, limit: usize) -> Result<String, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body is not UTF-8: {e}")))
 }
 
+/// The answer to a speed-layer error: 503 with `Retry-After` for "busy" and storage failures.
+pub fn failure(e: &Error) -> Response {
+    let retry = match e {
+        Error::Busy(_) => Some("1"),
+        Error::Storage(_) => Some("5"),
+        _ => None,
+    };
+    match retry {
+        Some(secs) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(secs));
+            r
+        }
+        None => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// The ingest routes.
 pub fn router(speed: Arc<Speed>) -> Router {
     Router::new()
@@ -41,9 +59,10 @@ async fn events(State(speed): State<Arc<Speed>>, body: Body) -> Response {
         Ok(t) => t,
         Err(r) => return r,
     };
-    let items = match parse_body(speed.spec(), &text) {
-        Ok(items) => items,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    let items = match speed.parse(text).await {
+        Ok(Ok(items)) => items,
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return failure(&e),
     };
     match speed.ingest(items).await {
         Ok(report) => {
@@ -60,6 +79,6 @@ async fn events(State(speed): State<Arc<Speed>>, body: Body) -> Response {
             }
             (status, Json(body)).into_response()
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => failure(&e),
     }
 }

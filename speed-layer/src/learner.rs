@@ -1,25 +1,37 @@
-//! All speed-layer state, owned by one thread: the incremental model, the realtime buckets, the write-ahead log,
-//! the events waiting to be archived, and the ids seen since the batch watermark.
+//! All speed-layer state, owned by one thread: the incremental model, the realtime view, the log, the
+//! de-duplication index, the dead letters, and where archiving and checkpointing stand.
 //!
-//! Every change goes through [`Learner::apply`], both live and when replaying the log after a restart, so a
-//! restarted learner ends in the same state as one that never stopped.
+//! An ingest call validates each record, checks it against the model (ranges, classes, a trial of its update
+//! that must stay finite), logs and syncs the accepted ones, and only then applies them: a failure before the sync
+//! leaves no trace. A restart loads the checkpoint and replays the log after it through the same learning step,
+//! so it ends in the same state as a run that never stopped. A new batch version (or a rollback of `CURRENT`) is
+//! adopted by rebuilding the realtime view and the warm-started model from every event after its watermark, read
+//! back from the master dataset and the log.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use lambda_core::checkpoint::{
+    self, BatchSide, Checkpoint, Live, LiveState, SpeedModel, SpeedSide, SpeedStats, ViewFile,
+};
 use lambda_core::master;
+use lambda_core::model::LinearModel;
+use lambda_core::realtime::Realtime;
 use lambda_core::registry::{now_millis, ModelArtifact, Published, Registry};
-use lambda_core::schema::{Event, Mode};
-use lambda_core::snapshot::{self, Bucket, SpeedSnapshot, SpeedStats};
+use lambda_core::schema::{Event, Target};
 use lambda_core::spec::Spec;
+use lambda_core::state::create_dir_synced;
 use lambda_core::views::ViewTable;
 use serde::Serialize;
 
+use crate::archive;
+use crate::dedup::{id_hash, Dedup};
 use crate::ingest::Incoming;
-use crate::wal::{Entry, Wal};
+use crate::log::{Log, Record};
 use crate::{Error, Result};
 
 /// What one ingest call did.
@@ -46,146 +58,372 @@ pub struct RejectedLine {
     pub error: String,
 }
 
+/// Dead-letter files are rotated past this size; two old ones are kept.
+const DEAD_LETTER_BYTES: u64 = 64 << 20;
+/// Files dropped from a checkpoint stay this long for readers still on it.
+const RETIRE_AFTER_MS: i64 = 30_000;
+
+/// The dead-letter file: rejected records with their reason, synced before the answer.
+struct DeadLetters {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+}
+
+impl DeadLetters {
+    fn open(state: &Path) -> Result<DeadLetters> {
+        let path = state.join("dead-letter.ndjson");
+        let existed = path.exists();
+        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        if !existed {
+            lambda_core::publish::sync_dir(state)?;
+        }
+        let bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        Ok(DeadLetters { path, file, bytes })
+    }
+
+    fn append(&mut self, text: &str) -> Result<()> {
+        if self.bytes > DEAD_LETTER_BYTES {
+            self.rotate()?;
+        }
+        self.file.write_all(text.as_bytes()).map_err(|e| Error::io(&self.path, e))?;
+        self.file.sync_data().map_err(|e| Error::io(&self.path, e))?;
+        self.bytes += text.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let old = |n: u32| self.path.with_extension(format!("{n}.ndjson"));
+        if old(1).exists() {
+            fs::rename(old(1), old(2)).map_err(|e| Error::io(old(2), e))?;
+        }
+        fs::rename(&self.path, old(1)).map_err(|e| Error::io(old(1), e))?;
+        self.file =
+            OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        lambda_core::publish::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+/// Why a labelled event cannot be learned.
+enum Unlearnable {
+    /// The model has no output for its class; allowed when the spec says so.
+    UnknownClass,
+    /// The loss or the update would not be finite.
+    NonFinite(String),
+}
+
+/// Predicts (speed and batch model), then takes one SGD step: prequential evaluation. Nothing changes on `Err`.
+fn learn(
+    model: &mut LinearModel,
+    batch: &ModelArtifact,
+    x: &[f64],
+    target: &Target,
+    spec: &Spec,
+    stats: &mut SpeedStats,
+) -> std::result::Result<bool, Unlearnable> {
+    let ps = model.predict(x);
+    let pb = batch.model.predict(x);
+    let (Some(ls), Some(lb)) = (model.loss(&ps, target), batch.model.loss(&pb, target)) else {
+        return Err(Unlearnable::UnknownClass);
+    };
+    if !ls.is_finite() || !lb.is_finite() {
+        return Err(Unlearnable::NonFinite(format!("its loss is not finite (speed {ls}, batch {lb})")));
+    }
+    let sums = (stats.speed_loss_sum + ls, stats.batch_loss_sum + lb);
+    if !sums.0.is_finite() || !sums.1.is_finite() {
+        return Err(Unlearnable::NonFinite("the summed loss would overflow".into()));
+    }
+    match model.sgd_update_checked(x, target, spec.speed.learning_rate, spec.speed.l2) {
+        Ok(updated) => {
+            stats.labelled += 1;
+            (stats.speed_loss_sum, stats.batch_loss_sum) = sums;
+            Ok(updated)
+        }
+        Err(e) => Err(Unlearnable::NonFinite(e.to_string())),
+    }
+}
+
 /// The speed layer's state.
 pub struct Learner {
     spec: Spec,
-    wal: Wal,
-    dead_letters: File,
-    dead_letter_path: PathBuf,
+    state: PathBuf,
+    log: Log,
+    dedup: Dedup,
+    dead: DeadLetters,
     batch: Published,
-    model: ModelArtifact,
-    base_version: String,
-    base_watermark: u64,
-    last_seq: u64,
-    archived_through: u64,
-    checkpointed_seq: u64,
+    side: Arc<SpeedSide>,
+    model: LinearModel,
     updates: u64,
     stats: SpeedStats,
-    sealed: Vec<Bucket>,
-    open: ViewTable,
-    pending: Vec<(u64, Event)>,
-    ids: HashSet<String>,
-    recovered: Vec<(u64, u64)>,
+    generation: u64,
+    last_seq: u64,
+    archived_through: u64,
+    open_first_ms: Option<i64>,
+    views: Vec<ViewFile>,
+    need_full: bool,
+    retired: Vec<(i64, PathBuf)>,
+    dedup_retired: Vec<PathBuf>,
+    checkpointed_seq: u64,
+    dirty: bool,
+    live: Option<Arc<Live>>,
+    x: Vec<f64>,
 }
 
-/// `(first, last)` of a speed archive file name `speed-<first>-<last>.parquet`.
-fn archive_range(path: &std::path::Path) -> Option<(u64, u64)> {
-    let name = path.file_stem()?.to_str()?;
-    let mut parts = name.strip_prefix("speed-")?.split('-');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+/// What a checkpoint wrote, for logs and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckpointReport {
+    /// Bytes of realtime view files written.
+    pub view_bytes: u64,
+    /// Whether a full view file was written (else a delta, or nothing).
+    pub full: bool,
+    /// Bytes of the manifest.
+    pub manifest_bytes: u64,
+}
+
+fn template(spec: &Spec, model: &LinearModel) -> ViewTable {
+    ViewTable::new(spec).with_classes(&model.classes)
+}
+
+fn side(generation: u64, batch: &Published, realtime: Realtime, model: SpeedModel) -> Arc<SpeedSide> {
+    Arc::new(SpeedSide {
+        generation,
+        base_version: batch.manifest.version.clone(),
+        base_watermark: batch.manifest.watermark,
+        realtime,
+        model: ArcSwap::from_pointee(model),
+    })
 }
 
 impl Learner {
     /// Opens the state under `spec.paths.state`: the last checkpoint, then the log after it. Without a checkpoint
-    /// it warm-starts from the current batch model, which must exist.
-    pub fn open(spec: Spec) -> Result<Learner> {
+    /// it warm-starts from the current batch model, which must exist. With `live`, the served pair is kept there.
+    pub fn open(spec: Spec, live: Option<Arc<Live>>) -> Result<Learner> {
         let state = spec.paths.state.clone();
-        std::fs::create_dir_all(&state).map_err(|e| Error::io(&state, e))?;
+        create_dir_synced(&state)?;
+        if state.join("checkpoints/CURRENT").exists() || state.join("wal.ndjson").exists() {
+            return Err(Error::State(format!(
+                "{} holds state of an earlier lambda-ml (checkpoints/, wal.ndjson); this version keeps its state in \
+                 log/, checkpoint/ and dedup/. Archive the events it logged with the earlier version, or move the \
+                 folder away to start the speed layer afresh from the batch model",
+                state.display()
+            )));
+        }
         let registry = Registry::open(&spec.paths.registry);
-        let batch = registry.load_current(&spec)?.ok_or_else(|| {
+        let no_model = || {
             Error::State(format!(
                 "no batch model is published in {}; run `lambda-ml batch --spec {}` first",
                 spec.paths.registry.display(),
                 spec.source.display()
             ))
-        })?;
-        let dead_letter_path = state.join("dead-letter.ndjson");
-        let dead_letters = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&dead_letter_path)
-            .map_err(|e| Error::io(&dead_letter_path, e))?;
-        let (wal, entries) = Wal::open(&state.join("wal.ndjson"))?;
-        let checkpoint = snapshot::load_current(&state)?;
-        let fresh = checkpoint.is_none();
-        let mut learner = match checkpoint {
-            Some((_, snap)) => Learner {
-                model: (*snap.artifact).clone(),
-                base_version: snap.base_version,
-                base_watermark: snap.base_watermark,
-                last_seq: snap.last_seq,
-                archived_through: snap.archived_through,
-                checkpointed_seq: snap.last_seq,
-                updates: snap.updates,
-                stats: snap.stats,
-                sealed: snap.buckets,
-                ..Learner::empty(&spec, wal, dead_letters, dead_letter_path, batch)
-            },
-            None => {
-                let start = master::max_seq(&spec.paths.master)?.max(batch.manifest.watermark);
+        };
+        let dead = DeadLetters::open(&state)?;
+        let schema_hash = spec.schema_hash();
+        let mut learner = match checkpoint::read(&state)? {
+            Some(c) => {
+                let batch = registry.load(&c.base_version).map_err(|e| {
+                    Error::State(format!("the checkpoint is built on batch version {}: {e}", c.base_version))
+                })?;
+                batch.artifact.validate(&spec)?;
+                let side = Arc::new(SpeedSide::load(&spec, &state, &c)?);
+                let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, &c.dedup_runs, c.dedup_through)?;
+                let log = Log::open(&state.join("log"), &schema_hash, c.last_seq + 1)?;
+                remove_unlisted_views(&state, &c.views)?;
                 Learner {
-                    model: batch.artifact.clone(),
-                    base_version: batch.manifest.version.clone(),
-                    base_watermark: batch.manifest.watermark,
+                    spec: spec.clone(),
+                    state: state.clone(),
+                    log,
+                    dedup,
+                    dead,
+                    batch,
+                    model: c.model.clone(),
+                    updates: c.updates,
+                    stats: c.stats.clone(),
+                    generation: c.generation,
+                    last_seq: c.last_seq,
+                    archived_through: c.archived_through,
+                    open_first_ms: None,
+                    views: c.views.clone(),
+                    need_full: false,
+                    retired: Vec::new(),
+                    dedup_retired: Vec::new(),
+                    checkpointed_seq: c.last_seq,
+                    dirty: false,
+                    live: live.clone(),
+                    x: Vec::new(),
+                    side,
+                }
+            }
+            None => {
+                let batch = registry.load_current(&spec)?.ok_or_else(no_model)?;
+                let start = master::max_seq(&spec.paths.master)?.max(batch.manifest.watermark);
+                let model = batch.artifact.model.clone();
+                let realtime = Realtime::new(template(&spec, &model), batch.manifest.watermark);
+                realtime.set_applied(start);
+                let side = side(
+                    1,
+                    &batch,
+                    realtime,
+                    SpeedModel { model: model.clone(), updates: 0, seq: start, stats: SpeedStats::default() },
+                );
+                let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, &[], start)?;
+                let log = Log::open(&state.join("log"), &schema_hash, start + 1)?;
+                remove_unlisted_views(&state, &[])?;
+                Learner {
+                    spec: spec.clone(),
+                    state: state.clone(),
+                    log,
+                    dedup,
+                    dead,
+                    batch,
+                    model,
+                    updates: 0,
+                    stats: SpeedStats::default(),
+                    generation: 1,
                     last_seq: start,
                     archived_through: start,
-                    checkpointed_seq: start,
-                    ..Learner::empty(&spec, wal, dead_letters, dead_letter_path, batch)
+                    open_first_ms: None,
+                    views: Vec::new(),
+                    need_full: true,
+                    retired: Vec::new(),
+                    dedup_retired: Vec::new(),
+                    checkpointed_seq: 0,
+                    dirty: true,
+                    live: live.clone(),
+                    x: Vec::new(),
+                    side,
                 }
             }
         };
-        learner.model.validate(&spec)?;
-        // Archive files written after the checkpoint, before a crash: their events are replayed but not rewritten.
-        learner.recovered = master::list_files(&spec.paths.master)?
-            .iter()
-            .filter_map(|p| archive_range(p))
-            .filter(|(first, _)| *first > learner.archived_through)
-            .collect();
-        learner.recovered.sort_unstable();
-        let mut replayed = 0;
-        for entry in &entries {
-            if let Some(id) = event_id(&spec, &entry.event) {
-                learner.ids.insert(id);
-            }
-            if entry.seq <= learner.last_seq {
-                continue;
-            }
-            let event = spec.parse_record(&entry.event, Mode::Event).map_err(|r| Error::Corrupt {
-                path: state.join("wal.ndjson"),
-                message: format!("seq {}: {r}", entry.seq),
-            })?;
-            learner.apply(entry.seq, event);
-            replayed += 1;
-            if learner.recovered.iter().any(|(_, last)| *last == entry.seq) {
-                learner.seal()?;
-            }
-        }
-        if replayed > 0 {
-            tracing::info!(replayed, last_seq = learner.last_seq, "replayed the log after the checkpoint");
-        }
-        if fresh || replayed > 0 {
-            learner.checkpoint()?;
-        }
+        learner.recover()?;
+        learner.checkpoint()?;
+        learner.publish_live()?;
         learner.poll_batch()?;
         Ok(learner)
     }
 
-    fn empty(spec: &Spec, wal: Wal, dead_letters: File, dead_letter_path: PathBuf, batch: Published) -> Learner {
-        Learner {
-            spec: spec.clone(),
-            wal,
-            dead_letters,
-            dead_letter_path,
-            model: batch.artifact.clone(),
-            base_version: batch.manifest.version.clone(),
-            base_watermark: batch.manifest.watermark,
-            batch,
-            last_seq: 0,
-            archived_through: 0,
-            checkpointed_seq: 0,
-            updates: 0,
-            stats: SpeedStats::default(),
-            sealed: Vec::new(),
-            open: ViewTable::new(spec),
-            pending: Vec::new(),
-            ids: HashSet::new(),
-            recovered: Vec::new(),
+    /// Replays the log after the checkpoint (the model, the realtime view and the de-duplication index), and
+    /// takes over archive files written just before a crash.
+    fn recover(&mut self) -> Result<()> {
+        let from = self.dedup.through().min(self.last_seq).min(self.archived_through);
+        let (checkpointed, dedup_through, archived) = (self.last_seq, self.dedup.through(), self.archived_through);
+        let mut replayed = 0u64;
+        let mut records = Vec::new();
+        self.log.replay(from, |r| {
+            records.push(r);
+            // Learn in bounded groups so that a long log is never held whole.
+            Ok(records.len() < 65_536)
+        })?;
+        let mut after = from;
+        while !records.is_empty() {
+            for r in std::mem::take(&mut records) {
+                after = r.seq;
+                if r.seq > dedup_through {
+                    self.dedup.insert(id_hash(&r.event.id), r.ingest_ms);
+                }
+                if r.seq > archived && self.open_first_ms.is_none() {
+                    self.open_first_ms = Some(r.ingest_ms);
+                }
+                if r.seq > checkpointed {
+                    self.apply_logged(r);
+                    replayed += 1;
+                }
+            }
+            self.log.replay(after, |r| {
+                records.push(r);
+                Ok(records.len() < 65_536)
+            })?;
         }
+        self.side.realtime.set_applied(self.last_seq);
+        self.publish_model();
+        if replayed > 0 {
+            self.dirty = true;
+            tracing::info!(replayed, last_seq = self.last_seq, "replayed the log after the checkpoint");
+        }
+        for (first, last, path) in archive::recovered_ranges(&self.spec, self.archived_through)? {
+            if first == self.archived_through + 1 && last <= self.last_seq {
+                tracing::info!(path = %path.display(), "archive file written before a crash is kept");
+                self.archived_through = last;
+                self.dirty = true;
+            }
+        }
+        if self.archived_through >= self.last_seq {
+            self.open_first_ms = None;
+        } else if self.archived_through > archived {
+            self.open_first_ms = self.first_ms_after(self.archived_through)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a logged event: the same learning step as at ingest (so replays are bit-identical), then the view.
+    fn apply_logged(&mut self, r: Record) {
+        if let Some(target) = &r.event.target {
+            self.x.resize(self.batch.artifact.encoder.dim(), 0.0);
+            self.batch.artifact.encoder.encode_row(&r.event, &mut self.x);
+            match learn(&mut self.model, &self.batch.artifact, &self.x, target, &self.spec, &mut self.stats) {
+                Ok(true) => self.updates += 1,
+                Ok(false) | Err(Unlearnable::UnknownClass) => {}
+                Err(Unlearnable::NonFinite(_)) => self.stats.refused_updates += 1,
+            }
+        }
+        self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
+        self.last_seq = r.seq;
+        self.stats.accepted += 1;
+    }
+
+    fn first_ms_after(&self, seq: u64) -> Result<Option<i64>> {
+        let mut out = None;
+        self.log.replay(seq, |r| {
+            out = Some(r.ingest_ms);
+            Ok(false)
+        })?;
+        Ok(out)
     }
 
     /// Highest sequence number applied.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// Highest sequence number archived into the master dataset.
+    pub fn archived_through(&self) -> u64 {
+        self.archived_through
+    }
+
+    /// The speed side now served (realtime view and model).
+    pub fn side(&self) -> Arc<SpeedSide> {
+        self.side.clone()
+    }
+
+    /// The incremental model.
+    pub fn model(&self) -> &LinearModel {
+        &self.model
+    }
+
+    /// SGD updates since the warm start.
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SpeedStats {
+        &self.stats
+    }
+
+    /// The batch version the state is built on.
+    pub fn base_version(&self) -> &str {
+        &self.batch.manifest.version
+    }
+
+    /// Bytes of the log on disk.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.bytes()
+    }
+
+    /// Ids the de-duplication index holds in memory.
+    pub fn dedup_in_memory(&self) -> usize {
+        self.dedup.in_memory()
     }
 
     /// Accepts a batch of parsed records: rejections go to the dead-letter file, known ids are skipped, the rest
@@ -197,138 +435,288 @@ impl Learner {
 
     /// [`Learner::ingest`] for several requests at once, with one sync of the log for all (group commit).
     pub fn ingest_many(&mut self, requests: Vec<Vec<Incoming>>) -> Result<Vec<IngestReport>> {
+        let now = now_millis();
         let mut reports = Vec::with_capacity(requests.len());
         let mut dead = String::new();
-        let mut accepted: Vec<(usize, u64, Event, serde_json::Value)> = Vec::new();
-        let mut group_ids: HashSet<String> = HashSet::new();
-        let received = now_millis();
+        let mut accepted: Vec<(usize, u128, Record)> = Vec::new();
+        let mut group_ids: HashSet<u128> = HashSet::new();
+        let mut working: Option<LinearModel> = None;
+        // Learning runs on copies, committed only once the log is synced; the same additions in the same order as a
+        // replay, so that a restart ends bit for bit where this run does.
+        let mut stats = self.stats.clone();
+        let mut updates = 0u64;
+        let mut x = std::mem::take(&mut self.x);
+        let encoder = &self.batch.artifact.encoder;
+        let target_field = &self.spec.dataset.target;
         for (request, items) in requests.into_iter().enumerate() {
             let mut report = IngestReport::default();
             for item in items {
                 let (line, error, raw) = match item {
                     Incoming::Rejected { line, error, raw } => (line, error, raw),
-                    Incoming::Accepted { line, event, raw } => match self.model.encoder.check_ranges(&event) {
-                        Err(r) => (line, r.to_string(), raw.to_string()),
-                        Ok(()) => {
-                            if self.ids.contains(&event.id) || !group_ids.insert(event.id.clone()) {
-                                report.duplicates += 1;
-                            } else {
-                                let seq = self.last_seq + 1 + accepted.len() as u64;
-                                accepted.push((request, seq, event, raw));
+                    Incoming::Accepted { line, event, raw } => {
+                        let check = encoder.check_ranges(&event).map_err(|r| r.to_string()).and_then(|()| match &event
+                            .target
+                        {
+                            Some(t @ Target::Value(_)) => {
+                                encoder.check_target(target_field, t).map_err(|r| r.to_string())
                             }
-                            continue;
+                            Some(Target::Class(c))
+                                if self.model.class_index(c).is_none() && !self.spec.dataset.allow_new_classes =>
+                            {
+                                Err(format!(
+                                    "field `{target_field}`: class {c:?} is not one of the model's classes {:?} \
+                                         (set `dataset.allow_new_classes` to accept new classes)",
+                                    self.model.classes
+                                ))
+                            }
+                            _ => Ok(()),
+                        });
+                        if let Err(e) = check {
+                            (line, e, raw.to_string())
+                        } else {
+                            let h = id_hash(&event.id);
+                            if group_ids.contains(&h) || self.dedup.contains(h)? {
+                                report.duplicates += 1;
+                                continue;
+                            }
+                            let learned = match &event.target {
+                                None => Ok(false),
+                                Some(target) => {
+                                    x.resize(encoder.dim(), 0.0);
+                                    encoder.encode_row(&event, &mut x);
+                                    let m = working.get_or_insert_with(|| self.model.clone());
+                                    let mut s = stats.clone();
+                                    let r = learn(m, &self.batch.artifact, &x, target, &self.spec, &mut s);
+                                    if r.is_ok() {
+                                        stats = s;
+                                    }
+                                    r
+                                }
+                            };
+                            match learned {
+                                Err(Unlearnable::NonFinite(why)) => (line, format!("refused: {why}"), raw.to_string()),
+                                other => {
+                                    updates += u64::from(matches!(other, Ok(true)));
+                                    group_ids.insert(h);
+                                    let seq = self.last_seq + 1 + accepted.len() as u64;
+                                    accepted.push((request, h, Record { seq, ingest_ms: now, event }));
+                                    continue;
+                                }
+                            }
                         }
-                    },
+                    }
                 };
                 dead.push_str(
-                    &serde_json::json!({"received_ms": received, "line": line, "error": error, "raw": raw}).to_string(),
+                    &serde_json::json!({"received_ms": now, "line": line, "error": error, "raw": raw}).to_string(),
                 );
                 dead.push('\n');
                 report.rejected.push(RejectedLine { line, error });
             }
-            self.stats.rejected += report.rejected.len() as u64;
-            self.stats.duplicates += report.duplicates;
             reports.push(report);
         }
+        self.x = x;
+        // Nothing is applied unless it is durable: dead letters first, then the log.
         if !dead.is_empty() {
-            self.dead_letters.write_all(dead.as_bytes()).map_err(|e| Error::io(&self.dead_letter_path, e))?;
-            self.dead_letters.sync_data().map_err(|e| Error::io(&self.dead_letter_path, e))?;
+            self.dead.append(&dead)?;
         }
-        let entries: Vec<Entry> =
-            accepted.iter().map(|(_, seq, _, raw)| Entry { seq: *seq, event: raw.clone() }).collect();
-        // Nothing is applied unless it is durable.
-        self.wal.append(&entries)?;
-        for (request, seq, event, _) in accepted {
+        let records: Vec<Record> = accepted.iter().map(|(_, _, r)| r.clone()).collect();
+        self.log.append(&records)?;
+        if let Some(m) = working {
+            self.model = m;
+        }
+        self.updates += updates;
+        self.stats.labelled = stats.labelled;
+        self.stats.speed_loss_sum = stats.speed_loss_sum;
+        self.stats.batch_loss_sum = stats.batch_loss_sum;
+        for report in &reports {
+            self.stats.rejected += report.rejected.len() as u64;
+            self.stats.duplicates += report.duplicates;
+        }
+        let any = !accepted.is_empty();
+        for (request, h, r) in accepted {
             let report = &mut reports[request];
-            report.first_seq.get_or_insert(seq);
-            report.last_seq = Some(seq);
+            report.first_seq.get_or_insert(r.seq);
+            report.last_seq = Some(r.seq);
             report.accepted += 1;
-            self.ids.insert(event.id.clone());
-            self.apply(seq, event);
+            self.dedup.insert(h, r.ingest_ms);
+            self.open_first_ms.get_or_insert(r.ingest_ms);
+            self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
+            self.last_seq = r.seq;
+            self.stats.accepted += 1;
         }
+        if any {
+            self.side.realtime.set_applied(self.last_seq);
+        }
+        self.publish_model();
+        self.dirty = true;
         Ok(reports)
     }
 
-    /// Predicts then learns one event (prequential), and folds it into the open bucket.
-    fn apply(&mut self, seq: u64, event: Event) {
-        if let Some(target) = &event.target {
-            let x = self.model.encoder.encode(&event);
-            let speed = self.model.model.predict(&x);
-            let batch = self.batch.artifact.predict(&event);
-            if let (Some(ls), Some(lb)) =
-                (self.model.model.loss(&speed, target), self.batch.artifact.model.loss(&batch, target))
-            {
-                self.stats.labelled += 1;
-                self.stats.speed_loss_sum += ls;
-                self.stats.batch_loss_sum += lb;
-            }
-            if self.model.model.sgd_update(&x, target, self.spec.speed.learning_rate, self.spec.speed.l2) {
-                self.updates += 1;
-            }
-        }
-        self.open.observe(&event.key, event.time, seq, &event, event.target.as_ref());
-        self.pending.push((seq, event));
-        self.last_seq = seq;
-        self.stats.accepted += 1;
+    fn publish_model(&self) {
+        self.side.model.store(Arc::new(SpeedModel {
+            model: self.model.clone(),
+            updates: self.updates,
+            seq: self.last_seq,
+            stats: self.stats.clone(),
+        }));
     }
 
-    /// Archives the open bucket's events into the master dataset and closes the bucket.
-    fn seal(&mut self) -> Result<()> {
-        let (Some((first, _)), Some((last, _))) = (self.pending.first(), self.pending.last()) else { return Ok(()) };
-        let (first, last) = (*first, *last);
-        if !self.recovered.contains(&(first, last)) {
-            let dir = master::partition(&self.spec.paths.master, now_millis());
-            let path = dir.join(format!("speed-{first:012}-{last:012}.parquet"));
-            let rows: Vec<(u64, &Event)> = self.pending.iter().map(|(s, e)| (*s, e)).collect();
-            master::write_events(&self.spec, &path, &rows)?;
+    /// Hands the served pair (batch side and speed side of the same version) to an in-process serving layer.
+    fn publish_live(&self) -> Result<()> {
+        if let Some(live) = &self.live {
+            let current = live.load_full();
+            let batch = match current.as_ref().filter(|s| s.batch.version() == self.batch.manifest.version) {
+                Some(s) => s.batch.clone(),
+                None => Arc::new(BatchSide::load(&self.spec, &self.batch.manifest.version)?),
+            };
+            live.store(Some(Arc::new(LiveState { batch, speed: Some(self.side.clone()) })));
         }
-        let view = std::mem::replace(&mut self.open, ViewTable::new(&self.spec));
-        self.sealed.push(Bucket { first_seq: first, last_seq: last, view: Arc::new(view) });
-        self.pending.clear();
-        self.archived_through = last;
+        Ok(())
+    }
+
+    /// Periodic work: adopt a new batch version, archive what is due, checkpoint what changed.
+    pub fn tick(&mut self) -> Result<()> {
+        if let Err(e) = self.poll_batch() {
+            tracing::error!(error = %e, "cannot adopt the current batch version; staying on {}", self.batch.manifest.version);
+        }
+        let now = now_millis();
+        self.archive_due(now, false)?;
+        self.checkpoint()?;
+        Ok(())
+    }
+
+    /// Archives every logged event into the master dataset now (at the end of a replay), then checkpoints.
+    pub fn archive_all(&mut self) -> Result<()> {
+        self.archive_due(now_millis(), true)?;
+        self.checkpoint()?;
         Ok(())
     }
 
     /// Whether anything happened since the last checkpoint.
     pub fn needs_checkpoint(&self) -> bool {
-        self.last_seq != self.checkpointed_seq || !self.pending.is_empty()
+        self.dirty || self.need_full || self.last_seq != self.checkpointed_seq
     }
 
-    /// Archives the open bucket, then publishes a checkpoint (which the serving layer also reads).
-    pub fn checkpoint(&mut self) -> Result<()> {
-        self.seal()?;
-        let version = snapshot::publish(&self.spec.paths.state, &self.snapshot())?;
-        self.checkpointed_seq = self.last_seq;
-        tracing::debug!(%version, last_seq = self.last_seq, "checkpoint");
+    fn archive_due(&mut self, now: i64, force: bool) -> Result<()> {
+        let max_rows = self.spec.speed.archive_max_rows;
+        let max_age = self.spec.archive_max_age.as_millis().min(i64::MAX as u128) as i64;
+        let mut sealed_any = false;
+        loop {
+            let open = self.last_seq.saturating_sub(self.archived_through);
+            if open == 0 {
+                self.open_first_ms = None;
+                break;
+            }
+            let aged = self.open_first_ms.is_some_and(|t| now.saturating_sub(t) >= max_age);
+            let through = if open >= max_rows {
+                self.archived_through + max_rows
+            } else if force || aged {
+                self.last_seq
+            } else {
+                break;
+            };
+            match archive::seal(&self.spec, &self.log, self.archived_through, through)? {
+                Some(s) => {
+                    tracing::info!(first = s.first, last = s.last, path = %s.path.display(), recovered = s.recovered, "archived");
+                    self.archived_through = s.last;
+                }
+                None => break,
+            }
+            self.open_first_ms = self.first_ms_after(self.archived_through)?;
+            sealed_any = true;
+        }
+        if sealed_any || self.dedup.wants_flush() {
+            // A new segment and a de-duplication run let the archived part of the log go at the next checkpoint.
+            self.log.roll(self.last_seq + 1)?;
+            let retired = self.dedup.flush(self.last_seq, now)?;
+            self.dedup_retired.extend(retired);
+            self.dirty = true;
+        } else {
+            self.log.roll_if_large(self.last_seq + 1)?;
+        }
         Ok(())
     }
 
-    /// The current state as a snapshot, the open bucket included.
-    pub fn snapshot(&self) -> SpeedSnapshot {
-        let mut buckets = self.sealed.clone();
-        if let (Some((first, _)), Some((last, _))) = (self.pending.first(), self.pending.last()) {
-            buckets.push(Bucket { first_seq: *first, last_seq: *last, view: Arc::new(self.open.clone()) });
+    /// Writes what changed since the last checkpoint (a delta view file, or a full one when the deltas have grown
+    /// past it) and the manifest, then deletes what the new checkpoint no longer needs.
+    pub fn checkpoint(&mut self) -> Result<CheckpointReport> {
+        if !self.needs_checkpoint() {
+            return Ok(CheckpointReport::default());
         }
-        SpeedSnapshot {
-            base_version: self.base_version.clone(),
-            base_watermark: self.base_watermark,
-            last_seq: self.last_seq,
-            archived_through: self.archived_through,
-            updates: self.updates,
-            artifact: Arc::new(self.model.clone()),
-            buckets,
-            stats: self.stats.clone(),
+        let r = self.write_checkpoint();
+        if r.is_err() {
+            // Changed keys were taken for the delta that failed: only a full file is complete again.
+            self.need_full = true;
         }
+        r
     }
 
-    /// Adopts a newer batch model if one was published. Returns whether it did.
+    fn write_checkpoint(&mut self) -> Result<CheckpointReport> {
+        let seq = self.last_seq;
+        let full_bytes: u64 = self.views.iter().filter(|v| v.full).map(|v| v.bytes).sum();
+        let delta_bytes: u64 = self.views.iter().filter(|v| !v.full).map(|v| v.bytes).sum();
+        let mut report = CheckpointReport::default();
+        let realtime = &self.side.realtime;
+        if self.need_full || self.views.is_empty() || delta_bytes > full_bytes.max(1 << 20) || self.views.len() > 512 {
+            let f = checkpoint::write_full(&self.state, self.generation, seq, realtime)?;
+            report = CheckpointReport { view_bytes: f.bytes, full: true, ..report };
+            let now = now_millis();
+            for old in self.views.drain(..) {
+                if old.name != f.name {
+                    self.retired.push((now + RETIRE_AFTER_MS, checkpoint::views_dir(&self.state).join(old.name)));
+                }
+            }
+            self.views.push(f);
+        } else {
+            let chunks = realtime.take_changed();
+            if !chunks.is_empty() {
+                let f = checkpoint::write_delta(&self.state, self.generation, seq, realtime.features(), &chunks)?;
+                report.view_bytes = f.bytes;
+                self.views.push(f);
+            }
+        }
+        let manifest = Checkpoint {
+            generation: self.generation,
+            base_version: self.batch.manifest.version.clone(),
+            base_watermark: self.batch.manifest.watermark,
+            last_seq: seq,
+            archived_through: self.archived_through,
+            updates: self.updates,
+            stats: self.stats.clone(),
+            views: self.views.clone(),
+            dedup_runs: self.dedup.runs(),
+            dedup_through: self.dedup.through(),
+            written_ms: now_millis(),
+            model: self.model.clone(),
+        };
+        report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
+        self.checkpointed_seq = seq;
+        self.dirty = false;
+        self.need_full = false;
+        // What the new checkpoint no longer refers to.
+        for path in self.dedup_retired.drain(..) {
+            remove_if_present(&path)?;
+        }
+        let now = now_millis();
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.retired).into_iter().partition(|(t, _)| *t <= now);
+        self.retired = later;
+        for (_, path) in due {
+            remove_if_present(&path)?;
+        }
+        let through = self.archived_through.min(self.dedup.through()).min(self.checkpointed_seq);
+        self.log.retire_through(through)?;
+        Ok(report)
+    }
+
+    /// Adopts the registry's current batch version when it differs from the one the state is built on (a new
+    /// version, or a rollback). Returns whether it did.
     pub fn poll_batch(&mut self) -> Result<bool> {
         let registry = Registry::open(&self.spec.paths.registry);
         match registry.current_version()? {
-            Some(v) if v != self.base_version => {
-                let published = registry
-                    .load_current(&self.spec)?
-                    .ok_or_else(|| Error::State("the current model vanished".into()))?;
+            Some(v) if v != self.batch.manifest.version => {
+                let published = registry.load(&v)?;
+                published.artifact.validate(&self.spec)?;
                 self.adopt(published)?;
                 Ok(true)
             }
@@ -336,52 +724,103 @@ impl Learner {
         }
     }
 
-    /// Warm start: the new batch model becomes the incremental model, buckets the batch covers are dropped, and the
-    /// logged events after its watermark are learned again.
+    /// Rebuilds the realtime view and the warm-started model on `published` from every event after its watermark
+    /// (archived ones read back from the master dataset, the rest from the log), then switches to them at once.
     fn adopt(&mut self, published: Published) -> Result<()> {
         let w = published.manifest.watermark;
-        if let Some(b) = self.sealed.iter().find(|b| b.first_seq <= w && b.last_seq > w) {
+        if w > self.last_seq {
             tracing::warn!(
-                first = b.first_seq,
-                last = b.last_seq,
                 watermark = w,
-                "bucket straddles the batch watermark; kept whole"
+                last_seq = self.last_seq,
+                "batch watermark is past every event this speed layer accepted"
             );
+            self.last_seq = w;
+            self.archived_through = self.archived_through.max(w);
         }
-        self.sealed.retain(|b| b.last_seq > w);
-        self.model = published.artifact.clone();
-        self.updates = 0;
-        self.base_version = published.manifest.version.clone();
-        self.base_watermark = w;
-        let kept = self.wal.retain_after(w)?;
-        self.ids.clear();
-        for entry in &kept {
-            if let Some(id) = event_id(&self.spec, &entry.event) {
-                self.ids.insert(id);
-            }
-            if entry.seq > self.last_seq {
-                continue;
-            }
-            if let Ok(event) = self.spec.parse_record(&entry.event, Mode::Event) {
-                if let Some(target) = &event.target {
-                    let x = self.model.encoder.encode(&event);
-                    if self.model.model.sgd_update(&x, target, self.spec.speed.learning_rate, self.spec.speed.l2) {
-                        self.updates += 1;
-                    }
+        let started = std::time::Instant::now();
+        let mut model = published.artifact.model.clone();
+        let realtime = Realtime::new(template(&self.spec, &model), w);
+        let mut updates = 0u64;
+        let mut refused = 0u64;
+        let encoder = &published.artifact.encoder;
+        let mut x = vec![0.0; encoder.dim()];
+        let (lr, l2) = (self.spec.speed.learning_rate, self.spec.speed.l2);
+        let mut apply = |seq: u64, e: &Event| {
+            realtime.observe(&e.key, e.time, seq, e, e.target.as_ref());
+            if let Some(t) = &e.target {
+                encoder.encode_row(e, &mut x);
+                match model.sgd_update_checked(&x, t, lr, l2) {
+                    Ok(true) => updates += 1,
+                    Ok(false) => {}
+                    Err(_) => refused += 1,
                 }
             }
-        }
+        };
+        let archived = self.archived_through;
+        let from_master = master::for_each_event_after(&self.spec, w, |seq, e| {
+            if seq <= archived {
+                apply(seq, &e);
+            }
+            Ok(())
+        })?;
+        let last = self.last_seq;
+        let mut from_log = 0u64;
+        self.log.replay(w.max(archived), |r| {
+            if r.seq <= last {
+                apply(r.seq, &r.event);
+                from_log += 1;
+            }
+            Ok(true)
+        })?;
+        realtime.set_applied(self.last_seq);
+        self.generation += 1;
+        let stats = SpeedStats { refused_updates: self.stats.refused_updates + refused, ..self.stats.clone() };
+        let new_side = side(
+            self.generation,
+            &published,
+            realtime,
+            SpeedModel { model: model.clone(), updates, seq: self.last_seq, stats: stats.clone() },
+        );
+        tracing::info!(
+            version = %published.manifest.version,
+            watermark = w,
+            from_master,
+            from_log,
+            updates,
+            seconds = started.elapsed().as_secs_f64(),
+            "warm-started the speed layer on the batch version"
+        );
+        self.side = new_side;
+        self.model = model;
+        self.updates = updates;
+        self.stats = stats;
         self.batch = published;
-        tracing::info!(version = %self.base_version, watermark = w, replayed = self.updates, "warm-started from the new batch model");
-        self.checkpoint()
+        self.need_full = true;
+        self.dirty = true;
+        self.checkpoint()?;
+        self.publish_live()
     }
 }
 
-/// The id of a logged event, as the schema reads it.
-fn event_id(spec: &Spec, event: &serde_json::Value) -> Option<String> {
-    match event.get(&spec.dataset.id_column)? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
     }
+}
+
+/// Removes realtime view files a checkpoint does not list (left by a crash between writing one and the manifest).
+fn remove_unlisted_views(state: &Path, views: &[ViewFile]) -> Result<()> {
+    let dir = checkpoint::views_dir(state);
+    let Ok(entries) = fs::read_dir(&dir) else { return Ok(()) };
+    let listed: HashSet<&str> = views.iter().map(|v| v.name.as_str()).collect();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !listed.contains(name.as_str()) {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
 }

@@ -1,25 +1,30 @@
 //! The lambda-ml speed layer: the continuous daemon.
 //!
-//! Events arrive over HTTP ([`http`]), from a file or from stdin ([`ingest`]); they are parsed and validated on the
-//! I/O side, then handed over a crossbeam channel to one learner thread ([`Speed`]) that owns all state
-//! ([`learner::Learner`]): it gives each accepted event an ingestion sequence number, appends it to the write-ahead
-//! log ([`wal`]) and syncs before acknowledging, predicts then learns (prequential), folds it into the open realtime
-//! bucket, and at each checkpoint archives the bucket's events into the master dataset and publishes a
-//! [`SpeedSnapshot`](lambda_core::snapshot::SpeedSnapshot) for the serving layer.
+//! Events arrive over HTTP ([`http`]), from a file or from stdin ([`ingest`]); they are parsed and validated off
+//! the async workers (at most `speed.max_parsing` bodies at once), then handed over a crossbeam channel to one
+//! learner thread ([`Speed`]) that owns all state ([`learner::Learner`]). At most `speed.max_queued` requests wait
+//! there; beyond that a request waits asynchronously up to `speed.ingest_wait` and is then answered 503 with
+//! `Retry-After`. The learner gives each accepted event an ingestion sequence number, appends it to the log
+//! ([`log`]) and syncs before acknowledging, predicts then learns (prequential), and folds it into the realtime
+//! view, which an in-process serving layer reads in place. Every `speed.checkpoint_interval` it archives what is
+//! due into the master dataset ([`archive`]), flushes de-duplication runs ([`dedup`]) and checkpoints what changed.
 
+pub mod archive;
+pub mod dedup;
 pub mod http;
 pub mod ingest;
 pub mod learner;
-pub mod wal;
+pub mod log;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{select, tick, Receiver, Sender};
-use lambda_core::snapshot::Live;
+use crossbeam_channel::{select, tick, Receiver, Sender, TrySendError};
+use lambda_core::checkpoint::Live;
 use lambda_core::spec::Spec;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use ingest::Incoming;
 pub use learner::{IngestReport, Learner};
@@ -41,7 +46,7 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A state file is corrupt beyond a torn last line.
+    /// A state file is corrupt beyond a torn tail.
     #[error("{path}: corrupt: {message}")]
     Corrupt {
         /// The file.
@@ -52,6 +57,12 @@ pub enum Error {
     /// The speed layer cannot start or go on.
     #[error("{0}")]
     State(String),
+    /// The learner is behind: retry later.
+    #[error("the speed layer is busy: {0}")]
+    Busy(String),
+    /// Events could not be made durable (a full or failing disk); nothing of the request was accepted.
+    #[error("cannot make the events durable, nothing was accepted: {0}")]
+    Storage(String),
 }
 
 impl Error {
@@ -59,13 +70,28 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }
+
+    /// Whether the error comes from storage (full disk, failing device).
+    pub fn is_storage(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::Core(lambda_core::Error::Io { .. }))
+    }
 }
 
-type Reply<T> = tokio::sync::oneshot::Sender<std::result::Result<T, String>>;
+/// An error as it crosses from the learner thread to a caller: its kind survives.
+fn crossing(e: Error) -> Error {
+    if e.is_storage() {
+        Error::Storage(e.to_string())
+    } else {
+        Error::State(e.to_string())
+    }
+}
+
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T>>;
 
 enum Command {
-    Ingest(Vec<Incoming>, Reply<IngestReport>),
+    Ingest(Vec<Incoming>, Reply<IngestReport>, Option<OwnedSemaphorePermit>),
     Checkpoint(Reply<()>),
+    ArchiveAll(Reply<()>),
 }
 
 /// A running speed layer: one learner thread fed by a channel.
@@ -73,25 +99,39 @@ pub struct Speed {
     tx: Option<Sender<Command>>,
     thread: Option<JoinHandle<Result<()>>>,
     spec: Arc<Spec>,
+    queue: Arc<Semaphore>,
+    parsing: Arc<Semaphore>,
+}
+
+/// Most requests whose events share one sync of the log.
+const GROUP_COMMIT: usize = 64;
+/// Room in the channel for callers outside the async runtime (file and stdin replays), beyond `max_queued`.
+const BLOCKING_ROOM: usize = 16;
+
+fn stopped() -> Error {
+    Error::State("the speed layer has stopped".into())
 }
 
 impl Speed {
     /// Opens the state (restoring the last checkpoint and replaying the log) and starts the learner thread.
-    /// `live`, when given, receives a fresh snapshot within ~100 ms of each change, for a serving layer in the same
-    /// process.
+    /// `live`, when given, receives the served pair (batch and speed side of one version), which an in-process
+    /// serving layer reads; the learner updates it in place, so an acknowledged event is visible at once.
     pub fn start(spec: Spec, live: Option<Arc<Live>>) -> Result<Speed> {
         let spec = Arc::new(spec);
-        let learner = Learner::open((*spec).clone())?;
-        if let Some(live) = &live {
-            live.store(Some(Arc::new(learner.snapshot())));
-        }
-        let (tx, rx) = crossbeam_channel::bounded(64);
+        let learner = Learner::open((*spec).clone(), live)?;
+        let (tx, rx) = crossbeam_channel::bounded(spec.speed.max_queued + BLOCKING_ROOM);
         let interval = spec.checkpoint_interval;
         let thread = std::thread::Builder::new()
             .name("speed-learner".into())
-            .spawn(move || run(learner, rx, interval, live))
+            .spawn(move || run(learner, rx, interval))
             .map_err(|e| Error::State(format!("cannot start the learner thread: {e}")))?;
-        Ok(Speed { tx: Some(tx), thread: Some(thread), spec })
+        Ok(Speed {
+            tx: Some(tx),
+            thread: Some(thread),
+            queue: Arc::new(Semaphore::new(spec.speed.max_queued)),
+            parsing: Arc::new(Semaphore::new(spec.speed.max_parsing)),
+            spec,
+        })
     }
 
     /// The spec.
@@ -99,32 +139,67 @@ impl Speed {
         &self.spec
     }
 
-    fn send(&self, cmd: Command) -> Result<()> {
-        self.tx
-            .as_ref()
-            .and_then(|tx| tx.send(cmd).ok())
-            .ok_or_else(|| Error::State("the speed layer has stopped".into()))
+    fn sender(&self) -> Result<&Sender<Command>> {
+        self.tx.as_ref().ok_or_else(stopped)
     }
 
-    /// Hands parsed events to the learner; answers once they are durable.
+    /// Parses and validates a request body off the async workers, at most `speed.max_parsing` at once.
+    pub async fn parse(&self, body: String) -> Result<std::result::Result<Vec<Incoming>, String>> {
+        let wait = self.spec.ingest_wait;
+        let permit = match tokio::time::timeout(wait, self.parsing.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(stopped()),
+            Err(_) => return Err(Error::Busy(format!("{} bodies are being parsed", self.spec.speed.max_parsing))),
+        };
+        let spec = self.spec.clone();
+        let parsed = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            ingest::parse_body(&spec, &body)
+        })
+        .await
+        .map_err(|e| Error::State(format!("parsing failed: {e}")))?;
+        Ok(parsed)
+    }
+
+    /// Hands parsed events to the learner; answers once they are durable and applied. Waits asynchronously for
+    /// room at the learner up to `speed.ingest_wait`, then fails with [`Error::Busy`].
     pub async fn ingest(&self, items: Vec<Incoming>) -> Result<IngestReport> {
+        let wait = self.spec.ingest_wait;
+        let permit = match tokio::time::timeout(wait, self.queue.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(stopped()),
+            Err(_) => {
+                return Err(Error::Busy(format!("{} requests are waiting for the learner", self.spec.speed.max_queued)))
+            }
+        };
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.send(Command::Ingest(items, reply))?;
-        rx.await.map_err(|_| Error::State("the speed layer has stopped".into()))?.map_err(Error::State)
+        match self.sender()?.try_send(Command::Ingest(items, reply, Some(permit))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(Error::Busy("the learner's queue is full".into())),
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
+        rx.await.map_err(|_| stopped())?
     }
 
-    /// [`Speed::ingest`] for callers outside an async runtime.
+    /// [`Speed::ingest`] for callers outside an async runtime: waits for room as long as it takes.
     pub fn ingest_blocking(&self, items: Vec<Incoming>) -> Result<IngestReport> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.send(Command::Ingest(items, reply))?;
-        rx.blocking_recv().map_err(|_| Error::State("the speed layer has stopped".into()))?.map_err(Error::State)
+        self.sender()?.send(Command::Ingest(items, reply, None)).map_err(|_| stopped())?;
+        rx.blocking_recv().map_err(|_| stopped())?
     }
 
-    /// Archives, checkpoints and publishes now.
+    /// Checkpoints now.
     pub fn checkpoint_blocking(&self) -> Result<()> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.send(Command::Checkpoint(reply))?;
-        rx.blocking_recv().map_err(|_| Error::State("the speed layer has stopped".into()))?.map_err(Error::State)
+        self.sender()?.send(Command::Checkpoint(reply)).map_err(|_| stopped())?;
+        rx.blocking_recv().map_err(|_| stopped())?
+    }
+
+    /// Archives every logged event into the master dataset and checkpoints (the end of a finite replay).
+    pub fn archive_all_blocking(&self) -> Result<()> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.sender()?.send(Command::ArchiveAll(reply)).map_err(|_| stopped())?;
+        rx.blocking_recv().map_err(|_| stopped())?
     }
 
     /// Stops the learner after a last checkpoint.
@@ -134,6 +209,8 @@ impl Speed {
 
     fn shutdown(&mut self) -> Result<()> {
         drop(self.tx.take());
+        self.queue.close();
+        self.parsing.close();
         match self.thread.take() {
             Some(t) => t.join().map_err(|_| Error::State("the learner thread panicked".into()))?,
             None => Ok(()),
@@ -149,28 +226,19 @@ impl Drop for Speed {
     }
 }
 
-/// Most requests whose events share one sync of the log.
-const GROUP_COMMIT: usize = 64;
-
-fn run(mut learner: Learner, rx: Receiver<Command>, interval: Duration, live: Option<Arc<Live>>) -> Result<()> {
-    let checkpoints = tick(interval);
-    let publish = tick(Duration::from_millis(100));
-    let mut dirty = false;
-    let publish_now = |learner: &Learner| {
-        if let Some(live) = &live {
-            live.store(Some(Arc::new(learner.snapshot())));
-        }
-    };
+fn run(mut learner: Learner, rx: Receiver<Command>, interval: Duration) -> Result<()> {
+    let ticks = tick(interval);
+    let mut failing = false;
     loop {
         select! {
             recv(rx) -> cmd => match cmd {
-                Ok(Command::Ingest(items, reply)) => {
+                Ok(Command::Ingest(items, reply, permit)) => {
                     // Requests that queued up meanwhile share one sync of the log.
-                    let mut group = vec![(items, reply)];
+                    let mut group = vec![(items, reply, permit)];
                     let mut deferred = None;
                     while group.len() < GROUP_COMMIT {
                         match rx.try_recv() {
-                            Ok(Command::Ingest(items, reply)) => group.push((items, reply)),
+                            Ok(Command::Ingest(items, reply, permit)) => group.push((items, reply, permit)),
                             Ok(other) => {
                                 deferred = Some(other);
                                 break;
@@ -178,57 +246,63 @@ fn run(mut learner: Learner, rx: Receiver<Command>, interval: Duration, live: Op
                             Err(_) => break,
                         }
                     }
-                    let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    let mut requests = Vec::with_capacity(group.len());
+                    let mut replies = Vec::with_capacity(group.len());
+                    for (items, reply, permit) in group {
+                        requests.push(items);
+                        replies.push((reply, permit));
+                    }
                     match learner.ingest_many(requests) {
                         Ok(reports) => {
-                            dirty = true;
-                            for (reply, report) in replies.into_iter().zip(reports) {
+                            if failing {
+                                tracing::info!("events are durable again");
+                                failing = false;
+                            }
+                            for ((reply, _permit), report) in replies.into_iter().zip(reports) {
                                 let _ = reply.send(Ok(report));
                             }
                         }
                         Err(e) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(e.to_string()));
+                            let (storage, message) = (e.is_storage(), e.to_string());
+                            if !failing {
+                                tracing::error!(error = %message, "cannot accept events; answering 503 until it works again");
+                                failing = true;
+                            }
+                            for (reply, _permit) in replies {
+                                let e = if storage { Error::Storage(message.clone()) } else { Error::State(message.clone()) };
+                                let _ = reply.send(Err(e));
                             }
                         }
                     }
-                    if let Some(Command::Checkpoint(reply)) = deferred {
-                        let r = learner.checkpoint().map_err(|e| e.to_string());
-                        publish_now(&learner);
-                        let _ = reply.send(r);
+                    if let Some(cmd) = deferred {
+                        other(&mut learner, cmd);
                     }
                 }
-                Ok(Command::Checkpoint(reply)) => {
-                    let r = learner.checkpoint().map_err(|e| e.to_string());
-                    publish_now(&learner);
-                    let _ = reply.send(r);
-                }
+                Ok(cmd) => other(&mut learner, cmd),
                 Err(_) => break,
             },
-            recv(checkpoints) -> _ => {
-                match learner.poll_batch() {
-                    Ok(true) => dirty = true,
-                    Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "cannot adopt the new batch model"),
-                }
-                if learner.needs_checkpoint() {
-                    if let Err(e) = learner.checkpoint() {
-                        tracing::error!(error = %e, "checkpoint failed; retrying at the next tick");
-                    }
-                }
-            },
-            recv(publish) -> _ => {
-                if dirty {
-                    publish_now(&learner);
-                    dirty = false;
+            recv(ticks) -> _ => {
+                if let Err(e) = learner.tick() {
+                    tracing::error!(error = %e, "checkpoint or archive failed; retrying at the next tick");
                 }
             },
         }
     }
     learner.checkpoint()?;
-    if let Some(live) = &live {
-        live.store(Some(Arc::new(learner.snapshot())));
-    }
     tracing::info!(last_seq = learner.last_seq(), "speed layer stopped after a final checkpoint");
     Ok(())
+}
+
+fn other(learner: &mut Learner, cmd: Command) {
+    match cmd {
+        Command::Checkpoint(reply) => {
+            let _ = reply.send(learner.checkpoint().map(|_| ()).map_err(crossing));
+        }
+        Command::ArchiveAll(reply) => {
+            let _ = reply.send(learner.archive_all().map_err(crossing));
+        }
+        Command::Ingest(items, reply, _permit) => {
+            let _ = reply.send(learner.ingest(items).map_err(crossing));
+        }
+    }
 }

@@ -1,14 +1,16 @@
 //! The speed layer's promises: restart equals no restart, bad events never train and are kept with their reason,
-//! replays are de-duplicated, and the HTTP ingest answers bad bodies with clear errors.
+//! replays are de-duplicated (across batch cuts too), a new batch version or a rollback rebuilds the realtime view
+//! and the warm start from every event after its watermark, the log and the archive stay bounded, and the HTTP
+//! ingest answers bad bodies with clear errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::Arc;
 
+use lambda_core::checkpoint::{self, SpeedSide};
 use lambda_core::encoder::Encoder;
 use lambda_core::model::{Family, LinearModel};
 use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
-use lambda_core::schema::{Columns, Mode};
-use lambda_core::snapshot::{self, SpeedSnapshot};
+use lambda_core::schema::{Columns, Event, Mode, Target};
 use lambda_core::spec::Spec;
 use lambda_core::views::ViewTable;
 use lambda_speed::ingest::{parse_body, parse_line};
@@ -40,6 +42,7 @@ state = "state"
 [speed]
 checkpoint_interval = "1h"
 max_body_bytes = 4096
+archive_max_rows = 50
 "#;
 
 fn event(i: u64) -> serde_json::Value {
@@ -50,57 +53,93 @@ fn event(i: u64) -> serde_json::Value {
            "label": if x > 5.0 { "yes" } else { "no" }})
 }
 
-/// A pipeline folder with a published batch model whose watermark is 0.
-fn setup() -> (tempfile::TempDir, Spec) {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
+fn artifact(spec: &Spec, w0: f64, bias: f64) -> ModelArtifact {
     let events: Vec<_> = (0..50).map(|i| spec.parse_record(&event(i), Mode::Event).unwrap()).collect();
-    let encoder = Encoder::fit(&spec, &Columns::from_events(&spec, events.iter().map(|e| (0, e)))).unwrap();
+    let encoder = Encoder::fit(spec, &Columns::from_events(spec, events.iter().map(|e| (0, e)))).unwrap();
     let mut model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
-    model.weights[0] = 0.5;
-    let artifact = ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model };
-    let manifest = Manifest {
+    model.weights[0] = w0;
+    model.bias[0] = bias;
+    ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model }
+}
+
+fn manifest(spec: &Spec, watermark: u64) -> Manifest {
+    Manifest {
         version: String::new(),
         pipeline: "t".into(),
         created: now_rfc3339(),
-        watermark: 0,
+        watermark,
         training_rows: 50,
         holdout_rows: 0,
         metrics: Default::default(),
         schema_hash: spec.schema_hash(),
         algorithm: "test".into(),
         leaderboard: vec![],
-    };
-    Registry::open(&spec.paths.registry).publish(&artifact, manifest).unwrap();
+    }
+}
+
+/// Publishes a model and an (empty) batch view, as a batch run would.
+fn publish(spec: &Spec, w0: f64, bias: f64, watermark: u64) -> Manifest {
+    let registry = Registry::open(&spec.paths.registry);
+    let version = registry.next_version().unwrap();
+    ViewTable::new(spec).write_parquet(&lambda_core::views::batch_view_path(spec, &version)).unwrap();
+    registry.publish(&artifact(spec, w0, bias), manifest(spec, watermark)).unwrap()
+}
+
+/// A pipeline folder with a published batch model whose watermark is 0.
+fn setup_with(extra: &str) -> (tempfile::TempDir, Spec) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::from_toml(&format!("{SPEC}{extra}"), &dir.path().join("spec.toml"), dir.path()).unwrap();
+    publish(&spec, 0.5, 0.0, 0);
     (dir, spec)
+}
+
+fn setup() -> (tempfile::TempDir, Spec) {
+    setup_with("")
 }
 
 fn items(spec: &Spec, range: std::ops::Range<u64>) -> Vec<Incoming> {
     range.map(|i| parse_line(spec, 1, &event(i).to_string())).collect()
 }
 
-fn final_snapshot(spec: &Spec) -> SpeedSnapshot {
-    snapshot::load_current(&spec.paths.state).unwrap().unwrap().1
+/// What a user compares between two runs: the model bit for bit, the counters, every key's view.
+#[derive(Debug, PartialEq)]
+struct Summary {
+    last_seq: u64,
+    updates: u64,
+    accepted: u64,
+    weights: Vec<u64>,
+    losses: (u64, u64),
+    views: ViewTable,
 }
 
-fn assert_same_state(a: &SpeedSnapshot, b: &SpeedSnapshot) {
-    assert_eq!(a.last_seq, b.last_seq);
-    assert_eq!(a.updates, b.updates);
-    assert_eq!(a.stats.accepted, b.stats.accepted);
-    let bits = |s: &SpeedSnapshot| {
-        s.artifact.model.weights.iter().chain(&s.artifact.model.bias).map(|w| w.to_bits()).collect::<Vec<_>>()
-    };
-    assert_eq!(bits(a), bits(b), "the incremental models differ");
-    let (va, vb): (ViewTable, ViewTable) = (a.realtime_after(0), b.realtime_after(0));
-    assert_eq!(va.keys.len(), vb.keys.len());
-    for (k, x) in &va.keys {
-        let y = &vb.keys[k];
-        assert_eq!((x.count, &x.labels, x.last_seen, x.last_seq), (y.count, &y.labels, y.last_seen, y.last_seq), "{k}");
-        for (s, t) in x.features.iter().zip(&y.features) {
-            assert_eq!((s.count, s.min, s.max), (t.count, t.min, t.max));
-            assert!((s.sum - t.sum).abs() < 1e-9 * (1.0 + s.sum.abs()));
+fn summary(side: &SpeedSide) -> Summary {
+    let m = side.model.load_full();
+    Summary {
+        last_seq: side.seq(),
+        updates: m.updates,
+        accepted: m.stats.accepted,
+        weights: m.model.weights.iter().chain(&m.model.bias).map(|w| w.to_bits()).collect(),
+        losses: (m.stats.speed_loss_sum.to_bits(), m.stats.batch_loss_sum.to_bits()),
+        views: side.realtime.to_table(),
+    }
+}
+
+fn on_disk(spec: &Spec) -> Summary {
+    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
+    summary(&SpeedSide::load(spec, &spec.paths.state, &c).unwrap())
+}
+
+fn master_rows(spec: &Spec) -> Vec<(u64, String)> {
+    let mut rows = Vec::new();
+    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
+        for b in lambda_core::master::read_batches(&f).unwrap() {
+            for (seq, e) in lambda_core::master::events_of(spec, &f, &b).unwrap() {
+                rows.push((seq, e.id));
+            }
         }
     }
+    rows.sort();
+    rows
 }
 
 #[test]
@@ -120,48 +159,48 @@ fn restarted_speed_layer_ends_like_one_that_never_stopped() {
     speed.ingest_blocking(items(&b, 130..300)).unwrap();
     speed.stop().unwrap();
 
-    let (sa, sb) = (final_snapshot(&a), final_snapshot(&b));
+    let (sa, sb) = (on_disk(&a), on_disk(&b));
     assert_eq!(sa.last_seq, 300);
     assert!(sa.updates > 0);
-    assert_same_state(&sa, &sb);
+    assert_eq!(sa, sb);
 }
 
 #[test]
 fn crash_without_checkpoint_recovers_from_the_log() {
     let (_a_dir, a) = setup();
-    let mut learner = Learner::open(a.clone()).unwrap();
+    let mut learner = Learner::open(a.clone(), None).unwrap();
     learner.ingest(items(&a, 0..200)).unwrap();
-    learner.checkpoint().unwrap();
+    learner.archive_all().unwrap();
+    let expected = summary(&learner.side());
 
     let (_b_dir, b) = setup();
-    let mut learner = Learner::open(b.clone()).unwrap();
+    let mut learner = Learner::open(b.clone(), None).unwrap();
     learner.ingest(items(&b, 0..60)).unwrap();
     learner.checkpoint().unwrap();
     learner.ingest(items(&b, 60..140)).unwrap();
     // Killed: no checkpoint for 60..140, which only the log holds.
     drop(learner);
-    let mut learner = Learner::open(b.clone()).unwrap();
+    let mut learner = Learner::open(b.clone(), None).unwrap();
     assert_eq!(learner.last_seq(), 140);
     // A replay of already accepted events (at-least-once delivery) changes nothing.
     let r = learner.ingest(items(&b, 100..200)).unwrap();
     assert_eq!((r.accepted, r.duplicates), (60, 40));
-    learner.checkpoint().unwrap();
-    assert_same_state(&final_snapshot(&a), &final_snapshot(&b));
-    // And the master dataset holds each event exactly once.
-    let archived: u64 = lambda_core::master::list_files(&b.paths.master)
-        .unwrap()
-        .iter()
-        .map(|p| lambda_core::master::read_batches(p).unwrap().iter().map(|x| x.num_rows() as u64).sum::<u64>())
-        .sum();
-    assert_eq!(archived, 200);
+    learner.archive_all().unwrap();
+    assert_eq!(summary(&learner.side()), expected);
+    assert_eq!(on_disk(&b), expected);
+    // And the master dataset holds each event exactly once, in files of at most `archive_max_rows`.
+    let rows = master_rows(&b);
+    assert_eq!(rows.len(), 200);
+    assert_eq!(rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
+    assert_eq!(lambda_core::master::list_files(&b.paths.master).unwrap().len(), 4);
 }
 
 #[test]
 fn bad_events_go_to_dead_letters_and_never_train() {
     let (_dir, spec) = setup();
-    let mut learner = Learner::open(spec.clone()).unwrap();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
     learner.ingest(items(&spec, 0..10)).unwrap();
-    let before = learner.snapshot();
+    let before = summary(&learner.side());
     let body = [
         r#"{"id": "x1", "user": "u", "ts": 1, "amount": "NaN"}"#,
         r#"{"user": "u", "ts": 1, "amount": 1.0}"#,
@@ -170,47 +209,261 @@ fn bad_events_go_to_dead_letters_and_never_train() {
         r#"{"id": "x5", "user": "u", "ts": 1, "colour": "red"}"#,
         r#"{"id": "x6", "user": "u", "ts": 1, "amount": 1e999}"#,
         r#"{"id": "x7", "user": "u", "ts": 1, "amount": 1e300}"#,
+        r#"{"id": "x8", "user": "u", "ts": 1, "amount": 2.0, "label": "maybe"}"#,
         r#"not json"#,
     ]
     .join("\n");
     let parsed = parse_body(&spec, &body).unwrap();
     let report = learner.ingest(parsed).unwrap();
     assert_eq!(report.accepted, 0);
-    assert_eq!(report.rejected.len(), 8);
-    let fields =
-        ["amount", "id", "mobile", "label", "colour", "number out of range", "far outside the range", "invalid JSON"];
+    assert_eq!(report.rejected.len(), 9);
+    let fields = [
+        "amount",
+        "id",
+        "mobile",
+        "label",
+        "colour",
+        "number out of range",
+        "far outside the range",
+        "\"maybe\" is not one of the model's classes",
+        "invalid JSON",
+    ];
     for (r, f) in report.rejected.iter().zip(fields) {
         assert!(r.error.contains(f), "{} -> {}", r.line, r.error);
     }
-    let after = learner.snapshot();
-    assert_eq!(before.artifact, after.artifact);
-    assert_eq!(before.realtime_after(0), after.realtime_after(0));
+    assert_eq!(summary(&learner.side()).views, before.views);
+    assert_eq!(summary(&learner.side()).weights, before.weights);
     let dead = std::fs::read_to_string(spec.paths.state.join("dead-letter.ndjson")).unwrap();
-    assert_eq!(dead.lines().count(), 8);
-    assert!(dead.contains("colour") && dead.contains("not json"));
-    assert_eq!(after.stats.rejected, 8);
+    assert_eq!(dead.lines().count(), 9);
+    assert!(dead.contains("colour") && dead.contains("not json") && dead.contains("maybe"));
+    assert_eq!(learner.stats().rejected, 9);
+    learner.archive_all().unwrap();
+    drop(learner);
+    // The state restarts, and nothing rejected reached the master dataset.
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(learner.last_seq(), 10);
+    assert!(master_rows(&spec).iter().all(|(_, id)| id.starts_with('e')));
 }
 
 #[test]
-fn new_batch_model_drops_covered_buckets_and_warm_starts() {
+fn unseen_class_label_is_rejected_unless_new_classes_are_allowed() {
+    // Regression: an unseen label ("maybe" in a binary task) was accepted into views and the master dataset, and
+    // every later batch run failed on "3 classes for a binary task".
     let (_dir, spec) = setup();
-    let mut learner = Learner::open(spec.clone()).unwrap();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let mut e = event(1);
+    e["label"] = json!("maybe");
+    let r = learner.ingest(vec![parse_line(&spec, 1, &e.to_string())]).unwrap();
+    assert_eq!(r.accepted, 0);
+    assert!(r.rejected[0].error.contains("allow_new_classes"), "{}", r.rejected[0].error);
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = SPEC
+        .replace("binary_classification", "multiclass_classification")
+        .replace("task = ", "allow_new_classes = true\ntask = ");
+    let spec = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap();
+    let registry = Registry::open(&spec.paths.registry);
+    let mut a = artifact(&spec, 0.0, 0.0);
+    a.model = LinearModel::zeros(Family::Softmax, vec!["no".into(), "yes".into()], a.encoder.dim());
+    ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
+    registry.publish(&a, manifest(&spec, 0)).unwrap();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let r = learner
+        .ingest(vec![parse_line(&spec, 1, &e.to_string()), parse_line(&spec, 2, &event(2).to_string())])
+        .unwrap();
+    assert_eq!((r.accepted, r.rejected.len()), (2, 0));
+    // Counted and archived, but not learned: the model has no output for it yet.
+    assert_eq!(learner.updates(), 1);
+    let view = learner.side().realtime.get("u1").0.unwrap();
+    assert_eq!(view.labels.get("maybe"), Some(&1));
+}
+
+#[test]
+fn regression_target_1e200_cannot_stop_a_restart() {
+    // Regression: a target of 1e200 was accepted, its square overflowed to infinity, the checkpoint held `null` and
+    // the next start could not read it.
+    let dir = tempfile::tempdir().unwrap();
+    let text = SPEC.replace("binary_classification", "regression");
+    let spec = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap();
+    let regression_event = |i: u64, y: f64| {
+        let mut e = event(i);
+        e["label"] = json!(y);
+        e
+    };
+    let events: Vec<_> =
+        (0..50).map(|i| spec.parse_record(&regression_event(i, i as f64), Mode::Event).unwrap()).collect();
+    let encoder = Encoder::fit(&spec, &Columns::from_events(&spec, events.iter().map(|e| (0, e)))).unwrap();
+    let model = LinearModel::zeros(Family::Linear, vec![], encoder.dim());
+    let a = ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model };
+    ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
+    Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let body: Vec<Incoming> = [(1, 1e200), (2, 12.0), (3, -1e200), (4, 400.0)]
+        .iter()
+        .map(|(i, y)| parse_line(&spec, *i as usize, &regression_event(*i, *y).to_string()))
+        .collect();
+    let r = learner.ingest(body).unwrap();
+    assert_eq!(r.accepted, 2, "{r:?}");
+    assert!(r.rejected.iter().all(|x| x.error.contains("far outside the range of targets")), "{r:?}");
+    learner.archive_all().unwrap();
+    let before = summary(&learner.side());
+    drop(learner);
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    let after = summary(&learner.side());
+    assert_eq!(before, after);
+    assert!(learner.model().weights.iter().all(|w| w.is_finite()));
+}
+
+/// The model a correct warm start must end with: `base` after one SGD step per labelled event, in order.
+fn warm_started(spec: &Spec, base: &ModelArtifact, events: &[Event]) -> Vec<u64> {
+    let mut m = base.model.clone();
+    for e in events {
+        if let Some(t) = &e.target {
+            m.sgd_update(&base.encoder.encode(e), t, spec.speed.learning_rate, spec.speed.l2);
+        }
+    }
+    m.weights.iter().chain(&m.bias).map(|w| w.to_bits()).collect()
+}
+
+fn parsed(spec: &Spec, range: std::ops::Range<u64>) -> Vec<Event> {
+    range.map(|i| spec.parse_record(&event(i), Mode::Event).unwrap()).collect()
+}
+
+fn brute(spec: &Spec, events: &[Event], first_seq: u64) -> ViewTable {
+    let mut t = ViewTable::new(spec);
+    for (i, e) in events.iter().enumerate() {
+        t.observe(&e.key, e.time, first_seq + i as u64, e, e.target.as_ref());
+    }
+    t
+}
+
+#[test]
+fn new_batch_version_rebuilds_the_realtime_view_and_warm_starts_from_its_weights() {
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
     learner.ingest(items(&spec, 0..50)).unwrap();
-    learner.checkpoint().unwrap();
+    learner.archive_all().unwrap();
     learner.ingest(items(&spec, 50..80)).unwrap();
     learner.checkpoint().unwrap();
-    // A batch run that read the first archived segment (seq 1..=50) publishes.
-    let registry = Registry::open(&spec.paths.registry);
-    let mut published = registry.load_current(&spec).unwrap().unwrap();
-    published.manifest.watermark = 50;
-    registry.publish(&published.artifact, published.manifest.clone()).unwrap();
+    // A batch run that read the archived events (seq 1..=50) publishes different weights.
+    publish(&spec, -0.7, 0.3, 50);
     assert!(learner.poll_batch().unwrap());
-    let snap = learner.snapshot();
-    assert_eq!(snap.base_version, "v000002");
-    assert!(snap.buckets.iter().all(|b| b.first_seq > 50));
-    assert_eq!(snap.realtime_after(50).keys.values().map(|v| v.count).sum::<u64>(), 30);
-    // Warm start: the batch model plus the 30 labelled events after its watermark.
-    assert_eq!(snap.updates, 30);
+    assert_eq!(learner.base_version(), "v000002");
+    let side = learner.side();
+    assert_eq!(side.base_watermark, 50);
+    // The realtime view is exactly the events after the watermark.
+    assert_eq!(side.realtime.to_table(), brute(&spec, &parsed(&spec, 50..80), 51));
+    // Warm start: the new weights plus the 30 labelled events after the watermark, bit for bit.
+    let v2 = Registry::open(&spec.paths.registry).load("v000002").unwrap().artifact;
+    let expected = warm_started(&spec, &v2, &parsed(&spec, 50..80));
+    assert_eq!(summary(&side).weights, expected);
+    assert_eq!(learner.updates(), 30);
+    // The checkpoint says the same after a restart.
+    drop(learner);
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(summary(&learner.side()).weights, expected);
+    assert_eq!(learner.side().realtime.to_table(), brute(&spec, &parsed(&spec, 50..80), 51));
+}
+
+#[test]
+fn rollback_of_current_rebuilds_the_realtime_view_from_the_archive() {
+    // Regression: pointing CURRENT back at an older version moved the watermark down after the log and the buckets
+    // above it had been cut, so events between the two watermarks vanished from the views and the warm start.
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..120)).unwrap();
+    learner.tick().unwrap();
+    publish(&spec, -0.7, 0.3, 100);
+    assert!(learner.poll_batch().unwrap());
+    assert_eq!(learner.side().realtime.to_table(), brute(&spec, &parsed(&spec, 100..120), 101));
+    learner.ingest(items(&spec, 120..130)).unwrap();
+    learner.tick().unwrap();
+    Registry::open(&spec.paths.registry).set_current("v000001").unwrap();
+    assert!(learner.poll_batch().unwrap());
+    assert_eq!(learner.base_version(), "v000001");
+    assert_eq!(learner.side().realtime.to_table(), brute(&spec, &parsed(&spec, 0..130), 1));
+    let v1 = Registry::open(&spec.paths.registry).load("v000001").unwrap().artifact;
+    assert_eq!(summary(&learner.side()).weights, warm_started(&spec, &v1, &parsed(&spec, 0..130)));
+}
+
+#[test]
+fn an_id_resent_after_a_batch_cut_is_still_a_duplicate() {
+    // Regression: ids were forgotten at each batch cut, so an id re-sent after a batch was counted twice.
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..60)).unwrap();
+    learner.tick().unwrap();
+    publish(&spec, 0.1, 0.0, 50);
+    assert!(learner.poll_batch().unwrap());
+    drop(learner);
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let r = learner.ingest(items(&spec, 0..70)).unwrap();
+    assert_eq!((r.accepted, r.duplicates), (10, 60));
+}
+
+#[test]
+fn the_log_and_the_state_stay_bounded_without_a_batch_run() {
+    // Regression: the log was only cut by a batch run, and each checkpoint kept another bucket of views.
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let mut log_sizes = Vec::new();
+    for round in 0..20u64 {
+        learner.ingest(items(&spec, round * 50..(round + 1) * 50)).unwrap();
+        learner.tick().unwrap();
+        log_sizes.push(learner.log_bytes());
+    }
+    // Every 50 events make one archive file; the log holds at most the open stretch.
+    assert_eq!(learner.archived_through(), 1000);
+    assert_eq!(master_rows(&spec).len(), 1000);
+    let max = *log_sizes.iter().max().unwrap();
+    assert!(max == log_sizes[0] || max < 4 * log_sizes[0], "log grew: {log_sizes:?}");
+    // Seven keys: seven views, whatever the number of events.
+    assert_eq!(learner.side().realtime.len(), 7);
+    let views = std::fs::read_dir(checkpoint::views_dir(&spec.paths.state)).unwrap().count();
+    assert!(views < 40, "{views} realtime view files");
+}
+
+#[test]
+fn start_without_a_batch_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
+    let err = Learner::open(spec, None).err().unwrap().to_string();
+    assert!(err.contains("no batch model") && err.contains("lambda-ml batch"), "{err}");
+}
+
+#[test]
+fn requests_grouped_into_one_commit_keep_their_own_reports() {
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let mut second = items(&spec, 3..6);
+    second.push(parse_line(&spec, 4, "{\"id\": \"bad\"}"));
+    let reports = learner.ingest_many(vec![items(&spec, 0..4), second]).unwrap();
+    assert_eq!((reports[0].accepted, reports[0].first_seq, reports[0].last_seq), (4, Some(1), Some(4)));
+    // Event 3 was in the first request of the same group: a duplicate, not a second copy.
+    assert_eq!((reports[1].accepted, reports[1].duplicates, reports[1].first_seq), (2, 1, Some(5)));
+    assert_eq!(reports[1].rejected.len(), 1);
+    assert_eq!(learner.last_seq(), 6);
+}
+
+#[test]
+fn prequential_losses_compare_both_models_on_each_labelled_event() {
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..40)).unwrap();
+    let stats = learner.stats();
+    assert_eq!(stats.labelled, 40);
+    // Recomputed by hand: each event scored by both models before the speed model learns it.
+    let base = artifact(&spec, 0.5, 0.0);
+    let mut m = base.model.clone();
+    let (mut speed, mut batch) = (0.0, 0.0);
+    for e in parsed(&spec, 0..40) {
+        let x = base.encoder.encode(&e);
+        let t: &Target = e.target.as_ref().unwrap();
+        speed += m.loss(&m.predict(&x), t).unwrap();
+        batch += base.model.loss(&base.model.predict(&x), t).unwrap();
+        m.sgd_update(&x, t, spec.speed.learning_rate, spec.speed.l2);
+    }
+    assert_eq!((stats.speed_loss_sum.to_bits(), stats.batch_loss_sum.to_bits()), (speed.to_bits(), batch.to_bits()));
 }
 
 mod http {
@@ -252,29 +505,6 @@ mod http {
         drop(router);
         let speed = Arc::try_unwrap(speed).ok().unwrap();
         tokio::task::block_in_place(|| speed.stop()).unwrap();
-        let snap = final_snapshot(&spec);
-        assert_eq!(snap.last_seq, 3);
+        assert_eq!(on_disk(&spec).last_seq, 3);
     }
-}
-
-#[test]
-fn start_without_a_batch_model_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
-    let err = Learner::open(spec).err().unwrap().to_string();
-    assert!(err.contains("no batch model") && err.contains("lambda-ml batch"), "{err}");
-}
-
-#[test]
-fn requests_grouped_into_one_commit_keep_their_own_reports() {
-    let (_dir, spec) = setup();
-    let mut learner = Learner::open(spec.clone()).unwrap();
-    let mut second = items(&spec, 3..6);
-    second.push(parse_line(&spec, 4, "{\"id\": \"bad\"}"));
-    let reports = learner.ingest_many(vec![items(&spec, 0..4), second]).unwrap();
-    assert_eq!((reports[0].accepted, reports[0].first_seq, reports[0].last_seq), (4, Some(1), Some(4)));
-    // Event 3 was in the first request of the same group: a duplicate, not a second copy.
-    assert_eq!((reports[1].accepted, reports[1].duplicates, reports[1].first_seq), (2, 1, Some(5)));
-    assert_eq!(reports[1].rejected.len(), 1);
-    assert_eq!(learner.last_seq(), 6);
 }

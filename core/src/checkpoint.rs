@@ -1,0 +1,299 @@
+//! What the speed layer keeps on disk besides its log, and what the serving layer reads of it.
+//!
+//! A checkpoint is one small manifest (`state/checkpoint/CHECKPOINT`: counters, the incremental model, the list of
+//! realtime view files, the de-duplication runs), replaced atomically, plus realtime view files under
+//! `state/checkpoint/views/`: a full file of every key, then delta files of the keys changed since the one before.
+//! A checkpoint costs the model plus what changed; when the deltas outgrow the full file, the next checkpoint writes
+//! a new full file instead. Each adoption of a batch version starts a new generation of files.
+//!
+//! In one process the speed layer hands the serving layer a [`LiveState`] through a [`Live`] slot instead: the
+//! batch side (model and view of the base version) and the speed side (the realtime view, read in place, and the
+//! incremental model) of the same base version, swapped together when the base changes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::LinearModel;
+use crate::realtime::{Chunk, Realtime};
+use crate::registry::{Published, Registry};
+use crate::spec::Spec;
+use crate::state::{self, DocumentWriter, Kind};
+use crate::views::{batch_view_path, ViewTable};
+
+/// The checkpoint manifest's format.
+pub const MANIFEST: Kind = Kind { magic: *b"LMCK", version: 1, name: "speed checkpoint" };
+/// The realtime view files' format.
+pub const VIEWS: Kind = Kind { magic: *b"LMRV", version: 1, name: "realtime view file" };
+
+/// Counters of the speed layer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpeedStats {
+    /// Events accepted since the state was created.
+    pub accepted: u64,
+    /// Records rejected (sent to the dead-letter file).
+    pub rejected: u64,
+    /// Replays of an already accepted event id.
+    pub duplicates: u64,
+    /// Labelled events scored before learning (prequential).
+    pub labelled: u64,
+    /// Sum of the speed model's loss on them, each predicted before it was learned.
+    pub speed_loss_sum: f64,
+    /// Sum of the batch model's loss on the same events.
+    pub batch_loss_sum: f64,
+    /// Updates skipped while warm-starting because they would have made the model non-finite.
+    pub refused_updates: u64,
+}
+
+/// One realtime view file of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewFile {
+    /// File name under `state/checkpoint/views/`.
+    pub name: String,
+    /// Sequence number the file brings the view to.
+    pub seq: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Whether it holds every key (else the keys changed since the file before).
+    pub full: bool,
+}
+
+/// One sorted run of the de-duplication index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DedupRun {
+    /// File name under `state/dedup/`.
+    pub name: String,
+    /// Ids it holds.
+    pub entries: u64,
+    /// Earliest ingestion time of an id in it (milliseconds).
+    pub min_ms: i64,
+    /// Latest ingestion time of an id in it.
+    pub max_ms: i64,
+}
+
+/// The checkpoint manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Realtime generation: one per adopted batch version.
+    pub generation: u64,
+    /// Batch model version the incremental model and the realtime view are built on.
+    pub base_version: String,
+    /// Watermark of that version: the realtime view covers the events after it.
+    pub base_watermark: u64,
+    /// Highest ingestion sequence number applied.
+    pub last_seq: u64,
+    /// Highest sequence number archived into the master dataset.
+    pub archived_through: u64,
+    /// SGD updates since the warm start.
+    pub updates: u64,
+    /// Counters.
+    pub stats: SpeedStats,
+    /// Realtime view files, a full one first, then deltas in order.
+    pub views: Vec<ViewFile>,
+    /// Runs of the de-duplication index.
+    pub dedup_runs: Vec<DedupRun>,
+    /// Sequence number through which the runs hold every accepted id.
+    pub dedup_through: u64,
+    /// When it was written (milliseconds since the Unix epoch).
+    pub written_ms: i64,
+    /// The incremental model (its encoder is the base version's).
+    pub model: LinearModel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ViewHead {
+    generation: u64,
+    seq: u64,
+    full: bool,
+    features: Vec<String>,
+}
+
+/// The checkpoint folder.
+pub fn dir(state: &Path) -> PathBuf {
+    state.join("checkpoint")
+}
+
+fn manifest_path(state: &Path) -> PathBuf {
+    dir(state).join("CHECKPOINT")
+}
+
+/// Folder of the realtime view files.
+pub fn views_dir(state: &Path) -> PathBuf {
+    dir(state).join("views")
+}
+
+/// Writes the manifest atomically; returns its size.
+pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
+    fail::fail_point!("checkpoint::before_manifest", |_| Err(state::injected(&manifest_path(state))));
+    state::write_document(&manifest_path(state), MANIFEST, &[state::encode(c)?])
+}
+
+/// Reads the manifest, if one was written.
+pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
+    let path = manifest_path(state);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let (_, frames) = state::read_document(&path, MANIFEST)?;
+    let first = frames.first().ok_or_else(|| Error::Format { path: path.clone(), message: "no record".into() })?;
+    Ok(Some(state::decode(&path, first)?))
+}
+
+/// Identity of the manifest file as a cheap poll sees it: length and modification time.
+pub fn stamp(state: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(manifest_path(state)).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+fn view_name(generation: u64, seq: u64, full: bool) -> String {
+    format!("g{generation:06}-{seq:020}.{}", if full { "full" } else { "delta" })
+}
+
+/// Writes every key of `realtime` as a full view file at `seq`.
+pub fn write_full(state: &Path, generation: u64, seq: u64, realtime: &Realtime) -> Result<ViewFile> {
+    let name = view_name(generation, seq, true);
+    let mut w = DocumentWriter::create(&views_dir(state).join(&name), VIEWS)?;
+    w.frame(&state::encode(&ViewHead { generation, seq, full: true, features: realtime.features().to_vec() })?)?;
+    realtime.for_each_chunk(|chunk| w.frame(&state::encode(&chunk)?))?;
+    fail::fail_point!("checkpoint::full_before_rename", |_| Err(state::injected(&views_dir(state).join(&name))));
+    let bytes = w.finish()?;
+    Ok(ViewFile { name, seq, bytes, full: true })
+}
+
+/// Writes the changed keys as a delta view file at `seq`.
+pub fn write_delta(state: &Path, generation: u64, seq: u64, features: &[String], chunks: &[Chunk]) -> Result<ViewFile> {
+    let name = view_name(generation, seq, false);
+    let mut w = DocumentWriter::create(&views_dir(state).join(&name), VIEWS)?;
+    w.frame(&state::encode(&ViewHead { generation, seq, full: false, features: features.to_vec() })?)?;
+    for chunk in chunks {
+        w.frame(&state::encode(chunk)?)?;
+    }
+    let bytes = w.finish()?;
+    Ok(ViewFile { name, seq, bytes, full: false })
+}
+
+/// Applies one view file to `realtime`.
+pub fn read_view_file(state: &Path, file: &ViewFile, realtime: &Realtime) -> Result<()> {
+    let path = views_dir(state).join(&file.name);
+    let (_, mut frames) = state::open_document(&path, VIEWS)?;
+    let head: ViewHead = match state::document_frame(&mut frames, VIEWS)? {
+        Some(f) => state::decode(&path, &f)?,
+        None => return Err(Error::Format { path, message: "no header record".into() }),
+    };
+    if head.features != realtime.features() {
+        return Err(Error::Format {
+            path,
+            message: format!("aggregates features {:?}, the spec {:?}", head.features, realtime.features()),
+        });
+    }
+    while let Some(f) = state::document_frame(&mut frames, VIEWS)? {
+        let chunk: Chunk = state::decode(&path, &f)?;
+        realtime.put_chunk(&chunk, head.seq);
+    }
+    Ok(())
+}
+
+/// The model the speed layer serves, with what it has learned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeedModel {
+    /// The incremental model (encoder: the base version's).
+    pub model: LinearModel,
+    /// SGD updates since the warm start.
+    pub updates: u64,
+    /// Highest sequence number it has seen.
+    pub seq: u64,
+    /// Counters.
+    pub stats: SpeedStats,
+}
+
+/// The speed layer's side of a served pair: built on one batch version.
+#[derive(Debug)]
+pub struct SpeedSide {
+    /// Realtime generation.
+    pub generation: u64,
+    /// The batch version it is built on.
+    pub base_version: String,
+    /// That version's watermark.
+    pub base_watermark: u64,
+    /// Per-key views of the events after the watermark.
+    pub realtime: Realtime,
+    /// The incremental model.
+    pub model: ArcSwap<SpeedModel>,
+}
+
+impl SpeedSide {
+    /// Sequence number through which the side is exact.
+    pub fn seq(&self) -> u64 {
+        self.realtime.applied()
+    }
+
+    /// Rebuilds the side a checkpoint describes from its files.
+    pub fn load(spec: &Spec, state: &Path, c: &Checkpoint) -> Result<SpeedSide> {
+        let realtime = Realtime::new(ViewTable::new(spec).with_classes(&c.model.classes), c.base_watermark);
+        for f in &c.views {
+            read_view_file(state, f, &realtime)?;
+        }
+        realtime.set_applied(c.last_seq);
+        Ok(SpeedSide {
+            generation: c.generation,
+            base_version: c.base_version.clone(),
+            base_watermark: c.base_watermark,
+            realtime,
+            model: ArcSwap::from_pointee(SpeedModel {
+                model: c.model.clone(),
+                updates: c.updates,
+                seq: c.last_seq,
+                stats: c.stats.clone(),
+            }),
+        })
+    }
+}
+
+/// The batch side of a served pair: a published model and its batch view.
+#[derive(Debug)]
+pub struct BatchSide {
+    /// Model, encoder and manifest.
+    pub published: Published,
+    /// The batch view of that version.
+    pub view: ViewTable,
+}
+
+impl BatchSide {
+    /// Loads a published version and its batch view.
+    pub fn load(spec: &Spec, version: &str) -> Result<BatchSide> {
+        let published = Registry::open(&spec.paths.registry).load(version)?;
+        published.artifact.validate(spec)?;
+        let view = ViewTable::read_parquet(spec, &batch_view_path(spec, version))?;
+        Ok(BatchSide { published, view })
+    }
+
+    /// The version's name.
+    pub fn version(&self) -> &str {
+        &self.published.manifest.version
+    }
+}
+
+/// What the serving layer answers from: a batch side and, when present, the speed side built on the same version.
+#[derive(Debug)]
+pub struct LiveState {
+    /// Batch model and view.
+    pub batch: Arc<BatchSide>,
+    /// Realtime view and incremental model built on `batch`'s version.
+    pub speed: Option<Arc<SpeedSide>>,
+}
+
+impl LiveState {
+    /// Sequence number through which answers from this pair are exact.
+    pub fn seq(&self) -> u64 {
+        match &self.speed {
+            Some(s) => s.seq(),
+            None => self.batch.published.manifest.watermark,
+        }
+    }
+}
+
+/// The slot through which the current pair is handed to readers.
+pub type Live = arc_swap::ArcSwapOption<LiveState>;

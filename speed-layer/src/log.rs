@@ -1,0 +1,379 @@
+//! The write-ahead log: every accepted event, with its ingestion sequence number and time, framed (length and
+//! checksum) and synced before the event is acknowledged.
+//!
+//! The log is a folder of segment files named by their first sequence number. A failed append is cut back to the
+//! last whole frame before anything else is written, so a half-written record never glues onto the next one; a
+//! crash mid-append leaves a torn tail that the frame checksum finds and the next open cuts. Replay streams the
+//! segments. Whole segments are deleted once everything in them is archived into the master dataset and covered by
+//! a checkpoint, so the log holds at most about one archive file's worth of events, batch runs or not.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::BufReader;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use lambda_core::publish::sync_dir;
+use lambda_core::schema::Event;
+use lambda_core::state::{self, create_dir_synced, FrameReader, Kind, Next};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The log segments' format.
+pub const SEGMENT: Kind = Kind { magic: *b"LMLG", version: 1, name: "log segment" };
+
+/// A segment is closed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// One logged event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Ingestion sequence number.
+    pub seq: u64,
+    /// Ingestion time, milliseconds since the Unix epoch.
+    pub ingest_ms: i64,
+    /// The checked event.
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SegmentHead {
+    schema_hash: String,
+    first_seq: u64,
+}
+
+/// The segmented log.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    schema_hash: String,
+    /// `(first sequence number, path)` of each segment, oldest first; the last one is open for appends.
+    segments: Vec<(u64, PathBuf)>,
+    file: File,
+    /// End of the last whole frame of the open segment.
+    len: u64,
+    /// Where the open segment's records start (after its header record).
+    data_start: u64,
+    /// Bytes of the closed segments.
+    closed_bytes: u64,
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.log"))
+}
+
+fn create_segment(dir: &Path, schema_hash: &str, first: u64) -> Result<(PathBuf, File, u64)> {
+    let path = segment_path(dir, first);
+    let mut bytes = state::header(SEGMENT).to_vec();
+    state::put_frame(
+        &mut bytes,
+        &state::encode(&SegmentHead { schema_hash: schema_hash.to_string(), first_seq: first })?,
+    );
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    file.write_all_at(&bytes, 0).map_err(|e| Error::io(&path, e))?;
+    file.sync_all().map_err(|e| Error::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok((path, file, bytes.len() as u64))
+}
+
+/// Opens a segment for reading and checks its header; returns the reader after the header record.
+fn open_segment(path: &Path, schema_hash: &str) -> Result<FrameReader<BufReader<File>>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; state::HEADER_LEN];
+    let n = file.read_at(&mut head, 0).map_err(|e| Error::io(path, e))?;
+    state::check_header(path, SEGMENT, &head[..n])?;
+    let mut reader = BufReader::new(file);
+    std::io::Seek::seek(&mut reader, std::io::SeekFrom::Start(state::HEADER_LEN as u64))
+        .map_err(|e| Error::io(path, e))?;
+    let mut frames = FrameReader::new(reader, path, state::HEADER_LEN as u64);
+    match frames.next_frame()? {
+        Next::Frame(f) => {
+            let h: SegmentHead = state::decode(path, &f)?;
+            if h.schema_hash != schema_hash {
+                return Err(Error::Corrupt {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "was written under schema {} but the spec has schema {schema_hash}; replay it with the spec it \
+                         was written under",
+                        h.schema_hash
+                    ),
+                });
+            }
+        }
+        _ => return Err(Error::Corrupt { path: path.to_path_buf(), message: "has no segment header".into() }),
+    }
+    Ok(frames)
+}
+
+impl Log {
+    /// Opens the log in `dir` (creating it), cutting a torn tail off the last segment: such a record was never
+    /// acknowledged. `next_seq` names a new segment when there is none.
+    pub fn open(dir: &Path, schema_hash: &str, next_seq: u64) -> Result<Log> {
+        create_dir_synced(dir)?;
+        let mut segments = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(first) = name.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok()) {
+                segments.push((first, entry.path()));
+            }
+        }
+        segments.sort();
+        let Some((_, last)) = segments.last().cloned() else {
+            let (path, file, len) = create_segment(dir, schema_hash, next_seq)?;
+            return Ok(Log {
+                dir: dir.to_path_buf(),
+                schema_hash: schema_hash.into(),
+                segments: vec![(next_seq, path)],
+                file,
+                len,
+                data_start: len,
+                closed_bytes: 0,
+            });
+        };
+        let mut closed_bytes = 0;
+        for (_, p) in &segments[..segments.len() - 1] {
+            closed_bytes += fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+        }
+        // Find the end of the last whole frame of the open segment.
+        let mut frames = open_segment(&last, schema_hash)?;
+        let data_start = frames.offset();
+        let end = loop {
+            match frames.next_frame()? {
+                Next::Frame(_) => {}
+                Next::End => break frames.offset(),
+                Next::Torn(at) => {
+                    tracing::warn!(path = %last.display(), at, "cutting a torn tail off the log (never acknowledged)");
+                    break at;
+                }
+            }
+        };
+        let file = OpenOptions::new().read(true).write(true).open(&last).map_err(|e| Error::io(&last, e))?;
+        if file.metadata().map_err(|e| Error::io(&last, e))?.len() != end {
+            file.set_len(end).map_err(|e| Error::io(&last, e))?;
+            file.sync_all().map_err(|e| Error::io(&last, e))?;
+        }
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            schema_hash: schema_hash.into(),
+            segments,
+            file,
+            len: end,
+            data_start,
+            closed_bytes,
+        })
+    }
+
+    /// Appends records and syncs them. On any failure the open segment is cut back to where it was, so nothing of
+    /// this call remains; the error says what failed.
+    pub fn append(&mut self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(records.len() * 96);
+        for r in records {
+            state::put_frame(&mut buf, &state::encode(r)?);
+        }
+        let result = self.write_and_sync(&buf);
+        if result.is_err() {
+            self.cut_back();
+        } else {
+            self.len += buf.len() as u64;
+        }
+        result
+    }
+
+    fn open_path(&self) -> &Path {
+        self.segments.last().map(|(_, p)| p.as_path()).unwrap_or(&self.dir)
+    }
+
+    fn write_and_sync(&mut self, buf: &[u8]) -> Result<()> {
+        let path = self.open_path().to_path_buf();
+        fail::fail_point!("log::write", |_| Err(state::injected(&path).into()));
+        fail::fail_point!("log::partial_write", |_| {
+            let _ = self.file.write_all_at(&buf[..buf.len() / 2], self.len);
+            Err(state::injected(&path).into())
+        });
+        self.file.write_all_at(buf, self.len).map_err(|e| Error::io(&path, e))?;
+        fail::fail_point!("log::before_sync");
+        self.file.sync_data().map_err(|e| Error::io(&path, e))
+    }
+
+    fn cut_back(&mut self) {
+        let path = self.open_path().to_path_buf();
+        if let Err(e) = self.file.set_len(self.len).and_then(|_| self.file.sync_all()) {
+            // The next open cuts the tail by its checksum; until then appends overwrite from `len`.
+            tracing::error!(path = %path.display(), error = %e, "cannot cut a failed append back");
+        }
+    }
+
+    /// Streams every record with a sequence number above `after` to `f`, oldest first, until `f` answers false.
+    pub fn replay(&self, after: u64, mut f: impl FnMut(Record) -> Result<bool>) -> Result<()> {
+        for (i, (first, path)) in self.segments.iter().enumerate() {
+            // A segment is skipped when the next one starts at or below `after + 1`.
+            if let Some((next, _)) = self.segments.get(i + 1) {
+                if *next <= after + 1 && *first <= after {
+                    continue;
+                }
+            }
+            let mut frames = open_segment(path, &self.schema_hash)?;
+            let is_open = i + 1 == self.segments.len();
+            loop {
+                if is_open && frames.offset() >= self.len {
+                    break;
+                }
+                match frames.next_frame()? {
+                    Next::Frame(payload) => {
+                        let r: Record = state::decode(path, &payload)?;
+                        if r.seq > after && !f(r)? {
+                            return Ok(());
+                        }
+                    }
+                    Next::End => break,
+                    Next::Torn(at) if is_open => {
+                        tracing::warn!(path = %path.display(), at, "log ends in a torn record");
+                        break;
+                    }
+                    Next::Torn(at) => {
+                        return Err(Error::Corrupt {
+                            path: path.clone(),
+                            message: format!("closed segment is cut short at byte {at}"),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the open segment and starts a new one whose first record will be `next_seq` (when the open one holds
+    /// anything).
+    pub fn roll(&mut self, next_seq: u64) -> Result<()> {
+        if self.len == self.data_start {
+            return Ok(());
+        }
+        let (path, file, len) = create_segment(&self.dir, &self.schema_hash, next_seq)?;
+        self.closed_bytes += self.len;
+        self.segments.push((next_seq, path));
+        self.file = file;
+        self.len = len;
+        self.data_start = len;
+        Ok(())
+    }
+
+    /// Starts a new segment when the open one has grown past its size.
+    pub fn roll_if_large(&mut self, next_seq: u64) -> Result<()> {
+        if self.len > SEGMENT_BYTES {
+            self.roll(next_seq)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the closed segments whose every record has a sequence number at or below `seq`.
+    pub fn retire_through(&mut self, seq: u64) -> Result<u64> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[1].0 <= seq + 1 {
+            let (_, path) = self.segments.remove(0);
+            let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+            self.closed_bytes = self.closed_bytes.saturating_sub(bytes);
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.closed_bytes + self.len
+    }
+
+    /// Number of segment files.
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_core::schema::Cell;
+
+    fn rec(seq: u64) -> Record {
+        Record {
+            seq,
+            ingest_ms: 1000 + seq as i64,
+            event: Event {
+                id: format!("e{seq}"),
+                key: "k".into(),
+                time: seq as i64,
+                features: vec![Cell::Num(Some(seq as f64))],
+                target: None,
+            },
+        }
+    }
+
+    fn all(log: &Log, after: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        log.replay(after, |r| {
+            out.push(r.seq);
+            Ok(true)
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn append_replay_roll_and_retire() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), "h", 1).unwrap();
+        log.append(&(1..=5).map(rec).collect::<Vec<_>>()).unwrap();
+        log.roll(6).unwrap();
+        log.append(&(6..=9).map(rec).collect::<Vec<_>>()).unwrap();
+        drop(log);
+        let mut log = Log::open(dir.path(), "h", 1).unwrap();
+        assert_eq!(all(&log, 0), (1..=9).collect::<Vec<_>>());
+        assert_eq!(all(&log, 7), vec![8, 9]);
+        assert_eq!(log.retire_through(4).unwrap(), 0, "segment 1..=5 still holds 5");
+        assert_eq!(log.retire_through(5).unwrap(), 1);
+        assert_eq!(all(&log, 0), (6..=9).collect::<Vec<_>>());
+        assert_eq!(log.segments(), 1);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_the_next_append_is_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), "h", 1).unwrap();
+        log.append(&(1..=3).map(rec).collect::<Vec<_>>()).unwrap();
+        let path = segment_path(dir.path(), 1);
+        let before = fs::metadata(&path).unwrap().len();
+        drop(log);
+        // A crash in the middle of writing record 4.
+        let mut torn = Vec::new();
+        state::put_frame(&mut torn, &state::encode(&rec(4)).unwrap());
+        let f = OpenOptions::new().append(true).open(&path).unwrap();
+        std::io::Write::write_all(&mut &f, &torn[..torn.len() - 3]).unwrap();
+        let mut log = Log::open(dir.path(), "h", 1).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), before);
+        log.append(&[rec(4)]).unwrap();
+        assert_eq!(all(&log, 0), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_segment_of_another_schema_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), "h1", 1).unwrap();
+        log.append(&[rec(1)]).unwrap();
+        drop(log);
+        let err = Log::open(dir.path(), "h2", 1).unwrap_err().to_string();
+        assert!(err.contains("schema h1") && err.contains("00000000000000000001.log"), "{err}");
+    }
+}
