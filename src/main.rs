@@ -79,6 +79,15 @@ enum Command {
         #[arg(long)]
         ingest_listen: Option<SocketAddr>,
     },
+    /// Point the registry's `CURRENT` at a kept model version (a rollback); the speed and serving layers follow.
+    Rollback {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// The version to make current, e.g. v000003.
+        #[arg(long)]
+        to: String,
+    },
     /// Generate a sample pipeline: master dataset (Parquet) and a later event stream (NDJSON), from a seed.
     Generate(generate::Args),
 }
@@ -135,6 +144,14 @@ fn main() -> Result<()> {
                 println!("published {} (watermark {})", m.version, m.watermark);
             }
             runtime()?.block_on(up(spec))
+        }
+        Command::Rollback { spec, to } => {
+            let spec = load(&spec)?;
+            let registry = Registry::open(&spec.paths.registry);
+            let from = registry.current_version()?;
+            registry.set_current(&to).with_context(|| format!("cannot make {to} current"))?;
+            println!("CURRENT: {} -> {to}", from.as_deref().unwrap_or("(none)"));
+            Ok(())
         }
         Command::Generate(args) => generate::run(&args),
     }

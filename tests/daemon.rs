@@ -71,14 +71,23 @@ fn acknowledged_events_survive_20_kill_9_during_an_http_replay_exactly_once() {
     let port = free_port();
     let args = ["speed", "--spec", sp, "--listen", &format!("127.0.0.1:{port}")];
     let base = format!("http://127.0.0.1:{port}");
+    let mut rng = 0x5eed_u64;
+    let mut moments: Vec<u64> = (0..KILLS).map(|_| splitmix(&mut rng) % (TOTAL - 10 * PER_REQUEST)).collect();
+    moments.sort_unstable();
     let acked = Arc::new(AtomicU64::new(0));
+    // The client may run at most a little past the next kill moment, so that every kill lands during the replay.
+    let allowed = Arc::new(AtomicU64::new(moments[0] + 5 * PER_REQUEST));
     let client = {
-        let (acked, base) = (acked.clone(), base.clone());
+        let (acked, base, allowed) = (acked.clone(), base.clone(), allowed.clone());
         std::thread::spawn(move || {
             let agent = agent();
             let mut next = 0;
             let mut answers: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
             while next < TOTAL {
+                if next >= allowed.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
                 let body = events(next..next + PER_REQUEST);
                 // At-least-once delivery: a request without an answer is sent again after the restart.
                 let reply = agent.post(&format!("{base}/v1/events")).send(&body);
@@ -98,9 +107,6 @@ fn acknowledged_events_survive_20_kill_9_during_an_http_replay_exactly_once() {
             answers
         })
     };
-    let mut rng = 0x5eed_u64;
-    let mut moments: Vec<u64> = (0..KILLS).map(|_| splitmix(&mut rng) % (TOTAL - 2 * PER_REQUEST)).collect();
-    moments.sort_unstable();
     let mut daemon = start(&args, port, "/health/live");
     for (k, at) in moments.iter().enumerate() {
         wait_for(Duration::from_secs(120), || acked.load(Ordering::SeqCst) >= *at);
@@ -109,6 +115,7 @@ fn acknowledged_events_survive_20_kill_9_during_an_http_replay_exactly_once() {
         daemon.child.kill().unwrap();
         daemon.child.wait().unwrap();
         assert!(acked.load(Ordering::SeqCst) < TOTAL, "kill {k} came after the replay ended");
+        allowed.store(moments.get(k + 1).map_or(TOTAL, |m| m + 5 * PER_REQUEST), Ordering::SeqCst);
         daemon = start(&args, port, "/health/live");
     }
     let answers = client.join().unwrap();

@@ -19,6 +19,8 @@ pub struct MasterData {
     pub watermark: u64,
     /// Files read.
     pub files: usize,
+    /// Rows dropped because their event id appeared earlier in ingestion order.
+    pub duplicates: u64,
 }
 
 /// What a read needs: everything (master dataset) or only the features (forecast input).
@@ -253,5 +255,27 @@ pub fn read_master(spec: &Spec) -> Result<MasterData> {
     }
     let columns = to_columns(spec, &df, Need::All, root)?;
     let watermark = columns.seqs.iter().copied().max().unwrap_or(0);
-    Ok(MasterData { columns, watermark, files: files.len() })
+    let (columns, duplicates) = drop_duplicate_ids(columns);
+    if duplicates > 0 {
+        tracing::warn!(rows = duplicates, "dropped rows whose event id appeared earlier in ingestion order");
+    }
+    Ok(MasterData { columns, watermark, files: files.len(), duplicates })
+}
+
+/// Keeps the first row (in ingestion order) of each event id: a replay that reached the master dataset twice,
+/// from two writers or across the speed layer's de-duplication window, is counted once.
+pub fn drop_duplicate_ids(columns: Columns) -> (Columns, u64) {
+    let mut order: Vec<usize> = (0..columns.len()).collect();
+    order.sort_by_key(|&r| columns.seqs[r]);
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(columns.len());
+    let mut keep = vec![false; columns.len()];
+    for r in order {
+        keep[r] = seen.insert(columns.ids[r].as_str());
+    }
+    let kept: Vec<usize> = (0..columns.len()).filter(|&r| keep[r]).collect();
+    let dropped = (columns.len() - kept.len()) as u64;
+    if dropped == 0 {
+        return (columns, 0);
+    }
+    (columns.take(&kept), dropped)
 }

@@ -102,6 +102,25 @@ fn good_history_publishes_model_view_and_manifest() {
 }
 
 #[test]
+fn duplicate_ids_in_the_master_dataset_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    let rows = events(300, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
+    write(&s, &rows, "a.parquet");
+    // The same 40 events again, under later sequence numbers (a replay that another writer archived).
+    let again: Vec<(u64, Event)> = rows[..40].iter().map(|(seq, e)| (seq + 1000, e.clone())).collect();
+    write(&s, &again, "b.parquet");
+    let data = lambda_batch::read::read_master(&s).unwrap();
+    assert_eq!((data.columns.len(), data.duplicates, data.watermark), (300, 40, 1040));
+    assert!(data.columns.seqs.iter().all(|seq| *seq <= 300), "the first arrival is the one kept");
+    let m = lambda_batch::run(&s).unwrap();
+    assert_eq!(m.training_rows, 300);
+    let view =
+        lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, "v000001")).unwrap();
+    assert_eq!(view.iter().map(|(_, v)| v.count).sum::<u64>(), 300);
+}
+
+#[test]
 fn empty_dataset_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), SPEC);

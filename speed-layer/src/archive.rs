@@ -43,6 +43,28 @@ pub fn recovered_ranges(spec: &Spec, archived_through: u64) -> Result<Vec<(u64, 
     Ok(out)
 }
 
+/// Removes archive files left half-written by a crash (hidden temporary names in the date partitions).
+pub fn remove_partial_files(spec: &Spec) -> Result<()> {
+    let root = &spec.paths.master;
+    let Ok(partitions) = std::fs::read_dir(root) else { return Ok(()) };
+    for partition in partitions {
+        let partition = partition.map_err(|e| crate::Error::io(root, e))?.path();
+        if !partition.is_dir() {
+            continue;
+        }
+        let entries = std::fs::read_dir(&partition).map_err(|e| crate::Error::io(&partition, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| crate::Error::io(&partition, e))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if name.starts_with(".speed-") && name.contains(".tmp-") {
+                tracing::info!(path = %path.display(), "removing an archive file a crash left half-written");
+                std::fs::remove_file(&path).map_err(|e| crate::Error::io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes the logged events `after+1 ..= through` as one archive file. Returns `None` when there are none.
 pub fn seal(spec: &Spec, log: &Log, after: u64, through: u64) -> Result<Option<Sealed>> {
     if through <= after {

@@ -296,6 +296,7 @@ impl Learner {
                 }
             }
         };
+        archive::remove_partial_files(&learner.spec)?;
         learner.recover()?;
         learner.checkpoint()?;
         learner.publish_live()?;

@@ -1,0 +1,139 @@
+//! What the speed-layer tests share: a small pipeline with a published model, events, and what a user compares
+//! between two runs.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use lambda_core::checkpoint::{self, SpeedSide};
+use lambda_core::encoder::Encoder;
+use lambda_core::model::{Family, LinearModel};
+use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
+use lambda_core::schema::{Columns, Mode};
+use lambda_core::spec::Spec;
+use lambda_core::views::ViewTable;
+use lambda_speed::ingest::parse_line;
+use lambda_speed::Incoming;
+use serde_json::json;
+
+pub const SPEC: &str = r#"
+name = "t"
+[dataset]
+time_column = "ts"
+key_column = "user"
+id_column = "id"
+target = "label"
+task = "binary_classification"
+[[features]]
+name = "amount"
+type = "numeric"
+[[features]]
+name = "country"
+type = "categorical"
+[[features]]
+name = "mobile"
+type = "boolean"
+[paths]
+master = "master"
+registry = "registry"
+views = "views"
+state = "state"
+[speed]
+checkpoint_interval = "1h"
+max_body_bytes = 4096
+archive_max_rows = 50
+"#;
+
+pub fn event(i: u64) -> serde_json::Value {
+    let x = ((i * 7919) % 100) as f64 / 10.0;
+    let country = ["fr", "de", "us"][(i % 3) as usize];
+    json!({"id": format!("e{i}"), "user": format!("u{}", i % 7), "ts": 1_000 + i as i64,
+           "amount": x, "country": country, "mobile": i.is_multiple_of(2),
+           "label": if x > 5.0 { "yes" } else { "no" }})
+}
+
+pub fn artifact(spec: &Spec, w0: f64, bias: f64) -> ModelArtifact {
+    let events: Vec<_> = (0..50).map(|i| spec.parse_record(&event(i), Mode::Event).unwrap()).collect();
+    let encoder = Encoder::fit(spec, &Columns::from_events(spec, events.iter().map(|e| (0, e)))).unwrap();
+    let mut model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
+    model.weights[0] = w0;
+    model.bias[0] = bias;
+    ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model }
+}
+
+pub fn manifest(spec: &Spec, watermark: u64) -> Manifest {
+    Manifest {
+        version: String::new(),
+        pipeline: "t".into(),
+        created: now_rfc3339(),
+        watermark,
+        training_rows: 50,
+        holdout_rows: 0,
+        metrics: Default::default(),
+        schema_hash: spec.schema_hash(),
+        algorithm: "test".into(),
+        leaderboard: vec![],
+    }
+}
+
+/// Publishes a model and an (empty) batch view, as a batch run would.
+pub fn publish(spec: &Spec, w0: f64, bias: f64, watermark: u64) -> Manifest {
+    let registry = Registry::open(&spec.paths.registry);
+    let version = registry.next_version().unwrap();
+    ViewTable::new(spec).write_parquet(&lambda_core::views::batch_view_path(spec, &version)).unwrap();
+    registry.publish(&artifact(spec, w0, bias), manifest(spec, watermark)).unwrap()
+}
+
+/// A pipeline folder with a published batch model whose watermark is 0.
+pub fn setup_with(extra: &str) -> (tempfile::TempDir, Spec) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::from_toml(&format!("{SPEC}{extra}"), &dir.path().join("spec.toml"), dir.path()).unwrap();
+    publish(&spec, 0.5, 0.0, 0);
+    (dir, spec)
+}
+
+pub fn setup() -> (tempfile::TempDir, Spec) {
+    setup_with("")
+}
+
+pub fn items(spec: &Spec, range: std::ops::Range<u64>) -> Vec<Incoming> {
+    range.map(|i| parse_line(spec, 1, &event(i).to_string())).collect()
+}
+
+/// What a user compares between two runs: the model bit for bit, the counters, every key's view.
+#[derive(Debug, PartialEq)]
+pub struct Summary {
+    pub last_seq: u64,
+    pub updates: u64,
+    pub accepted: u64,
+    pub weights: Vec<u64>,
+    pub losses: (u64, u64),
+    pub views: ViewTable,
+}
+
+pub fn summary(side: &SpeedSide) -> Summary {
+    let m = side.model.load_full();
+    Summary {
+        last_seq: side.seq(),
+        updates: m.updates,
+        accepted: m.stats.accepted,
+        weights: m.model.weights.iter().chain(&m.model.bias).map(|w| w.to_bits()).collect(),
+        losses: (m.stats.speed_loss_sum.to_bits(), m.stats.batch_loss_sum.to_bits()),
+        views: side.realtime.to_table(),
+    }
+}
+
+pub fn on_disk(spec: &Spec) -> Summary {
+    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
+    summary(&SpeedSide::load(spec, &spec.paths.state, &c).unwrap())
+}
+
+pub fn master_rows(spec: &Spec) -> Vec<(u64, String)> {
+    let mut rows = Vec::new();
+    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
+        for b in lambda_core::master::read_batches(&f).unwrap() {
+            for (seq, e) in lambda_core::master::events_of(spec, &f, &b).unwrap() {
+                rows.push((seq, e.id));
+            }
+        }
+    }
+    rows.sort();
+    rows
+}

@@ -1,0 +1,248 @@
+//! Faults injected at the dangerous points, with fail points: a crash anywhere (inside a group commit, archiving,
+//! checkpointing) equals no crash, and a full disk loses no acknowledged event, says so clearly and recovers when
+//! space returns. Fail points are process-wide, so every test here holds a `FailScenario` (which serialises them)
+//! and this file is a test binary of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use common::*;
+use fail::FailScenario;
+use lambda_core::spec::Spec;
+use lambda_speed::ingest::parse_line;
+use lambda_speed::{Incoming, Learner, Speed};
+use proptest::prelude::*;
+use serde_json::json;
+
+/// Where a crash can land: each is a fail point on the path of an event or of a checkpoint.
+const CRASH_POINTS: &[&str] = &[
+    // Group commit: the records are written but not yet synced.
+    "log::before_sync",
+    // Archiving: the Parquet file is complete under its temporary name; then renamed but not yet checkpointed.
+    "master::before_rename",
+    "master::after_rename",
+    // Checkpointing: a view file or a de-duplication run is written but not renamed; the manifest is not written.
+    "state::document_before_rename",
+    "checkpoint::before_manifest",
+    "checkpoint::full_before_rename",
+];
+
+/// One step of a schedule: a request of events (some bad, some replays), or a tick (archive + checkpoint).
+#[derive(Debug, Clone)]
+enum Step {
+    Request(Vec<serde_json::Value>),
+    Tick,
+}
+
+fn schedule() -> impl Strategy<Value = Vec<Step>> {
+    let record = (0u64..400, 0u8..20, any::<bool>()).prop_map(|(i, kind, labelled)| {
+        let mut e = event(i);
+        if !labelled {
+            e.as_object_mut().unwrap().remove("label");
+        }
+        match kind {
+            0 => json!({"id": format!("bad{i}"), "user": "u", "ts": 1, "amount": "NaN"}),
+            1 => {
+                e["label"] = json!("maybe");
+                e
+            }
+            _ => e,
+        }
+    });
+    prop::collection::vec(
+        prop_oneof![4 => prop::collection::vec(record, 1..30).prop_map(Step::Request), 1 => Just(Step::Tick)],
+        5..40,
+    )
+}
+
+fn parse(spec: &Spec, records: &[serde_json::Value]) -> Vec<Incoming> {
+    records.iter().enumerate().map(|(i, r)| parse_line(spec, i + 1, &r.to_string())).collect()
+}
+
+fn run_step(learner: &mut Learner, spec: &Spec, step: &Step) {
+    match step {
+        Step::Request(records) => {
+            learner.ingest(parse(spec, records)).unwrap();
+        }
+        Step::Tick => learner.tick().unwrap(),
+    }
+}
+
+/// Runs the schedule without a crash and returns what a user compares.
+fn reference(steps: &[Step]) -> (Summary, Vec<(u64, String)>) {
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    for step in steps {
+        run_step(&mut learner, &spec, step);
+    }
+    learner.archive_all().unwrap();
+    (summary(&learner.side()), master_rows(&spec))
+}
+
+/// Runs the schedule with a crash at the `hit`-th pass through `point`; the crashed step is sent again after the
+/// restart (a client that got no answer retries), then the schedule goes on.
+fn crashed(steps: &[Step], point: &str, hit: usize) -> (Summary, Vec<(u64, String)>, bool) {
+    let (_dir, spec) = setup();
+    let mut learner = Some(Learner::open(spec.clone(), None).unwrap());
+    let action = if hit == 0 { "panic".to_string() } else { format!("{hit}*off->panic") };
+    fail::cfg(point, &action).unwrap();
+    let mut crashed = false;
+    let mut i = 0;
+    while i < steps.len() {
+        let mut l = learner.take().unwrap();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            run_step(&mut l, &spec, &steps[i]);
+            l
+        }));
+        match r {
+            Ok(l) => {
+                learner = Some(l);
+                i += 1;
+            }
+            Err(_) => {
+                // The process is gone: what is on disk is all there is.
+                crashed = true;
+                fail::cfg(point, "off").unwrap();
+                learner = Some(Learner::open(spec.clone(), None).unwrap());
+            }
+        }
+    }
+    let mut l = learner.take().unwrap();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        l.archive_all().unwrap();
+        l
+    }));
+    let l = match r {
+        Ok(l) => l,
+        Err(_) => {
+            crashed = true;
+            fail::cfg(point, "off").unwrap();
+            let mut l = Learner::open(spec.clone(), None).unwrap();
+            l.archive_all().unwrap();
+            l
+        }
+    };
+    fail::cfg(point, "off").unwrap();
+    (summary(&l.side()), master_rows(&spec), crashed)
+}
+
+#[test]
+fn a_crash_anywhere_equals_no_crash() {
+    let scenario = FailScenario::setup();
+    // Crashes are expected here; keep their panic messages out of the test output.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let crashes = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&(schedule(), 0..CRASH_POINTS.len(), 0usize..6), |(steps, point, hit)| {
+        for p in CRASH_POINTS {
+            fail::cfg(*p, "off").unwrap();
+        }
+        let (want, want_rows) = reference(&steps);
+        let (got, got_rows, crashed) = crashed(&steps, CRASH_POINTS[point], hit);
+        if crashed {
+            crashes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        prop_assert_eq!(&got, &want, "crash at {} (pass {})", CRASH_POINTS[point], hit);
+        prop_assert_eq!(&got_rows, &want_rows);
+        Ok(())
+    });
+    std::panic::set_hook(hook);
+    scenario.teardown();
+    result.unwrap();
+    // The cases must have crashed for real, not only passed by.
+    let crashes = crashes.into_inner();
+    assert!(crashes >= 24, "only {crashes} of 48 cases crashed");
+}
+
+#[test]
+fn a_failed_log_append_is_cut_back_not_glued_onto() {
+    // Regression: a failed or partial append stayed in the log, the next record was glued onto it, and the next
+    // start dropped or refused it.
+    let scenario = FailScenario::setup();
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..10)).unwrap();
+    fail::cfg("log::partial_write", "1*return").unwrap();
+    let err = learner.ingest(items(&spec, 10..20)).unwrap_err();
+    assert!(err.to_string().contains("no space left"), "{err}");
+    assert_eq!(learner.last_seq(), 10, "nothing of the failed call is applied");
+    // The retry is accepted in full, and a restart reads every record.
+    let r = learner.ingest(items(&spec, 10..20)).unwrap();
+    assert_eq!((r.accepted, r.first_seq), (10, Some(11)));
+    let before = summary(&learner.side());
+    drop(learner);
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(summary(&learner.side()), before);
+    scenario.teardown();
+}
+
+#[test]
+fn a_full_disk_loses_no_acknowledged_event_and_recovers_when_space_returns() {
+    let scenario = FailScenario::setup();
+    let (_ref_dir, reference_spec) = setup();
+    let mut reference = Learner::open(reference_spec.clone(), None).unwrap();
+    reference.ingest(items(&reference_spec, 0..150)).unwrap();
+    reference.archive_all().unwrap();
+
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..40)).unwrap();
+    // The disk fills up: log appends, archive files and checkpoints all fail.
+    for point in ["log::write", "master::before_rename", "state::document_before_rename"] {
+        fail::cfg(point, "return").unwrap();
+    }
+    for _ in 0..3 {
+        let err = learner.ingest(items(&spec, 40..60)).unwrap_err();
+        assert!(err.is_storage() && err.to_string().contains("no space left"), "{err}");
+        assert!(learner.tick().is_err());
+    }
+    assert_eq!(learner.last_seq(), 40);
+    // Space returns: the same requests go through, and archiving and checkpointing catch up.
+    for point in ["log::write", "master::before_rename", "state::document_before_rename"] {
+        fail::cfg(point, "off").unwrap();
+    }
+    learner.ingest(items(&spec, 40..150)).unwrap();
+    learner.tick().unwrap();
+    drop(learner);
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.archive_all().unwrap();
+    assert_eq!(summary(&learner.side()), summary(&reference.side()));
+    assert_eq!(master_rows(&spec), master_rows(&reference_spec));
+    scenario.teardown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_answered_503_with_retry_after_and_a_clear_reason() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+    let scenario = FailScenario::setup();
+    let (_dir, spec) = setup();
+    let speed = Arc::new(tokio::task::block_in_place(|| Speed::start(spec.clone(), None)).unwrap());
+    let router = lambda_speed::http::router(speed.clone());
+    fail::cfg("log::write", "return").unwrap();
+    let body = event(1).to_string();
+    let r = router.clone().oneshot(Request::post("/v1/events").body(Body::from(body.clone())).unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("nothing was accepted") && msg.contains("no space left"), "{msg}");
+    fail::cfg("log::write", "off").unwrap();
+    let r = router.clone().oneshot(Request::post("/v1/events").body(Body::from(body)).unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(router);
+    let speed = Arc::try_unwrap(speed).ok().unwrap();
+    tokio::task::block_in_place(|| speed.stop()).unwrap();
+    assert_eq!(on_disk(&spec).accepted, 1);
+    scenario.teardown();
+}

@@ -1,0 +1,132 @@
+//! The daemon under traffic: a reader in another process reads its own writes with `?min_seq`, and under an
+//! ingest overload `up` answers the excess 503 with `Retry-After` while its serving layer keeps answering.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+fn event(i: u64, key: &str) -> String {
+    format!(
+        r#"{{"event_id": "live-{i}", "user_id": "{key}", "ts": 1769904000000, "amount": 35.5, "country": "us", "mobile": false, "session_seconds": 80, "converted": "yes"}}"#
+    )
+}
+
+fn pipeline(extra_speed: &str, extra_serving: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = spec_in(dir.path());
+    let text = std::fs::read_to_string(&spec_path)
+        .unwrap()
+        .replace("[speed]\n", &format!("[speed]\n{extra_speed}"))
+        .replace("[serving]\n", &format!("[serving]\n{extra_serving}"));
+    std::fs::write(&spec_path, text).unwrap();
+    let sp = spec_path.to_str().unwrap().to_string();
+    let stream = dir.path().join("stream.ndjson");
+    run_ok(&["generate", "--spec", &sp, "--rows", "2000", "--stream-rows", "0", "--stream", stream.to_str().unwrap()]);
+    run_ok(&["batch", "--spec", &sp]);
+    (dir, sp)
+}
+
+#[test]
+fn a_reader_in_another_process_reads_its_own_writes_with_min_seq() {
+    let (_dir, sp) = pipeline("", "min_seq_wait = \"300ms\"\n");
+    let (speed_port, serve_port) = (free_port(), free_port());
+    let speed =
+        start(&["speed", "--spec", &sp, "--listen", &format!("127.0.0.1:{speed_port}")], speed_port, "/health/live");
+    let serve =
+        start(&["serve", "--spec", &sp, "--listen", &format!("127.0.0.1:{serve_port}")], serve_port, "/health/ready");
+    for i in 0..5 {
+        let (status, ack) = post(&format!("{}/v1/events", speed.base), &event(i, "reader"));
+        assert_eq!(status, 200, "{ack}");
+        let seq = ack["last_seq"].as_u64().unwrap();
+        // No sleep: the read waits until the serving process has the write, then answers it.
+        let (status, view) = get(&format!("{}/v1/views/reader?min_seq={seq}", serve.base));
+        assert_eq!((status, view["count"].as_u64()), (200, Some(i + 1)), "{view}");
+        assert!(view["speed_seq"].as_u64().unwrap() >= seq);
+        let (status, p) = post(&format!("{}/v1/predict?min_seq={seq}", serve.base), r#"{"amount": 20.0}"#);
+        assert_eq!(status, 200, "{p}");
+        assert!(p["speed_seq"].as_u64().unwrap() >= seq && p["speed_update"].as_u64().unwrap() > i, "{p}");
+    }
+    // A sequence number nobody has written yet: 409 once `serving.min_seq_wait` has passed.
+    let (status, v) = get(&format!("{}/v1/views/reader?min_seq=999999999", serve.base));
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("min_seq 999999999"), "{v}");
+}
+
+#[test]
+fn up_sheds_an_ingest_overload_with_503_and_keeps_serving() {
+    let (_dir, sp) = pipeline("max_queued = 1\nmax_parsing = 1\ningest_wait = \"10ms\"\n", "");
+    let (port, ingest) = (free_port(), free_port());
+    let server = start(
+        &[
+            "up",
+            "--spec",
+            &sp,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ingest-listen",
+            &format!("127.0.0.1:{ingest}"),
+        ],
+        port,
+        "/health/ready",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let agent = agent();
+                let (mut ok, mut shed, mut acked) = (0u64, 0u64, 0u64);
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) && n < 40 {
+                    let body: Vec<String> =
+                        (0..1500).map(|i| event(w * 1_000_000 + n * 1500 + i, &format!("load-{w}"))).collect();
+                    let mut r =
+                        agent.post(&format!("http://127.0.0.1:{ingest}/v1/events")).send(&body.join("\n")).unwrap();
+                    match r.status().as_u16() {
+                        200 => {
+                            ok += 1;
+                            let v: serde_json::Value =
+                                serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                            acked += v["accepted"].as_u64().unwrap();
+                            n += 1;
+                        }
+                        503 => {
+                            assert!(r.headers().get("retry-after").is_some(), "503 without Retry-After");
+                            shed += 1;
+                        }
+                        other => panic!("ingest answered {other}"),
+                    }
+                }
+                (ok, shed, acked)
+            })
+        })
+        .collect();
+    // The serving layer answers every prediction while ingest is overloaded.
+    let mut predictions = 0;
+    while predictions < 300 {
+        let (status, p) = post(&format!("{}/v1/predict", server.base), r#"{"amount": 20.0, "country": "fr"}"#);
+        assert_eq!(status, 200, "{p}");
+        predictions += 1;
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    stop.store(true, Ordering::SeqCst);
+    let results: Vec<(u64, u64, u64)> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let shed: u64 = results.iter().map(|r| r.1).sum();
+    let acked: u64 = results.iter().map(|r| r.2).sum();
+    assert!(shed > 0, "the overload should have been shed: {results:?}");
+    assert!(acked > 0, "{results:?}");
+    // Nothing acknowledged is missing from the views.
+    let mut counted = 0;
+    for w in 0..8 {
+        let (status, v) = get(&format!("{}/v1/views/load-{w}", server.base));
+        if status == 200 {
+            counted += v["count"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(counted, acked, "{results:?}");
+}
