@@ -137,6 +137,45 @@ def online_vw(path, lr):
     print(json.dumps({"peer": "Vowpal Wabbit", "events": n, "seconds": secs, "log_loss": loss / max(labelled, 1)}))
 
 
+def vw_text(path, out):
+    """The same events in Vowpal Wabbit's text format (labels -1/1; an unlabelled event is predicted only)."""
+    n, labelled = 0, 0
+    with open(out, "w") as w:
+        for line in events(path):
+            e = json.loads(line)
+            feats = []
+            for k in ("amount", "session_seconds"):
+                if e.get(k) is not None:
+                    feats.append(f"{k}:{float(e[k])}")
+            if e.get("country") is not None:
+                feats.append(f"country={e['country']}")
+            if e.get("mobile"):
+                feats.append("mobile")
+            y = e.get("converted")
+            label = "" if y is None else ("1 " if y == "yes" else "-1 ")
+            w.write(f"{label}|f {' '.join(feats)}\n")
+            n += 1
+            labelled += y is not None
+    return n, labelled
+
+
+def online_vw_driver(path, lr):
+    """Vowpal Wabbit's own driver (native parser and learning loop over a data file, as the vw command runs it,
+    through the wheel's `-d`), after converting the events to its text format (not timed). The loss is VW's own
+    progressive validation loss: each example scored before it is learned."""
+    import vowpalwabbit
+
+    data = path + ".vw"
+    n, labelled = vw_text(path, data)
+    t0 = time.perf_counter()
+    vw = vowpalwabbit.Workspace(f"-d {data} --loss_function logistic --link logistic -l {lr} --quiet")
+    secs = time.perf_counter() - t0
+    # Unlabelled examples are predicted only and add no loss.
+    loss = vw.get_sum_loss() / max(labelled, 1)
+    vw.finish()
+    print(json.dumps({"peer": "Vowpal Wabbit (driver)", "events": n, "seconds": secs, "log_loss": loss}))
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "batch":
@@ -145,3 +184,5 @@ if __name__ == "__main__":
         online_river(sys.argv[2], float(sys.argv[3]))
     elif what == "vw":
         online_vw(sys.argv[2], float(sys.argv[3]))
+    elif what == "vw-driver":
+        online_vw_driver(sys.argv[2], float(sys.argv[3]))

@@ -32,6 +32,9 @@ pub struct Args {
     /// Share of stream lines that are malformed (they must be rejected).
     #[arg(long, default_value_t = 0.01)]
     pub bad_fraction: f64,
+    /// Distinct keys (default: one per 40 events, between 10 and 100,000).
+    #[arg(long)]
+    pub keys: Option<u64>,
 }
 
 /// SplitMix64: tiny, fast, and stable across versions, which a seeded generator must be.
@@ -131,7 +134,7 @@ pub fn run(args: &Args) -> Result<()> {
         args.spec.display()
     );
     let total = args.rows + args.stream_rows;
-    let keys = (total / 40).clamp(10, 100_000);
+    let keys = args.keys.unwrap_or((total / 40).clamp(10, 100_000)).max(1);
     let mut rng = Rng(args.seed);
     // History: partitioned by the day each event was ingested (its undelayed time).
     let mut partitions: BTreeMap<i64, Vec<(u64, Event)>> = BTreeMap::new();

@@ -258,8 +258,29 @@ pub struct ViewTable {
     first_seen: Vec<i64>,
     last_seen: Vec<i64>,
     last_seq: Vec<u64>,
-    stats: Vec<Stats>,
+    cells: Vec<StatCell>,
+    /// Scale exponents of the few stats whose sums are scaled (0 elsewhere), by cell index.
+    scaled: std::collections::HashMap<usize, i16>,
     labels: Vec<u64>,
+}
+
+/// A stat as a table stores it: the scale exponent, almost always 0, lives apart so a cell is 40 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct StatCell {
+    count: u64,
+    sum: f64,
+    sum_sq: f64,
+    min: f64,
+    max: f64,
+}
+
+/// Appends `n` copies of `value`, growing the capacity by an eighth rather than doubling: large tables stay
+/// within about 12% of what they hold (big reallocations are remapped by the allocator, not copied).
+fn grow<T: Clone>(v: &mut Vec<T>, n: usize, value: T) {
+    if v.len() + n > v.capacity() {
+        v.reserve_exact(n.max(v.len() / 8).max(16));
+    }
+    v.resize(v.len() + n, value);
 }
 
 fn key_at<'a>(bytes: &'a [u8], ends: &[u64], slot: u32) -> &'a [u8] {
@@ -306,6 +327,26 @@ impl ViewTable {
         self.features.len() + usize::from(self.regression)
     }
 
+    fn stat(&self, i: usize) -> Stats {
+        let c = self.cells[i];
+        let exp = if self.scaled.is_empty() { 0 } else { self.scaled.get(&i).copied().unwrap_or(0) };
+        Stats { count: c.count, sum: c.sum, sum_sq: c.sum_sq, min: c.min, max: c.max, exp }
+    }
+
+    fn set_stat(&mut self, i: usize, st: Stats) {
+        self.cells[i] = StatCell { count: st.count, sum: st.sum, sum_sq: st.sum_sq, min: st.min, max: st.max };
+        if st.exp != 0 {
+            self.scaled.insert(i, st.exp);
+        } else if !self.scaled.is_empty() {
+            self.scaled.remove(&i);
+        }
+    }
+
+    fn stats_of(&self, slot: usize) -> Vec<Stats> {
+        let w = self.width();
+        (slot * w..(slot + 1) * w).map(|i| self.stat(i)).collect()
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.count.len()
@@ -333,15 +374,18 @@ impl ViewTable {
             return s;
         }
         let slot = self.count.len() as u32;
+        if self.key_bytes.len() + key.len() > self.key_bytes.capacity() {
+            self.key_bytes.reserve_exact(key.len().max(self.key_bytes.len() / 8).max(64));
+        }
         self.key_bytes.extend_from_slice(key.as_bytes());
-        self.key_ends.push(self.key_bytes.len() as u64);
-        self.count.push(0);
-        self.first_seen.push(i64::MAX);
-        self.last_seen.push(i64::MIN);
-        self.last_seq.push(0);
+        grow(&mut self.key_ends, 1, self.key_bytes.len() as u64);
+        grow(&mut self.count, 1, 0);
+        grow(&mut self.first_seen, 1, i64::MAX);
+        grow(&mut self.last_seen, 1, i64::MIN);
+        grow(&mut self.last_seq, 1, 0);
         let w = self.width();
-        self.stats.resize(self.stats.len() + w, Stats::default());
-        self.labels.resize(self.labels.len() + self.classes.len(), 0);
+        grow(&mut self.cells, w, StatCell::default());
+        grow(&mut self.labels, self.classes.len(), 0);
         let (bytes, ends) = (&self.key_bytes, &self.key_ends);
         self.index.insert_unique(key_hash(key.as_bytes()), slot, |&s| key_hash(key_at(bytes, ends, s)));
         slot
@@ -391,16 +435,20 @@ impl ViewTable {
         self.last_seen[s] = self.last_seen[s].max(time);
         self.last_seq[s] = self.last_seq[s].max(seq);
         let w = self.width();
-        let stats = &mut self.stats[s * w..(s + 1) * w];
-        for (st, &i) in stats.iter_mut().zip(&self.feature_index) {
-            match row.cell(i) {
-                CellRef::Num(Some(x)) => st.observe(x),
-                CellRef::Bool(Some(b)) => st.observe(if b { 1.0 } else { 0.0 }),
-                _ => {}
-            }
+        for k in 0..self.feature_index.len() {
+            let x = match row.cell(self.feature_index[k]) {
+                CellRef::Num(Some(x)) => x,
+                CellRef::Bool(Some(b)) => f64::from(u8::from(b)),
+                _ => continue,
+            };
+            let mut st = self.stat(s * w + k);
+            st.observe(x);
+            self.set_stat(s * w + k, st);
         }
         if let (true, Some(Target::Value(y))) = (self.regression, target) {
-            stats[w - 1].observe(*y);
+            let mut st = self.stat(s * w + w - 1);
+            st.observe(*y);
+            self.set_stat(s * w + w - 1, st);
         }
         if let Some(c) = class {
             let n = self.classes.len();
@@ -413,7 +461,7 @@ impl ViewTable {
     pub fn view_at(&self, slot: u32) -> KeyView {
         let s = slot as usize;
         let w = self.width();
-        let stats = &self.stats[s * w..(s + 1) * w];
+        let stats = self.stats_of(s);
         let n = self.classes.len();
         let present = self.count[s] > 0;
         KeyView {
@@ -461,12 +509,15 @@ impl ViewTable {
         }
         self.last_seq[slot] = self.last_seq[slot].max(v.last_seq);
         let w = self.width();
-        let stats = &mut self.stats[slot * w..(slot + 1) * w];
-        for (a, b) in stats.iter_mut().zip(&v.features) {
-            a.merge(b);
+        for (k, b) in v.features.iter().enumerate().take(self.features.len()) {
+            let mut st = self.stat(slot * w + k);
+            st.merge(b);
+            self.set_stat(slot * w + k, st);
         }
         if self.regression {
-            stats[w - 1].merge(&v.target);
+            let mut st = self.stat(slot * w + w - 1);
+            st.merge(&v.target);
+            self.set_stat(slot * w + w - 1, st);
         }
         let n = self.classes.len();
         for (c, count) in classes.into_iter().zip(v.labels.values()) {
@@ -489,14 +540,14 @@ impl ViewTable {
     /// A slot in the compact row form of realtime files.
     pub fn packed(&self, slot: u32) -> PackedRow {
         let s = slot as usize;
-        let (w, n) = (self.width(), self.classes.len());
+        let n = self.classes.len();
         PackedRow {
             key: self.key(slot).to_string(),
             count: self.count[s],
             first_seen: self.first_seen[s],
             last_seen: self.last_seen[s],
             last_seq: self.last_seq[s],
-            stats: self.stats[s * w..(s + 1) * w].to_vec(),
+            stats: self.stats_of(s),
             labels: self.labels[s * n..(s + 1) * n].to_vec(),
         }
     }
@@ -511,10 +562,8 @@ impl ViewTable {
         self.last_seen[s] = row.last_seen;
         self.last_seq[s] = row.last_seq;
         let w = self.width();
-        let stats = &mut self.stats[s * w..(s + 1) * w];
-        stats.fill(Stats::default());
-        for (a, b) in stats.iter_mut().zip(&row.stats) {
-            *a = *b;
+        for k in 0..w {
+            self.set_stat(s * w + k, row.stats.get(k).copied().unwrap_or_default());
         }
         let n = self.classes.len();
         self.labels[s * n..(s + 1) * n].fill(0);
@@ -534,7 +583,8 @@ impl ViewTable {
                 + self.last_seen.capacity()
                 + self.last_seq.capacity())
                 * 8
-            + self.stats.capacity() * std::mem::size_of::<Stats>()
+            + self.cells.capacity() * std::mem::size_of::<StatCell>()
+            + self.scaled.capacity() * 16
             + self.labels.capacity() * 8
     }
 
@@ -569,7 +619,7 @@ impl ViewTable {
         ];
         let w = self.width();
         let mut stat_columns = |prefix: String, at: usize| {
-            let st: Vec<Stats> = order.iter().map(|&s| self.stats[s as usize * w + at]).collect();
+            let st: Vec<Stats> = order.iter().map(|&s| self.stat(s as usize * w + at)).collect();
             fields.push(Field::new(format!("{prefix}.count"), DataType::UInt64, false));
             columns.push(Arc::new(UInt64Array::from_iter_values(st.iter().map(|s| s.count))));
             fields.push(Field::new(format!("{prefix}.sum"), DataType::Float64, false));

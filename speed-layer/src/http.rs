@@ -50,8 +50,13 @@ pub fn failure(e: &Error) -> Response {
 pub fn router(speed: Arc<Speed>) -> Router {
     Router::new()
         .route("/v1/events", post(events))
+        .route("/v1/status", get(status))
         .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
         .with_state(speed)
+}
+
+async fn status(State(speed): State<Arc<Speed>>) -> Response {
+    Json(json!(*speed.status())).into_response()
 }
 
 async fn events(State(speed): State<Arc<Speed>>, body: Body) -> Response {

@@ -61,7 +61,7 @@ pub struct RejectedLine {
 /// Dead-letter files are rotated past this size; two old ones are kept.
 const DEAD_LETTER_BYTES: u64 = 64 << 20;
 /// Files dropped from a checkpoint stay this long for readers still on it.
-const RETIRE_AFTER_MS: i64 = 30_000;
+const RETIRE_AFTER_MS: i64 = 10_000;
 
 /// The dead-letter file: rejected records with their reason, synced before the answer.
 struct DeadLetters {
@@ -169,6 +169,73 @@ pub struct Learner {
     dirty: bool,
     live: Option<Arc<Live>>,
     x: Vec<f64>,
+    timing: Timing,
+}
+
+#[derive(Debug, Default)]
+struct Timing {
+    checkpoints: u64,
+    last_ms: f64,
+    max_ms: f64,
+    last_bytes: u64,
+    manifest_bytes: u64,
+    archive_files: u64,
+}
+
+/// What the speed layer reports about itself (`GET /v1/status`), refreshed at every tick.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Status {
+    /// Batch version the state is built on.
+    pub base_version: String,
+    /// Realtime generation.
+    pub generation: u64,
+    /// Highest sequence number applied.
+    pub last_seq: u64,
+    /// Highest sequence number archived into the master dataset.
+    pub archived_through: u64,
+    /// Counters.
+    pub accepted: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Replays of known ids.
+    pub duplicates: u64,
+    /// SGD updates since the warm start.
+    pub updates: u64,
+    /// Keys in the realtime view.
+    pub keys: usize,
+    /// Heap bytes of the realtime view (approximate).
+    pub realtime_bytes: usize,
+    /// Bytes of the log on disk, and its segment files.
+    pub log_bytes: u64,
+    /// Log segment files.
+    pub log_segments: usize,
+    /// Ids the de-duplication index holds in memory, its runs on disk and their bytes.
+    pub dedup_in_memory: usize,
+    /// Runs of the id index.
+    pub dedup_runs: usize,
+    /// Bytes of the runs.
+    pub dedup_bytes: u64,
+    /// Checkpoints written since start, and how long the last and the slowest took (milliseconds).
+    pub checkpoints: u64,
+    /// Duration of the last checkpoint (milliseconds).
+    pub checkpoint_last_ms: f64,
+    /// Duration of the slowest checkpoint since start (milliseconds).
+    pub checkpoint_max_ms: f64,
+    /// Bytes the last checkpoint wrote.
+    pub checkpoint_last_bytes: u64,
+    /// Bytes of the files the current checkpoint consists of.
+    pub checkpoint_bytes: u64,
+    /// Archive files written since start.
+    pub archive_files: u64,
+    /// Resident memory of the process, when the platform tells.
+    pub resident_bytes: Option<u64>,
+}
+
+/// Resident memory of this process, from `/proc/self/statm`.
+fn resident_bytes() -> Option<u64> {
+    let text = fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// What a checkpoint wrote, for logs and benchmarks.
@@ -252,6 +319,7 @@ impl Learner {
                     dirty: false,
                     live: live.clone(),
                     x: Vec::new(),
+                    timing: Timing::default(),
                     side,
                 }
             }
@@ -292,6 +360,7 @@ impl Learner {
                     dirty: true,
                     live: live.clone(),
                     x: Vec::new(),
+                    timing: Timing::default(),
                     side,
                 }
             }
@@ -564,15 +633,20 @@ impl Learner {
 
     /// Hands the served pair (batch side and speed side of the same version) to an in-process serving layer.
     fn publish_live(&self) -> Result<()> {
-        if let Some(live) = &self.live {
-            let current = live.load_full();
-            let batch = match current.as_ref().filter(|s| s.batch.version() == self.batch.manifest.version) {
-                Some(s) => s.batch.clone(),
-                None => Arc::new(BatchSide::load(&self.spec, &self.batch.manifest.version)?),
-            };
+        if let (Some(live), Some(batch)) = (&self.live, self.live_batch(&self.batch.manifest.version)?) {
             live.store(Some(Arc::new(LiveState { batch, speed: Some(self.side.clone()) })));
         }
         Ok(())
+    }
+
+    /// The batch side of `version` for an in-process serving layer (`None` without one).
+    fn live_batch(&self, version: &str) -> Result<Option<Arc<BatchSide>>> {
+        let Some(live) = &self.live else { return Ok(None) };
+        let current = live.load_full();
+        Ok(Some(match current.as_ref().filter(|s| s.batch.version() == version) {
+            Some(s) => s.batch.clone(),
+            None => Arc::new(BatchSide::load(&self.spec, version)?),
+        }))
     }
 
     /// Periodic work: adopt a new batch version, archive what is due, checkpoint what changed.
@@ -616,10 +690,13 @@ impl Learner {
             } else {
                 break;
             };
+            let started = std::time::Instant::now();
             match archive::seal(&self.spec, &self.log, self.archived_through, through)? {
                 Some(s) => {
-                    tracing::info!(first = s.first, last = s.last, path = %s.path.display(), recovered = s.recovered, "archived");
+                    let seconds = started.elapsed().as_secs_f64();
+                    tracing::info!(first = s.first, last = s.last, path = %s.path.display(), recovered = s.recovered, seconds, "archived");
                     self.archived_through = s.last;
+                    self.timing.archive_files += 1;
                 }
                 None => break,
             }
@@ -644,12 +721,51 @@ impl Learner {
         if !self.needs_checkpoint() {
             return Ok(CheckpointReport::default());
         }
+        let started = std::time::Instant::now();
         let r = self.write_checkpoint();
-        if r.is_err() {
+        match &r {
+            Ok(report) => {
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                let t = &mut self.timing;
+                t.checkpoints += 1;
+                t.last_ms = ms;
+                t.max_ms = t.max_ms.max(ms);
+                t.last_bytes = report.view_bytes + report.manifest_bytes;
+                t.manifest_bytes = report.manifest_bytes;
+            }
             // Changed keys were taken for the delta that failed: only a full file is complete again.
-            self.need_full = true;
+            Err(_) => self.need_full = true,
         }
         r
+    }
+
+    /// What the speed layer reports about itself.
+    pub fn status(&self) -> Status {
+        let t = &self.timing;
+        Status {
+            base_version: self.batch.manifest.version.clone(),
+            generation: self.generation,
+            last_seq: self.last_seq,
+            archived_through: self.archived_through,
+            accepted: self.stats.accepted,
+            rejected: self.stats.rejected,
+            duplicates: self.stats.duplicates,
+            updates: self.updates,
+            keys: self.side.realtime.len(),
+            realtime_bytes: self.side.realtime.heap_bytes(),
+            log_bytes: self.log.bytes(),
+            log_segments: self.log.segments(),
+            dedup_in_memory: self.dedup.in_memory(),
+            dedup_runs: self.dedup.runs().len(),
+            dedup_bytes: self.dedup.bytes(),
+            checkpoints: t.checkpoints,
+            checkpoint_last_ms: t.last_ms,
+            checkpoint_max_ms: t.max_ms,
+            checkpoint_last_bytes: t.last_bytes,
+            checkpoint_bytes: self.views.iter().map(|v| v.bytes).sum::<u64>() + t.manifest_bytes,
+            archive_files: t.archive_files,
+            resident_bytes: resident_bytes(),
+        }
     }
 
     fn write_checkpoint(&mut self) -> Result<CheckpointReport> {
@@ -658,7 +774,11 @@ impl Learner {
         let delta_bytes: u64 = self.views.iter().filter(|v| !v.full).map(|v| v.bytes).sum();
         let mut report = CheckpointReport::default();
         let realtime = &self.side.realtime;
-        if self.need_full || self.views.is_empty() || delta_bytes > full_bytes.max(1 << 20) || self.views.len() > 512 {
+        if self.need_full
+            || self.views.is_empty()
+            || delta_bytes > (full_bytes / 2).max(1 << 20)
+            || self.views.len() > 512
+        {
             let f = checkpoint::write_full(&self.state, self.generation, seq, realtime)?;
             report = CheckpointReport { view_bytes: f.bytes, full: true, ..report };
             let now = now_millis();
@@ -729,6 +849,8 @@ impl Learner {
     /// (archived ones read back from the master dataset, the rest from the log), then switches to them at once.
     fn adopt(&mut self, published: Published) -> Result<()> {
         let w = published.manifest.watermark;
+        // Loaded first: if the version's batch view cannot be read, nothing changes and the next tick retries.
+        let live_batch = self.live_batch(&published.manifest.version)?;
         if w > self.last_seq {
             tracing::warn!(
                 watermark = w,
@@ -798,8 +920,11 @@ impl Learner {
         self.batch = published;
         self.need_full = true;
         self.dirty = true;
+        if let (Some(live), Some(batch)) = (&self.live, live_batch) {
+            live.store(Some(Arc::new(LiveState { batch, speed: Some(self.side.clone()) })));
+        }
         self.checkpoint()?;
-        self.publish_live()
+        Ok(())
     }
 }
 

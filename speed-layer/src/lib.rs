@@ -27,7 +27,7 @@ use lambda_core::spec::Spec;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use ingest::Incoming;
-pub use learner::{IngestReport, Learner};
+pub use learner::{IngestReport, Learner, Status};
 
 /// Result with the speed [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -101,6 +101,7 @@ pub struct Speed {
     spec: Arc<Spec>,
     queue: Arc<Semaphore>,
     parsing: Arc<Semaphore>,
+    status: Arc<arc_swap::ArcSwap<Status>>,
 }
 
 /// Most requests whose events share one sync of the log.
@@ -119,19 +120,27 @@ impl Speed {
     pub fn start(spec: Spec, live: Option<Arc<Live>>) -> Result<Speed> {
         let spec = Arc::new(spec);
         let learner = Learner::open((*spec).clone(), live)?;
+        let status = Arc::new(arc_swap::ArcSwap::from_pointee(learner.status()));
         let (tx, rx) = crossbeam_channel::bounded(spec.speed.max_queued + BLOCKING_ROOM);
         let interval = spec.checkpoint_interval;
+        let published = status.clone();
         let thread = std::thread::Builder::new()
             .name("speed-learner".into())
-            .spawn(move || run(learner, rx, interval))
+            .spawn(move || run(learner, rx, interval, published))
             .map_err(|e| Error::State(format!("cannot start the learner thread: {e}")))?;
         Ok(Speed {
             tx: Some(tx),
             thread: Some(thread),
             queue: Arc::new(Semaphore::new(spec.speed.max_queued)),
             parsing: Arc::new(Semaphore::new(spec.speed.max_parsing)),
+            status,
             spec,
         })
+    }
+
+    /// What the learner last reported about itself (refreshed every `speed.checkpoint_interval`).
+    pub fn status(&self) -> Arc<Status> {
+        self.status.load_full()
     }
 
     /// The spec.
@@ -226,7 +235,12 @@ impl Drop for Speed {
     }
 }
 
-fn run(mut learner: Learner, rx: Receiver<Command>, interval: Duration) -> Result<()> {
+fn run(
+    mut learner: Learner,
+    rx: Receiver<Command>,
+    interval: Duration,
+    status: Arc<arc_swap::ArcSwap<Status>>,
+) -> Result<()> {
     let ticks = tick(interval);
     let mut failing = false;
     loop {
@@ -285,6 +299,7 @@ fn run(mut learner: Learner, rx: Receiver<Command>, interval: Duration) -> Resul
                 if let Err(e) = learner.tick() {
                     tracing::error!(error = %e, "checkpoint or archive failed; retrying at the next tick");
                 }
+                status.store(Arc::new(learner.status()));
             },
         }
     }
@@ -299,7 +314,8 @@ fn other(learner: &mut Learner, cmd: Command) {
             let _ = reply.send(learner.checkpoint().map(|_| ()).map_err(crossing));
         }
         Command::ArchiveAll(reply) => {
-            let _ = reply.send(learner.archive_all().map_err(crossing));
+            let r = learner.archive_all().map_err(crossing);
+            let _ = reply.send(r);
         }
         Command::Ingest(items, reply, _permit) => {
             let _ = reply.send(learner.ingest(items).map_err(crossing));
