@@ -175,6 +175,68 @@ pub fn write_delta(state: &Path, generation: u64, seq: u64, features: &[String],
     Ok(ViewFile { name, seq, bytes, full: false })
 }
 
+/// Merges a full view file and the deltas after it into one full file at the last one's sequence number, without
+/// the live view: shard by shard (files hold their shards in order), a later file's row for a key replacing an
+/// earlier one. `template` gives the features and the class order. Memory: one shard at a time.
+pub fn compact(state: &Path, generation: u64, template: &ViewTable, files: &[ViewFile]) -> Result<ViewFile> {
+    let seq = files.last().map(|f| f.seq).ok_or_else(|| Error::Data("nothing to compact".into()))?;
+    struct Source {
+        path: PathBuf,
+        frames: state::FrameReader<std::io::BufReader<std::fs::File>>,
+        next: Option<(usize, Chunk)>,
+    }
+    let advance = |src: &mut Source| -> Result<()> {
+        src.next = match state::document_frame(&mut src.frames, VIEWS)? {
+            Some(f) => {
+                let chunk: Chunk = state::decode(&src.path, &f)?;
+                let shard = chunk.rows.first().map(|r| crate::realtime::shard_of(&r.key)).unwrap_or(0);
+                Some((shard, chunk))
+            }
+            None => None,
+        };
+        Ok(())
+    };
+    let mut sources = Vec::with_capacity(files.len());
+    for f in files {
+        let path = views_dir(state).join(&f.name);
+        let (_, mut frames) = state::open_document(&path, VIEWS)?;
+        let head: ViewHead = match state::document_frame(&mut frames, VIEWS)? {
+            Some(h) => state::decode(&path, &h)?,
+            None => return Err(Error::Format { path, message: "no header record".into() }),
+        };
+        if head.features != template.features {
+            return Err(Error::Format { path, message: format!("aggregates features {:?}", head.features) });
+        }
+        let mut src = Source { path, frames, next: None };
+        advance(&mut src)?;
+        sources.push(src);
+    }
+    let name = view_name(generation, seq, true);
+    let mut w = DocumentWriter::create(&views_dir(state).join(&name), VIEWS)?;
+    w.frame(&state::encode(&ViewHead { generation, seq, full: true, features: template.features.clone() })?)?;
+    for shard in 0..crate::realtime::SHARDS {
+        let mut table = template.empty_like();
+        for src in sources.iter_mut() {
+            while let Some((s, chunk)) = src.next.as_ref().filter(|(s, _)| *s == shard) {
+                debug_assert_eq!(*s, shard);
+                for row in &chunk.rows {
+                    table.put_packed(row, &chunk.classes);
+                }
+                advance(src)?;
+            }
+        }
+        if !table.is_empty() {
+            let rows = (0..table.len() as u32).map(|s| table.packed(s)).collect();
+            w.frame(&state::encode(&Chunk { classes: table.classes().to_vec(), rows })?)?;
+        }
+    }
+    if let Some(src) = sources.iter().find(|s| s.next.is_some()) {
+        return Err(Error::Format { path: src.path.clone(), message: "holds shards out of order".into() });
+    }
+    let bytes = w.finish()?;
+    Ok(ViewFile { name, seq, bytes, full: true })
+}
+
 /// Applies one view file to `realtime`.
 pub fn read_view_file(state: &Path, file: &ViewFile, realtime: &Realtime) -> Result<()> {
     let path = views_dir(state).join(&file.name);
@@ -297,3 +359,43 @@ impl LiveState {
 
 /// The slot through which the current pair is handed to readers.
 pub type Live = arc_swap::ArcSwapOption<LiveState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Cell, Event, Target};
+
+    fn spec() -> Spec {
+        Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn compacting_a_full_file_and_its_deltas_equals_the_live_view() {
+        let s = spec();
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Realtime::new(ViewTable::new(&s), 0);
+        let mut files = Vec::new();
+        for i in 1..=2000u64 {
+            // A new class appears late, so that chunks of one shard carry different class lists.
+            let label = if i > 1500 { "late" } else { ["a", "b"][(i % 2) as usize] };
+            let e = Event {
+                id: format!("e{i}"),
+                key: format!("k{}", (i * 7919) % 300),
+                time: i as i64,
+                features: vec![Cell::Num(Some(i as f64)), Cell::Cat(None), Cell::Bool(Some(i.is_multiple_of(3)))],
+                target: Some(Target::Class(label.into())),
+            };
+            rt.observe(&e.key, e.time, i, &e, e.target.as_ref());
+            if i == 400 {
+                files.push(write_full(dir.path(), 1, i, &rt).unwrap());
+            } else if i % 250 == 0 {
+                files.push(write_delta(dir.path(), 1, i, rt.features(), &rt.take_changed()).unwrap());
+            }
+        }
+        let merged = compact(dir.path(), 1, &ViewTable::new(&s), &files).unwrap();
+        assert!(merged.full && merged.seq == 2000);
+        let back = Realtime::new(ViewTable::new(&s), 0);
+        read_view_file(dir.path(), &merged, &back).unwrap();
+        assert_eq!(back.to_table(), rt.to_table());
+    }
+}

@@ -60,7 +60,8 @@ pub struct Realtime {
     template: ViewTable,
 }
 
-fn shard_of(key: &str) -> usize {
+/// The shard a key lives in.
+pub fn shard_of(key: &str) -> usize {
     // Middle bits: the shard tables use the low bits for buckets and the top bits for their tags.
     ((xxhash_rust::xxh3::xxh3_64(key.as_bytes()) >> 32) as usize) % SHARDS
 }

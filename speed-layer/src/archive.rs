@@ -12,7 +12,7 @@ use lambda_core::master::{self, archive_name, archive_range, ParquetFile};
 use lambda_core::schema::Event;
 use lambda_core::spec::Spec;
 
-use crate::log::Log;
+use crate::log::LogView;
 use crate::Result;
 
 /// Events per record batch while streaming the log into Parquet.
@@ -66,7 +66,7 @@ pub fn remove_partial_files(spec: &Spec) -> Result<()> {
 }
 
 /// Writes the logged events `after+1 ..= through` as one archive file. Returns `None` when there are none.
-pub fn seal(spec: &Spec, log: &Log, after: u64, through: u64) -> Result<Option<Sealed>> {
+pub fn seal(spec: &Spec, log: &LogView, after: u64, through: u64) -> Result<Option<Sealed>> {
     if through <= after {
         return Ok(None);
     }

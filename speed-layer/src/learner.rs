@@ -32,6 +32,7 @@ use crate::archive;
 use crate::dedup::{id_hash, Dedup};
 use crate::ingest::Incoming;
 use crate::log::{Log, Record};
+use crate::worker::{Done, Job, Worker};
 use crate::{Error, Result};
 
 /// What one ingest call did.
@@ -61,7 +62,7 @@ pub struct RejectedLine {
 /// Dead-letter files are rotated past this size; two old ones are kept.
 const DEAD_LETTER_BYTES: u64 = 64 << 20;
 /// Files dropped from a checkpoint stay this long for readers still on it.
-const RETIRE_AFTER_MS: i64 = 10_000;
+const RETIRE_AFTER_MS: i64 = 2_000;
 
 /// The dead-letter file: rejected records with their reason, synced before the answer.
 struct DeadLetters {
@@ -170,6 +171,7 @@ pub struct Learner {
     live: Option<Arc<Live>>,
     x: Vec<f64>,
     timing: Timing,
+    worker: Option<Worker>,
 }
 
 #[derive(Debug, Default)]
@@ -320,6 +322,7 @@ impl Learner {
                     live: live.clone(),
                     x: Vec::new(),
                     timing: Timing::default(),
+                    worker: None,
                     side,
                 }
             }
@@ -361,6 +364,7 @@ impl Learner {
                     live: live.clone(),
                     x: Vec::new(),
                     timing: Timing::default(),
+                    worker: None,
                     side,
                 }
             }
@@ -672,10 +676,98 @@ impl Learner {
         self.dirty || self.need_full || self.last_seq != self.checkpointed_seq
     }
 
+    /// Writes archive files and compacts view files in a thread of their own from now on, so that ingest does not
+    /// wait for them.
+    pub fn work_in_background(&mut self) -> Result<()> {
+        if self.worker.is_none() {
+            self.worker = Some(Worker::start()?);
+        }
+        Ok(())
+    }
+
+    /// Takes over what the background thread finished. Returns whether an archive file was added.
+    fn take_finished(&mut self, done: Vec<Done>) -> Result<bool> {
+        let mut sealed = false;
+        let mut failure = None;
+        for d in done {
+            match d {
+                Done::Archived(Ok(Some(s)), seconds) => {
+                    self.took_sealed(s, seconds)?;
+                    sealed = true;
+                }
+                Done::Archived(Ok(None), _) => {}
+                Done::Archived(Err(e), _) => failure = Some(e),
+                Done::Compacted(r, generation, files, seconds) => {
+                    self.took_compacted(r, generation, &files, seconds)?
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(sealed),
+        }
+    }
+
+    /// Replaces the view files a compaction merged by its full file, unless the list moved on meanwhile.
+    fn took_compacted(
+        &mut self,
+        r: Result<ViewFile>,
+        generation: u64,
+        merged: &[ViewFile],
+        seconds: f64,
+    ) -> Result<()> {
+        let f = match r {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "compacting realtime view files failed; the deltas stay");
+                return Ok(());
+            }
+        };
+        let dir = checkpoint::views_dir(&self.state);
+        let still = generation == self.generation
+            && self.views.len() >= merged.len()
+            && self.views.iter().zip(merged).all(|(a, b)| a.name == b.name);
+        if !still {
+            // Superseded; a full file of the same name the learner wrote meanwhile holds the same state and stays.
+            if self.views.iter().all(|v| v.name != f.name) {
+                remove_if_present(&dir.join(&f.name))?;
+            }
+            return Ok(());
+        }
+        tracing::debug!(files = merged.len(), bytes = f.bytes, seconds, "compacted realtime view files");
+        let due = now_millis() + RETIRE_AFTER_MS;
+        let rest = self.views.split_off(merged.len());
+        for old in std::mem::replace(&mut self.views, vec![f]) {
+            self.retired.push((due, dir.join(old.name)));
+        }
+        self.views.extend(rest);
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn took_sealed(&mut self, s: archive::Sealed, seconds: f64) -> Result<()> {
+        tracing::info!(first = s.first, last = s.last, path = %s.path.display(), recovered = s.recovered, seconds, "archived");
+        self.archived_through = s.last;
+        self.timing.archive_files += 1;
+        self.open_first_ms = self.first_ms_after(self.archived_through)?;
+        Ok(())
+    }
+
     fn archive_due(&mut self, now: i64, force: bool) -> Result<()> {
         let max_rows = self.spec.speed.archive_max_rows;
         let max_age = self.spec.archive_max_age.as_millis().min(i64::MAX as u128) as i64;
         let mut sealed_any = false;
+        // What the background thread finished is taken over first (the archive waited for when everything must be
+        // archived now).
+        let mut done = self.worker.as_mut().map(Worker::finished).unwrap_or_default();
+        if force {
+            if let Some(d) = self.worker.as_mut().and_then(Worker::wait_archive) {
+                done.push(d);
+            }
+        }
+        if self.take_finished(done)? {
+            sealed_any = true;
+        }
         loop {
             let open = self.last_seq.saturating_sub(self.archived_through);
             if open == 0 {
@@ -690,17 +782,18 @@ impl Learner {
             } else {
                 break;
             };
-            let started = std::time::Instant::now();
-            match archive::seal(&self.spec, &self.log, self.archived_through, through)? {
-                Some(s) => {
-                    let seconds = started.elapsed().as_secs_f64();
-                    tracing::info!(first = s.first, last = s.last, path = %s.path.display(), recovered = s.recovered, seconds, "archived");
-                    self.archived_through = s.last;
-                    self.timing.archive_files += 1;
+            if let Some(w) = self.worker.as_mut().filter(|_| !force) {
+                if !w.archiving() {
+                    let (spec, log, after) = (Arc::new(self.spec.clone()), self.log.view(), self.archived_through);
+                    w.submit(Job::Archive { spec, log, after, through })?;
                 }
+                break;
+            }
+            let started = std::time::Instant::now();
+            match archive::seal(&self.spec, &self.log.view(), self.archived_through, through)? {
+                Some(s) => self.took_sealed(s, started.elapsed().as_secs_f64())?,
                 None => break,
             }
-            self.open_first_ms = self.first_ms_after(self.archived_through)?;
             sealed_any = true;
         }
         if sealed_any || self.dedup.wants_flush() {
@@ -718,6 +811,9 @@ impl Learner {
     /// Writes what changed since the last checkpoint (a delta view file, or a full one when the deltas have grown
     /// past it) and the manifest, then deletes what the new checkpoint no longer needs.
     pub fn checkpoint(&mut self) -> Result<CheckpointReport> {
+        if let Some(done) = self.worker.as_mut().map(Worker::finished_compactions) {
+            self.take_finished(done)?;
+        }
         if !self.needs_checkpoint() {
             return Ok(CheckpointReport::default());
         }
@@ -774,11 +870,10 @@ impl Learner {
         let delta_bytes: u64 = self.views.iter().filter(|v| !v.full).map(|v| v.bytes).sum();
         let mut report = CheckpointReport::default();
         let realtime = &self.side.realtime;
-        if self.need_full
-            || self.views.is_empty()
-            || delta_bytes > (full_bytes / 2).max(1 << 20)
-            || self.views.len() > 512
-        {
+        let must_full = self.need_full || self.views.is_empty() || self.views.len() > 512;
+        // Deltas past the full file are merged into a new one, in the background when there is a worker.
+        let compact = delta_bytes > full_bytes.max(64 << 10);
+        if must_full || (compact && self.worker.is_none()) {
             let f = checkpoint::write_full(&self.state, self.generation, seq, realtime)?;
             report = CheckpointReport { view_bytes: f.bytes, full: true, ..report };
             let now = now_millis();
@@ -794,6 +889,11 @@ impl Learner {
                 let f = checkpoint::write_delta(&self.state, self.generation, seq, realtime.features(), &chunks)?;
                 report.view_bytes = f.bytes;
                 self.views.push(f);
+            }
+            if let Some(w) = self.worker.as_mut().filter(|w| compact && !w.compacting()) {
+                let template = Box::new(template(&self.spec, &self.model));
+                let (state, generation, files) = (self.state.clone(), self.generation, self.views.clone());
+                w.submit(Job::Compact { state, generation, template, files })?;
             }
         }
         let manifest = Checkpoint {

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod learner;
 pub mod log;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,7 +120,8 @@ impl Speed {
     /// serving layer reads; the learner updates it in place, so an acknowledged event is visible at once.
     pub fn start(spec: Spec, live: Option<Arc<Live>>) -> Result<Speed> {
         let spec = Arc::new(spec);
-        let learner = Learner::open((*spec).clone(), live)?;
+        let mut learner = Learner::open((*spec).clone(), live)?;
+        learner.work_in_background()?;
         let status = Arc::new(arc_swap::ArcSwap::from_pointee(learner.status()));
         let (tx, rx) = crossbeam_channel::bounded(spec.speed.max_queued + BLOCKING_ROOM);
         let interval = spec.checkpoint_interval;

@@ -214,42 +214,14 @@ impl Log {
     }
 
     /// Streams every record with a sequence number above `after` to `f`, oldest first, until `f` answers false.
-    pub fn replay(&self, after: u64, mut f: impl FnMut(Record) -> Result<bool>) -> Result<()> {
-        for (i, (first, path)) in self.segments.iter().enumerate() {
-            // A segment is skipped when the next one starts at or below `after + 1`.
-            if let Some((next, _)) = self.segments.get(i + 1) {
-                if *next <= after + 1 && *first <= after {
-                    continue;
-                }
-            }
-            let mut frames = open_segment(path, &self.schema_hash)?;
-            let is_open = i + 1 == self.segments.len();
-            loop {
-                if is_open && frames.offset() >= self.len {
-                    break;
-                }
-                match frames.next_frame()? {
-                    Next::Frame(payload) => {
-                        let r: Record = state::decode(path, &payload)?;
-                        if r.seq > after && !f(r)? {
-                            return Ok(());
-                        }
-                    }
-                    Next::End => break,
-                    Next::Torn(at) if is_open => {
-                        tracing::warn!(path = %path.display(), at, "log ends in a torn record");
-                        break;
-                    }
-                    Next::Torn(at) => {
-                        return Err(Error::Corrupt {
-                            path: path.clone(),
-                            message: format!("closed segment is cut short at byte {at}"),
-                        })
-                    }
-                }
-            }
-        }
-        Ok(())
+    pub fn replay(&self, after: u64, f: impl FnMut(Record) -> Result<bool>) -> Result<()> {
+        self.view().replay(after, f)
+    }
+
+    /// The log as it stands, for a reader on another thread: what it lists stays readable until it is retired,
+    /// which waits for what the reader is there to do (archiving).
+    pub fn view(&self) -> LogView {
+        LogView { schema_hash: self.schema_hash.clone(), segments: self.segments.clone(), len: self.len }
     }
 
     /// Closes the open segment and starts a new one whose first record will be `next_seq` (when the open one holds
@@ -299,6 +271,55 @@ impl Log {
     /// Number of segment files.
     pub fn segments(&self) -> usize {
         self.segments.len()
+    }
+}
+
+/// A read-only view of the log at one moment: its segments and the end of the last whole record of the open one.
+#[derive(Debug, Clone)]
+pub struct LogView {
+    schema_hash: String,
+    segments: Vec<(u64, PathBuf)>,
+    len: u64,
+}
+
+impl LogView {
+    /// Streams every record with a sequence number above `after` to `f`, oldest first, until `f` answers false.
+    pub fn replay(&self, after: u64, mut f: impl FnMut(Record) -> Result<bool>) -> Result<()> {
+        for (i, (first, path)) in self.segments.iter().enumerate() {
+            // A segment is skipped when the next one starts at or below `after + 1`.
+            if let Some((next, _)) = self.segments.get(i + 1) {
+                if *next <= after + 1 && *first <= after {
+                    continue;
+                }
+            }
+            let mut frames = open_segment(path, &self.schema_hash)?;
+            let is_open = i + 1 == self.segments.len();
+            loop {
+                if is_open && frames.offset() >= self.len {
+                    break;
+                }
+                match frames.next_frame()? {
+                    Next::Frame(payload) => {
+                        let r: Record = state::decode(path, &payload)?;
+                        if r.seq > after && !f(r)? {
+                            return Ok(());
+                        }
+                    }
+                    Next::End => break,
+                    Next::Torn(at) if is_open => {
+                        tracing::warn!(path = %path.display(), at, "log ends in a torn record");
+                        break;
+                    }
+                    Next::Torn(at) => {
+                        return Err(Error::Corrupt {
+                            path: path.clone(),
+                            message: format!("closed segment is cut short at byte {at}"),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -303,6 +303,33 @@ fn the_log_and_the_state_stay_bounded_without_a_batch_run() {
 }
 
 #[test]
+fn deltas_compacted_in_the_background_restart_into_the_same_state() {
+    let (_a_dir, a) = setup();
+    let mut reference = Learner::open(a.clone(), None).unwrap();
+    let (_b_dir, b) = setup();
+    let speed = Speed::start(b.clone(), None).unwrap();
+    let wide = |spec: &Spec, range: std::ops::Range<u64>| -> Vec<Incoming> {
+        range
+            .map(|i| {
+                let mut e = event(i);
+                e["user"] = json!(format!("w{}", (i * 7919) % 3000));
+                parse_line(spec, 1, &e.to_string())
+            })
+            .collect()
+    };
+    for round in 0..80u64 {
+        reference.ingest(wide(&a, round * 100..(round + 1) * 100)).unwrap();
+        speed.ingest_blocking(wide(&b, round * 100..(round + 1) * 100)).unwrap();
+        speed.checkpoint_blocking().unwrap();
+    }
+    speed.stop().unwrap();
+    // The deltas were merged along the way (eighty checkpoints, a handful of files), and nothing was lost by it.
+    let listed = checkpoint::read(&b.paths.state).unwrap().unwrap().views;
+    assert!(listed.len() < 40 && listed[0].seq > 100, "{listed:?}: no compaction happened");
+    assert_eq!(on_disk(&b), summary(&reference.side()));
+}
+
+#[test]
 fn start_without_a_batch_model_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();

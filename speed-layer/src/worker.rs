@@ -1,0 +1,180 @@
+//! Housekeeping off the learner thread: writing archive files and compacting realtime view files. Both read only
+//! files that stay put until the learner has taken the result (log segments wait for the archive, view files for
+//! the checkpoint that drops them), so ingest goes on while they run. One job of each kind at a time.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use lambda_core::checkpoint::{self, ViewFile};
+use lambda_core::spec::Spec;
+use lambda_core::views::ViewTable;
+
+use crate::archive::{self, Sealed};
+use crate::log::LogView;
+use crate::{Error, Result};
+
+/// Work for the thread.
+pub enum Job {
+    /// Write the logged events `after+1 ..= through` as an archive file.
+    Archive {
+        /// The pipeline.
+        spec: Arc<Spec>,
+        /// The log as it stood.
+        log: LogView,
+        /// Last archived sequence number.
+        after: u64,
+        /// Last sequence number to archive.
+        through: u64,
+    },
+    /// Merge a full view file and its deltas into one full file.
+    Compact {
+        /// The state folder.
+        state: PathBuf,
+        /// Realtime generation of the files.
+        generation: u64,
+        /// Features and class order.
+        template: Box<ViewTable>,
+        /// The full file, then the deltas after it.
+        files: Vec<ViewFile>,
+    },
+}
+
+/// What the thread did.
+pub enum Done {
+    /// An archive job's outcome.
+    Archived(Result<Option<Sealed>>, f64),
+    /// A compaction's outcome, with the generation and files it merged.
+    Compacted(Result<ViewFile>, u64, Vec<ViewFile>, f64),
+}
+
+/// The housekeeping thread.
+pub struct Worker {
+    jobs: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    thread: Option<JoinHandle<()>>,
+    waiting: VecDeque<Done>,
+    archiving: bool,
+    compacting: bool,
+}
+
+fn run(job: Job) -> Done {
+    let started = std::time::Instant::now();
+    match job {
+        Job::Archive { spec, log, after, through } => {
+            let r = archive::seal(&spec, &log, after, through);
+            Done::Archived(r, started.elapsed().as_secs_f64())
+        }
+        Job::Compact { state, generation, template, files } => {
+            let r = checkpoint::compact(&state, generation, &template, &files).map_err(Error::from);
+            Done::Compacted(r, generation, files, started.elapsed().as_secs_f64())
+        }
+    }
+}
+
+impl Worker {
+    /// Starts the thread.
+    pub fn start() -> Result<Worker> {
+        let (jobs, rx) = crossbeam_channel::bounded::<Job>(2);
+        let (tx, done) = crossbeam_channel::bounded(2);
+        let thread = std::thread::Builder::new()
+            .name("speed-worker".into())
+            .spawn(move || {
+                for job in rx {
+                    if tx.send(run(job)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::State(format!("cannot start the worker thread: {e}")))?;
+        Ok(Worker {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            waiting: VecDeque::new(),
+            archiving: false,
+            compacting: false,
+        })
+    }
+
+    /// Whether an archive file is being written.
+    pub fn archiving(&self) -> bool {
+        self.archiving
+    }
+
+    /// Whether view files are being compacted.
+    pub fn compacting(&self) -> bool {
+        self.compacting
+    }
+
+    /// Hands over a job (at most one of each kind at a time).
+    pub fn submit(&mut self, job: Job) -> Result<()> {
+        let kind = matches!(job, Job::Archive { .. });
+        let jobs = self.jobs.as_ref().ok_or_else(|| Error::State("the worker has stopped".into()))?;
+        jobs.send(job).map_err(|_| Error::State("the worker has stopped".into()))?;
+        if kind {
+            self.archiving = true;
+        } else {
+            self.compacting = true;
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, d: &Done) {
+        match d {
+            Done::Archived(..) => self.archiving = false,
+            Done::Compacted(..) => self.compacting = false,
+        }
+    }
+
+    /// Finished jobs, oldest first.
+    pub fn finished(&mut self) -> Vec<Done> {
+        let mut out: Vec<Done> = self.waiting.drain(..).collect();
+        while let Ok(d) = self.done.try_recv() {
+            self.note(&d);
+            out.push(d);
+        }
+        out
+    }
+
+    /// Finished compactions only; an archive result waits for [`Worker::finished`].
+    pub fn finished_compactions(&mut self) -> Vec<Done> {
+        while let Ok(d) = self.done.try_recv() {
+            self.note(&d);
+            self.waiting.push_back(d);
+        }
+        let (compacted, rest): (VecDeque<Done>, VecDeque<Done>) =
+            self.waiting.drain(..).partition(|d| matches!(d, Done::Compacted(..)));
+        self.waiting = rest;
+        compacted.into_iter().collect()
+    }
+
+    /// Waits for the archive job in hand, keeping any other result for [`Worker::finished`].
+    pub fn wait_archive(&mut self) -> Option<Done> {
+        if let Some(i) = self.waiting.iter().position(|d| matches!(d, Done::Archived(..))) {
+            return self.waiting.remove(i);
+        }
+        while self.archiving {
+            let d = self.done.recv().ok()?;
+            self.note(&d);
+            if matches!(d, Done::Archived(..)) {
+                return Some(d);
+            }
+            self.waiting.push_back(d);
+        }
+        None
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // The job in hand is finished (a file is whole or absent), then the thread ends.
+        drop(self.jobs.take());
+        while self.done.recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
