@@ -74,7 +74,8 @@ def watch(url, pid, state, master, total, milestones):
             }), flush=True)
         if done >= total:
             secs = time.perf_counter() - start
-            print(json.dumps({"done": total, "seconds": secs, "events_per_s": total / secs, "peak_rss": peak_rss}), flush=True)
+            print(json.dumps({"done": total, "seconds": secs, "events_per_s": total / secs, "peak_rss": peak_rss,
+                              "speed_loss": s.get("speed_loss"), "batch_loss": s.get("batch_loss")}), flush=True)
             return
         time.sleep(0.1)
 

@@ -32,7 +32,7 @@ pub fn sync_dir(path: &Path) -> Result<()> {
 /// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::state::create_dir_synced(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     write_synced(&tmp, bytes)?;
@@ -94,6 +94,7 @@ impl Publisher {
     pub fn publish(&self, files: &[(&str, &[u8])]) -> Result<String> {
         let version = self.next_version()?;
         self.stage(&version, files)?;
+        fail::fail_point!("publish::before_pointer", |_| Err(crate::state::injected(&self.root)));
         self.set_current(&version)?;
         Ok(version)
     }
@@ -101,18 +102,21 @@ impl Publisher {
     /// Writes `files` into `versions/<version>` without making it current.
     pub fn stage(&self, version: &str, files: &[(&str, &[u8])]) -> Result<PathBuf> {
         let staging_root = self.root.join(".staging");
-        fs::create_dir_all(&staging_root).map_err(|e| Error::io(&staging_root, e))?;
+        crate::state::create_dir_synced(&staging_root)?;
         let staging = staging_root.join(format!("{version}-{}", std::process::id()));
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         }
         fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-        for (name, bytes) in files {
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            if i > 0 {
+                fail::fail_point!("publish::between_files", |_| Err(crate::state::injected(&staging)));
+            }
             write_synced(&staging.join(name), bytes)?;
         }
         sync_dir(&staging)?;
         let versions = self.versions_dir();
-        fs::create_dir_all(&versions).map_err(|e| Error::io(&versions, e))?;
+        crate::state::create_dir_synced(&versions)?;
         let target = versions.join(version);
         fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
         sync_dir(&versions)?;
@@ -178,23 +182,5 @@ mod tests {
         p.prune(1).unwrap();
         // The current version survives pruning even when it is not among the newest.
         assert_eq!(p.versions().unwrap(), vec!["v000001", "v000002"]);
-    }
-
-    #[test]
-    fn interrupted_publication_leaves_current_untouched() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = Publisher::new(dir.path(), "v");
-        p.publish(&[("model", b"complete")]).unwrap();
-        // Killed while writing into staging: a partial folder is left behind.
-        let staging = dir.path().join(".staging/v000002-999");
-        fs::create_dir_all(&staging).unwrap();
-        fs::write(staging.join("model"), b"compl").unwrap();
-        assert_eq!(p.current().unwrap().as_deref(), Some("v000001"));
-        assert_eq!(p.read("v000001", "model").unwrap(), b"complete");
-        // Killed after staging was renamed but before the pointer swap: still the old version.
-        p.stage("v000002", &[("model", b"new")]).unwrap();
-        assert_eq!(p.current().unwrap().as_deref(), Some("v000001"));
-        // A later publication goes on from the highest version present.
-        assert_eq!(p.publish(&[("model", b"newer")]).unwrap(), "v000003");
     }
 }

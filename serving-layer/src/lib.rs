@@ -82,6 +82,15 @@ impl Serving {
     /// anything changed. In one process (`up`) the speed layer does this and only a batch-only start is loaded.
     pub fn reload(&self) -> Result<bool> {
         let mut f = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        let r = self.follow_files(&mut f);
+        if r.is_err() {
+            // Read everything again at the next poll, whether or not the files change meanwhile.
+            *f = Followed::default();
+        }
+        r
+    }
+
+    fn follow_files(&self, f: &mut Followed) -> Result<bool> {
         let registry = Registry::open(&self.spec.paths.registry);
         let current = registry.current_version()?;
         if !self.follow {

@@ -229,6 +229,10 @@ pub struct Status {
     pub checkpoint_bytes: u64,
     /// Archive files written since start.
     pub archive_files: u64,
+    /// Mean prequential loss of the speed model on the labelled events (each scored before it was learned).
+    pub speed_loss: Option<f64>,
+    /// Mean loss of the batch model on the same events.
+    pub batch_loss: Option<f64>,
     /// Resident memory of the process, when the platform tells.
     pub resident_bytes: Option<u64>,
 }
@@ -273,9 +277,10 @@ impl Learner {
         create_dir_synced(&state)?;
         if state.join("checkpoints/CURRENT").exists() || state.join("wal.ndjson").exists() {
             return Err(Error::State(format!(
-                "{} holds state of an earlier lambda-ml (checkpoints/, wal.ndjson); this version keeps its state in \
-                 log/, checkpoint/ and dedup/. Archive the events it logged with the earlier version, or move the \
-                 folder away to start the speed layer afresh from the batch model",
+                "{} holds the state of an earlier lambda-ml (checkpoints/, wal.ndjson). That version archived every \
+                 accepted event into the master dataset at each checkpoint, so once its daemon has stopped cleanly \
+                 (SIGTERM, or `speed --once`) move that folder away: this version starts from the master dataset \
+                 and keeps its state in log/, checkpoint/ and dedup/",
                 state.display()
             )));
         }
@@ -860,6 +865,8 @@ impl Learner {
             checkpoint_last_bytes: t.last_bytes,
             checkpoint_bytes: self.views.iter().map(|v| v.bytes).sum::<u64>() + t.manifest_bytes,
             archive_files: t.archive_files,
+            speed_loss: (self.stats.labelled > 0).then(|| self.stats.speed_loss_sum / self.stats.labelled as f64),
+            batch_loss: (self.stats.labelled > 0).then(|| self.stats.batch_loss_sum / self.stats.labelled as f64),
             resident_bytes: resident_bytes(),
         }
     }

@@ -330,6 +330,15 @@ fn deltas_compacted_in_the_background_restart_into_the_same_state() {
 }
 
 #[test]
+fn state_of_the_earlier_format_is_refused_with_what_to_do() {
+    let (_dir, spec) = setup();
+    std::fs::create_dir_all(&spec.paths.state).unwrap();
+    std::fs::write(spec.paths.state.join("wal.ndjson"), "{\"seq\": 1, \"event\": {}}\n").unwrap();
+    let err = Learner::open(spec.clone(), None).err().unwrap().to_string();
+    assert!(err.contains("earlier lambda-ml") && err.contains("move that folder away"), "{err}");
+}
+
+#[test]
 fn start_without_a_batch_model_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
