@@ -69,7 +69,8 @@ def watch(url, pid, state, master, total, milestones):
                 "checkpoint_last_ms": s["checkpoint_last_ms"], "checkpoint_max_ms": s["checkpoint_max_ms"],
                 "checkpoint_last_bytes": s["checkpoint_last_bytes"], "checkpoint_bytes": du(os.path.join(state, "checkpoint")),
                 "log_bytes": du(os.path.join(state, "log")), "dedup_bytes": du(os.path.join(state, "dedup")),
-                "dedup_in_memory": s["dedup_in_memory"], "master_files": parquet_files(master),
+                "dedup_in_memory": s["dedup_in_memory"], "dedup_flush_max_ms": s.get("dedup_flush_max_ms"),
+                "master_files": parquet_files(master),
                 "archived_through": s["archived_through"], "last_seq": s["last_seq"],
             }), flush=True)
         if done >= total:

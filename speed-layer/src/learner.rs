@@ -182,6 +182,7 @@ struct Timing {
     last_bytes: u64,
     manifest_bytes: u64,
     archive_files: u64,
+    dedup_max_ms: f64,
 }
 
 /// What the speed layer reports about itself (`GET /v1/status`), refreshed at every tick.
@@ -217,6 +218,8 @@ pub struct Status {
     pub dedup_runs: usize,
     /// Bytes of the runs.
     pub dedup_bytes: u64,
+    /// Slowest write (and merge) of an id run since start, on the learner thread (milliseconds).
+    pub dedup_flush_max_ms: f64,
     /// Checkpoints written since start, and how long the last and the slowest took (milliseconds).
     pub checkpoints: u64,
     /// Duration of the last checkpoint (milliseconds).
@@ -804,7 +807,16 @@ impl Learner {
         if sealed_any || self.dedup.wants_flush() {
             // A new segment and a de-duplication run let the archived part of the log go at the next checkpoint.
             self.log.roll(self.last_seq + 1)?;
+            let started = std::time::Instant::now();
             let retired = self.dedup.flush(self.last_seq, now)?;
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::debug!(
+                seconds,
+                runs = self.dedup.runs().len(),
+                merged = retired.len(),
+                "wrote a de-duplication run"
+            );
+            self.timing.dedup_max_ms = self.timing.dedup_max_ms.max(seconds * 1000.0);
             self.dedup_retired.extend(retired);
             self.dirty = true;
         } else {
@@ -859,6 +871,7 @@ impl Learner {
             dedup_in_memory: self.dedup.in_memory(),
             dedup_runs: self.dedup.runs().len(),
             dedup_bytes: self.dedup.bytes(),
+            dedup_flush_max_ms: t.dedup_max_ms,
             checkpoints: t.checkpoints,
             checkpoint_last_ms: t.last_ms,
             checkpoint_max_ms: t.max_ms,
