@@ -133,6 +133,9 @@ pub struct SpeedSettings {
     pub archive_max_age: String,
     /// Ids are de-duplicated over this much ingestion time, e.g. "7d".
     pub dedup_window: String,
+    /// Memory for the filters of the id runs, in MiB (about a byte per id of the window); beyond it lookups read
+    /// the runs on disk.
+    pub dedup_filter_mb: usize,
     /// Request bodies parsed at once; further requests wait their turn.
     pub max_parsing: usize,
     /// Requests queued at the learner; further requests wait up to `ingest_wait`.
@@ -152,6 +155,7 @@ impl Default for SpeedSettings {
             archive_max_rows: 1_000_000,
             archive_max_age: "1h".into(),
             dedup_window: "7d".into(),
+            dedup_filter_mb: 64,
             max_parsing: 4,
             max_queued: 64,
             ingest_wait: "1s".into(),

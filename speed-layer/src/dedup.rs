@@ -69,7 +69,7 @@ struct Run {
     path: PathBuf,
     file: File,
     index: Vec<(u128, u64, u32)>,
-    filter: Bloom,
+    filter: Option<Bloom>,
 }
 
 /// Bits of the in-memory filter per id of a run.
@@ -102,6 +102,10 @@ impl Bloom {
         for (w, m) in Bloom::probes(self.bits.len() as u64 * 64, h) {
             self.bits[w] |= m;
         }
+    }
+
+    fn bytes(&self) -> usize {
+        self.bits.len() * 8
     }
 
     fn may_contain(&self, h: u128) -> bool {
@@ -193,7 +197,7 @@ impl Run {
             });
         }
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(Run { meta, path, file, index, filter })
+        Ok(Run { meta, path, file, index, filter: Some(filter) })
     }
 
     /// Every entry in hash order, a block at a time.
@@ -222,7 +226,7 @@ impl Run {
     /// Whether the run holds `h`: one read of the one block that may hold it (checked against its checksum when
     /// the run was opened), searched in place.
     fn contains(&self, h: u128) -> Result<bool> {
-        if !self.filter.may_contain(h) {
+        if self.filter.as_ref().is_some_and(|f| !f.may_contain(h)) {
             return Ok(false);
         }
         let i = self.index.partition_point(|(first, _, _)| *first <= h);
@@ -260,12 +264,51 @@ pub struct Dedup {
     runs: Vec<Run>,
     through: u64,
     next_name: u64,
+    filter_budget: usize,
+    merging: Option<(String, String)>,
+}
+
+/// Two neighbouring runs to merge, for a thread other than the learner's.
+#[derive(Debug, Clone)]
+pub struct MergePlan {
+    dir: PathBuf,
+    a: DedupRun,
+    b: DedupRun,
+    name: String,
+    horizon: i64,
+}
+
+/// A merged run, ready to take the place of the two it came from.
+#[derive(Debug)]
+pub struct Merged {
+    run: Run,
+    a: String,
+    b: String,
+}
+
+impl MergePlan {
+    /// Merges the two runs into a new one (dropping ids older than the window). Reads only the two run files.
+    pub fn run(self) -> Result<Merged> {
+        let (a, b) = (Run::open(&self.dir, self.a)?, Run::open(&self.dir, self.b)?);
+        let horizon = self.horizon;
+        let merged =
+            MergeSorted::new(a.cursor(), b.cursor()).filter(|e| e.as_ref().map_or(true, |(_, ms)| *ms >= horizon));
+        let run = Run::write(&self.dir, &self.name, merged)?
+            .ok_or_else(|| Error::State("every id of the merged runs is past the window".into()))?;
+        Ok(Merged { run, a: a.meta.name, b: b.meta.name })
+    }
 }
 
 impl Dedup {
     /// Opens the runs a checkpoint lists (removing any other run file, left by a crash) for ids accepted through
     /// `through`.
-    pub fn open(dir: &Path, window: std::time::Duration, runs: &[DedupRun], through: u64) -> Result<Dedup> {
+    pub fn open(
+        dir: &Path,
+        window: std::time::Duration,
+        filter_budget: usize,
+        runs: &[DedupRun],
+        through: u64,
+    ) -> Result<Dedup> {
         state::create_dir_synced(dir)?;
         let listed: HashSet<&str> = runs.iter().map(|r| r.name.as_str()).collect();
         let mut next_name = 0;
@@ -280,14 +323,52 @@ impl Dedup {
             }
         }
         let runs = runs.iter().map(|m| Run::open(dir, m.clone())).collect::<Result<Vec<_>>>()?;
-        Ok(Dedup {
+        let mut d = Dedup {
             dir: dir.to_path_buf(),
             window_ms: window.as_millis().min(i64::MAX as u128) as i64,
             mem: Memtable::default(),
             runs,
             through,
             next_name,
-        })
+            filter_budget,
+            merging: None,
+        };
+        d.fit_filters();
+        Ok(d)
+    }
+
+    /// Keeps the filters of the smallest runs within the memory budget and drops the others: a run without one
+    /// costs a read per lookup, whatever its size, so the budget covers as many runs as it can.
+    fn fit_filters(&mut self) {
+        let mut order: Vec<usize> = (0..self.runs.len()).collect();
+        order.sort_by_key(|&i| self.runs[i].meta.entries);
+        let mut used = 0usize;
+        for i in order {
+            let run = &mut self.runs[i];
+            let need = (run.meta.entries * FILTER_BITS).div_ceil(64) as usize * 8;
+            if used + need <= self.filter_budget {
+                used += need;
+                if run.filter.is_none() {
+                    // Dropped earlier under a tighter budget: rebuilt from the run.
+                    let mut f = Bloom::with_capacity(run.meta.entries);
+                    let hashes: Result<Vec<u128>> = run.cursor().map(|e| e.map(|(h, _)| h)).collect();
+                    match hashes {
+                        Ok(hs) => {
+                            hs.into_iter().for_each(|h| f.insert(h));
+                            run.filter = Some(f);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot rebuild an id filter; lookups read the run"),
+                    }
+                }
+            } else {
+                run.filter = None;
+            }
+        }
+    }
+
+    /// Bytes of the in-memory filters.
+    pub fn filter_bytes(&self) -> usize {
+        self.runs.iter().filter_map(|r| r.filter.as_ref()).map(Bloom::bytes).sum()
     }
 
     /// Whether an id was accepted within the window (or is still held although older).
@@ -328,10 +409,11 @@ impl Dedup {
         self.mem.len() >= FLUSH_ENTRIES
     }
 
-    /// Writes the in-memory ids (every id accepted through `seq`) as a run, then merges and expires runs. The
-    /// run files are durable when this returns; the checkpoint that lists them makes them current. Returns the
-    /// names of runs no longer in use, to delete once that checkpoint is written.
-    pub fn flush(&mut self, seq: u64, now_ms: i64) -> Result<Vec<PathBuf>> {
+    /// Writes the in-memory ids (every id accepted through `seq`) as a run, and drops runs wholly past the window.
+    /// With `merge`, also merges runs here while there are more than [`MAX_RUNS`] (else [`Dedup::plan_merge`] hands
+    /// one merge at a time to another thread). The run files are durable when this returns; the checkpoint that lists
+    /// them makes them current. Returns the runs no longer in use, to delete once that checkpoint is written.
+    pub fn flush(&mut self, seq: u64, now_ms: i64, merge: bool) -> Result<Vec<PathBuf>> {
         let mut retired = Vec::new();
         if !self.mem.is_empty() {
             let mut entries: Vec<(u128, i64)> = self.mem.drain().collect();
@@ -347,19 +429,47 @@ impl Dedup {
             std::mem::take(&mut self.runs).into_iter().partition(|r| r.meta.max_ms < horizon);
         retired.extend(expired.into_iter().map(|r| r.path));
         self.runs = kept;
-        while self.runs.len() > MAX_RUNS {
-            // Merge the neighbours with the fewest entries: each id is rewritten O(log n) times.
-            let i = (0..self.runs.len() - 1)
-                .min_by_key(|&i| self.runs[i].meta.entries + self.runs[i + 1].meta.entries)
-                .unwrap_or(0);
-            let name = self.name();
-            let merged = MergeSorted::new(self.runs[i].cursor(), self.runs[i + 1].cursor())
-                .filter(|e| e.as_ref().map_or(true, |(_, ms)| *ms >= horizon));
-            let run = Run::write(&self.dir, &name, merged)?;
-            let old: Vec<Run> = self.runs.splice(i..i + 2, run).collect();
-            retired.extend(old.into_iter().map(|r| r.path));
+        while merge && self.runs.len() > MAX_RUNS {
+            let Some(plan) = self.pick_merge(now_ms) else { break };
+            self.merging = None;
+            let merged = plan.run()?;
+            retired.extend(self.take_merge(merged)?);
         }
+        self.fit_filters();
         Ok(retired)
+    }
+
+    fn pick_merge(&mut self, now_ms: i64) -> Option<MergePlan> {
+        if self.runs.len() <= MAX_RUNS || self.merging.is_some() {
+            return None;
+        }
+        // The neighbours with the fewest entries: each id is rewritten O(log n) times.
+        let i = (0..self.runs.len() - 1).min_by_key(|&i| self.runs[i].meta.entries + self.runs[i + 1].meta.entries)?;
+        let (a, b) = (self.runs[i].meta.clone(), self.runs[i + 1].meta.clone());
+        self.merging = Some((a.name.clone(), b.name.clone()));
+        let name = self.name();
+        Some(MergePlan { dir: self.dir.clone(), a, b, name, horizon: now_ms.saturating_sub(self.window_ms) })
+    }
+
+    /// A merge to run on another thread, when runs are due for one and none is running.
+    pub fn plan_merge(&mut self, now_ms: i64) -> Option<MergePlan> {
+        self.pick_merge(now_ms)
+    }
+
+    /// Puts a merged run in the place of the two it came from (when both are still there; else it is dropped).
+    /// Returns the files no longer in use.
+    pub fn take_merge(&mut self, merged: Merged) -> Result<Vec<PathBuf>> {
+        self.merging = None;
+        let at = self.runs.windows(2).position(|w| w[0].meta.name == merged.a && w[1].meta.name == merged.b);
+        let Some(i) = at else { return Ok(vec![merged.run.path]) };
+        let old: Vec<Run> = self.runs.splice(i..i + 2, [merged.run]).collect();
+        self.fit_filters();
+        Ok(old.into_iter().map(|r| r.path).collect())
+    }
+
+    /// Forgets a merge that failed, so that another can be planned.
+    pub fn merge_failed(&mut self) {
+        self.merging = None;
     }
 
     fn name(&mut self) -> String {
@@ -425,7 +535,7 @@ mod tests {
     fn ids_survive_flushes_merges_and_reopening_and_expire_after_the_window() {
         let dir = tempfile::tempdir().unwrap();
         let day = 86_400_000;
-        let mut d = Dedup::open(dir.path(), Duration::from_secs(7 * 86_400), &[], 0).unwrap();
+        let mut d = Dedup::open(dir.path(), Duration::from_secs(7 * 86_400), 64 << 20, &[], 0).unwrap();
         let mut seq = 0;
         // Twelve flushes of 1000 ids, one a day: more runs than MAX_RUNS, so some are merged.
         for flush in 0..12u64 {
@@ -433,14 +543,14 @@ mod tests {
                 seq += 1;
                 d.insert(id_hash(&format!("id-{flush}-{i}")), flush as i64 * day);
             }
-            for path in d.flush(seq, flush as i64 * day).unwrap() {
+            for path in d.flush(seq, flush as i64 * day, true).unwrap() {
                 fs::remove_file(path).unwrap();
             }
         }
         assert!(d.runs.len() <= MAX_RUNS);
         let runs = d.runs();
         drop(d);
-        let d = Dedup::open(dir.path(), Duration::from_secs(7 * 86_400), &runs, seq).unwrap();
+        let d = Dedup::open(dir.path(), Duration::from_secs(7 * 86_400), 64 << 20, &runs, seq).unwrap();
         // The last week is remembered exactly; ids never seen are not.
         for flush in 5..12u64 {
             for i in (0..1000u64).step_by(37) {
@@ -457,14 +567,47 @@ mod tests {
     }
 
     #[test]
+    fn merges_on_another_thread_and_a_tight_filter_budget_keep_answers_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for the filters of about 6,000 ids: the biggest runs go without one and are read instead.
+        let mut d = Dedup::open(dir.path(), Duration::from_secs(7 * 86_400), 6_000, &[], 0).unwrap();
+        let mut seq = 0;
+        let mut merges = 0;
+        for flush in 0..14u64 {
+            for i in 0..1000u64 {
+                seq += 1;
+                d.insert(id_hash(&format!("m-{flush}-{i}")), 1);
+            }
+            d.flush(seq, 1, false).unwrap();
+            if let Some(plan) = d.plan_merge(1) {
+                // Another merge is not planned while this one runs.
+                assert!(d.plan_merge(1).is_none());
+                let merged = std::thread::spawn(move || plan.run()).join().unwrap().unwrap();
+                for path in d.take_merge(merged).unwrap() {
+                    fs::remove_file(path).unwrap();
+                }
+                merges += 1;
+            }
+        }
+        assert!(merges > 0 && d.runs.len() <= MAX_RUNS + 1, "{merges} merges, {} runs", d.runs.len());
+        assert!(d.filter_bytes() <= 6_000 && d.runs.iter().any(|r| r.filter.is_none()));
+        for flush in 0..14u64 {
+            for i in (0..1000u64).step_by(13) {
+                assert!(d.contains(id_hash(&format!("m-{flush}-{i}"))).unwrap(), "m-{flush}-{i}");
+            }
+        }
+        assert!((0..300).all(|i| !d.contains(id_hash(&format!("n-{i}"))).unwrap()));
+    }
+
+    #[test]
     fn a_run_not_in_the_checkpoint_is_removed_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = Dedup::open(dir.path(), Duration::from_secs(3600), &[], 0).unwrap();
+        let mut d = Dedup::open(dir.path(), Duration::from_secs(3600), 64 << 20, &[], 0).unwrap();
         d.insert(id_hash("a"), 1);
-        d.flush(1, 1).unwrap();
+        d.flush(1, 1, true).unwrap();
         drop(d);
         // The checkpoint that would have listed the run was never written.
-        let d = Dedup::open(dir.path(), Duration::from_secs(3600), &[], 0).unwrap();
+        let d = Dedup::open(dir.path(), Duration::from_secs(3600), 64 << 20, &[], 0).unwrap();
         assert!(!d.contains(id_hash("a")).unwrap());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }

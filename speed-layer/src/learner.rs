@@ -214,6 +214,8 @@ pub struct Status {
     pub log_segments: usize,
     /// Ids the de-duplication index holds in memory, its runs on disk and their bytes.
     pub dedup_in_memory: usize,
+    /// Bytes of the id runs' in-memory filters.
+    pub dedup_filter_bytes: usize,
     /// Runs of the id index.
     pub dedup_runs: usize,
     /// Bytes of the runs.
@@ -256,6 +258,10 @@ pub struct CheckpointReport {
     pub full: bool,
     /// Bytes of the manifest.
     pub manifest_bytes: u64,
+}
+
+fn filter_budget(spec: &Spec) -> usize {
+    spec.speed.dedup_filter_mb.saturating_mul(1 << 20)
 }
 
 fn template(spec: &Spec, model: &LinearModel) -> ViewTable {
@@ -304,7 +310,13 @@ impl Learner {
                 })?;
                 batch.artifact.validate(&spec)?;
                 let side = Arc::new(SpeedSide::load(&spec, &state, &c)?);
-                let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, &c.dedup_runs, c.dedup_through)?;
+                let dedup = Dedup::open(
+                    &state.join("dedup"),
+                    spec.dedup_window,
+                    filter_budget(&spec),
+                    &c.dedup_runs,
+                    c.dedup_through,
+                )?;
                 let log = Log::open(&state.join("log"), &schema_hash, c.last_seq + 1)?;
                 remove_unlisted_views(&state, &c.views)?;
                 Learner {
@@ -346,7 +358,7 @@ impl Learner {
                     realtime,
                     SpeedModel { model: model.clone(), updates: 0, seq: start, stats: SpeedStats::default() },
                 );
-                let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, &[], start)?;
+                let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
                 let log = Log::open(&state.join("log"), &schema_hash, start + 1)?;
                 remove_unlisted_views(&state, &[])?;
                 Learner {
@@ -708,6 +720,16 @@ impl Learner {
                 Done::Compacted(r, generation, files, seconds) => {
                     self.took_compacted(r, generation, &files, seconds)?
                 }
+                Done::Merged(Ok(m), seconds) => {
+                    let retired = self.dedup.take_merge(m)?;
+                    tracing::debug!(seconds, runs = self.dedup.runs().len(), "merged id runs");
+                    self.dedup_retired.extend(retired);
+                    self.dirty = true;
+                }
+                Done::Merged(Err(e), _) => {
+                    tracing::error!(error = %e, "merging id runs failed; retrying later");
+                    self.dedup.merge_failed();
+                }
             }
         }
         match failure {
@@ -808,7 +830,7 @@ impl Learner {
             // A new segment and a de-duplication run let the archived part of the log go at the next checkpoint.
             self.log.roll(self.last_seq + 1)?;
             let started = std::time::Instant::now();
-            let retired = self.dedup.flush(self.last_seq, now)?;
+            let retired = self.dedup.flush(self.last_seq, now, self.worker.is_none())?;
             let seconds = started.elapsed().as_secs_f64();
             tracing::debug!(
                 seconds,
@@ -819,6 +841,11 @@ impl Learner {
             self.timing.dedup_max_ms = self.timing.dedup_max_ms.max(seconds * 1000.0);
             self.dedup_retired.extend(retired);
             self.dirty = true;
+            if let Some(w) = self.worker.as_mut().filter(|w| !w.merging()) {
+                if let Some(plan) = self.dedup.plan_merge(now) {
+                    w.submit(Job::Merge(plan))?;
+                }
+            }
         } else {
             self.log.roll_if_large(self.last_seq + 1)?;
         }
@@ -869,6 +896,7 @@ impl Learner {
             log_bytes: self.log.bytes(),
             log_segments: self.log.segments(),
             dedup_in_memory: self.dedup.in_memory(),
+            dedup_filter_bytes: self.dedup.filter_bytes(),
             dedup_runs: self.dedup.runs().len(),
             dedup_bytes: self.dedup.bytes(),
             dedup_flush_max_ms: t.dedup_max_ms,

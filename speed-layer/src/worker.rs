@@ -1,6 +1,7 @@
-//! Housekeeping off the learner thread: writing archive files and compacting realtime view files. Both read only
-//! files that stay put until the learner has taken the result (log segments wait for the archive, view files for
-//! the checkpoint that drops them), so ingest goes on while they run. One job of each kind at a time.
+//! Housekeeping off the learner thread: writing archive files, compacting realtime view files and merging id runs.
+//! Each reads only files that stay put until the learner has taken the result (log segments wait for the archive,
+//! view files and id runs for the checkpoint that drops them), so ingest goes on while they run. One job of each kind
+//! at a time.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use lambda_core::spec::Spec;
 use lambda_core::views::ViewTable;
 
 use crate::archive::{self, Sealed};
+use crate::dedup::{MergePlan, Merged};
 use crate::log::LogView;
 use crate::{Error, Result};
 
@@ -40,6 +42,8 @@ pub enum Job {
         /// The full file, then the deltas after it.
         files: Vec<ViewFile>,
     },
+    /// Merge two neighbouring id runs.
+    Merge(MergePlan),
 }
 
 /// What the thread did.
@@ -48,6 +52,8 @@ pub enum Done {
     Archived(Result<Option<Sealed>>, f64),
     /// A compaction's outcome, with the generation and files it merged.
     Compacted(Result<ViewFile>, u64, Vec<ViewFile>, f64),
+    /// A merge of id runs.
+    Merged(Result<Merged>, f64),
 }
 
 /// The housekeeping thread.
@@ -58,6 +64,7 @@ pub struct Worker {
     waiting: VecDeque<Done>,
     archiving: bool,
     compacting: bool,
+    merging: bool,
 }
 
 fn run(job: Job) -> Done {
@@ -71,6 +78,7 @@ fn run(job: Job) -> Done {
             let r = checkpoint::compact(&state, generation, &template, &files).map_err(Error::from);
             Done::Compacted(r, generation, files, started.elapsed().as_secs_f64())
         }
+        Job::Merge(plan) => Done::Merged(plan.run(), started.elapsed().as_secs_f64()),
     }
 }
 
@@ -96,6 +104,7 @@ impl Worker {
             waiting: VecDeque::new(),
             archiving: false,
             compacting: false,
+            merging: false,
         })
     }
 
@@ -109,23 +118,28 @@ impl Worker {
         self.compacting
     }
 
+    /// Whether id runs are being merged.
+    pub fn merging(&self) -> bool {
+        self.merging
+    }
+
     /// Hands over a job (at most one of each kind at a time).
     pub fn submit(&mut self, job: Job) -> Result<()> {
-        let kind = matches!(job, Job::Archive { .. });
+        let flag = match &job {
+            Job::Archive { .. } => &mut self.archiving,
+            Job::Compact { .. } => &mut self.compacting,
+            Job::Merge(_) => &mut self.merging,
+        };
+        *flag = true;
         let jobs = self.jobs.as_ref().ok_or_else(|| Error::State("the worker has stopped".into()))?;
-        jobs.send(job).map_err(|_| Error::State("the worker has stopped".into()))?;
-        if kind {
-            self.archiving = true;
-        } else {
-            self.compacting = true;
-        }
-        Ok(())
+        jobs.send(job).map_err(|_| Error::State("the worker has stopped".into()))
     }
 
     fn note(&mut self, d: &Done) {
         match d {
             Done::Archived(..) => self.archiving = false,
             Done::Compacted(..) => self.compacting = false,
+            Done::Merged(..) => self.merging = false,
         }
     }
 
@@ -139,14 +153,14 @@ impl Worker {
         out
     }
 
-    /// Finished compactions only; an archive result waits for [`Worker::finished`].
+    /// Finished compactions and merges only; an archive result waits for [`Worker::finished`].
     pub fn finished_compactions(&mut self) -> Vec<Done> {
         while let Ok(d) = self.done.try_recv() {
             self.note(&d);
             self.waiting.push_back(d);
         }
         let (compacted, rest): (VecDeque<Done>, VecDeque<Done>) =
-            self.waiting.drain(..).partition(|d| matches!(d, Done::Compacted(..)));
+            self.waiting.drain(..).partition(|d| !matches!(d, Done::Archived(..)));
         self.waiting = rest;
         compacted.into_iter().collect()
     }
