@@ -142,10 +142,12 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     Ok(Some(state::decode(&path, first)?))
 }
 
-/// Identity of the manifest file as a cheap poll sees it: length and modification time.
-pub fn stamp(state: &Path) -> Option<(u64, std::time::SystemTime)> {
+/// Identity of the manifest file as a cheap poll sees it: inode (each write is a new file), length and
+/// modification time.
+pub fn stamp(state: &Path) -> Option<(u64, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(manifest_path(state)).ok()?;
-    Some((m.len(), m.modified().ok()?))
+    Some((m.ino(), m.len(), m.modified().ok()?))
 }
 
 fn view_name(generation: u64, seq: u64, full: bool) -> String {

@@ -106,7 +106,7 @@ impl ParquetFile {
         let dir = path.parent().unwrap_or(Path::new("."));
         create_dir_synced(dir)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = crate::state::temp_name(dir, &name);
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)

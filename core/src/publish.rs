@@ -34,7 +34,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     crate::state::create_dir_synced(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = crate::state::temp_name(dir, &name);
     write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     sync_dir(dir)

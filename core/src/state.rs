@@ -128,11 +128,13 @@ impl<R: Read> FrameReader<R> {
         }
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if len > MAX_FRAME {
+        // No frame is empty, so a zero length is a zero-filled tail (a file extended but not written before a
+        // power loss), or corruption when anything but zeros follows.
+        if len > MAX_FRAME || len == 0 {
             // A garbage length: torn if nothing sensible follows, which is all we can tell.
             let mut rest = Vec::new();
             self.inner.read_to_end(&mut rest).map_err(|e| Error::io(&self.path, e))?;
-            if rest.iter().all(|b| *b == 0) {
+            if head.iter().chain(&rest).all(|b| *b == 0) || len > MAX_FRAME && rest.iter().all(|b| *b == 0) {
                 return Ok(Next::Torn(self.offset));
             }
             return Err(corrupt(&self.path, format!("frame at byte {} claims {len} bytes", self.offset)));
@@ -214,7 +216,7 @@ impl DocumentWriter {
         let dir = path.parent().unwrap_or(Path::new("."));
         create_dir_synced(dir)?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = temp_name(dir, &name);
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut w = DocumentWriter { path: path.to_path_buf(), tmp, out: Some(io::BufWriter::new(file)), bytes: 0 };
         w.raw(&header(kind))?;
@@ -275,6 +277,14 @@ pub fn document_frame(frames: &mut FrameReader<BufReader<File>>, kind: Kind) -> 
         Next::End => Ok(None),
         Next::Torn(at) => Err(corrupt(&frames.path, format!("{} is cut short at byte {at}", kind.name))),
     }
+}
+
+/// A temporary name for `name` in `dir`, unique across processes and threads: two writers of the same final name
+/// (the learner and a worker thread) never write into one file.
+pub fn temp_name(dir: &Path, name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// The error a fail point injects in tests: what a full disk answers.
@@ -347,6 +357,24 @@ mod tests {
         first_bad[HEADER_LEN + FRAME_OVERHEAD] ^= 1;
         let err = read_all(&first_bad).unwrap_err().to_string();
         assert!(err.contains("checksum") && err.contains("byte 8"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn_not_a_record() {
+        // Regression (review): eight zero bytes read as an empty frame with a valid checksum.
+        let path = PathBuf::from("log");
+        let mut bytes = Vec::new();
+        put_frame(&mut bytes, b"first");
+        let whole = bytes.len() as u64;
+        bytes.extend_from_slice(&[0u8; 40]);
+        let mut r = FrameReader::new(&bytes[..], &path, 0);
+        assert_eq!(r.next_frame().unwrap(), Next::Frame(b"first".to_vec()));
+        assert_eq!(r.next_frame().unwrap(), Next::Torn(whole));
+        // Zeros then data: corruption.
+        bytes.extend_from_slice(b"data");
+        let mut r = FrameReader::new(&bytes[..], &path, 0);
+        r.next_frame().unwrap();
+        assert!(r.next_frame().is_err());
     }
 
     #[test]

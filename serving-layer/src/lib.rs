@@ -44,7 +44,7 @@ pub enum Error {
 /// What the follower has read of the speed layer's files.
 #[derive(Debug, Default)]
 struct Followed {
-    stamp: Option<(u64, std::time::SystemTime)>,
+    stamp: Option<(u64, u64, std::time::SystemTime)>,
     checkpoint: Option<Checkpoint>,
     registry: Option<String>,
 }

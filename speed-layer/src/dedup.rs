@@ -179,6 +179,16 @@ impl Run {
             let at = frames.offset();
             let Some(frame) = state::document_frame(&mut frames, RUN)? else { break };
             if let Some((block_at, block)) = pending.replace((at, frame)) {
+                if block.len() > BLOCK * ENTRY {
+                    return Err(Error::Corrupt {
+                        path,
+                        message: format!(
+                            "a block of {} bytes is larger than this format's {}",
+                            block.len(),
+                            BLOCK * ENTRY
+                        ),
+                    });
+                }
                 let entries = parse_block(&path, &block)?;
                 if let Some((first, _)) = entries.first() {
                     index.push((*first, block_at, block.len() as u32));
@@ -416,12 +426,14 @@ impl Dedup {
     pub fn flush(&mut self, seq: u64, now_ms: i64, merge: bool) -> Result<Vec<PathBuf>> {
         let mut retired = Vec::new();
         if !self.mem.is_empty() {
-            let mut entries: Vec<(u128, i64)> = self.mem.drain().collect();
+            // The ids leave memory only once their run is written: a failed write keeps them for the next try.
+            let mut entries: Vec<(u128, i64)> = self.mem.iter().map(|(h, ms)| (*h, *ms)).collect();
             entries.sort_unstable();
             let name = self.name();
             if let Some(run) = Run::write(&self.dir, &name, entries.into_iter().map(Ok))? {
                 self.runs.push(run);
             }
+            self.mem.clear();
         }
         self.through = seq;
         let horizon = now_ms.saturating_sub(self.window_ms);
@@ -597,6 +609,27 @@ mod tests {
             }
         }
         assert!((0..300).all(|i| !d.contains(id_hash(&format!("n-{i}"))).unwrap()));
+    }
+
+    #[test]
+    fn ids_stay_in_memory_when_their_run_cannot_be_written() {
+        // Regression (review): the in-memory ids were dropped before their run was written, so a failed write lost
+        // them and their replays were accepted again.
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Dedup::open(dir.path(), Duration::from_secs(3600), 1 << 20, &[], 0).unwrap();
+        d.insert(id_hash("kept"), 1);
+        let runs_dir = dir.path().to_path_buf();
+        // A run cannot be created: its folder is a file for a moment.
+        let moved = dir.path().with_extension("moved");
+        fs::rename(&runs_dir, &moved).unwrap();
+        fs::write(&runs_dir, b"not a folder").unwrap();
+        assert!(d.flush(1, 1, true).is_err());
+        fs::remove_file(&runs_dir).unwrap();
+        fs::rename(&moved, &runs_dir).unwrap();
+        assert!(d.contains(id_hash("kept")).unwrap());
+        d.flush(1, 1, true).unwrap();
+        assert_eq!((d.in_memory(), d.runs().len()), (0, 1));
+        assert!(d.contains(id_hash("kept")).unwrap());
     }
 
     #[test]

@@ -268,6 +268,14 @@ fn template(spec: &Spec, model: &LinearModel) -> ViewTable {
     ViewTable::new(spec).with_classes(&model.classes)
 }
 
+/// The first generation of a new state folder: its upper half is drawn afresh, so that a serving layer that followed
+/// an earlier state in the same folder never applies this one's files onto that one's view.
+fn first_generation(state: &Path) -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let seed = format!("{nanos}-{}-{}", std::process::id(), state.display());
+    (xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) >> 33) << 32
+}
+
 fn side(generation: u64, batch: &Published, realtime: Realtime, model: SpeedModel) -> Arc<SpeedSide> {
     Arc::new(SpeedSide {
         generation,
@@ -303,6 +311,7 @@ impl Learner {
         };
         let dead = DeadLetters::open(&state)?;
         let schema_hash = spec.schema_hash();
+        let mut fresh_gap = false;
         let mut learner = match checkpoint::read(&state)? {
             Some(c) => {
                 let batch = registry.load(&c.base_version).map_err(|e| {
@@ -349,11 +358,13 @@ impl Learner {
             None => {
                 let batch = registry.load_current(&spec)?.ok_or_else(no_model)?;
                 let start = master::max_seq(&spec.paths.master)?.max(batch.manifest.watermark);
+                fresh_gap = start > batch.manifest.watermark;
                 let model = batch.artifact.model.clone();
                 let realtime = Realtime::new(template(&spec, &model), batch.manifest.watermark);
                 realtime.set_applied(start);
+                let generation = first_generation(&state);
                 let side = side(
-                    1,
+                    generation,
                     &batch,
                     realtime,
                     SpeedModel { model: model.clone(), updates: 0, seq: start, stats: SpeedStats::default() },
@@ -371,7 +382,7 @@ impl Learner {
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
-                    generation: 1,
+                    generation,
                     last_seq: start,
                     archived_through: start,
                     open_first_ms: None,
@@ -391,9 +402,17 @@ impl Learner {
         };
         archive::remove_partial_files(&learner.spec)?;
         learner.recover()?;
+        if fresh_gap {
+            // A first start after events the last batch run did not cover (history appended since, or an earlier
+            // speed layer's archive): the realtime view and the warm start take them in, and their ids the window.
+            let batch = learner.batch.clone();
+            learner.adopt(batch, true)?;
+        }
         learner.checkpoint()?;
         learner.publish_live()?;
-        learner.poll_batch()?;
+        if let Err(e) = learner.poll_batch() {
+            tracing::error!(error = %e, "cannot adopt the current batch version; staying on {}", learner.batch.manifest.version);
+        }
         Ok(learner)
     }
 
@@ -776,6 +795,16 @@ impl Learner {
     }
 
     fn took_sealed(&mut self, s: archive::Sealed, seconds: f64) -> Result<()> {
+        if s.first != self.archived_through + 1 {
+            // Written for a stretch the state has moved past: the file is there under its own name and is taken
+            // over when its turn comes (or recognised at the next start).
+            tracing::warn!(
+                first = s.first,
+                archived_through = self.archived_through,
+                "archive result out of turn, ignored"
+            );
+            return Ok(());
+        }
         tracing::info!(first = s.first, last = s.last, path = %s.path.display(), recovered = s.recovered, seconds, "archived");
         self.archived_through = s.last;
         self.timing.archive_files += 1;
@@ -986,7 +1015,7 @@ impl Learner {
             Some(v) if v != self.batch.manifest.version => {
                 let published = registry.load(&v)?;
                 published.artifact.validate(&self.spec)?;
-                self.adopt(published)?;
+                self.adopt(published, false)?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -995,18 +1024,18 @@ impl Learner {
 
     /// Rebuilds the realtime view and the warm-started model on `published` from every event after its watermark
     /// (archived ones read back from the master dataset, the rest from the log), then switches to them at once.
-    fn adopt(&mut self, published: Published) -> Result<()> {
+    fn adopt(&mut self, published: Published, seed_ids: bool) -> Result<()> {
         let w = published.manifest.watermark;
         // Loaded first: if the version's batch view cannot be read, nothing changes and the next tick retries.
         let live_batch = self.live_batch(&published.manifest.version)?;
         if w > self.last_seq {
-            tracing::warn!(
-                watermark = w,
-                last_seq = self.last_seq,
-                "batch watermark is past every event this speed layer accepted"
-            );
-            self.last_seq = w;
-            self.archived_through = self.archived_through.max(w);
+            // The master dataset holds events this speed layer did not write: jumping over them would lose the ones
+            // it holds that are not archived yet.
+            return Err(Error::State(format!(
+                "batch version {} has watermark {w}, past the last event this speed layer accepted ({}): the master \
+                 dataset holds events from another writer; staying on {}",
+                published.manifest.version, self.last_seq, self.batch.manifest.version
+            )));
         }
         let started = std::time::Instant::now();
         let mut model = published.artifact.model.clone();
@@ -1028,9 +1057,14 @@ impl Learner {
             }
         };
         let archived = self.archived_through;
+        let now = now_millis();
+        let dedup = &mut self.dedup;
         let from_master = master::for_each_event_after(&self.spec, w, |seq, e| {
             if seq <= archived {
                 apply(seq, &e);
+                if seed_ids {
+                    dedup.insert(id_hash(&e.id), now);
+                }
             }
             Ok(())
         })?;

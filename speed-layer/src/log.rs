@@ -47,8 +47,8 @@ struct SegmentHead {
 pub struct Log {
     dir: PathBuf,
     schema_hash: String,
-    /// `(first sequence number, path)` of each segment, oldest first; the last one is open for appends.
-    segments: Vec<(u64, PathBuf)>,
+    /// The segments, oldest first; the last one is open for appends.
+    segments: Vec<Segment>,
     file: File,
     /// End of the last whole frame of the open segment.
     len: u64,
@@ -56,30 +56,69 @@ pub struct Log {
     data_start: u64,
     /// Bytes of the closed segments.
     closed_bytes: u64,
+    /// A failed append could not be cut back: nothing is written until it is.
+    tail_dirty: bool,
+}
+
+/// A segment file and the sequence number of its first record (none yet when it is empty). Which segments a replay
+/// skips and which ones may be deleted is decided from the records, not from the names.
+#[derive(Debug, Clone)]
+struct Segment {
+    path: PathBuf,
+    first: Option<u64>,
+}
+
+/// The first record of the first segment after `i` that holds any.
+fn first_after(segments: &[Segment], i: usize) -> Option<u64> {
+    segments.iter().skip(i + 1).find_map(|s| s.first)
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.log"))
 }
 
+/// Creates a segment whole (header written and synced under a temporary name, then renamed and the folder synced),
+/// so that a failure leaves no segment behind.
 fn create_segment(dir: &Path, schema_hash: &str, first: u64) -> Result<(PathBuf, File, u64)> {
     let path = segment_path(dir, first);
+    let tmp = dir.join(format!(".{first:020}.log.tmp"));
     let mut bytes = state::header(SEGMENT).to_vec();
     state::put_frame(
         &mut bytes,
         &state::encode(&SegmentHead { schema_hash: schema_hash.to_string(), first_seq: first })?,
     );
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    file.write_all_at(&bytes, 0).map_err(|e| Error::io(&path, e))?;
-    file.sync_all().map_err(|e| Error::io(&path, e))?;
-    sync_dir(dir)?;
-    Ok((path, file, bytes.len() as u64))
+    let made = (|| -> Result<File> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        file.write_all_at(&bytes, 0).map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        fail::fail_point!("log::segment_before_rename", |_| Err(state::injected(&tmp).into()));
+        fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        sync_dir(dir)?;
+        Ok(file)
+    })();
+    match made {
+        Ok(file) => Ok((path, file, bytes.len() as u64)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// The first record's sequence number of a segment, if it holds any whole record.
+fn first_record(path: &Path, schema_hash: &str) -> Result<Option<u64>> {
+    let mut frames = open_segment(path, schema_hash)?;
+    match frames.next_frame()? {
+        Next::Frame(payload) => Ok(Some(state::decode::<Record>(path, &payload)?.seq)),
+        Next::End | Next::Torn(_) => Ok(None),
+    }
 }
 
 /// Opens a segment for reading and checks its header; returns the reader after the header record.
@@ -116,30 +155,47 @@ impl Log {
     /// acknowledged. `next_seq` names a new segment when there is none.
     pub fn open(dir: &Path, schema_hash: &str, next_seq: u64) -> Result<Log> {
         create_dir_synced(dir)?;
-        let mut segments = Vec::new();
+        let mut named = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(first) = name.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok()) {
-                segments.push((first, entry.path()));
+            if name.starts_with('.') && name.ends_with(".log.tmp") {
+                // A segment whose creation did not finish.
+                fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            } else if let Some(first) = name.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok()) {
+                named.push((first, entry.path()));
             }
         }
-        segments.sort();
-        let Some((_, last)) = segments.last().cloned() else {
+        named.sort();
+        let mut segments = Vec::with_capacity(named.len());
+        for (i, (_, path)) in named.iter().enumerate() {
+            let first = first_record(path, schema_hash)?;
+            if first.is_none() && i + 1 < named.len() {
+                // An empty segment before others holds nothing to replay; its name would only mislead.
+                fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+                continue;
+            }
+            segments.push(Segment { path: path.clone(), first });
+        }
+        if !named.is_empty() {
+            sync_dir(dir)?;
+        }
+        let Some(last) = segments.last().map(|s| s.path.clone()) else {
             let (path, file, len) = create_segment(dir, schema_hash, next_seq)?;
             return Ok(Log {
                 dir: dir.to_path_buf(),
                 schema_hash: schema_hash.into(),
-                segments: vec![(next_seq, path)],
+                segments: vec![Segment { path, first: None }],
                 file,
                 len,
                 data_start: len,
                 closed_bytes: 0,
+                tail_dirty: false,
             });
         };
         let mut closed_bytes = 0;
-        for (_, p) in &segments[..segments.len() - 1] {
-            closed_bytes += fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+        for s in &segments[..segments.len() - 1] {
+            closed_bytes += fs::metadata(&s.path).map_err(|e| Error::io(&s.path, e))?.len();
         }
         // Find the end of the last whole frame of the open segment.
         let mut frames = open_segment(&last, schema_hash)?;
@@ -167,6 +223,7 @@ impl Log {
             len: end,
             data_start,
             closed_bytes,
+            tail_dirty: false,
         })
     }
 
@@ -185,16 +242,24 @@ impl Log {
             self.cut_back();
         } else {
             self.len += buf.len() as u64;
+            if let Some(open) = self.segments.last_mut() {
+                open.first.get_or_insert(records[0].seq);
+            }
         }
         result
     }
 
     fn open_path(&self) -> &Path {
-        self.segments.last().map(|(_, p)| p.as_path()).unwrap_or(&self.dir)
+        self.segments.last().map(|s| s.path.as_path()).unwrap_or(&self.dir)
     }
 
     fn write_and_sync(&mut self, buf: &[u8]) -> Result<()> {
         let path = self.open_path().to_path_buf();
+        if self.tail_dirty {
+            // What a failed append left past the last whole record goes first, or nothing is written.
+            self.file.set_len(self.len).and_then(|_| self.file.sync_all()).map_err(|e| Error::io(&path, e))?;
+            self.tail_dirty = false;
+        }
         fail::fail_point!("log::write", |_| Err(state::injected(&path).into()));
         fail::fail_point!("log::partial_write", |_| {
             let _ = self.file.write_all_at(&buf[..buf.len() / 2], self.len);
@@ -208,8 +273,8 @@ impl Log {
     fn cut_back(&mut self) {
         let path = self.open_path().to_path_buf();
         if let Err(e) = self.file.set_len(self.len).and_then(|_| self.file.sync_all()) {
-            // The next open cuts the tail by its checksum; until then appends overwrite from `len`.
-            tracing::error!(path = %path.display(), error = %e, "cannot cut a failed append back");
+            tracing::error!(path = %path.display(), error = %e, "cannot cut a failed append back; retrying before the next");
+            self.tail_dirty = true;
         }
     }
 
@@ -230,9 +295,12 @@ impl Log {
         if self.len == self.data_start {
             return Ok(());
         }
+        if self.tail_dirty {
+            return Err(Error::State("the open log segment ends in a failed append that could not be cut yet".into()));
+        }
         let (path, file, len) = create_segment(&self.dir, &self.schema_hash, next_seq)?;
         self.closed_bytes += self.len;
-        self.segments.push((next_seq, path));
+        self.segments.push(Segment { path, first: None });
         self.file = file;
         self.len = len;
         self.data_start = len;
@@ -250,8 +318,8 @@ impl Log {
     /// Deletes the closed segments whose every record has a sequence number at or below `seq`.
     pub fn retire_through(&mut self, seq: u64) -> Result<u64> {
         let mut removed = 0;
-        while self.segments.len() > 1 && self.segments[1].0 <= seq + 1 {
-            let (_, path) = self.segments.remove(0);
+        while self.segments.len() > 1 && first_after(&self.segments, 0).is_some_and(|f| f <= seq + 1) {
+            let path = self.segments.remove(0).path;
             let bytes = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
             self.closed_bytes = self.closed_bytes.saturating_sub(bytes);
@@ -278,19 +346,18 @@ impl Log {
 #[derive(Debug, Clone)]
 pub struct LogView {
     schema_hash: String,
-    segments: Vec<(u64, PathBuf)>,
+    segments: Vec<Segment>,
     len: u64,
 }
 
 impl LogView {
     /// Streams every record with a sequence number above `after` to `f`, oldest first, until `f` answers false.
     pub fn replay(&self, after: u64, mut f: impl FnMut(Record) -> Result<bool>) -> Result<()> {
-        for (i, (first, path)) in self.segments.iter().enumerate() {
-            // A segment is skipped when the next one starts at or below `after + 1`.
-            if let Some((next, _)) = self.segments.get(i + 1) {
-                if *next <= after + 1 && *first <= after {
-                    continue;
-                }
+        for (i, seg) in self.segments.iter().enumerate() {
+            let path = &seg.path;
+            // A segment is skipped when it is empty or the records after it start at or below `after + 1`.
+            if seg.first.is_none() || first_after(&self.segments, i).is_some_and(|next| next <= after + 1) {
+                continue;
             }
             let mut frames = open_segment(path, &self.schema_hash)?;
             let is_open = i + 1 == self.segments.len();
@@ -386,6 +453,25 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().len(), before);
         log.append(&[rec(4)]).unwrap();
         assert_eq!(all(&log, 0), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_stray_empty_segment_cannot_hide_records_from_replay_or_retirement() {
+        // Regression (review): a segment left by a failed roll was named below records that went on into the
+        // segment before it, and replay and retirement, deciding by names, skipped and deleted those records.
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), "h", 1).unwrap();
+        log.append(&(1..=5).map(rec).collect::<Vec<_>>()).unwrap();
+        drop(log);
+        create_segment(dir.path(), "h", 3).unwrap();
+        let mut log = Log::open(dir.path(), "h", 1).unwrap();
+        // The open segment is now the empty "3"; records 6.. go there, 1..=5 stay in the first.
+        log.append(&(6..=7).map(rec).collect::<Vec<_>>()).unwrap();
+        assert_eq!(all(&log, 4), vec![5, 6, 7]);
+        assert_eq!(log.retire_through(4).unwrap(), 0);
+        drop(log);
+        let log = Log::open(dir.path(), "h", 1).unwrap();
+        assert_eq!(all(&log, 0), (1..=7).collect::<Vec<_>>());
     }
 
     #[test]

@@ -185,6 +185,30 @@ fn a_failed_log_append_is_cut_back_not_glued_onto() {
 }
 
 #[test]
+fn a_failed_log_roll_leaves_no_segment_behind() {
+    // Regression (review): a segment whose creation failed stayed on disk and misled replay after a restart.
+    let scenario = FailScenario::setup();
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..50)).unwrap();
+    fail::cfg("log::segment_before_rename", "return").unwrap();
+    // 50 events fill an archive file; rolling the log after it fails, and the learner goes on in the old segment.
+    assert!(learner.tick().is_err());
+    learner.ingest(items(&spec, 50..80)).unwrap();
+    fail::cfg("log::segment_before_rename", "off").unwrap();
+    let before = summary(&learner.side());
+    drop(learner);
+    let segments: Vec<_> =
+        std::fs::read_dir(spec.paths.state.join("log")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(segments.iter().all(|n| !n.to_string_lossy().starts_with('.')), "{segments:?}");
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(summary(&learner.side()), before);
+    learner.archive_all().unwrap();
+    assert_eq!(master_rows(&spec).len(), 80);
+    scenario.teardown();
+}
+
+#[test]
 fn a_full_disk_loses_no_acknowledged_event_and_recovers_when_space_returns() {
     let scenario = FailScenario::setup();
     let (_ref_dir, reference_spec) = setup();
