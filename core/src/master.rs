@@ -96,7 +96,7 @@ const ROW_GROUP_ROWS: usize = 65_536;
 pub struct ParquetFile {
     path: PathBuf,
     tmp: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<ArrowWriter<crate::state::SyncEvery>>,
     rows: u64,
 }
 
@@ -112,7 +112,8 @@ impl ParquetFile {
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
-        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| pq_err(&tmp, e))?;
+        let writer = ArrowWriter::try_new(crate::state::SyncEvery::new(file), schema, Some(props))
+            .map_err(|e| pq_err(&tmp, e))?;
         Ok(ParquetFile { path: path.to_path_buf(), tmp, writer: Some(writer), rows: 0 })
     }
 
@@ -132,7 +133,7 @@ impl ParquetFile {
     /// Closes, syncs and renames the file into place.
     pub fn finish(mut self) -> Result<()> {
         let w = self.writer.take().ok_or_else(|| pq_err(&self.tmp, "already finished"))?;
-        let file = w.into_inner().map_err(|e| pq_err(&self.tmp, e))?;
+        let file = w.into_inner().map_err(|e| pq_err(&self.tmp, e))?.into_inner();
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
         fail::fail_point!("master::before_rename", |_| Err(crate::state::injected(&self.tmp)));

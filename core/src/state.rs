@@ -201,12 +201,51 @@ pub fn write_document(path: &Path, kind: Kind, frames: &[Vec<u8>]) -> Result<u64
     w.finish()
 }
 
+/// A file writer that syncs every [`SyncEvery::STEP`] bytes as it goes. A big file written in one go would
+/// otherwise leave hundreds of megabytes dirty, and on ext4 a small file's fsync elsewhere (a checkpoint on the
+/// learner thread) can wait for all of them.
+pub struct SyncEvery {
+    file: File,
+    since: u64,
+}
+
+impl SyncEvery {
+    /// Bytes between syncs.
+    pub const STEP: u64 = 8 << 20;
+
+    /// Wraps a file.
+    pub fn new(file: File) -> SyncEvery {
+        SyncEvery { file, since: 0 }
+    }
+
+    /// The file.
+    pub fn into_inner(self) -> File {
+        self.file
+    }
+}
+
+impl Write for SyncEvery {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.since += n as u64;
+        if self.since >= Self::STEP {
+            self.file.sync_data()?;
+            self.since = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// A document written frame by frame under a temporary name; [`DocumentWriter::finish`] syncs and renames it into
 /// place. Dropped unfinished, it removes its temporary file.
 pub struct DocumentWriter {
     path: PathBuf,
     tmp: PathBuf,
-    out: Option<io::BufWriter<File>>,
+    out: Option<io::BufWriter<SyncEvery>>,
     bytes: u64,
 }
 
@@ -218,7 +257,8 @@ impl DocumentWriter {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = temp_name(dir, &name);
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut w = DocumentWriter { path: path.to_path_buf(), tmp, out: Some(io::BufWriter::new(file)), bytes: 0 };
+        let out = Some(io::BufWriter::new(SyncEvery::new(file)));
+        let mut w = DocumentWriter { path: path.to_path_buf(), tmp, out, bytes: 0 };
         w.raw(&header(kind))?;
         Ok(w)
     }
@@ -242,7 +282,7 @@ impl DocumentWriter {
     /// Syncs the file, renames it into place and syncs the folder. Returns the bytes written.
     pub fn finish(mut self) -> Result<u64> {
         let out = self.out.take().ok_or_else(|| Error::Data("document already finished".into()))?;
-        let file = out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        let file = out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?.into_inner();
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
         fail::fail_point!("state::document_before_rename", |_| Err(injected(&self.tmp)));
