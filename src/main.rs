@@ -93,7 +93,8 @@ enum Command {
 }
 
 /// A long-running daemon whose tables grow by small steps: jemalloc keeps it from fragmenting the heap (with the
-/// system allocator resident memory grew half again beyond what the tables hold).
+/// system allocator resident memory grew half again beyond what the tables hold). `.cargo/config.toml` makes it give
+/// freed pages back after 1 s instead of 10 s.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -64,6 +64,9 @@ const DEAD_LETTER_BYTES: u64 = 64 << 20;
 /// Files dropped from a checkpoint stay this long for readers still on it.
 const RETIRE_AFTER_MS: i64 = 2_000;
 
+/// A checkpoint that takes this long is logged with the time of each step.
+const SLOW_CHECKPOINT_MS: u128 = 200;
+
 /// The dead-letter file: rejected records with their reason, synced before the answer.
 struct DeadLetters {
     path: PathBuf,
@@ -942,6 +945,7 @@ impl Learner {
     }
 
     fn write_checkpoint(&mut self) -> Result<CheckpointReport> {
+        let started = std::time::Instant::now();
         let seq = self.last_seq;
         let full_bytes: u64 = self.views.iter().filter(|v| v.full).map(|v| v.bytes).sum();
         let delta_bytes: u64 = self.views.iter().filter(|v| !v.full).map(|v| v.bytes).sum();
@@ -973,6 +977,7 @@ impl Learner {
                 w.submit(Job::Compact { state, generation, template, files })?;
             }
         }
+        let view_done = std::time::Instant::now();
         let manifest = Checkpoint {
             generation: self.generation,
             base_version: self.batch.manifest.version.clone(),
@@ -988,6 +993,7 @@ impl Learner {
             model: self.model.clone(),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
+        let manifest_done = std::time::Instant::now();
         self.checkpointed_seq = seq;
         self.dirty = false;
         self.need_full = false;
@@ -1004,6 +1010,18 @@ impl Learner {
         }
         let through = self.archived_through.min(self.dedup.through()).min(self.checkpointed_seq);
         self.log.retire_through(through)?;
+        let all = started.elapsed();
+        if all.as_millis() >= SLOW_CHECKPOINT_MS {
+            // Which step was slow: the view file, the manifest (both synced), or deleting what it retired.
+            tracing::warn!(
+                ms = all.as_millis() as u64,
+                view_ms = (view_done - started).as_millis() as u64,
+                manifest_ms = (manifest_done - view_done).as_millis() as u64,
+                cleanup_ms = manifest_done.elapsed().as_millis() as u64,
+                view_bytes = report.view_bytes,
+                "slow checkpoint"
+            );
+        }
         Ok(report)
     }
 
