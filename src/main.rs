@@ -25,11 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Nightly batch job: read the master dataset, fit, search, publish the model and the batch view.
+    /// Nightly batch job: read the master dataset, fit, search, publish the model and the batch view when the
+    /// winner is at least as good as the current model. Exits with 3 when the gate holds it back.
     Batch {
         /// Pipeline spec (TOML).
         #[arg(long)]
         spec: PathBuf,
+        /// Publish the winner even if the champion/challenger gate would hold it back.
+        #[arg(long)]
+        force: bool,
     },
     /// Score a Parquet table with the current model (the Forecast pattern).
     Forecast {
@@ -79,7 +83,12 @@ enum Command {
         #[arg(long)]
         ingest_listen: Option<SocketAddr>,
     },
-    /// Point the registry's `CURRENT` at a kept model version (a rollback); the speed and serving layers follow.
+    /// Model versions: list them, promote one, roll back.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Point the registry's `CURRENT` at a kept model version (as `models rollback --to`).
     Rollback {
         /// Pipeline spec (TOML).
         #[arg(long)]
@@ -91,6 +100,38 @@ enum Command {
     /// Generate a sample pipeline: master dataset (Parquet) and a later event stream (NDJSON), from a seed.
     Generate(generate::Args),
 }
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Every kept version: when, what, its holdout metric, and whether it is current, was published or was held
+    /// back by the gate (and why).
+    List {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// Make a kept version current (for example a challenger the gate held back); the speed and serving layers
+    /// follow.
+    Promote {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// The version, e.g. v000004.
+        version: String,
+    },
+    /// Point `CURRENT` back at the newest published version older than the current one, or at `--to`.
+    Rollback {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+        /// The version to make current instead of the previous published one.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+/// Exit status of `batch` when the champion/challenger gate kept the new version back.
+const EXIT_HELD: i32 = 3;
 
 /// A long-running daemon whose tables grow by small steps: jemalloc keeps it from fragmenting the heap (with the
 /// system allocator resident memory grew half again beyond what the tables hold). `.cargo/config.toml` makes it give
@@ -107,15 +148,37 @@ fn main() -> Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Batch { spec } => {
+        Command::Batch { spec, force } => {
             let spec = load(&spec)?;
-            let m = lambda_batch::run(&spec).context("batch run failed; nothing was published")?;
-            println!("published {} (watermark {}, {} training rows)", m.version, m.watermark, m.training_rows);
+            let out = lambda_batch::run(&spec, force).context("batch run failed; nothing was published")?;
+            let m = &out.manifest;
+            let reason = m.gate.as_ref().map(|g| g.reason.as_str()).unwrap_or_default();
+            if out.published {
+                println!(
+                    "published {} (watermark {}, {} training rows): {reason}",
+                    m.version, m.watermark, m.training_rows
+                );
+            } else {
+                println!("not published: {reason}");
+                println!(
+                    "kept as {} ({} stays current); `lambda-ml models promote --spec {} {}` makes it current",
+                    m.version,
+                    m.gate.as_ref().and_then(|g| g.champion_version.as_deref()).unwrap_or("the champion"),
+                    spec.source.display(),
+                    m.version
+                );
+            }
             for (k, v) in &m.metrics {
                 println!("  holdout {k}: {v:.4}");
             }
+            if !out.published {
+                use std::io::Write;
+                std::io::stdout().flush()?;
+                std::process::exit(EXIT_HELD);
+            }
             Ok(())
         }
+        Command::Models { command } => models(command),
         Command::Forecast { spec, input, output } => {
             let spec = load(&spec)?;
             let r = lambda_batch::forecast::forecast(&spec, &input, &output).context("forecast failed")?;
@@ -146,21 +209,77 @@ fn main() -> Result<()> {
             }
             if Registry::open(&spec.paths.registry).current_version()?.is_none() {
                 println!("no model published yet: running the batch layer first");
-                let m = lambda_batch::run(&spec).context("batch run failed")?;
+                let m = lambda_batch::run(&spec, false).context("batch run failed")?.manifest;
                 println!("published {} (watermark {})", m.version, m.watermark);
             }
             runtime()?.block_on(up(spec))
         }
-        Command::Rollback { spec, to } => {
-            let spec = load(&spec)?;
-            let registry = Registry::open(&spec.paths.registry);
-            let from = registry.current_version()?;
-            registry.set_current(&to).with_context(|| format!("cannot make {to} current"))?;
-            println!("CURRENT: {} -> {to}", from.as_deref().unwrap_or("(none)"));
-            Ok(())
-        }
+        Command::Rollback { spec, to } => models(ModelsCommand::Rollback { spec, to: Some(to) }),
         Command::Generate(args) => generate::run(&args),
     }
+}
+
+fn models(command: ModelsCommand) -> Result<()> {
+    match command {
+        ModelsCommand::List { spec } => {
+            let spec = load(&spec)?;
+            let registry = Registry::open(&spec.paths.registry);
+            let current = registry.current_version()?;
+            let metric = spec.metric().name();
+            println!(
+                "{:<9} {:<20} {:>10} {:>10} {:>10}  {:<30} status",
+                "version", "created", metric, "watermark", "rows", "algorithm"
+            );
+            for m in registry.manifests()?.iter().rev() {
+                let status = if current.as_deref() == Some(m.version.as_str()) {
+                    "current".to_string()
+                } else {
+                    match &m.gate {
+                        Some(g) if !g.published => format!("held back: {}", g.reason),
+                        _ => "published".to_string(),
+                    }
+                };
+                let value = m.metrics.get(metric).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<9} {:<20} {:>10} {:>10} {:>10}  {:<30} {status}",
+                    m.version, m.created, value, m.watermark, m.training_rows, m.algorithm
+                );
+            }
+            Ok(())
+        }
+        ModelsCommand::Promote { spec, version } => make_current(&load(&spec)?, &version),
+        ModelsCommand::Rollback { spec, to } => {
+            let spec = load(&spec)?;
+            let registry = Registry::open(&spec.paths.registry);
+            let target = match to {
+                Some(v) => v,
+                None => {
+                    let Some(current) = registry.current_version()? else { bail!("no version is current yet") };
+                    // The newest version before the current one that was published (not one the gate held back).
+                    registry
+                        .manifests()?
+                        .into_iter()
+                        .rev()
+                        .filter(|m| m.version < current)
+                        .find(|m| m.gate.as_ref().is_none_or(|g| g.published))
+                        .map(|m| m.version)
+                        .with_context(|| format!("no published version older than {current} to roll back to"))?
+                }
+            };
+            make_current(&spec, &target)
+        }
+    }
+}
+
+/// Moves `CURRENT` to a kept version after checking that it loads under this spec.
+fn make_current(spec: &Spec, version: &str) -> Result<()> {
+    let registry = Registry::open(&spec.paths.registry);
+    let published = registry.load(version).with_context(|| format!("cannot make {version} current"))?;
+    published.artifact.validate(spec).with_context(|| format!("cannot make {version} current"))?;
+    let from = registry.current_version()?;
+    registry.set_current(version).with_context(|| format!("cannot make {version} current"))?;
+    println!("CURRENT: {} -> {version}", from.as_deref().unwrap_or("(none)"));
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<Spec> {

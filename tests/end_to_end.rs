@@ -202,8 +202,8 @@ fn batch_speed_and_serving_agree_end_to_end() {
     assert_eq!(p["model_version"], "v000001");
     assert!(p["speed_update"].as_u64().unwrap() > 0, "{p}");
 
-    // A second batch run covers the archived events; the merged views neither lose nor double-count them.
-    let out = run_ok(&["batch", "--spec", sp]);
+    // A second batch run (forced past the gate: this test is about the handoff) covers the archived events; the merged views neither lose nor double-count them.
+    let out = run_ok(&["batch", "--spec", sp, "--force"]);
     assert!(out.contains("published v000002"), "{out}");
     wait_for(Duration::from_secs(15), || get(&format!("{}/v1/models", server.base)).1["current"] == "v000002");
     let (_, v) = get(&format!("{}/v1/views/{some_key}", server.base));

@@ -159,7 +159,7 @@ fn a_separate_serve_answers_exact_views_while_batch_publishes_and_current_rolls_
     };
     wait_for(Duration::from_secs(60), || acked.load(Ordering::SeqCst) > 2000 + 1200);
     // A nightly run publishes v2 while events flow; the separate serve moves to it with the speed layer.
-    run_ok(&["batch", "--spec", sp]);
+    run_ok(&["batch", "--spec", sp, "--force"]);
     wait_for(Duration::from_secs(60), || served("v000002"));
     let published_at = acked.load(Ordering::SeqCst);
     wait_for(Duration::from_secs(60), || acked.load(Ordering::SeqCst) > published_at + 800);

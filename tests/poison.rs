@@ -127,7 +127,7 @@ fn poison_and_10000_fuzzed_records_leave_a_daemon_that_restarts_and_a_history_th
     assert_eq!(learner.stats().accepted, accepted);
     drop(learner);
     // ...and the nightly run still trains on the history plus everything the speed layer archived.
-    let out = run_ok(&["batch", "--spec", sp]);
+    let out = run_ok(&["batch", "--spec", sp, "--force"]);
     assert!(out.contains("published v000002"), "{out}");
     assert!(out.contains(&format!("watermark {seq}")), "{out}");
 }

@@ -3,9 +3,11 @@
 //! [`run`] scans every Parquet file of the master dataset with polars ([`read`]), splits the rows by event time into
 //! training and holdout, fits the encoder, searches the model settings with linfa ([`train`]), refits the best on
 //! all rows, folds every row into the batch view, and publishes the view and then the model (the registry pointer
-//! moves last). [`forecast`] scores a whole Parquet table with the current model.
+//! moves last) when the champion/challenger [`gate`] lets it. [`forecast`] scores a whole Parquet table with the
+//! current model.
 
 pub mod forecast;
+pub mod gate;
 pub mod read;
 pub mod train;
 
@@ -71,8 +73,18 @@ impl Phases {
     }
 }
 
-/// Runs the batch layer once: read, split, fit, search, refit, view, publish. Publishes nothing on error.
-pub fn run(spec: &Spec) -> Result<Manifest> {
+/// What a batch run did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The new version's manifest; its `gate` says why it was or was not published.
+    pub manifest: Manifest,
+    /// Whether `CURRENT` moved to it. When not, the version is kept and can be promoted by hand.
+    pub published: bool,
+}
+
+/// Runs the batch layer once: read, split, fit, search, refit, view, then publish the new version if it is at
+/// least as good as the champion (or `force`), else keep it without moving `CURRENT`. Writes nothing on error.
+pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     let phases = Phases::new(6);
     phases.start("reading master dataset");
     let data = read::read_master(spec)?;
@@ -107,6 +119,8 @@ pub fn run(spec: &Spec) -> Result<Manifest> {
 
     phases.start("publishing");
     let registry = Registry::open(&spec.paths.registry);
+    let champion = registry.current_version()?.map(|v| registry.load(&v).map_err(|e| (v, e.to_string())));
+    let gate = gate::judge(spec, &split, &search, champion, force);
     let version = registry.next_version()?;
     // The view goes first so that a model is never current without its view.
     view.write_parquet(&batch_view_path(spec, &version))?;
@@ -121,10 +135,18 @@ pub fn run(spec: &Spec) -> Result<Manifest> {
         schema_hash: spec.schema_hash(),
         algorithm: format!("{} {}", best.algorithm, best.params),
         leaderboard: search.leaderboard.clone(),
+        gate: Some(gate.clone()),
     };
-    let manifest = registry.publish(&artifact, manifest)?;
+    let manifest =
+        if gate.published { registry.publish(&artifact, manifest)? } else { registry.keep(&artifact, manifest)? };
     phases.done();
     phases.bar.finish_and_clear();
-    tracing::info!(version = %manifest.version, watermark = manifest.watermark, "published");
-    Ok(manifest)
+    tracing::info!(
+        version = %manifest.version,
+        watermark = manifest.watermark,
+        published = gate.published,
+        reason = %gate.reason,
+        "champion/challenger"
+    );
+    Ok(Outcome { manifest, published: gate.published })
 }

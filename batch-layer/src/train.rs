@@ -44,6 +44,10 @@ pub struct Search {
     pub best: Candidate,
     /// Every setting with its holdout metrics, best first.
     pub leaderboard: Vec<LeaderboardEntry>,
+    /// The encoder fitted on the training rows.
+    pub encoder: Encoder,
+    /// The best setting's model fitted on the training rows (not the holdout): what the gate judges.
+    pub model: LinearModel,
 }
 
 /// Stopping tolerance on the gradient norm of the loss, per row.
@@ -191,14 +195,6 @@ pub fn fit(
     }
 }
 
-fn primary(spec: &Spec) -> &'static str {
-    if spec.dataset.task.is_classification() {
-        "log_loss"
-    } else {
-        "rmse"
-    }
-}
-
 /// Tries every candidate: encoder and model fitted on the training rows, scored on the holdout. Best first.
 pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
     let encoder = Encoder::fit(spec, &split.train)?;
@@ -228,7 +224,7 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
             })
             .collect()
     });
-    let mut scored: Vec<(Candidate, LeaderboardEntry)> = Vec::new();
+    let mut scored: Vec<(Candidate, LeaderboardEntry, LinearModel)> = Vec::new();
     let mut last_error = None;
     for (alpha, result) in results {
         match result {
@@ -237,6 +233,7 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
                 scored.push((
                     Candidate { alpha },
                     LeaderboardEntry { algorithm: algorithm(spec).into(), params: format!("alpha={alpha}"), metrics },
+                    model,
                 ));
             }
             Err(e) => {
@@ -245,14 +242,11 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
             }
         }
     }
-    let key = primary(spec);
-    scored.sort_by(|a, b| {
-        let va = a.1.metrics.get(key).copied().unwrap_or(f64::INFINITY);
-        let vb = b.1.metrics.get(key).copied().unwrap_or(f64::INFINITY);
-        va.total_cmp(&vb)
-    });
-    match scored.first() {
-        Some((best, _)) => Ok(Search { best: *best, leaderboard: scored.iter().map(|(_, e)| e.clone()).collect() }),
+    let metric = spec.metric();
+    scored.sort_by(|a, b| metric.rank(&a.1.metrics).total_cmp(&metric.rank(&b.1.metrics)));
+    let leaderboard = scored.iter().map(|(_, e, _)| e.clone()).collect();
+    match scored.into_iter().next() {
+        Some((best, _, model)) => Ok(Search { best, leaderboard, encoder, model }),
         None => Err(last_error.unwrap_or_else(|| Error::Data("no candidate to train".into()))),
     }
 }

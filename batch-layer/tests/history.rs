@@ -83,7 +83,7 @@ fn good_history_publishes_model_view_and_manifest() {
     let rows = events(400, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
     write(&s, &rows[..250], "a.parquet");
     write(&s, &rows[250..], "b.parquet");
-    let m = lambda_batch::run(&s).unwrap();
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert_eq!((m.version.as_str(), m.watermark, m.training_rows), ("v000001", 400, 400));
     assert_eq!(m.leaderboard.len(), 2);
     assert!(m.metrics["auc"] > 0.9, "{:?}", m.metrics);
@@ -113,7 +113,7 @@ fn duplicate_ids_in_the_master_dataset_count_once() {
     let data = lambda_batch::read::read_master(&s).unwrap();
     assert_eq!((data.columns.len(), data.duplicates, data.watermark), (300, 40, 1040));
     assert!(data.columns.seqs.iter().all(|seq| *seq <= 300), "the first arrival is the one kept");
-    let m = lambda_batch::run(&s).unwrap();
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert_eq!(m.training_rows, 300);
     let view =
         lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, "v000001")).unwrap();
@@ -124,15 +124,15 @@ fn duplicate_ids_in_the_master_dataset_count_once() {
 fn empty_dataset_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), SPEC);
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("no Parquet files"), "{err}");
     std::fs::create_dir_all(s.paths.master.join("date=1970-01-01")).unwrap();
     std::fs::write(s.paths.master.join("date=1970-01-01/empty.parquet"), b"").unwrap();
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("empty.parquet") && err.contains("empty file"), "{err}");
     write(&s, &[], "zero-rows.parquet");
     std::fs::remove_file(s.paths.master.join("date=1970-01-01/empty.parquet")).unwrap();
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("no rows"), "{err}");
     assert_eq!(published(&s), None);
 }
@@ -142,10 +142,10 @@ fn single_class_and_too_many_classes_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), SPEC);
     write(&s, &events(100, |_| "yes"), "a.parquet");
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("single class") && err.contains("yes"), "{err}");
     write(&s, &events(100, |i| ["x", "y", "z"][(i % 3) as usize]), "a.parquet");
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("binary_classification") && err.contains("3 classes"), "{err}");
     assert_eq!(published(&s), None);
 }
@@ -168,13 +168,13 @@ fn missing_column_and_wrong_types_name_the_file_and_column() {
     };
     // Missing `amount`.
     write_frame(&file, DataFrame::new_infer_height(base()).unwrap());
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("bad.parquet") && err.contains("`amount`"), "{err}");
     // `amount` as text.
     let mut cols = base();
     cols.push(Column::new("amount".into(), vec!["1.5", "oops"]));
     write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("column `amount`") && err.contains("expected a number"), "{err}");
     // `mobile` as a number.
     let mut cols = base();
@@ -182,7 +182,7 @@ fn missing_column_and_wrong_types_name_the_file_and_column() {
     cols.push(Column::new("mobile".into(), vec![1.0f64, 0.0]));
     cols.push(Column::new("amount".into(), vec![1.0f64, 2.0]));
     write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("column `mobile`") && err.contains("expected a boolean"), "{err}");
     // Nulls in the key column.
     let mut cols = base();
@@ -190,11 +190,11 @@ fn missing_column_and_wrong_types_name_the_file_and_column() {
     cols.push(Column::new("user".into(), vec![Some("u"), None]));
     cols.push(Column::new("amount".into(), vec![1.0f64, 2.0]));
     write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("`user`") && err.contains("null"), "{err}");
     // Not Parquet at all.
     std::fs::write(&file, b"PAR1 this is not parquet").unwrap();
-    let err = lambda_batch::run(&s).unwrap_err().to_string();
+    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("bad.parquet"), "{err}");
     assert_eq!(published(&s), None);
 }
@@ -207,7 +207,7 @@ fn non_finite_history_values_are_missing_not_trained_on() {
     rows[3].1.features[0] = Cell::Num(Some(f64::NAN));
     rows[4].1.features[0] = Cell::Num(Some(f64::INFINITY));
     write(&s, &rows, "a.parquet");
-    lambda_batch::run(&s).unwrap();
+    lambda_batch::run(&s, false).unwrap();
     let p = Registry::open(&s.paths.registry).load_current(&s).unwrap().unwrap();
     match &p.artifact.encoder.features[0] {
         lambda_core::encoder::FeatureEncoder::Numeric { mean, std, max, .. } => {
@@ -233,7 +233,7 @@ fn multiclass_and_regression_learn_their_targets() {
         _ => "high",
     });
     write(&s, &rows, "a.parquet");
-    let m = lambda_batch::run(&s).unwrap();
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert!(m.metrics["accuracy"] > 0.8, "{:?}", m.metrics);
     let p = Registry::open(&s.paths.registry).load_current(&s).unwrap().unwrap();
     assert_eq!(p.artifact.model.classes, vec!["high", "low", "mid"]);
@@ -273,7 +273,7 @@ fn multiclass_and_regression_learn_their_targets() {
         })
         .collect();
     write(&s, &rows, "a.parquet");
-    let m = lambda_batch::run(&s).unwrap();
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert!(m.metrics["r2"] > 0.95, "{:?}", m.metrics);
     assert!(m.metrics["rmse"] < 10.0, "{:?}", m.metrics);
 }
@@ -287,7 +287,7 @@ fn forecast_input_without_a_feature_is_an_error_and_writes_nothing() {
         .to_string();
     assert!(err.contains("no model is published"), "{err}");
     write(&s, &events(200, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" }), "a.parquet");
-    lambda_batch::run(&s).unwrap();
+    lambda_batch::run(&s, false).unwrap();
     let input = dir.path().join("in.parquet");
     write_frame(
         &input,

@@ -98,6 +98,30 @@ pub struct Manifest {
     pub algorithm: String,
     /// Every candidate tried, best first.
     pub leaderboard: Vec<LeaderboardEntry>,
+    /// How the champion/challenger gate judged this version (absent in versions written before the gate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<Gate>,
+}
+
+/// The champion/challenger decision of a batch run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gate {
+    /// Whether `CURRENT` moved to this version.
+    pub published: bool,
+    /// Published by `--force` whatever the judgement.
+    pub forced: bool,
+    /// Why, in words.
+    pub reason: String,
+    /// The metric judged.
+    pub metric: String,
+    /// The challenger's value on the judged rows (its model fitted without the holdout).
+    pub challenger: Option<f64>,
+    /// The champion's value on the same rows.
+    pub champion: Option<f64>,
+    /// The champion's version, when there was one to judge against.
+    pub champion_version: Option<String>,
+    /// Holdout rows judged.
+    pub judged_rows: u64,
 }
 
 /// Current time as RFC 3339.
@@ -144,13 +168,20 @@ impl Registry {
     }
 
     /// Publishes a model: both files are synced before `CURRENT` moves. The manifest's `version` is set here.
-    pub fn publish(&self, artifact: &ModelArtifact, mut manifest: Manifest) -> Result<Manifest> {
+    pub fn publish(&self, artifact: &ModelArtifact, manifest: Manifest) -> Result<Manifest> {
+        let manifest = self.keep(artifact, manifest)?;
+        self.publisher.set_current(&manifest.version)?;
+        Ok(manifest)
+    }
+
+    /// Keeps a model as a new version without moving `CURRENT` (a challenger the gate held back): it can be
+    /// promoted later. The manifest's `version` is set here.
+    pub fn keep(&self, artifact: &ModelArtifact, mut manifest: Manifest) -> Result<Manifest> {
         let version = self.publisher.next_version()?;
         manifest.version = version.clone();
         let model = serde_json::to_vec(artifact).map_err(|e| Error::Data(e.to_string()))?;
         let man = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
         self.publisher.stage(&version, &[(MODEL_FILE, &model), (MANIFEST_FILE, &man)])?;
-        self.publisher.set_current(&version)?;
         Ok(manifest)
     }
 
@@ -227,6 +258,7 @@ mod tests {
             schema_hash: spec.schema_hash(),
             algorithm: "test".into(),
             leaderboard: vec![],
+            gate: None,
         }
     }
 

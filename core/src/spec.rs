@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::metrics::Metric;
 
 /// What the model predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,11 +105,27 @@ pub struct BatchSettings {
     pub max_iterations: u64,
     /// Categories kept per categorical feature (most frequent first); the rest share the unknown bucket.
     pub max_categories: usize,
+    /// The holdout metric that ranks candidates and judges a challenger; by default `log_loss` for
+    /// classification and `rmse` for regression.
+    pub metric: Option<Metric>,
+    /// A challenger replaces the champion only when it is better by at least this much on the metric, judged on
+    /// the holdout rows the champion has not seen (negative: it may be that much worse).
+    pub min_improvement: f64,
+    /// A bar the winner must clear on the holdout (at most this for a loss, at least this for a score).
+    pub min_metric: Option<f64>,
 }
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        BatchSettings { holdout_fraction: 0.2, alphas: vec![0.01, 0.1, 1.0], max_iterations: 200, max_categories: 100 }
+        BatchSettings {
+            holdout_fraction: 0.2,
+            alphas: vec![0.01, 0.1, 1.0],
+            max_iterations: 200,
+            max_categories: 100,
+            metric: None,
+            min_improvement: 0.0,
+            min_metric: None,
+        }
     }
 }
 
@@ -270,6 +287,11 @@ impl Spec {
         raw.check(source, base)
     }
 
+    /// The holdout metric of the search and of the champion/challenger gate.
+    pub fn metric(&self) -> Metric {
+        self.batch.metric.unwrap_or(if self.dataset.task.is_classification() { Metric::LogLoss } else { Metric::Rmse })
+    }
+
     /// A stable hash of everything that shapes the encoded features and the target: models trained under one hash
     /// can be served under the same hash only.
     pub fn schema_hash(&self) -> String {
@@ -352,6 +374,27 @@ impl RawSpec {
         }
         if b.max_categories == 0 {
             return Err(fail("`batch.max_categories` must be at least 1".into()));
+        }
+        if let Some(m) = b.metric {
+            if m.is_classification() != self.dataset.task.is_classification() {
+                let fits: Vec<&str> = Metric::ALL
+                    .iter()
+                    .filter(|k| k.is_classification() == self.dataset.task.is_classification())
+                    .map(|k| k.name())
+                    .collect();
+                let task = if self.dataset.task.is_classification() { "classification" } else { "regression" };
+                return Err(fail(format!(
+                    "`batch.metric` = {:?} does not measure a {task} task; use one of {}",
+                    m.name(),
+                    fits.join(", ")
+                )));
+            }
+        }
+        if !b.min_improvement.is_finite() {
+            return Err(fail(format!("`batch.min_improvement` = {} must be a finite number", b.min_improvement)));
+        }
+        if let Some(v) = b.min_metric.filter(|v| !v.is_finite()) {
+            return Err(fail(format!("`batch.min_metric` = {v} must be a finite number")));
         }
         let s = &self.speed;
         if !(s.learning_rate.is_finite() && s.learning_rate > 0.0) {

@@ -1,0 +1,57 @@
+//! The champion/challenger gate and version management from the command line: `batch` exits with 3 and names the
+//! reason when it keeps its winner back, `models list` shows why, `models promote` and `models rollback` move
+//! `CURRENT` by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::*;
+use lambda_core::registry::Registry;
+use lambda_core::spec::Spec;
+
+#[test]
+fn a_held_back_challenger_exits_3_is_listed_with_its_reason_and_can_be_promoted_and_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = spec_in(dir.path());
+    let sp = spec_path.to_str().unwrap();
+    let spec = Spec::from_file(&spec_path).unwrap();
+    let registry = Registry::open(&spec.paths.registry);
+    let stream = dir.path().join("stream.ndjson");
+    run_ok(&["generate", "--spec", sp, "--rows", "3000", "--stream-rows", "0", "--stream", stream.to_str().unwrap()]);
+    let out = run_ok(&["batch", "--spec", sp]);
+    assert!(out.contains("published v000001") && out.contains("no champion yet"), "{out}");
+
+    // The same history again: nothing new to judge on, and the champion saw the holdout.
+    let out = run(&["batch", "--spec", sp]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("not published") && stdout.contains("batch.min_improvement"), "{stdout}");
+    assert!(stdout.contains("kept as v000002") && stdout.contains("models promote"), "{stdout}");
+    assert_eq!(registry.current_version().unwrap().as_deref(), Some("v000001"));
+
+    let list = run_ok(&["models", "list", "--spec", sp]);
+    let line = |v: &str| list.lines().find(|l| l.starts_with(v)).unwrap_or_default().to_string();
+    assert!(line("v000001").ends_with("current"), "{list}");
+    assert!(line("v000002").contains("held back:") && line("v000002").contains("whole holdout"), "{list}");
+
+    // By hand: promote the held-back version, then roll back to the previous published one.
+    let out = run_ok(&["models", "promote", "--spec", sp, "v000002"]);
+    assert!(out.contains("v000001 -> v000002"), "{out}");
+    assert_eq!(registry.current_version().unwrap().as_deref(), Some("v000002"));
+    let out = run_ok(&["models", "rollback", "--spec", sp]);
+    assert!(out.contains("v000002 -> v000001"), "{out}");
+    assert_eq!(registry.current_version().unwrap().as_deref(), Some("v000001"));
+
+    // --force publishes past the gate and says so; a version that does not exist is refused.
+    let out = run_ok(&["batch", "--spec", sp, "--force"]);
+    assert!(out.contains("published v000003") && out.contains("--force"), "{out}");
+    let out = run(&["models", "promote", "--spec", sp, "v000009"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("v000009"));
+    assert_eq!(registry.current_version().unwrap().as_deref(), Some("v000003"));
+    // Nothing older than v000001 to roll back to.
+    run_ok(&["models", "rollback", "--spec", sp, "--to", "v000001"]);
+    let out = run(&["models", "rollback", "--spec", sp]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no published version older than v000001"));
+}
