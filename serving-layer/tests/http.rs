@@ -71,6 +71,7 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
             schema_hash: spec.schema_hash(),
             algorithm: "test".into(),
             leaderboard: vec![],
+            gate: None,
         };
         Registry::open(&spec.paths.registry).publish(&artifact, manifest).unwrap();
     }

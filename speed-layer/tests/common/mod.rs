@@ -70,6 +70,7 @@ pub fn manifest(spec: &Spec, watermark: u64) -> Manifest {
         schema_hash: spec.schema_hash(),
         algorithm: "test".into(),
         leaderboard: vec![],
+        gate: None,
     }
 }
 
