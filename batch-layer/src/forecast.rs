@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use lambda_core::model::{LinearModel, Prediction};
+use lambda_core::model::{Model, Prediction};
 use lambda_core::registry::{Published, Registry};
 use lambda_core::spec::Spec;
 use polars::prelude::*;
@@ -64,8 +64,8 @@ fn pe(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
     move |e| Error::Input { path: path.to_path_buf(), message: e.to_string() }
 }
 
-fn prediction_columns(model: &LinearModel, predictions: &[Prediction]) -> Vec<Column> {
-    if model.classes.is_empty() {
+fn prediction_columns(model: &Model, predictions: &[Prediction]) -> Vec<Column> {
+    if model.classes().is_empty() {
         let values: Vec<f64> = predictions
             .iter()
             .map(|p| match p {
@@ -84,7 +84,7 @@ fn prediction_columns(model: &LinearModel, predictions: &[Prediction]) -> Vec<Co
         .collect();
     let labels: Vec<&str> = predictions.iter().map(|p| model.label(p).unwrap_or("")).collect();
     let mut out = vec![Column::new("prediction".into(), labels)];
-    for (k, class) in model.classes.iter().enumerate() {
+    for (k, class) in model.classes().iter().enumerate() {
         let col: Vec<f64> = probs.iter().map(|p| p.get(k).copied().unwrap_or(f64::NAN)).collect();
         out.push(Column::new(probability_column(class).into(), col));
     }

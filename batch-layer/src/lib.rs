@@ -105,7 +105,13 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     let all = data.columns.take(&split.labelled);
     let encoder = Encoder::fit(spec, &data.columns)?;
     let model = train::fit(spec, &search.best, &encoder, &all, &split.classes)?;
-    let artifact = ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model };
+    let artifact = ModelArtifact {
+        format_version: FORMAT_VERSION,
+        schema_hash: spec.schema_hash(),
+        encoder,
+        model: lambda_core::model::Model::Linear(model),
+        online: None,
+    };
     artifact.validate(spec)?;
     phases.done();
 

@@ -229,7 +229,7 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
     for (alpha, result) in results {
         match result {
             Ok(model) => {
-                let metrics: Metrics = evaluate(&model, &model.predict_batch(&x_holdout), &targets);
+                let metrics: Metrics = evaluate(&model.classes, &model.predict_batch(&x_holdout), &targets);
                 scored.push((
                     Candidate { alpha },
                     LeaderboardEntry { algorithm: algorithm(spec).into(), params: format!("alpha={alpha}"), metrics },

@@ -215,7 +215,7 @@ fn non_finite_history_values_are_missing_not_trained_on() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(p.artifact.model.weights.iter().all(|w| w.is_finite()));
+    assert!(p.artifact.speed_start().weights.iter().all(|w| w.is_finite()));
 }
 
 fn spec_for_task(dir: &Path, task: &str) -> Spec {
@@ -236,7 +236,7 @@ fn multiclass_and_regression_learn_their_targets() {
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert!(m.metrics["accuracy"] > 0.8, "{:?}", m.metrics);
     let p = Registry::open(&s.paths.registry).load_current(&s).unwrap().unwrap();
-    assert_eq!(p.artifact.model.classes, vec!["high", "low", "mid"]);
+    assert_eq!(p.artifact.model.classes(), vec!["high", "low", "mid"]);
     let probe = |x: f64| {
         let e = Event {
             id: "p".into(),
@@ -246,7 +246,7 @@ fn multiclass_and_regression_learn_their_targets() {
             target: None,
         };
         match p.artifact.predict(&e) {
-            lambda_core::model::Prediction::Probabilities(ps) => p.artifact.model.classes
+            lambda_core::model::Prediction::Probabilities(ps) => p.artifact.model.classes()
                 [ps.iter().enumerate().fold(0, |b, (i, v)| if *v > ps[b] { i } else { b })]
             .clone(),
             other => panic!("{other:?}"),

@@ -2,7 +2,7 @@
 //!
 //! A pipeline is declared once in a [`spec::Spec`] (TOML). From it come the [`schema`] every event and every
 //! master-dataset row is checked against, the [`encoder::Encoder`] fitted by the batch layer and applied by all three
-//! layers through one code path, the [`model::LinearModel`] family trained in batch and updated online, the
+//! layers through one code path, the [`model::Model`] families trained in batch (the [`model::LinearModel`] one also updated online), the
 //! [`registry`] that publishes versioned models atomically, and the per-key [`views`] that merge as monoids.
 //!
 //! Data flow: the batch layer reads [`schema::Columns`] from Parquet, fits an encoder and a model, and publishes a
@@ -10,6 +10,7 @@
 //! them with the same encoder, updates the model by SGD and folds them into realtime views. The serving layer merges
 //! both.
 
+pub mod bayes;
 pub mod checkpoint;
 pub mod encoder;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod registry;
 pub mod schema;
 pub mod spec;
 pub mod state;
+pub mod trees;
 pub mod views;
 
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{argmax, LinearModel, Prediction};
+use crate::model::{argmax, Prediction};
 use crate::schema::Target;
 
 /// Metric name to value.
@@ -77,15 +77,15 @@ impl Metric {
     }
 }
 
-/// Evaluates `predictions` of `model` against `targets` (same length). Rows whose label the model does not know
-/// count as wrong and as the worst log loss.
-pub fn evaluate(model: &LinearModel, predictions: &[Prediction], targets: &[Target]) -> Metrics {
+/// Evaluates `predictions` of a model with `classes` (empty for regression) against `targets` (same length). Rows
+/// whose label the model does not know count as wrong and as the worst log loss.
+pub fn evaluate(classes: &[String], predictions: &[Prediction], targets: &[Target]) -> Metrics {
     let mut m = Metrics::new();
     m.insert("rows".into(), targets.len() as f64);
     if targets.is_empty() {
         return m;
     }
-    if model.classes.is_empty() {
+    if classes.is_empty() {
         let mut ys = Vec::with_capacity(targets.len());
         let mut ps = Vec::with_capacity(targets.len());
         for (p, t) in predictions.iter().zip(targets) {
@@ -103,14 +103,14 @@ pub fn evaluate(model: &LinearModel, predictions: &[Prediction], targets: &[Targ
         m.insert("r2".into(), if sst > 0.0 { 1.0 - sse / sst } else { 0.0 });
         return m;
     }
-    let k = model.classes.len();
+    let k = classes.len();
     let mut correct = 0usize;
     let mut logloss = 0.0;
     // Per class: (score for that class, is that class) for one-vs-rest AUC.
     let mut per_class: Vec<Vec<(f64, bool)>> = vec![Vec::with_capacity(targets.len()); k];
     for (p, t) in predictions.iter().zip(targets) {
         let (Prediction::Probabilities(p), Target::Class(c)) = (p, t) else { continue };
-        let truth = model.class_index(c);
+        let truth = classes.iter().position(|k| k == c);
         let best = argmax(p);
         if truth == Some(best) {
             correct += 1;
@@ -162,7 +162,6 @@ pub fn auc(scores: &mut [(f64, bool)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Family;
 
     #[test]
     fn auc_of_perfect_random_and_tied_rankings() {
@@ -174,13 +173,13 @@ mod tests {
 
     #[test]
     fn classification_and_regression_metrics() {
-        let m = LinearModel::zeros(Family::Logistic, vec!["n".into(), "y".into()], 1);
+        let m = ["n".to_string(), "y".to_string()];
         let preds = vec![Prediction::Probabilities(vec![0.2, 0.8]), Prediction::Probabilities(vec![0.6, 0.4])];
         let targets = vec![Target::Class("y".into()), Target::Class("y".into())];
         let r = evaluate(&m, &preds, &targets);
         assert_eq!(r["accuracy"], 0.5);
         assert!((r["log_loss"] - (-(0.8f64).ln() - (0.4f64).ln()) / 2.0).abs() < 1e-12);
-        let m = LinearModel::zeros(Family::Linear, vec![], 1);
+        let m: [String; 0] = [];
         let r =
             evaluate(&m, &[Prediction::Value(1.0), Prediction::Value(3.0)], &[Target::Value(1.0), Target::Value(2.0)]);
         assert!((r["rmse"] - (0.5f64).sqrt()).abs() < 1e-12);

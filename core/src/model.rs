@@ -1,4 +1,6 @@
-//! The model format shared by batch training and online learning: generalized linear models over encoded vectors.
+//! The model formats shared by batch training, online learning and serving, all over encoded vectors: [`Model`] is
+//! any family the batch layer can publish (linear, tree ensembles, naive Bayes); [`LinearModel`] is the family the
+//! speed layer updates online.
 //!
 //! Logistic regression (binary), softmax regression (multiclass) and linear regression, each with prediction on one
 //! vector or a batch and an incremental SGD update. Weights are plain `f64`s so that a model trained by the batch
@@ -44,6 +46,19 @@ pub struct LinearModel {
     pub weights: Vec<f64>,
     /// Intercept per output.
     pub bias: Vec<f64>,
+}
+
+/// The loss of one prediction of a model with `classes` against its label (log loss for classes, squared error for
+/// values); `None` when the label is not one of the classes.
+pub fn loss(classes: &[String], prediction: &Prediction, target: &Target) -> Option<f64> {
+    match (prediction, target) {
+        (Prediction::Probabilities(p), Target::Class(c)) => {
+            let i = classes.iter().position(|k| k == c)?;
+            Some(-p[i].clamp(1e-15, 1.0).ln())
+        }
+        (Prediction::Value(v), Target::Value(y)) => Some((v - y) * (v - y)),
+        _ => None,
+    }
 }
 
 /// Index of the largest value (the first one on ties); 0 for an empty slice.
@@ -112,15 +127,7 @@ impl LinearModel {
                 let p = sigmoid(s[0]);
                 Prediction::Probabilities(vec![1.0 - p, p])
             }
-            Family::Softmax => {
-                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let mut sum = 0.0;
-                for v in s.iter_mut() {
-                    *v = (*v - m).exp();
-                    sum += *v;
-                }
-                Prediction::Probabilities(s.into_iter().map(|v| v / sum).collect())
-            }
+            Family::Softmax => Prediction::Probabilities(softmax(s)),
         }
     }
 
@@ -144,14 +151,7 @@ impl LinearModel {
 
     /// The loss of one prediction against its label (log loss for classes, squared error for values).
     pub fn loss(&self, prediction: &Prediction, target: &Target) -> Option<f64> {
-        match (prediction, target) {
-            (Prediction::Probabilities(p), Target::Class(c)) => {
-                let i = self.class_index(c)?;
-                Some(-p[i].clamp(1e-15, 1.0).ln())
-            }
-            (Prediction::Value(v), Target::Value(y)) => Some((v - y) * (v - y)),
-            _ => None,
-        }
+        loss(&self.classes, prediction, target)
     }
 
     /// One SGD step on the loss of (`x`, `target`) with step size `lr` and L2 penalty `l2`.
@@ -203,6 +203,184 @@ impl LinearModel {
             self.bias[k] -= lr * g;
         }
         Ok(true)
+    }
+}
+
+/// Which tree ensemble a [`TreeModel`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeFamily {
+    /// Gradient-boosted trees.
+    GradientBoosting,
+    /// A random forest.
+    RandomForest,
+    /// One decision tree.
+    DecisionTree,
+}
+
+impl TreeFamily {
+    /// Its name in leaderboards.
+    pub fn name(self) -> &'static str {
+        match self {
+            TreeFamily::GradientBoosting => "gradient_boosting",
+            TreeFamily::RandomForest => "random_forest",
+            TreeFamily::DecisionTree => "decision_tree",
+        }
+    }
+}
+
+/// A tree ensemble with its classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeModel {
+    /// Which ensemble.
+    pub family: TreeFamily,
+    /// Class labels (classification), in output order; empty for regression.
+    pub classes: Vec<String>,
+    /// Input dimension.
+    pub dim: usize,
+    /// The trees.
+    pub trees: crate::trees::Trees,
+}
+
+impl TreeModel {
+    /// Predicts one encoded vector.
+    pub fn predict(&self, x: &[f64]) -> Prediction {
+        use crate::trees::Combine;
+        let raw = self.trees.raw(x);
+        if self.classes.is_empty() {
+            return Prediction::Value(raw[0]);
+        }
+        match self.trees.combine {
+            // Class frequencies: normalized again, as leaves may hold weighted or smoothed counts.
+            Combine::Mean => {
+                let sum: f64 = raw.iter().sum();
+                let k = raw.len() as f64;
+                Prediction::Probabilities(raw.iter().map(|v| if sum > 0.0 { v / sum } else { 1.0 / k }).collect())
+            }
+            Combine::Sum if raw.len() == 1 => {
+                let p = sigmoid(raw[0]);
+                Prediction::Probabilities(vec![1.0 - p, p])
+            }
+            Combine::Sum => Prediction::Probabilities(softmax(raw)),
+        }
+    }
+
+    /// Checks shapes against the classes and dimension.
+    pub fn validate(&self) -> Result<()> {
+        let expected = match (self.classes.len(), self.trees.combine) {
+            (0, _) => 1,
+            (2, crate::trees::Combine::Sum) => 1,
+            (k, _) => k,
+        };
+        if self.trees.outputs != expected {
+            return Err(Error::Data(format!(
+                "{} model with {} classes has {} outputs, expected {expected}",
+                self.family.name(),
+                self.classes.len(),
+                self.trees.outputs
+            )));
+        }
+        self.trees.validate(self.dim)
+    }
+}
+
+fn softmax(mut s: Vec<f64>) -> Vec<f64> {
+    let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for v in s.iter_mut() {
+        *v = (*v - m).exp();
+        sum += *v;
+    }
+    s.iter_mut().for_each(|v| *v /= sum);
+    s
+}
+
+/// A model of any family over encoded vectors: what the batch layer publishes and every layer predicts with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Model {
+    /// A generalized linear model (the family the speed layer updates online).
+    Linear(LinearModel),
+    /// A tree ensemble.
+    Trees(TreeModel),
+    /// Gaussian naive Bayes.
+    NaiveBayes(crate::bayes::NaiveBayes),
+}
+
+impl Model {
+    /// The family's name in leaderboards and manifests.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Model::Linear(m) => match m.family {
+                Family::Logistic => "logistic_regression",
+                Family::Softmax => "softmax_regression",
+                Family::Linear => "ridge_regression",
+            },
+            Model::Trees(t) => t.family.name(),
+            Model::NaiveBayes(_) => "naive_bayes",
+        }
+    }
+
+    /// Predicts one encoded vector.
+    pub fn predict(&self, x: &[f64]) -> Prediction {
+        match self {
+            Model::Linear(m) => m.predict(x),
+            Model::Trees(m) => m.predict(x),
+            Model::NaiveBayes(m) => Prediction::Probabilities(m.predict(x)),
+        }
+    }
+
+    /// Predicts a row-major batch of encoded vectors.
+    pub fn predict_batch(&self, xs: &[f64]) -> Vec<Prediction> {
+        xs.chunks_exact(self.dim().max(1)).map(|x| self.predict(x)).collect()
+    }
+
+    /// Class labels in output order; empty for regression.
+    pub fn classes(&self) -> &[String] {
+        match self {
+            Model::Linear(m) => &m.classes,
+            Model::Trees(m) => &m.classes,
+            Model::NaiveBayes(m) => &m.classes,
+        }
+    }
+
+    /// Input dimension.
+    pub fn dim(&self) -> usize {
+        match self {
+            Model::Linear(m) => m.dim,
+            Model::Trees(m) => m.dim,
+            Model::NaiveBayes(m) => m.dim,
+        }
+    }
+
+    /// The linear model, when this is one (the speed layer can update it).
+    pub fn as_linear(&self) -> Option<&LinearModel> {
+        match self {
+            Model::Linear(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Checks stored shapes and values.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Model::Linear(m) => m.validate(),
+            Model::Trees(m) => m.validate(),
+            Model::NaiveBayes(m) => m.validate(),
+        }
+    }
+
+    /// The most probable class of a prediction (`None` for a regression value).
+    pub fn label<'a>(&'a self, prediction: &Prediction) -> Option<&'a str> {
+        match prediction {
+            Prediction::Probabilities(p) => self.classes().get(argmax(p)).map(String::as_str),
+            Prediction::Value(_) => None,
+        }
+    }
+
+    /// The loss of one prediction against its label (log loss for classes, squared error for values).
+    pub fn loss(&self, prediction: &Prediction, target: &Target) -> Option<f64> {
+        loss(self.classes(), prediction, target)
     }
 }
 

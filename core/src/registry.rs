@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::model::LinearModel;
+use crate::model::{LinearModel, Model};
 use crate::publish::Publisher;
 use crate::schema::{Event, RowSource};
 use crate::spec::Spec;
 
-/// Version of the on-disk artifact format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk artifact format. Version 1 (a linear model only) is read and migrated on load.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A model together with the encoder it was trained behind: everything needed to predict from a raw record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,8 +26,12 @@ pub struct ModelArtifact {
     pub schema_hash: String,
     /// The fitted encoder.
     pub encoder: Encoder,
-    /// The model.
-    pub model: LinearModel,
+    /// The model: the batch champion, of any family.
+    pub model: Model,
+    /// The speed layer's starting model when the champion is not linear: the best linear candidate of the search,
+    /// refitted on the same rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<LinearModel>,
 }
 
 impl ModelArtifact {
@@ -43,14 +47,37 @@ impl ModelArtifact {
                 spec.schema_hash()
             )));
         }
-        if self.encoder.dim() != self.model.dim {
+        for dim in std::iter::once(self.model.dim()).chain(self.online.as_ref().map(|m| m.dim)) {
+            if self.encoder.dim() != dim {
+                return Err(Error::Data(format!(
+                    "encoder gives {} dimensions, model expects {dim}",
+                    self.encoder.dim()
+                )));
+            }
+        }
+        if self.model.as_linear().is_none() && self.online.is_none() {
             return Err(Error::Data(format!(
-                "encoder gives {} dimensions, model expects {}",
-                self.encoder.dim(),
-                self.model.dim
+                "a {} model without a starting model for the speed layer",
+                self.model.family()
             )));
         }
+        if let Some(online) = &self.online {
+            if online.classes != self.model.classes() {
+                return Err(Error::Data("the speed layer's starting model has other classes than the model".into()));
+            }
+            online.validate()?;
+        }
         self.model.validate()
+    }
+
+    /// The model the speed layer starts from and updates: the champion when it is linear, else `online`.
+    pub fn speed_start(&self) -> &LinearModel {
+        match (self.model.as_linear(), &self.online) {
+            (Some(m), _) => m,
+            (None, Some(m)) => m,
+            // validate() refuses an artifact with neither.
+            (None, None) => unreachable!("validated artifact without a linear model"),
+        }
     }
 
     /// Encodes and predicts one record.
@@ -156,6 +183,18 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T>
     serde_json::from_slice(bytes).map_err(|e| Error::Format { path: path.to_path_buf(), message: e.to_string() })
 }
 
+/// Reads a model file of this format or of format 1 (whose model was a bare linear model).
+fn parse_artifact(path: &Path, bytes: &[u8]) -> Result<ModelArtifact> {
+    let mut value: serde_json::Value = parse(path, bytes)?;
+    if value.get("format_version").and_then(serde_json::Value::as_u64) == Some(1) {
+        if let Some(model) = value.get_mut("model").and_then(serde_json::Value::as_object_mut) {
+            model.insert("kind".into(), "linear".into());
+        }
+        value["format_version"] = FORMAT_VERSION.into();
+    }
+    serde_json::from_value(value).map_err(|e| Error::Format { path: path.to_path_buf(), message: e.to_string() })
+}
+
 impl Registry {
     /// The registry at `root`.
     pub fn open(root: impl AsRef<Path>) -> Self {
@@ -199,7 +238,7 @@ impl Registry {
     pub fn load(&self, version: &str) -> Result<Published> {
         let dir = self.publisher.version_dir(version);
         let manifest: Manifest = parse(&dir.join(MANIFEST_FILE), &self.publisher.read(version, MANIFEST_FILE)?)?;
-        let artifact: ModelArtifact = parse(&dir.join(MODEL_FILE), &self.publisher.read(version, MODEL_FILE)?)?;
+        let artifact = parse_artifact(&dir.join(MODEL_FILE), &self.publisher.read(version, MODEL_FILE)?)?;
         Ok(Published { manifest, artifact })
     }
 
@@ -243,7 +282,13 @@ mod tests {
         };
         let mut model = LinearModel::zeros(Family::Logistic, vec!["0".into(), "1".into()], encoder.dim());
         model.weights.iter_mut().for_each(|x| *x = w);
-        ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model }
+        ModelArtifact {
+            format_version: FORMAT_VERSION,
+            schema_hash: spec.schema_hash(),
+            encoder,
+            model: Model::Linear(model),
+            online: None,
+        }
     }
 
     fn manifest(spec: &Spec, watermark: u64) -> Manifest {
@@ -312,6 +357,43 @@ mod tests {
         }
         writer.join().unwrap();
         assert_eq!(r.load_current(&s).unwrap().unwrap().manifest.watermark, 39);
+    }
+
+    #[test]
+    fn a_model_file_of_format_1_is_read_as_a_linear_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec();
+        let r = Registry::open(dir.path());
+        let a = artifact(&s, 0.25);
+        r.publish(&a, manifest(&s, 1)).unwrap();
+        // Format 1 stored the linear model bare, without `kind` and without `online`.
+        let path = dir.path().join("versions/v000001/model.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["format_version"] = 1.into();
+        v["model"].as_object_mut().unwrap().remove("kind");
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        let loaded = r.load_current(&s).unwrap().unwrap().artifact;
+        assert_eq!(loaded, a);
+        assert_eq!(loaded.speed_start().weights[0], 0.25);
+    }
+
+    #[test]
+    fn an_artifact_needs_a_starting_model_for_the_speed_layer() {
+        let s = spec();
+        let mut a = artifact(&s, 1.0);
+        let classes = a.model.classes().to_vec();
+        a.model = Model::NaiveBayes(crate::bayes::NaiveBayes::fit(
+            classes,
+            a.encoder.dim(),
+            &vec![0.5; a.encoder.dim() * 2],
+            &[0, 1],
+            1e-9,
+        ));
+        let err = a.validate(&s).unwrap_err().to_string();
+        assert!(err.contains("naive_bayes") && err.contains("speed layer"), "{err}");
+        a.online = Some(artifact(&s, 1.0).speed_start().clone());
+        a.validate(&s).unwrap();
+        assert_eq!(a.speed_start().weights[0], 1.0);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lambda_core::checkpoint::{self, BatchSide, Checkpoint, Live, LiveState, SpeedModel, SpeedSide};
-use lambda_core::model::{LinearModel, Prediction};
+use lambda_core::model::{argmax, Prediction};
 use lambda_core::registry::Registry;
 use lambda_core::schema::Mode;
 use lambda_core::spec::Spec;
@@ -270,13 +270,13 @@ async fn wait_for<T>(
     }
 }
 
-fn prediction_json(model: &LinearModel, p: &Prediction) -> Value {
+fn prediction_json(classes: &[String], p: &Prediction) -> Value {
     match p {
         Prediction::Value(v) => json!({"value": v}),
         Prediction::Probabilities(ps) => {
             let probs: serde_json::Map<String, Value> =
-                model.classes.iter().cloned().zip(ps.iter().map(|v| json!(v))).collect();
-            json!({"label": model.label(p), "probabilities": probs})
+                classes.iter().cloned().zip(ps.iter().map(|v| json!(v))).collect();
+            json!({"label": classes.get(argmax(ps)), "probabilities": probs})
         }
     }
 }
@@ -341,13 +341,27 @@ async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, bod
     };
     let batch = &st.batch.published;
     let encoder = &batch.artifact.encoder;
-    let (model, speed_update): (&LinearModel, Option<u64>) = match &speed_model {
-        Some(m) => (&m.model, Some(m.updates)),
-        None => (&batch.artifact.model, None),
+    let champion = &batch.artifact.model;
+    // The speed layer's model answers when it continues the champion (a linear one); a champion of another family
+    // answers itself.
+    let (predictions, speed_update, family): (Vec<Value>, Option<u64>, &str) = match &speed_model {
+        Some(m) if champion.as_linear().is_some() => (
+            events.iter().map(|e| prediction_json(&m.model.classes, &m.model.predict(&encoder.encode(e)))).collect(),
+            Some(m.updates),
+            champion.family(),
+        ),
+        _ => (
+            events.iter().map(|e| prediction_json(champion.classes(), &champion.predict(&encoder.encode(e)))).collect(),
+            None,
+            champion.family(),
+        ),
     };
-    let predictions: Vec<Value> =
-        events.iter().map(|e| prediction_json(model, &model.predict(&encoder.encode(e)))).collect();
-    let mut out = json!({"model_version": batch.manifest.version, "speed_update": speed_update, "speed_seq": seq});
+    let mut out = json!({
+        "model_version": batch.manifest.version,
+        "model_family": family,
+        "speed_update": speed_update,
+        "speed_seq": seq
+    });
     if single {
         out["prediction"] = predictions.into_iter().next().unwrap_or(Value::Null);
     } else {

@@ -53,8 +53,13 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
         let encoder = Encoder::fit(&spec, &cols).unwrap();
         let mut model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
         model.weights[0] = 1.0;
-        let artifact =
-            ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model };
+        let artifact = ModelArtifact {
+            format_version: FORMAT_VERSION,
+            schema_hash: spec.schema_hash(),
+            encoder,
+            model: lambda_core::model::Model::Linear(model),
+            online: None,
+        };
         let mut view = ViewTable::new(&spec);
         for e in &events {
             view.observe(&e.key, e.time, 1, e, e.target.as_ref());

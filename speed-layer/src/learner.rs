@@ -362,7 +362,7 @@ impl Learner {
                 let batch = registry.load_current(&spec)?.ok_or_else(no_model)?;
                 let start = master::max_seq(&spec.paths.master)?.max(batch.manifest.watermark);
                 fresh_gap = start > batch.manifest.watermark;
-                let model = batch.artifact.model.clone();
+                let model = batch.artifact.speed_start().clone();
                 let realtime = Realtime::new(template(&spec, &model), batch.manifest.watermark);
                 realtime.set_applied(start);
                 let generation = first_generation(&state);
@@ -1056,7 +1056,7 @@ impl Learner {
             )));
         }
         let started = std::time::Instant::now();
-        let mut model = published.artifact.model.clone();
+        let mut model = published.artifact.speed_start().clone();
         let realtime = Realtime::new(template(&self.spec, &model), w);
         let mut updates = 0u64;
         let mut refused = 0u64;

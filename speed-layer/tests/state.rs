@@ -12,7 +12,7 @@ use common::*;
 
 use lambda_core::checkpoint;
 use lambda_core::encoder::Encoder;
-use lambda_core::model::{Family, LinearModel};
+use lambda_core::model::{Family, LinearModel, Model};
 use lambda_core::registry::{ModelArtifact, Registry, FORMAT_VERSION};
 use lambda_core::schema::{Columns, Event, Mode, Target};
 use lambda_core::spec::Spec;
@@ -143,7 +143,7 @@ fn unseen_class_label_is_rejected_unless_new_classes_are_allowed() {
     let spec = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap();
     let registry = Registry::open(&spec.paths.registry);
     let mut a = artifact(&spec, 0.0, 0.0);
-    a.model = LinearModel::zeros(Family::Softmax, vec!["no".into(), "yes".into()], a.encoder.dim());
+    a.model = Model::Linear(LinearModel::zeros(Family::Softmax, vec!["no".into(), "yes".into()], a.encoder.dim()));
     ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
     registry.publish(&a, manifest(&spec, 0)).unwrap();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
@@ -173,7 +173,13 @@ fn regression_target_1e200_cannot_stop_a_restart() {
         (0..50).map(|i| spec.parse_record(&regression_event(i, i as f64), Mode::Event).unwrap()).collect();
     let encoder = Encoder::fit(&spec, &Columns::from_events(&spec, events.iter().map(|e| (0, e)))).unwrap();
     let model = LinearModel::zeros(Family::Linear, vec![], encoder.dim());
-    let a = ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model };
+    let a = ModelArtifact {
+        format_version: FORMAT_VERSION,
+        schema_hash: spec.schema_hash(),
+        encoder,
+        model: Model::Linear(model),
+        online: None,
+    };
     ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
     Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
@@ -195,7 +201,7 @@ fn regression_target_1e200_cannot_stop_a_restart() {
 
 /// The model a correct warm start must end with: `base` after one SGD step per labelled event, in order.
 fn warm_started(spec: &Spec, base: &ModelArtifact, events: &[Event]) -> Vec<u64> {
-    let mut m = base.model.clone();
+    let mut m = base.speed_start().clone();
     for e in events {
         if let Some(t) = &e.target {
             m.sgd_update(&base.encoder.encode(e), t, spec.speed.learning_rate, spec.speed.l2);
@@ -387,7 +393,7 @@ fn prequential_losses_compare_both_models_on_each_labelled_event() {
     assert_eq!(stats.labelled, 40);
     // Recomputed by hand: each event scored by both models before the speed model learns it.
     let base = artifact(&spec, 0.5, 0.0);
-    let mut m = base.model.clone();
+    let mut m = base.speed_start().clone();
     let (mut speed, mut batch) = (0.0, 0.0);
     for e in parsed(&spec, 0..40) {
         let x = base.encoder.encode(&e);

@@ -55,7 +55,13 @@ pub fn artifact(spec: &Spec, w0: f64, bias: f64) -> ModelArtifact {
     let mut model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
     model.weights[0] = w0;
     model.bias[0] = bias;
-    ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model }
+    ModelArtifact {
+        format_version: FORMAT_VERSION,
+        schema_hash: spec.schema_hash(),
+        encoder,
+        model: lambda_core::model::Model::Linear(model),
+        online: None,
+    }
 }
 
 pub fn manifest(spec: &Spec, watermark: u64) -> Manifest {
