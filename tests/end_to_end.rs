@@ -202,7 +202,8 @@ fn batch_speed_and_serving_agree_end_to_end() {
     assert_eq!(p["model_version"], "v000001");
     assert!(p["speed_update"].as_u64().unwrap() > 0, "{p}");
 
-    // A second batch run (forced past the gate: this test is about the handoff) covers the archived events; the merged views neither lose nor double-count them.
+    // A second batch run (forced past the gate: this test is about the handoff) covers the archived events; the
+    // merged views neither lose nor double-count them.
     let out = run_ok(&["batch", "--spec", sp, "--force"]);
     assert!(out.contains("published v000002"), "{out}");
     wait_for(Duration::from_secs(15), || get(&format!("{}/v1/models", server.base)).1["current"] == "v000002");
@@ -217,6 +218,8 @@ fn batch_speed_and_serving_agree_end_to_end() {
 fn up_makes_a_posted_event_visible_as_soon_as_its_ingest_call_answers() {
     let dir = tempfile::tempdir().unwrap();
     let spec_path = spec_in(dir.path());
+    // The speed layer's model answers when it continues a linear champion.
+    pin_families(&spec_path, &["linear"]);
     let sp = spec_path.to_str().unwrap();
     let stream = dir.path().join("stream.ndjson");
     run_ok(&["generate", "--spec", sp, "--rows", "2000", "--stream-rows", "10", "--stream", stream.to_str().unwrap()]);

@@ -104,12 +104,18 @@ fn a_separate_serve_answers_exact_views_while_batch_publishes_and_current_rolls_
 
     let stop_writer = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
+    // The writer posts up to this sequence number, then waits: each phase gets events however long a batch takes.
+    let allowed = Arc::new(AtomicU64::new(2000 + 1200));
     let stream_seqs: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
     let writer = {
         let (stop, acked, seqs, lines) = (stop_writer.clone(), acked.clone(), stream_seqs.clone(), lines.clone());
+        let allowed = allowed.clone();
         std::thread::spawn(move || {
             let agent = agent();
             for chunk in lines.chunks(15) {
+                while acked.load(Ordering::SeqCst) >= allowed.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
@@ -157,13 +163,17 @@ fn a_separate_serve_answers_exact_views_while_batch_publishes_and_current_rolls_
         let (_, m) = get(&format!("{serve_base}/v1/models"));
         m["current"] == version && m["speed"]["base_version"] == version
     };
-    wait_for(Duration::from_secs(60), || acked.load(Ordering::SeqCst) > 2000 + 1200);
+    wait_for(Duration::from_secs(60), || acked.load(Ordering::SeqCst) >= 2000 + 1200);
     // A nightly run publishes v2 while events flow; the separate serve moves to it with the speed layer.
+    allowed.store(2000 + 3000, Ordering::SeqCst);
     run_ok(&["batch", "--spec", sp, "--force"]);
     wait_for(Duration::from_secs(60), || served("v000002"));
     let published_at = acked.load(Ordering::SeqCst);
+    allowed.store(published_at + 1000, Ordering::SeqCst);
     wait_for(Duration::from_secs(60), || acked.load(Ordering::SeqCst) > published_at + 800);
-    // Then CURRENT is rolled back to v1: the speed layer rebuilds on v1's watermark from the archive.
+    // Then CURRENT is rolled back to v1 while events flow: the speed layer rebuilds on v1's watermark from the
+    // archive.
+    allowed.store(2000 + 6000, Ordering::SeqCst);
     run_ok(&["rollback", "--spec", sp, "--to", "v000001"]);
     wait_for(Duration::from_secs(60), || served("v000001"));
     let rolled_at = acked.load(Ordering::SeqCst);

@@ -24,6 +24,8 @@ fn pipeline(extra_speed: &str, extra_serving: &str) -> (tempfile::TempDir, Strin
         .replace("[speed]\n", &format!("[speed]\n{extra_speed}"))
         .replace("[serving]\n", &format!("[serving]\n{extra_serving}"));
     std::fs::write(&spec_path, text).unwrap();
+    // Predictions come from the speed layer's model when it continues a linear champion.
+    pin_families(&spec_path, &["linear"]);
     let sp = spec_path.to_str().unwrap().to_string();
     let stream = dir.path().join("stream.ndjson");
     run_ok(&["generate", "--spec", &sp, "--rows", "2000", "--stream-rows", "0", "--stream", stream.to_str().unwrap()]);

@@ -137,7 +137,7 @@ fn values_on(
     let ours: Vec<Prediction> =
         rows.iter().map(|&r| search.model.predict(&search.encoder.encode(&holdout.row(r)))).collect();
     let theirs: Vec<Prediction> = rows.iter().map(|&r| champion.artifact.predict(&holdout.row(r))).collect();
-    let a = evaluate(&search.model.classes, &ours, &targets).get(metric.name()).copied()?;
+    let a = evaluate(search.model.classes(), &ours, &targets).get(metric.name()).copied()?;
     let b = evaluate(champion.artifact.model.classes(), &theirs, &targets).get(metric.name()).copied()?;
     (a.is_finite() && b.is_finite()).then_some((a, b))
 }

@@ -6,6 +6,7 @@
 //! moves last) when the champion/challenger [`gate`] lets it. [`forecast`] scores a whole Parquet table with the
 //! current model.
 
+pub mod cart;
 pub mod forecast;
 pub mod gate;
 pub mod read;
@@ -104,14 +105,22 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     phases.start("refitting the best model on all rows");
     let all = data.columns.take(&split.labelled);
     let encoder = Encoder::fit(spec, &data.columns)?;
-    let model = train::fit(spec, &search.best, &encoder, &all, &split.classes)?;
-    let artifact = ModelArtifact {
-        format_version: FORMAT_VERSION,
-        schema_hash: spec.schema_hash(),
-        encoder,
-        model: lambda_core::model::Model::Linear(model),
-        online: None,
+    let xs = encoder.encode_batch(&all);
+    let fit_all = |c: &train::Candidate| train::fit_encoded(spec, c, &xs, encoder.dim(), &all.targets, &split.classes);
+    let model = fit_all(&search.best)?;
+    // A champion the speed layer cannot update comes with the best linear candidate as its starting model.
+    let online = match (&model, search.best_incremental) {
+        (lambda_core::model::Model::Linear(_), _) => None,
+        (_, cand) => {
+            let cand = cand.unwrap_or(train::Candidate::Linear { alpha: spec.batch.alphas[0] });
+            match fit_all(&cand)? {
+                lambda_core::model::Model::Linear(m) => Some(m),
+                _ => None,
+            }
+        }
     };
+    let artifact =
+        ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model, online };
     artifact.validate(spec)?;
     phases.done();
 

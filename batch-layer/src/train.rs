@@ -1,11 +1,14 @@
-//! Model search and fitting with linfa: logistic regression (binary), multinomial logistic regression
-//! (multiclass) and L2-penalized linear regression (a Tweedie GLM with power 0), each tried with every `alpha` of
-//! the spec, scored on a time-ordered holdout. The fitted weights are copied into the core [`LinearModel`] format
-//! so that the speed layer can warm-start from them.
+//! Model search and fitting over the model zoo, scored on a time-ordered holdout:
+//! - linear models with linfa: logistic regression (binary), multinomial logistic regression (multiclass) and
+//!   L2-penalized linear regression (a Tweedie GLM with power 0), one candidate per `alpha` of the spec; their
+//!   weights are copied into the core [`LinearModel`] format so that the speed layer can warm-start from them;
+//! - Gaussian naive Bayes (classification);
+//! - a decision tree and a random forest ([`crate::cart`]).
 
+use lambda_core::bayes::NaiveBayes;
 use lambda_core::encoder::Encoder;
 use lambda_core::metrics::{evaluate, Metrics};
-use lambda_core::model::{Family, LinearModel};
+use lambda_core::model::{Family, LinearModel, Model};
 use lambda_core::registry::LeaderboardEntry;
 use lambda_core::schema::{Columns, Target};
 use lambda_core::spec::{Spec, Task};
@@ -15,6 +18,7 @@ use linfa_linear::TweedieRegressor;
 use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
 use ndarray::{Array1, Array2};
 
+use crate::cart::{self, Binned, Labels, TreeParams};
 use crate::{Error, Result};
 
 /// The labelled rows split by event time.
@@ -32,9 +36,78 @@ pub struct Split {
 
 /// One setting of the search.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Candidate {
-    /// L2 strength.
-    pub alpha: f64,
+pub enum Candidate {
+    /// A linear model with this L2 strength.
+    Linear {
+        /// L2 strength.
+        alpha: f64,
+    },
+    /// Gaussian naive Bayes.
+    NaiveBayes {
+        /// Share of the largest variance added to every variance.
+        var_smoothing: f64,
+    },
+    /// A decision tree (`trees == 1`) or a random forest.
+    Trees(TreeParams),
+}
+
+impl Candidate {
+    /// The family's name.
+    pub fn family(&self, spec: &Spec) -> &'static str {
+        match self {
+            Candidate::Linear { .. } => algorithm(spec),
+            Candidate::NaiveBayes { .. } => "naive_bayes",
+            Candidate::Trees(p) if p.trees <= 1 => "decision_tree",
+            Candidate::Trees(_) => "random_forest",
+        }
+    }
+
+    /// Its settings, as the leaderboard shows them.
+    pub fn params(&self) -> String {
+        match self {
+            Candidate::Linear { alpha } => format!("alpha={alpha}"),
+            Candidate::NaiveBayes { var_smoothing } => format!("var_smoothing={var_smoothing}"),
+            Candidate::Trees(p) if p.trees <= 1 => format!("max_depth={} min_leaf={}", p.max_depth, p.min_leaf),
+            Candidate::Trees(p) => format!(
+                "trees={} max_depth={} min_leaf={} feature_fraction={:.2}",
+                p.trees, p.max_depth, p.min_leaf, p.feature_fraction
+            ),
+        }
+    }
+
+    /// Whether the speed layer can update a model of this family online.
+    pub fn incremental(&self) -> bool {
+        matches!(self, Candidate::Linear { .. })
+    }
+}
+
+/// Every candidate the spec allows for its task, cheapest families first.
+pub fn candidates(spec: &Spec, dim: usize) -> Vec<Candidate> {
+    let classification = spec.dataset.task.is_classification();
+    let seed = spec.batch.seed;
+    let mut out = Vec::new();
+    for family in &spec.batch.families {
+        match family.as_str() {
+            "linear" => out.extend(spec.batch.alphas.iter().map(|&alpha| Candidate::Linear { alpha })),
+            "naive_bayes" if classification => out.push(Candidate::NaiveBayes { var_smoothing: 1e-9 }),
+            "decision_tree" => out.extend([4, 8, 12].map(|max_depth| {
+                Candidate::Trees(TreeParams { trees: 1, max_depth, min_leaf: 20, feature_fraction: 1.0, seed })
+            })),
+            "random_forest" => {
+                // sqrt(d) dimensions per split for classes, a third for values (Breiman's defaults).
+                let share = if classification { (dim as f64).sqrt() / dim.max(1) as f64 } else { 1.0 / 3.0 };
+                out.push(Candidate::Trees(TreeParams {
+                    trees: 50,
+                    max_depth: 16,
+                    min_leaf: 2,
+                    feature_fraction: share.clamp(0.05, 1.0),
+                    seed,
+                }))
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The outcome of the search.
@@ -47,7 +120,9 @@ pub struct Search {
     /// The encoder fitted on the training rows.
     pub encoder: Encoder,
     /// The best setting's model fitted on the training rows (not the holdout): what the gate judges.
-    pub model: LinearModel,
+    pub model: Model,
+    /// The best setting the speed layer can update online (the best itself when it is one).
+    pub best_incremental: Option<Candidate>,
 }
 
 /// Stopping tolerance on the gradient norm of the loss, per row.
@@ -107,33 +182,73 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
     Ok(Split { train: columns.take(&labelled[..cut]), holdout: columns.take(&labelled[cut..]), labelled, classes })
 }
 
-fn matrix(encoder: &Encoder, rows: &Columns) -> Result<Array2<f64>> {
-    Array2::from_shape_vec((rows.len(), encoder.dim()), encoder.encode_batch(rows))
-        .map_err(|e| Error::Data(format!("encoded matrix: {e}")))
+/// Fits one candidate on `rows` (all labelled) behind `encoder`.
+pub fn fit(spec: &Spec, cand: &Candidate, encoder: &Encoder, rows: &Columns, classes: &[String]) -> Result<Model> {
+    let xs = encoder.encode_batch(rows);
+    fit_encoded(spec, cand, &xs, encoder.dim(), &rows.targets, classes)
 }
 
-/// Fits one candidate on `rows` (all labelled) behind `encoder`.
-pub fn fit(
+/// Fits one candidate on row-major encoded rows `xs` of `dim` columns with their targets (all labelled).
+pub fn fit_encoded(
     spec: &Spec,
     cand: &Candidate,
-    encoder: &Encoder,
-    rows: &Columns,
+    xs: &[f64],
+    dim: usize,
+    targets: &[Option<Target>],
+    classes: &[String],
+) -> Result<Model> {
+    let class_of = |t: &Option<Target>| match t {
+        Some(Target::Class(c)) => classes.iter().position(|k| k == c).unwrap_or(0),
+        _ => 0,
+    };
+    match cand {
+        Candidate::Linear { alpha } => fit_linear(spec, *alpha, xs, dim, targets, classes).map(Model::Linear),
+        Candidate::NaiveBayes { var_smoothing } => {
+            let ys: Vec<usize> = targets.iter().map(class_of).collect();
+            Ok(Model::NaiveBayes(NaiveBayes::fit(classes.to_vec(), dim, xs, &ys, *var_smoothing)))
+        }
+        Candidate::Trees(p) => {
+            let binned = Binned::new(xs, dim);
+            let labels = if classes.is_empty() {
+                Labels::Values(
+                    targets
+                        .iter()
+                        .map(|t| match t {
+                            Some(Target::Value(v)) => *v,
+                            _ => 0.0,
+                        })
+                        .collect(),
+                )
+            } else {
+                Labels::Classes(targets.iter().map(class_of).collect(), classes.len())
+            };
+            Ok(Model::Trees(cart::fit(&binned, &labels, classes, p)))
+        }
+    }
+}
+
+fn fit_linear(
+    spec: &Spec,
+    alpha: f64,
+    xs: &[f64],
+    dim: usize,
+    targets: &[Option<Target>],
     classes: &[String],
 ) -> Result<LinearModel> {
-    let x = matrix(encoder, rows)?;
-    let dim = encoder.dim();
-    let name = format!("{} alpha={}", algorithm(spec), cand.alpha);
+    let n = targets.len();
+    let x = Array2::from_shape_vec((n, dim), xs.to_vec()).map_err(|e| Error::Data(format!("encoded matrix: {e}")))?;
+    let name = format!("{} alpha={alpha}", algorithm(spec));
     let fail = |e: &dyn std::fmt::Display| Error::Train { algorithm: name.clone(), message: e.to_string() };
     let iterations = spec.batch.max_iterations;
     // linfa's objective sums the loss over rows; scale the stopping tolerance so that it means the same per row
     // whatever the data size (scikit-learn's lbfgs does the same on its averaged loss).
-    let tolerance = GRADIENT_TOLERANCE * rows.len().max(1) as f64;
+    let tolerance = GRADIENT_TOLERANCE * n.max(1) as f64;
     match spec.dataset.task {
         Task::BinaryClassification => {
             let y: Array1<bool> =
-                rows.targets.iter().map(|t| matches!(t, Some(Target::Class(c)) if *c == classes[1])).collect();
+                targets.iter().map(|t| matches!(t, Some(Target::Class(c)) if *c == classes[1])).collect();
             let fitted = LogisticRegression::default()
-                .alpha(cand.alpha)
+                .alpha(alpha)
                 .max_iterations(iterations)
                 .gradient_tolerance(tolerance)
                 .fit(&Dataset::new(x, y))
@@ -146,8 +261,7 @@ pub fn fit(
             Ok(m)
         }
         Task::MulticlassClassification => {
-            let y: Array1<usize> = rows
-                .targets
+            let y: Array1<usize> = targets
                 .iter()
                 .map(|t| match t {
                     Some(Target::Class(c)) => classes.iter().position(|k| k == c).unwrap_or(0),
@@ -155,7 +269,7 @@ pub fn fit(
                 })
                 .collect();
             let fitted = MultiLogisticRegression::default()
-                .alpha(cand.alpha)
+                .alpha(alpha)
                 .max_iterations(iterations)
                 .gradient_tolerance(tolerance)
                 .fit(&Dataset::new(x, y))
@@ -173,8 +287,7 @@ pub fn fit(
             Ok(m)
         }
         Task::Regression => {
-            let y: Array1<f64> = rows
-                .targets
+            let y: Array1<f64> = targets
                 .iter()
                 .map(|t| match t {
                     Some(Target::Value(v)) => *v,
@@ -183,7 +296,7 @@ pub fn fit(
                 .collect();
             let fitted = TweedieRegressor::params()
                 .power(0.0)
-                .alpha(cand.alpha)
+                .alpha(alpha)
                 .max_iter(iterations as usize)
                 .fit(&Dataset::new(x, y))
                 .map_err(|e| fail(&e))?;
@@ -195,58 +308,77 @@ pub fn fit(
     }
 }
 
-/// Tries every candidate: encoder and model fitted on the training rows, scored on the holdout. Best first.
+/// Tries every candidate: encoder fitted on the training rows, each model fitted on them and scored on the
+/// holdout. Best first.
 pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
     let encoder = Encoder::fit(spec, &split.train)?;
+    let dim = encoder.dim();
+    let x_train = encoder.encode_batch(&split.train);
     let x_holdout = encoder.encode_batch(&split.holdout);
     let targets: Vec<Target> = split.holdout.targets.iter().flatten().cloned().collect();
-    // Candidates are independent: fit them on all cores.
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let alphas = &spec.batch.alphas;
-    let results: Vec<(f64, Result<LinearModel>)> = std::thread::scope(|scope| {
-        let chunks: Vec<&[f64]> = alphas.chunks(alphas.len().div_ceil(threads)).collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let (encoder, train, classes) = (&encoder, &split.train, &split.classes);
+    let cands = candidates(spec, dim);
+    if cands.is_empty() {
+        return Err(Error::Data(format!("`batch.families` = {:?} has no family for this task", spec.batch.families)));
+    }
+    // Candidates are independent: each worker takes the next one; results are put back in candidate order.
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(cands.len());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    type Fitted = (usize, Result<Model>, f64);
+    let mut results: Vec<Fitted> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (cands, next, x_train, split) = (&cands, &next, &x_train, split);
                 scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|&alpha| (alpha, fit(spec, &Candidate { alpha }, encoder, train, classes)))
-                        .collect::<Vec<_>>()
+                    let mut out: Vec<Fitted> = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(c) = cands.get(i) else { break };
+                        let started = std::time::Instant::now();
+                        let r = fit_encoded(spec, c, x_train, dim, &split.train.targets, &split.classes);
+                        out.push((i, r, started.elapsed().as_secs_f64()));
+                    }
+                    out
                 })
             })
             .collect();
         handles
             .into_iter()
             .flat_map(|h| {
-                h.join().unwrap_or_else(|_| vec![(f64::NAN, Err(Error::Data("a training thread panicked".into())))])
+                h.join()
+                    .unwrap_or_else(|_| vec![(usize::MAX, Err(Error::Data("a training thread panicked".into())), 0.0)])
             })
             .collect()
     });
-    let mut scored: Vec<(Candidate, LeaderboardEntry, LinearModel)> = Vec::new();
+    results.sort_by_key(|(i, _, _)| *i);
+    let mut scored: Vec<(Candidate, LeaderboardEntry, Model)> = Vec::new();
     let mut last_error = None;
-    for (alpha, result) in results {
+    for (i, result, seconds) in results {
+        let Some(cand) = cands.get(i) else { continue };
         match result {
             Ok(model) => {
-                let metrics: Metrics = evaluate(&model.classes, &model.predict_batch(&x_holdout), &targets);
-                scored.push((
-                    Candidate { alpha },
-                    LeaderboardEntry { algorithm: algorithm(spec).into(), params: format!("alpha={alpha}"), metrics },
-                    model,
-                ));
+                let metrics: Metrics = evaluate(model.classes(), &model.predict_batch(&x_holdout), &targets);
+                let entry = LeaderboardEntry {
+                    algorithm: cand.family(spec).into(),
+                    params: cand.params(),
+                    metrics,
+                    rows: split.train.len() as u64,
+                    fit_seconds: seconds,
+                };
+                scored.push((*cand, entry, model));
             }
             Err(e) => {
-                tracing::warn!(alpha, error = %e, "candidate failed");
+                tracing::warn!(candidate = %cand.params(), error = %e, "candidate failed");
                 last_error = Some(e);
             }
         }
     }
     let metric = spec.metric();
+    // A stable sort: on equal metrics the earlier (cheaper) candidate wins.
     scored.sort_by(|a, b| metric.rank(&a.1.metrics).total_cmp(&metric.rank(&b.1.metrics)));
     let leaderboard = scored.iter().map(|(_, e, _)| e.clone()).collect();
+    let best_incremental = scored.iter().find(|(c, _, _)| c.incremental()).map(|(c, _, _)| *c);
     match scored.into_iter().next() {
-        Some((best, _, model)) => Ok(Search { best, leaderboard, encoder, model }),
+        Some((best, _, model)) => Ok(Search { best, leaderboard, encoder, model, best_incremental }),
         None => Err(last_error.unwrap_or_else(|| Error::Data("no candidate to train".into()))),
     }
 }

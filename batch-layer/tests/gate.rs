@@ -207,6 +207,12 @@ fn a_metric_of_the_wrong_task_is_a_spec_error() {
     let text = format!("{SPEC}min_improvement = nan\n");
     let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
     assert!(err.contains("batch.min_improvement"), "{err}");
+    let text = format!("{SPEC}families = [\"linear\", \"svm\"]\n");
+    let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
+    assert!(err.contains("batch.families") && err.contains("svm") && err.contains("random_forest"), "{err}");
+    let text = format!("{SPEC}families = []\n");
+    let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
+    assert!(err.contains("batch.families"), "{err}");
     let text = format!("{SPEC}metric = \"f1\"\n");
     let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
     assert!(err.contains("f1"), "{err}");

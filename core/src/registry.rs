@@ -100,6 +100,12 @@ pub struct LeaderboardEntry {
     pub params: String,
     /// Its holdout metrics.
     pub metrics: Metrics,
+    /// Rows it was fitted on.
+    #[serde(default)]
+    pub rows: u64,
+    /// Seconds its fit took.
+    #[serde(default)]
+    pub fit_seconds: f64,
 }
 
 /// What is known about a published model.

@@ -113,7 +113,15 @@ pub struct BatchSettings {
     pub min_improvement: f64,
     /// A bar the winner must clear on the holdout (at most this for a loss, at least this for a score).
     pub min_metric: Option<f64>,
+    /// Model families the search tries: `linear`, `naive_bayes` (classification), `decision_tree`,
+    /// `random_forest`.
+    pub families: Vec<String>,
+    /// Seed of every random choice of the search (bootstrap samples, dimension draws).
+    pub seed: u64,
 }
+
+/// Model families the search knows.
+pub const FAMILIES: [&str; 4] = ["linear", "naive_bayes", "decision_tree", "random_forest"];
 
 impl Default for BatchSettings {
     fn default() -> Self {
@@ -125,6 +133,8 @@ impl Default for BatchSettings {
             metric: None,
             min_improvement: 0.0,
             min_metric: None,
+            families: FAMILIES.iter().map(|f| f.to_string()).collect(),
+            seed: 0,
         }
     }
 }
@@ -389,6 +399,17 @@ impl RawSpec {
                     fits.join(", ")
                 )));
             }
+        }
+        if b.families.is_empty() {
+            return Err(fail(format!("`batch.families` must name at least one of {}", FAMILIES.join(", "))));
+        }
+        if let Some(f) = b.families.iter().find(|f| !FAMILIES.contains(&f.as_str())) {
+            return Err(fail(format!("`batch.families` has {f:?}; known families: {}", FAMILIES.join(", "))));
+        }
+        if !self.dataset.task.is_classification() && b.families.iter().all(|f| f == "naive_bayes") {
+            return Err(fail(
+                "`batch.families`: naive_bayes fits classification only; add a family for regression".into(),
+            ));
         }
         if !b.min_improvement.is_finite() {
             return Err(fail(format!("`batch.min_improvement` = {} must be a finite number", b.min_improvement)));

@@ -16,6 +16,14 @@ pub fn spec_in(dir: &Path) -> PathBuf {
     path
 }
 
+/// Restricts the batch search of the spec at `path` to `families`.
+pub fn pin_families(path: &Path, families: &[&str]) {
+    let list: Vec<String> = families.iter().map(|f| format!("{f:?}")).collect();
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains("[batch]\n"));
+    std::fs::write(path, text.replace("[batch]\n", &format!("[batch]\nfamilies = [{}]\n", list.join(", ")))).unwrap();
+}
+
 pub fn run(args: &[&str]) -> Output {
     let out = Command::new(BIN).args(args).output().unwrap();
     out
