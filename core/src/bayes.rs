@@ -18,8 +18,8 @@ pub struct NaiveBayes {
     pub means: Vec<f64>,
     /// Sum of squared deviations from the mean per class and dimension (Welford), class-major.
     pub m2: Vec<f64>,
-    /// Added to every variance, as a share of the largest variance over all dimensions (scikit-learn's
-    /// `var_smoothing`), so that a dimension constant within a class does not give an infinite density.
+    /// Added to every variance, as a share of the largest variance of a dimension over all rows (scikit-learn's
+    /// and linfa's `var_smoothing`), so that a dimension constant within a class does not give an infinite density.
     pub var_smoothing: f64,
 }
 
@@ -68,7 +68,17 @@ impl NaiveBayes {
                 var.push(if *n > 0.0 { self.m2[c * d + j] / n } else { 0.0 });
             }
         }
-        let epsilon = self.var_smoothing * var.iter().copied().fold(0.0, f64::max).max(1e-12);
+        // The variance of each dimension over all rows, from the per-class statistics (Chan et al.'s merge).
+        let total: f64 = self.counts.iter().sum();
+        let mut largest: f64 = 0.0;
+        for j in 0..d {
+            let mean = (0..self.counts.len()).map(|c| self.counts[c] * self.means[c * d + j]).sum::<f64>() / total;
+            let m2: f64 = (0..self.counts.len())
+                .map(|c| self.m2[c * d + j] + self.counts[c] * (self.means[c * d + j] - mean).powi(2))
+                .sum();
+            largest = largest.max(m2 / total);
+        }
+        let epsilon = self.var_smoothing * largest.max(1e-12);
         var.iter_mut().for_each(|v| *v += epsilon);
         var
     }
