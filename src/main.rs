@@ -171,6 +171,15 @@ fn main() -> Result<()> {
             for (k, v) in &m.metrics {
                 println!("  holdout {k}: {v:.4}");
             }
+            if let Some(r) = &m.search {
+                println!("search: {} in {:.1} s of a {:.0} s budget", r.stopped, r.seconds, r.budget_seconds);
+            }
+            let metric = spec.metric().name();
+            println!("  {:<22} {:<58} {:>9} {:>9} {:>8}", "family", "settings", metric, "rows", "fit s");
+            for e in m.leaderboard.iter().take(5) {
+                let v = e.metrics.get(metric).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+                println!("  {:<22} {:<58} {v:>9} {:>9} {:>8.2}", e.algorithm, e.params, e.rows, e.fit_seconds);
+            }
             if !out.published {
                 use std::io::Write;
                 std::io::stdout().flush()?;

@@ -97,7 +97,22 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     phases.done();
 
     phases.start("searching models on the holdout");
-    let search = train::search(spec, &split)?;
+    let metric = spec.metric().name();
+    let bar = &phases.bar;
+    let search = train::search(spec, &split, &|p: &train::Progress| {
+        let best = p.best.as_ref().map(|(name, v)| format!(", best {metric} {v:.4} ({name})")).unwrap_or_default();
+        bar.set_message(format!(
+            "searching: {}/{} trials{best}, {:.0} s of the budget left",
+            p.done, p.total, p.seconds_left
+        ));
+    })?;
+    tracing::info!(
+        tried = search.report.tried,
+        candidates = search.report.candidates,
+        seconds = search.report.seconds,
+        stopped = %search.report.stopped,
+        "search done"
+    );
     phases.done();
     let best = &search.leaderboard[0];
     tracing::info!(algorithm = %best.algorithm, params = %best.params, metrics = ?best.metrics, "best candidate");
@@ -151,6 +166,7 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
         algorithm: format!("{} {}", best.algorithm, best.params),
         leaderboard: search.leaderboard.clone(),
         gate: Some(gate.clone()),
+        search: Some(search.report.clone()),
     };
     let manifest =
         if gate.published { registry.publish(&artifact, manifest)? } else { registry.keep(&artifact, manifest)? };

@@ -9,7 +9,7 @@ use lambda_core::bayes::NaiveBayes;
 use lambda_core::encoder::Encoder;
 use lambda_core::metrics::{evaluate, Metrics};
 use lambda_core::model::{Family, LinearModel, Model};
-use lambda_core::registry::LeaderboardEntry;
+use lambda_core::registry::{LeaderboardEntry, SearchReport};
 use lambda_core::schema::{Columns, Target};
 use lambda_core::spec::{Spec, Task};
 use linfa::prelude::*;
@@ -123,6 +123,21 @@ pub struct Search {
     pub model: Model,
     /// The best setting the speed layer can update online (the best itself when it is one).
     pub best_incremental: Option<Candidate>,
+    /// How the search went.
+    pub report: SearchReport,
+}
+
+/// What the search tells its caller after each trial.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Trials finished.
+    pub done: usize,
+    /// Trials planned.
+    pub total: usize,
+    /// The best so far: family and metric value.
+    pub best: Option<(String, f64)>,
+    /// Seconds of the budget left.
+    pub seconds_left: f64,
 }
 
 /// Stopping tolerance on the gradient norm of the loss, per row.
@@ -308,9 +323,12 @@ fn fit_linear(
     }
 }
 
-/// Tries every candidate: encoder fitted on the training rows, each model fitted on them and scored on the
-/// holdout. Best first.
-pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
+/// Tries the candidates, cheapest families first, until all are tried or the time budget is spent: encoder fitted
+/// on the training rows, each model fitted on them and scored on the holdout. Best first. `progress` hears of each
+/// finished trial.
+pub fn search(spec: &Spec, split: &Split, progress: &(dyn Fn(&Progress) + Sync)) -> Result<Search> {
+    let started = std::time::Instant::now();
+    let budget = spec.time_budget;
     let encoder = Encoder::fit(spec, &split.train)?;
     let dim = encoder.dim();
     let x_train = encoder.encode_batch(&split.train);
@@ -320,22 +338,51 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
     if cands.is_empty() {
         return Err(Error::Data(format!("`batch.families` = {:?} has no family for this task", spec.batch.families)));
     }
-    // Candidates are independent: each worker takes the next one; results are put back in candidate order.
+    let metric = spec.metric();
+    // Candidates are independent: each worker takes the next one unless the budget is spent; results are put back
+    // in candidate order, so which worker fitted what does not matter.
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(cands.len());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    type Fitted = (usize, Result<Model>, f64);
+    let board: std::sync::Mutex<(usize, Option<(String, f64)>)> = std::sync::Mutex::new((0, None));
+    type Fitted = (usize, Result<(Model, Metrics)>, f64);
     let mut results: Vec<Fitted> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (cands, next, x_train, split) = (&cands, &next, &x_train, split);
+                let (cands, next, x_train, x_holdout, targets, board) =
+                    (&cands, &next, &x_train, &x_holdout, &targets, &board);
                 scope.spawn(move || {
                     let mut out: Vec<Fitted> = Vec::new();
-                    loop {
+                    // The first candidate always runs, so that even a spent budget gives a model.
+                    while started.elapsed() < budget || next.load(std::sync::atomic::Ordering::SeqCst) == 0 {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let Some(c) = cands.get(i) else { break };
-                        let started = std::time::Instant::now();
-                        let r = fit_encoded(spec, c, x_train, dim, &split.train.targets, &split.classes);
-                        out.push((i, r, started.elapsed().as_secs_f64()));
+                        let t0 = std::time::Instant::now();
+                        let r = fit_encoded(spec, c, x_train, dim, &split.train.targets, &split.classes).map(|model| {
+                            let metrics = evaluate(model.classes(), &model.predict_batch(x_holdout), targets);
+                            (model, metrics)
+                        });
+                        let seconds = t0.elapsed().as_secs_f64();
+                        if let Ok(mut b) = board.lock() {
+                            b.0 += 1;
+                            if let Ok((_, m)) = &r {
+                                let value = m.get(metric.name()).copied();
+                                let better = match (&b.1, value) {
+                                    (_, None) => false,
+                                    (None, Some(_)) => true,
+                                    (Some((_, best)), Some(v)) => metric.gain(*best, v) > 0.0,
+                                };
+                                if let (true, Some(v)) = (better, value) {
+                                    b.1 = Some((format!("{} {}", c.family(spec), c.params()), v));
+                                }
+                            }
+                            progress(&Progress {
+                                done: b.0,
+                                total: cands.len(),
+                                best: b.1.clone(),
+                                seconds_left: (budget.as_secs_f64() - started.elapsed().as_secs_f64()).max(0.0),
+                            });
+                        }
+                        out.push((i, r, seconds));
                     }
                     out
                 })
@@ -352,11 +399,11 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
     results.sort_by_key(|(i, _, _)| *i);
     let mut scored: Vec<(Candidate, LeaderboardEntry, Model)> = Vec::new();
     let mut last_error = None;
+    let (tried, mut failed) = (results.len(), 0);
     for (i, result, seconds) in results {
         let Some(cand) = cands.get(i) else { continue };
         match result {
-            Ok(model) => {
-                let metrics: Metrics = evaluate(model.classes(), &model.predict_batch(&x_holdout), &targets);
+            Ok((model, metrics)) => {
                 let entry = LeaderboardEntry {
                     algorithm: cand.family(spec).into(),
                     params: cand.params(),
@@ -368,17 +415,35 @@ pub fn search(spec: &Spec, split: &Split) -> Result<Search> {
             }
             Err(e) => {
                 tracing::warn!(candidate = %cand.params(), error = %e, "candidate failed");
+                failed += 1;
                 last_error = Some(e);
             }
         }
     }
-    let metric = spec.metric();
+    let cut_by_time = tried < cands.len();
+    let report = SearchReport {
+        candidates: cands.len(),
+        tried,
+        failed,
+        budget_seconds: budget.as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
+        cut_by_time,
+        stopped: if cut_by_time {
+            format!(
+                "the time budget ({}) was spent after {tried} of {} candidates",
+                spec.batch.time_budget,
+                cands.len()
+            )
+        } else {
+            format!("every candidate was tried ({tried})")
+        },
+    };
     // A stable sort: on equal metrics the earlier (cheaper) candidate wins.
     scored.sort_by(|a, b| metric.rank(&a.1.metrics).total_cmp(&metric.rank(&b.1.metrics)));
     let leaderboard = scored.iter().map(|(_, e, _)| e.clone()).collect();
     let best_incremental = scored.iter().find(|(c, _, _)| c.incremental()).map(|(c, _, _)| *c);
     match scored.into_iter().next() {
-        Some((best, _, model)) => Ok(Search { best, leaderboard, encoder, model, best_incremental }),
+        Some((best, _, model)) => Ok(Search { best, leaderboard, encoder, model, best_incremental, report }),
         None => Err(last_error.unwrap_or_else(|| Error::Data("no candidate to train".into()))),
     }
 }

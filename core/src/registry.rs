@@ -134,6 +134,29 @@ pub struct Manifest {
     /// How the champion/challenger gate judged this version (absent in versions written before the gate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<Gate>,
+    /// How the search went and why it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchReport>,
+}
+
+/// How a model search went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchReport {
+    /// Candidates the spec allowed.
+    pub candidates: usize,
+    /// Candidates fitted and scored.
+    pub tried: usize,
+    /// Candidates that failed to fit.
+    pub failed: usize,
+    /// The time budget, in seconds.
+    pub budget_seconds: f64,
+    /// Seconds the search took.
+    pub seconds: f64,
+    /// Whether the time budget stopped it before every candidate was tried: then another run, on a faster or less
+    /// busy machine, may try more and pick another winner.
+    pub cut_by_time: bool,
+    /// Why it stopped, in words.
+    pub stopped: String,
 }
 
 /// The champion/challenger decision of a batch run.
@@ -310,6 +333,7 @@ mod tests {
             algorithm: "test".into(),
             leaderboard: vec![],
             gate: None,
+            search: None,
         }
     }
 

@@ -118,6 +118,9 @@ pub struct BatchSettings {
     pub families: Vec<String>,
     /// Seed of every random choice of the search (bootstrap samples, dimension draws).
     pub seed: u64,
+    /// Wall time the search may take, e.g. "60s": no candidate starts after it (the manifest then says the search
+    /// was cut by time).
+    pub time_budget: String,
 }
 
 /// Model families the search knows.
@@ -135,6 +138,7 @@ impl Default for BatchSettings {
             min_metric: None,
             families: FAMILIES.iter().map(|f| f.to_string()).collect(),
             seed: 0,
+            time_budget: "60s".into(),
         }
     }
 }
@@ -258,6 +262,8 @@ pub struct Spec {
     pub batch: BatchSettings,
     /// Speed-layer settings.
     pub speed: SpeedSettings,
+    /// Time budget of the batch search.
+    pub time_budget: Duration,
     /// Checkpoint interval of the speed layer.
     pub checkpoint_interval: Duration,
     /// Age at which an archive file is closed.
@@ -424,6 +430,7 @@ impl RawSpec {
         if !(s.l2.is_finite() && s.l2 >= 0.0) {
             return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
         }
+        let time_budget = duration(&self.batch.time_budget).map_err(|m| fail(format!("`batch.time_budget`: {m}")))?;
         let checkpoint_interval =
             duration(&s.checkpoint_interval).map_err(|m| fail(format!("`speed.checkpoint_interval`: {m}")))?;
         let reload_interval =
@@ -472,6 +479,7 @@ impl RawSpec {
             paths,
             batch: self.batch,
             speed: self.speed,
+            time_budget,
             checkpoint_interval,
             archive_max_age,
             dedup_window,

@@ -77,6 +77,7 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
             algorithm: "test".into(),
             leaderboard: vec![],
             gate: None,
+            search: None,
         };
         Registry::open(&spec.paths.registry).publish(&artifact, manifest).unwrap();
     }

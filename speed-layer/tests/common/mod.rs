@@ -77,6 +77,7 @@ pub fn manifest(spec: &Spec, watermark: u64) -> Manifest {
         algorithm: "test".into(),
         leaderboard: vec![],
         gate: None,
+        search: None,
     }
 }
 

@@ -1,0 +1,108 @@
+//! The search: reproducible for the same data, spec and seed; bounded by its time budget, and saying so.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+
+use lambda_core::master::{partition, write_events};
+use lambda_core::schema::{Cell, Event, Target};
+use lambda_core::spec::Spec;
+
+const SPEC: &str = r#"
+name = "t"
+[dataset]
+time_column = "ts"
+key_column = "user"
+id_column = "id"
+target = "label"
+task = "binary_classification"
+[[features]]
+name = "a"
+type = "numeric"
+[[features]]
+name = "b"
+type = "numeric"
+[[features]]
+name = "c"
+type = "categorical"
+[paths]
+master = "master"
+registry = "registry"
+views = "views"
+state = "state"
+[batch]
+alphas = [0.1, 1.0]
+"#;
+
+/// An interaction target no linear model can fit: the label is the sign of a * b, flipped for category "z".
+fn events(n: u64) -> Vec<(u64, Event)> {
+    (0..n)
+        .map(|i| {
+            let a = ((i * 37) % 101) as f64 / 50.0 - 1.0;
+            let b = ((i * 53) % 97) as f64 / 48.0 - 1.0;
+            let c = ["x", "y", "z"][(i % 3) as usize];
+            let yes = (a * b > 0.0) != (c == "z");
+            let event = Event {
+                id: format!("e{i}"),
+                key: format!("u{}", i % 7),
+                time: 1_000 * i as i64,
+                features: vec![Cell::Num(Some(a)), Cell::Num(Some(b)), Cell::Cat(Some(c.into()))],
+                target: Some(Target::Class(if yes { "yes" } else { "no" }.into())),
+            };
+            (i + 1, event)
+        })
+        .collect()
+}
+
+fn pipeline(dir: &Path, extra: &str) -> Spec {
+    let s = Spec::from_toml(&format!("{SPEC}{extra}"), &dir.join("spec.toml"), dir).unwrap();
+    let rows = events(1500);
+    let refs: Vec<(u64, &Event)> = rows.iter().map(|(s, e)| (*s, e)).collect();
+    write_events(&s, &partition(&s.paths.master, 0).join("a.parquet"), &refs).unwrap();
+    s
+}
+
+fn model_file(s: &Spec, version: &str) -> Vec<u8> {
+    std::fs::read(s.paths.registry.join("versions").join(version).join("model.json")).unwrap()
+}
+
+#[test]
+fn the_same_data_spec_and_seed_give_the_same_winner_and_a_bit_identical_model_file() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (pipeline(one.path(), ""), pipeline(two.path(), ""));
+    let (ma, mb) = (lambda_batch::run(&a, false).unwrap().manifest, lambda_batch::run(&b, false).unwrap().manifest);
+    assert_eq!(ma.algorithm, mb.algorithm);
+    // A non-linear target: a tree family wins over the linear ones.
+    assert!(ma.algorithm.starts_with("random_forest") || ma.algorithm.starts_with("decision_tree"), "{}", ma.algorithm);
+    assert_eq!(model_file(&a, "v000001"), model_file(&b, "v000001"));
+    let board = |m: &lambda_core::registry::Manifest| {
+        m.leaderboard.iter().map(|e| (e.algorithm.clone(), e.params.clone(), e.metrics.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(board(&ma), board(&mb));
+    assert!(!ma.search.unwrap().cut_by_time);
+}
+
+#[test]
+fn another_seed_gives_another_forest() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = pipeline(one.path(), "families = [\"random_forest\"]\nseed = 1\n");
+    let b = pipeline(two.path(), "families = [\"random_forest\"]\nseed = 2\n");
+    lambda_batch::run(&a, false).unwrap();
+    lambda_batch::run(&b, false).unwrap();
+    assert_ne!(model_file(&a, "v000001"), model_file(&b, "v000001"));
+}
+
+#[test]
+fn a_spent_time_budget_stops_the_search_and_the_manifest_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = pipeline(dir.path(), "time_budget = \"1ms\"\n");
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    let r = m.search.unwrap();
+    assert!(r.cut_by_time, "{r:?}");
+    assert!(r.tried >= 1 && r.tried < r.candidates, "{r:?}");
+    assert!(r.stopped.contains("time budget"), "{}", r.stopped);
+    assert_eq!(m.leaderboard.len(), r.tried);
+    let err = Spec::from_toml(&format!("{SPEC}time_budget = \"soon\"\n"), &dir.path().join("x.toml"), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("batch.time_budget"), "{err}");
+}
