@@ -190,12 +190,21 @@ pub fn to_columns(spec: &Spec, df: &DataFrame, need: Need, path: &Path) -> Resul
             .and_then(|c| c.i64().map(|a| a.iter().map(|v| v.unwrap_or(0)).collect()))
             .map_err(pe)?;
         out.targets = match d.task {
-            Task::Regression => df
-                .column(&d.target)
-                .and_then(|c| {
-                    c.f64().map(|a| a.iter().map(|v| v.filter(|x| x.is_finite()).map(Target::Value)).collect())
-                })
-                .map_err(pe)?,
+            Task::Regression => {
+                let values = df.column(&d.target).and_then(|c| c.f64().cloned()).map_err(pe)?;
+                let infinite = values.iter().flatten().filter(|x| x.is_infinite()).count();
+                if infinite > 0 {
+                    return Err(input(
+                        path,
+                        format!(
+                            "column `{}` has {infinite} infinite values; a regression target must be a finite number \
+                             (NaN or null marks a row without a label)",
+                            d.target
+                        ),
+                    ));
+                }
+                values.iter().map(|v| v.filter(|x| x.is_finite()).map(Target::Value)).collect()
+            }
             _ => df
                 .column(&d.target)
                 .and_then(|c| {
@@ -253,13 +262,71 @@ pub fn read_master(spec: &Spec) -> Result<MasterData> {
     if df.height() == 0 {
         return Err(input(root, "the master dataset has no rows"));
     }
-    let columns = to_columns(spec, &df, Need::All, root)?;
+    let columns = match to_columns(spec, &df, Need::All, root) {
+        Ok(c) => c,
+        // Name the file at fault: read them one by one, which only an error pays for.
+        Err(e) => {
+            for f in &files {
+                let one = read_frame(spec, std::slice::from_ref(f), Need::All)?;
+                to_columns(spec, &one, Need::All, f)?;
+            }
+            return Err(e);
+        }
+    };
+    check_features(spec, &columns, root)?;
     let watermark = columns.seqs.iter().copied().max().unwrap_or(0);
     let (columns, duplicates) = drop_duplicate_ids(columns);
     if duplicates > 0 {
         tracing::warn!(rows = duplicates, "dropped rows whose event id appeared earlier in ingestion order");
     }
     Ok(MasterData { columns, watermark, files: files.len(), duplicates })
+}
+
+/// Refuses a feature that no model can learn from: missing in every row, or the same value in every row. Either
+/// is almost always a broken upstream column, and the spec should drop it rather than train around it.
+fn check_features(spec: &Spec, columns: &Columns, root: &Path) -> Result<()> {
+    for (f, column) in spec.features.iter().zip(&columns.features) {
+        let (present, distinct) = match column {
+            Column::Num(v) => {
+                let mut xs = v.iter().flatten();
+                let first = xs.next();
+                (first.is_some(), first.map_or(0, |a| if xs.any(|x| x != a) { 2 } else { 1 }))
+            }
+            Column::Cat(v) => {
+                let mut xs = v.iter().flatten();
+                let first = xs.next();
+                (first.is_some(), first.map_or(0, |a| if xs.any(|x| x != a) { 2 } else { 1 }))
+            }
+            Column::Bool(v) => {
+                let mut xs = v.iter().flatten();
+                let first = xs.next();
+                (first.is_some(), first.map_or(0, |a| if xs.any(|x| x != a) { 2 } else { 1 }))
+            }
+        };
+        if !present {
+            return Err(input(
+                root,
+                format!(
+                    "column `{}` is missing (null or not finite) in all {} rows; drop it from the spec's features or \
+                     fix the history",
+                    f.name,
+                    columns.len()
+                ),
+            ));
+        }
+        if distinct == 1 {
+            return Err(input(
+                root,
+                format!(
+                    "column `{}` has the same value in all {} rows where it is set, so no model can learn from it; \
+                     drop it from the spec's features or fix the history",
+                    f.name,
+                    columns.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Keeps the first row (in ingestion order) of each event id: a replay that reached the master dataset twice,

@@ -172,8 +172,13 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
             })
             .collect();
         seen.sort_unstable();
+        let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for c in &seen {
+            *counts.entry(c.to_string()).or_default() += 1;
+        }
         seen.dedup();
         classes = seen.into_iter().map(str::to_string).collect();
+        let count_of = |c: &String| counts.get(c).copied().unwrap_or(0);
         let listed = classes.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
         match (spec.dataset.task, classes.len()) {
             (_, 0 | 1) => {
@@ -181,6 +186,15 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
                     "target `{}` has a single class ({listed}); a classifier needs at least two",
                     spec.dataset.target
                 )))
+            }
+            (_, _) if classes.iter().any(|c| count_of(c) < 2) => {
+                let lonely: Vec<&str> =
+                    classes.iter().filter(|c| count_of(c) < 2).take(10).map(String::as_str).collect();
+                return Err(Error::Data(format!(
+                    "target `{}`: class {} has a single labelled row; each class needs at least two (or drop the row)",
+                    spec.dataset.target,
+                    lonely.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                )));
             }
             (Task::BinaryClassification, n) if n > 2 => {
                 return Err(Error::Data(format!(
