@@ -202,7 +202,8 @@ fn fit_tree(binned: &Binned, labels: &Labels, p: &TreeParams, seed: u64) -> Tree
                 let (left_rows, right_rows): (Vec<u32>, Vec<u32>) =
                     rows.iter().partition(|&&r| binned.bin(s.dim, r as usize) <= s.bin);
                 let (l, r) = (b.push(), b.push());
-                b.split(node, s.dim, binned.edges[s.dim][s.bin], false, l, r);
+                // The encoder never gives NaN; were one to come, it would go where the larger values go.
+                b.split(node, s.dim, binned.edges[s.dim][s.bin], r, l, r);
                 stack.push((r, right_rows, depth + 1));
                 stack.push((l, left_rows, depth + 1));
             }

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 pub const LEAF: u32 = u32::MAX;
 
 /// One tree. Node 0 is the root; an internal node `n` sends `x` to `left[n]` when `x[feature[n]] < threshold[n]`
-/// (or `<=`, see [`Trees::inclusive`]), else to `right[n]`; a missing (NaN) value goes left when `missing_left[n]`.
+/// (or `<=`, see [`Trees::inclusive`]), else to `right[n]`; a missing (NaN) value goes to `missing[n]`, which is
+/// one of the two or a third child of its own (boosters grow a separate branch for missing values).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
     /// Split dimension per node; [`LEAF`] for leaves.
@@ -22,7 +23,7 @@ pub struct Tree {
     /// Right child per node.
     pub right: Vec<u32>,
     /// Where a NaN goes, per node.
-    pub missing_left: Vec<bool>,
+    pub missing: Vec<u32>,
     /// Leaf outputs, `width` per node (internal nodes hold zeros).
     pub values: Vec<f64>,
     /// Outputs per leaf: the class count for a forest's class frequencies, 1 for a boosted tree or a regression.
@@ -41,14 +42,13 @@ impl Tree {
                 return n;
             }
             let v = x.get(f as usize).copied().unwrap_or(f64::NAN);
-            let left = if v.is_nan() {
-                self.missing_left[n]
-            } else if inclusive {
-                v <= self.threshold[n]
+            n = if v.is_nan() {
+                self.missing[n]
+            } else if if inclusive { v <= self.threshold[n] } else { v < self.threshold[n] } {
+                self.left[n]
             } else {
-                v < self.threshold[n]
-            };
-            n = if left { self.left[n] } else { self.right[n] } as usize;
+                self.right[n]
+            } as usize;
         }
     }
 
@@ -77,7 +77,7 @@ impl Tree {
         if n == 0 {
             return bad("no node".into());
         }
-        if [self.threshold.len(), self.left.len(), self.right.len(), self.missing_left.len()].iter().any(|&l| l != n)
+        if [self.threshold.len(), self.left.len(), self.right.len(), self.missing.len()].iter().any(|&l| l != n)
             || self.values.len() != n * w
         {
             return bad(format!("{n} nodes but arrays of other lengths"));
@@ -92,9 +92,9 @@ impl Tree {
             if self.feature[i] as usize >= dim {
                 return bad(format!("node {i} splits on dimension {} of {dim}", self.feature[i]));
             }
-            let (l, r) = (self.left[i] as usize, self.right[i] as usize);
-            if l <= i || r <= i || l >= n || r >= n || self.threshold[i].is_nan() {
-                return bad(format!("node {i} has children {l} and {r} of {n} nodes"));
+            let (l, r, m) = (self.left[i] as usize, self.right[i] as usize, self.missing[i] as usize);
+            if [l, r, m].iter().any(|&c| c <= i || c >= n) || self.threshold[i].is_nan() {
+                return bad(format!("node {i} has children {l}, {r} and {m} (missing) of {n} nodes"));
             }
         }
         if self.values.iter().any(|v| !v.is_finite()) {
@@ -182,7 +182,7 @@ impl TreeBuilder {
                 threshold: vec![],
                 left: vec![],
                 right: vec![],
-                missing_left: vec![],
+                missing: vec![],
                 values: vec![],
                 width: width as u32,
                 output: output as u32,
@@ -197,17 +197,17 @@ impl TreeBuilder {
         t.threshold.push(0.0);
         t.left.push(0);
         t.right.push(0);
-        t.missing_left.push(false);
+        t.missing.push(0);
         t.values.extend(std::iter::repeat_n(0.0, t.width as usize));
         t.feature.len() - 1
     }
 
-    /// Makes node `n` a split.
-    pub fn split(&mut self, n: usize, feature: usize, threshold: f64, missing_left: bool, left: usize, right: usize) {
+    /// Makes node `n` a split; NaN goes to `missing` (`left`, `right` or a third child).
+    pub fn split(&mut self, n: usize, feature: usize, threshold: f64, missing: usize, left: usize, right: usize) {
         let t = &mut self.tree;
         t.feature[n] = feature as u32;
         t.threshold[n] = threshold;
-        t.missing_left[n] = missing_left;
+        t.missing[n] = missing as u32;
         t.left[n] = left as u32;
         t.right[n] = right as u32;
     }
@@ -233,9 +233,9 @@ mod tests {
         let mut t = TreeBuilder::new(1, 0);
         let root = t.push();
         let (l, r) = (t.push(), t.push());
-        t.split(root, 0, 0.5, true, l, r);
+        t.split(root, 0, 0.5, l, l, r);
         let (ll, lr) = (t.push(), t.push());
-        t.split(l, 1, 2.0, false, ll, lr);
+        t.split(l, 1, 2.0, lr, ll, lr);
         t.set_leaf(ll, &[a]);
         t.set_leaf(lr, &[b]);
         t.set_leaf(r, &[c]);
