@@ -123,3 +123,8 @@ fn forecast_equals_serving_for_a_decision_tree_champion() {
 fn forecast_equals_serving_for_a_random_forest_champion() {
     check("random_forest", "random_forest");
 }
+
+#[test]
+fn forecast_equals_serving_for_a_gradient_boosting_champion() {
+    check("gradient_boosting", "gradient_boosting");
+}

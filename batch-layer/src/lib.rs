@@ -6,6 +6,7 @@
 //! moves last) when the champion/challenger [`gate`] lets it. [`forecast`] scores a whole Parquet table with the
 //! current model.
 
+pub mod boost;
 pub mod cart;
 pub mod forecast;
 pub mod gate;

@@ -3,7 +3,8 @@
 //!   L2-penalized linear regression (a Tweedie GLM with power 0), one candidate per `alpha` of the spec; their
 //!   weights are copied into the core [`LinearModel`] format so that the speed layer can warm-start from them;
 //! - Gaussian naive Bayes (classification);
-//! - a decision tree and a random forest ([`crate::cart`]).
+//! - a decision tree and a random forest ([`crate::cart`]);
+//! - gradient-boosted trees with forust-ml ([`crate::boost`]).
 
 use lambda_core::bayes::NaiveBayes;
 use lambda_core::encoder::Encoder;
@@ -18,6 +19,7 @@ use linfa_linear::TweedieRegressor;
 use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
 use ndarray::{Array1, Array2};
 
+use crate::boost::{self, BoostParams};
 use crate::cart::{self, Binned, Labels, TreeParams};
 use crate::{Error, Result};
 
@@ -49,6 +51,8 @@ pub enum Candidate {
     },
     /// A decision tree (`trees == 1`) or a random forest.
     Trees(TreeParams),
+    /// Gradient-boosted trees.
+    Boosting(BoostParams),
 }
 
 impl Candidate {
@@ -59,6 +63,7 @@ impl Candidate {
             Candidate::NaiveBayes { .. } => "naive_bayes",
             Candidate::Trees(p) if p.trees <= 1 => "decision_tree",
             Candidate::Trees(_) => "random_forest",
+            Candidate::Boosting(_) => "gradient_boosting",
         }
     }
 
@@ -72,6 +77,9 @@ impl Candidate {
                 "trees={} max_depth={} min_leaf={} feature_fraction={:.2}",
                 p.trees, p.max_depth, p.min_leaf, p.feature_fraction
             ),
+            Candidate::Boosting(p) => {
+                format!("rounds={} learning_rate={} max_depth={} l2={}", p.rounds, p.learning_rate, p.max_depth, p.l2)
+            }
         }
     }
 
@@ -102,6 +110,11 @@ pub fn candidates(spec: &Spec, dim: usize) -> Vec<Candidate> {
                     min_leaf: 2,
                     feature_fraction: share.clamp(0.05, 1.0),
                     seed,
+                }))
+            }
+            "gradient_boosting" => {
+                out.extend([(100, 0.1, 4), (200, 0.1, 6)].map(|(rounds, learning_rate, max_depth)| {
+                    Candidate::Boosting(BoostParams { rounds, learning_rate, max_depth, l2: 1.0, min_leaf_weight: 1.0 })
                 }))
             }
             _ => {}
@@ -235,6 +248,17 @@ pub fn fit_encoded(
         Candidate::NaiveBayes { var_smoothing } => {
             let ys: Vec<usize> = targets.iter().map(class_of).collect();
             Ok(Model::NaiveBayes(NaiveBayes::fit(classes.to_vec(), dim, xs, &ys, *var_smoothing)))
+        }
+        Candidate::Boosting(p) => {
+            let ys: Vec<usize> = if classes.is_empty() { vec![] } else { targets.iter().map(class_of).collect() };
+            let values: Vec<f64> = targets
+                .iter()
+                .map(|t| match t {
+                    Some(Target::Value(v)) => *v,
+                    _ => 0.0,
+                })
+                .collect();
+            Ok(Model::Trees(boost::fit(xs, dim, classes, &ys, &values, p)?))
         }
         Candidate::Trees(p) => {
             let binned = Binned::new(xs, dim);

@@ -10,7 +10,7 @@ use lambda_core::registry::Registry;
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
 
-const FAMILIES: [&str; 4] = ["linear", "naive_bayes", "decision_tree", "random_forest"];
+const FAMILIES: [&str; 5] = ["linear", "naive_bayes", "decision_tree", "random_forest", "gradient_boosting"];
 
 fn spec(dir: &Path, task: &str, family: &str) -> Spec {
     let text = format!(
@@ -121,7 +121,7 @@ fn a_class_with_a_single_row_is_an_error_naming_the_class() {
 fn an_infinite_regression_target_is_an_error_naming_the_file_and_column() {
     let mut rows = events(300, |i| Target::Value(i as f64 * 0.5));
     rows[250].1.target = Some(Target::Value(f64::INFINITY));
-    for err in errors("regression", &rows, &["linear", "decision_tree", "random_forest"]) {
+    for err in errors("regression", &rows, &["linear", "decision_tree", "random_forest", "gradient_boosting"]) {
         assert!(err.contains("b.parquet") && err.contains("`label`") && err.contains("infinite"), "{err}");
     }
 }

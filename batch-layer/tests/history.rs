@@ -85,10 +85,12 @@ fn good_history_publishes_model_view_and_manifest() {
     write(&s, &rows[250..], "b.parquet");
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert_eq!((m.version.as_str(), m.watermark, m.training_rows), ("v000001", 400, 400));
-    // Two alphas, naive Bayes, three tree depths and a forest; each entry says what it was fitted on.
-    assert_eq!(m.leaderboard.len(), 7, "{:?}", m.leaderboard);
+    // Two alphas, naive Bayes, three tree depths, a forest and two boosted models; each entry says what it was
+    // fitted on.
+    assert_eq!(m.leaderboard.len(), 9, "{:?}", m.leaderboard);
     let families: std::collections::BTreeSet<&str> = m.leaderboard.iter().map(|e| e.algorithm.as_str()).collect();
-    assert_eq!(families, ["decision_tree", "logistic_regression", "naive_bayes", "random_forest"].into());
+    let all = ["decision_tree", "gradient_boosting", "logistic_regression", "naive_bayes", "random_forest"];
+    assert_eq!(families, all.into());
     assert!(m.leaderboard.iter().all(|e| e.rows == 320 && e.fit_seconds > 0.0), "{:?}", m.leaderboard);
     assert!(m.metrics["auc"] > 0.9, "{:?}", m.metrics);
     assert!(m.metrics["accuracy"] > 0.8, "{:?}", m.metrics);

@@ -114,7 +114,7 @@ pub struct BatchSettings {
     /// A bar the winner must clear on the holdout (at most this for a loss, at least this for a score).
     pub min_metric: Option<f64>,
     /// Model families the search tries: `linear`, `naive_bayes` (classification), `decision_tree`,
-    /// `random_forest`.
+    /// `random_forest`, `gradient_boosting`.
     pub families: Vec<String>,
     /// Seed of every random choice of the search (bootstrap samples, dimension draws).
     pub seed: u64,
@@ -124,7 +124,7 @@ pub struct BatchSettings {
 }
 
 /// Model families the search knows.
-pub const FAMILIES: [&str; 4] = ["linear", "naive_bayes", "decision_tree", "random_forest"];
+pub const FAMILIES: [&str; 5] = ["linear", "naive_bayes", "decision_tree", "random_forest", "gradient_boosting"];
 
 impl Default for BatchSettings {
     fn default() -> Self {
