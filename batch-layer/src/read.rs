@@ -282,28 +282,26 @@ pub fn read_master(spec: &Spec) -> Result<MasterData> {
     Ok(MasterData { columns, watermark, files: files.len(), duplicates })
 }
 
+/// How many distinct set values `column` has, counting no further than two.
+fn distinct_up_to_two<T: PartialEq>(column: &[Option<T>]) -> usize {
+    let mut set = column.iter().flatten();
+    match set.next() {
+        None => 0,
+        Some(first) if set.any(|x| x != first) => 2,
+        Some(_) => 1,
+    }
+}
+
 /// Refuses a feature that no model can learn from: missing in every row, or the same value in every row. Either
 /// is almost always a broken upstream column, and the spec should drop it rather than train around it.
 fn check_features(spec: &Spec, columns: &Columns, root: &Path) -> Result<()> {
     for (f, column) in spec.features.iter().zip(&columns.features) {
-        let (present, distinct) = match column {
-            Column::Num(v) => {
-                let mut xs = v.iter().flatten();
-                let first = xs.next();
-                (first.is_some(), first.map_or(0, |a| if xs.any(|x| x != a) { 2 } else { 1 }))
-            }
-            Column::Cat(v) => {
-                let mut xs = v.iter().flatten();
-                let first = xs.next();
-                (first.is_some(), first.map_or(0, |a| if xs.any(|x| x != a) { 2 } else { 1 }))
-            }
-            Column::Bool(v) => {
-                let mut xs = v.iter().flatten();
-                let first = xs.next();
-                (first.is_some(), first.map_or(0, |a| if xs.any(|x| x != a) { 2 } else { 1 }))
-            }
+        let distinct = match column {
+            Column::Num(v) => distinct_up_to_two(v),
+            Column::Cat(v) => distinct_up_to_two(v),
+            Column::Bool(v) => distinct_up_to_two(v),
         };
-        if !present {
+        if distinct == 0 {
             return Err(input(
                 root,
                 format!(

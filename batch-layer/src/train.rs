@@ -185,13 +185,10 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
             })
             .collect();
         seen.sort_unstable();
-        let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-        for c in &seen {
-            *counts.entry(c.to_string()).or_default() += 1;
-        }
-        seen.dedup();
-        classes = seen.into_iter().map(str::to_string).collect();
-        let count_of = |c: &String| counts.get(c).copied().unwrap_or(0);
+        // Sorted, each class is a run: its length is the class's row count.
+        let runs: Vec<(&str, usize)> = seen.chunk_by(|a, b| a == b).map(|run| (run[0], run.len())).collect();
+        let lonely: Vec<String> = runs.iter().filter(|(_, n)| *n < 2).take(10).map(|(c, _)| format!("`{c}`")).collect();
+        classes = runs.iter().map(|(c, _)| c.to_string()).collect();
         let listed = classes.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
         match (spec.dataset.task, classes.len()) {
             (_, 0 | 1) => {
@@ -200,13 +197,11 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
                     spec.dataset.target
                 )))
             }
-            (_, _) if classes.iter().any(|c| count_of(c) < 2) => {
-                let lonely: Vec<&str> =
-                    classes.iter().filter(|c| count_of(c) < 2).take(10).map(String::as_str).collect();
+            _ if !lonely.is_empty() => {
                 return Err(Error::Data(format!(
                     "target `{}`: class {} has a single labelled row; each class needs at least two (or drop the row)",
                     spec.dataset.target,
-                    lonely.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                    lonely.join(", ")
                 )));
             }
             (Task::BinaryClassification, n) if n > 2 => {
@@ -224,12 +219,6 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
     Ok(Split { train: columns.take(&labelled[..cut]), holdout: columns.take(&labelled[cut..]), labelled, classes })
 }
 
-/// Fits one candidate on `rows` (all labelled) behind `encoder`.
-pub fn fit(spec: &Spec, cand: &Candidate, encoder: &Encoder, rows: &Columns, classes: &[String]) -> Result<Model> {
-    let xs = encoder.encode_batch(rows);
-    fit_encoded(spec, cand, &xs, encoder.dim(), &rows.targets, classes)
-}
-
 /// Fits one candidate on row-major encoded rows `xs` of `dim` columns with their targets (all labelled).
 pub fn fit_encoded(
     spec: &Spec,
@@ -239,45 +228,47 @@ pub fn fit_encoded(
     targets: &[Option<Target>],
     classes: &[String],
 ) -> Result<Model> {
-    let class_of = |t: &Option<Target>| match t {
-        Some(Target::Class(c)) => classes.iter().position(|k| k == c).unwrap_or(0),
-        _ => 0,
-    };
     match cand {
         Candidate::Linear { alpha } => fit_linear(spec, *alpha, xs, dim, targets, classes).map(Model::Linear),
         Candidate::NaiveBayes { var_smoothing } => {
-            let ys: Vec<usize> = targets.iter().map(class_of).collect();
+            let ys = class_indices(targets, classes);
             Ok(Model::NaiveBayes(NaiveBayes::fit(classes.to_vec(), dim, xs, &ys, *var_smoothing)))
         }
         Candidate::Boosting(p) => {
-            let ys: Vec<usize> = if classes.is_empty() { vec![] } else { targets.iter().map(class_of).collect() };
-            let values: Vec<f64> = targets
-                .iter()
-                .map(|t| match t {
-                    Some(Target::Value(v)) => *v,
-                    _ => 0.0,
-                })
-                .collect();
-            Ok(Model::Trees(boost::fit(xs, dim, classes, &ys, &values, p)?))
+            let ys = class_indices(targets, classes);
+            Ok(Model::Trees(boost::fit(xs, dim, classes, &ys, &values(targets), p)?))
         }
         Candidate::Trees(p) => {
-            let binned = Binned::new(xs, dim);
             let labels = if classes.is_empty() {
-                Labels::Values(
-                    targets
-                        .iter()
-                        .map(|t| match t {
-                            Some(Target::Value(v)) => *v,
-                            _ => 0.0,
-                        })
-                        .collect(),
-                )
+                Labels::Values(values(targets))
             } else {
-                Labels::Classes(targets.iter().map(class_of).collect(), classes.len())
+                Labels::Classes(class_indices(targets, classes), classes.len())
             };
-            Ok(Model::Trees(cart::fit(&binned, &labels, classes, p)))
+            Ok(Model::Trees(cart::fit(&Binned::new(xs, dim), &labels, classes, p)))
         }
     }
+}
+
+/// The index in `classes` of each row's label (0 for a row without one; rows are labelled here).
+fn class_indices(targets: &[Option<Target>], classes: &[String]) -> Vec<usize> {
+    targets
+        .iter()
+        .map(|t| match t {
+            Some(Target::Class(c)) => classes.iter().position(|k| k == c).unwrap_or(0),
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Each row's regression target (0 for a row without one; rows are labelled here).
+fn values(targets: &[Option<Target>]) -> Vec<f64> {
+    targets
+        .iter()
+        .map(|t| match t {
+            Some(Target::Value(v)) => *v,
+            _ => 0.0,
+        })
+        .collect()
 }
 
 fn fit_linear(
@@ -314,13 +305,7 @@ fn fit_linear(
             Ok(m)
         }
         Task::MulticlassClassification => {
-            let y: Array1<usize> = targets
-                .iter()
-                .map(|t| match t {
-                    Some(Target::Class(c)) => classes.iter().position(|k| k == c).unwrap_or(0),
-                    _ => 0,
-                })
-                .collect();
+            let y = Array1::from(class_indices(targets, classes));
             let fitted = MultiLogisticRegression::default()
                 .alpha(alpha)
                 .max_iterations(iterations)
@@ -340,13 +325,7 @@ fn fit_linear(
             Ok(m)
         }
         Task::Regression => {
-            let y: Array1<f64> = targets
-                .iter()
-                .map(|t| match t {
-                    Some(Target::Value(v)) => *v,
-                    _ => 0.0,
-                })
-                .collect();
+            let y = Array1::from(values(targets));
             let fitted = TweedieRegressor::params()
                 .power(0.0)
                 .alpha(alpha)

@@ -3,9 +3,12 @@
 //! and publish nothing. More categories than `max_categories` is not an error: the rarest share one bucket.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::path::Path;
 
-use lambda_core::master::{partition, write_events};
+use common::{current, write};
+
 use lambda_core::registry::Registry;
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
@@ -69,11 +72,6 @@ fn yes_no(i: u64) -> Target {
     Target::Class(if ((i * 37) % 101) > 50 { "yes" } else { "no" }.into())
 }
 
-fn write(spec: &Spec, rows: &[(u64, Event)], name: &str) {
-    let refs: Vec<(u64, &Event)> = rows.iter().map(|(s, e)| (*s, e)).collect();
-    write_events(spec, &partition(&spec.paths.master, 0).join(name), &refs).unwrap();
-}
-
 /// Runs the batch layer on `rows` for each family and returns the errors.
 fn errors(task: &str, rows: &[(u64, Event)], families: &[&str]) -> Vec<String> {
     families
@@ -84,7 +82,7 @@ fn errors(task: &str, rows: &[(u64, Event)], families: &[&str]) -> Vec<String> {
             write(&s, &rows[..rows.len() / 2], "a.parquet");
             write(&s, &rows[rows.len() / 2..], "b.parquet");
             let err = lambda_batch::run(&s, false).map(|o| o.manifest.version).unwrap_err().to_string();
-            assert_eq!(Registry::open(&s.paths.registry).current_version().unwrap(), None, "{family}: {err}");
+            assert_eq!(current(&s), None, "{family}: {err}");
             format!("{family}: {err}")
         })
         .collect()

@@ -2,9 +2,12 @@
 //! the holdout rows that model has not seen; otherwise it keeps the version without moving `CURRENT`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::path::Path;
 
-use lambda_core::master::{partition, write_events};
+use common::{current, write};
+
 use lambda_core::registry::{Gate, Registry};
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
@@ -51,15 +54,6 @@ fn events(first: u64, n: u64, rule: impl Fn(f64) -> bool) -> Vec<(u64, Event)> {
             (i + 1, event)
         })
         .collect()
-}
-
-fn write(spec: &Spec, rows: &[(u64, Event)], name: &str) {
-    let refs: Vec<(u64, &Event)> = rows.iter().map(|(s, e)| (*s, e)).collect();
-    write_events(spec, &partition(&spec.paths.master, 0).join(name), &refs).unwrap();
-}
-
-fn current(spec: &Spec) -> Option<String> {
-    Registry::open(&spec.paths.registry).current_version().unwrap()
 }
 
 fn gate_of(spec: &Spec, version: &str) -> Gate {

@@ -2,9 +2,12 @@
 //! (missing column, wrong type, empty dataset, empty file, a single class) is a clear error and publishes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::path::Path;
 
-use lambda_core::master::{partition, write_events};
+use common::{current, write};
+
 use lambda_core::registry::Registry;
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
@@ -60,15 +63,6 @@ fn events(n: u64, label: impl Fn(u64) -> &'static str) -> Vec<(u64, Event)> {
             )
         })
         .collect()
-}
-
-fn write(spec: &Spec, rows: &[(u64, Event)], name: &str) {
-    let refs: Vec<(u64, &Event)> = rows.iter().map(|(s, e)| (*s, e)).collect();
-    write_events(spec, &partition(&spec.paths.master, 0).join(name), &refs).unwrap();
-}
-
-fn published(spec: &Spec) -> Option<String> {
-    Registry::open(&spec.paths.registry).current_version().unwrap()
 }
 
 fn write_frame(path: &Path, mut df: DataFrame) {
@@ -140,7 +134,7 @@ fn empty_dataset_is_an_error() {
     std::fs::remove_file(s.paths.master.join("date=1970-01-01/empty.parquet")).unwrap();
     let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("no rows"), "{err}");
-    assert_eq!(published(&s), None);
+    assert_eq!(current(&s), None);
 }
 
 #[test]
@@ -153,7 +147,7 @@ fn single_class_and_too_many_classes_are_errors() {
     write(&s, &events(100, |i| ["x", "y", "z"][(i % 3) as usize]), "a.parquet");
     let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("binary_classification") && err.contains("3 classes"), "{err}");
-    assert_eq!(published(&s), None);
+    assert_eq!(current(&s), None);
 }
 
 #[test]
@@ -202,7 +196,7 @@ fn missing_column_and_wrong_types_name_the_file_and_column() {
     std::fs::write(&file, b"PAR1 this is not parquet").unwrap();
     let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("bad.parquet"), "{err}");
-    assert_eq!(published(&s), None);
+    assert_eq!(current(&s), None);
 }
 
 #[test]

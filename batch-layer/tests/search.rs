@@ -1,9 +1,12 @@
 //! The search: reproducible for the same data, spec and seed; bounded by its time budget, and saying so.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::path::Path;
 
-use lambda_core::master::{partition, write_events};
+use common::write;
+
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
 
@@ -55,9 +58,7 @@ fn events(n: u64) -> Vec<(u64, Event)> {
 
 fn pipeline(dir: &Path, extra: &str) -> Spec {
     let s = Spec::from_toml(&format!("{SPEC}{extra}"), &dir.join("spec.toml"), dir).unwrap();
-    let rows = events(1500);
-    let refs: Vec<(u64, &Event)> = rows.iter().map(|(s, e)| (*s, e)).collect();
-    write_events(&s, &partition(&s.paths.master, 0).join("a.parquet"), &refs).unwrap();
+    write(&s, &events(1500), "a.parquet");
     s
 }
 

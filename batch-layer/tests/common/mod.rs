@@ -1,0 +1,18 @@
+//! Helpers shared by the batch-layer tests: write events into the master dataset, read the registry's pointer.
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use lambda_core::master::{partition, write_events};
+use lambda_core::registry::Registry;
+use lambda_core::schema::Event;
+use lambda_core::spec::Spec;
+
+/// Writes `(sequence number, event)` rows as one master-dataset file named `name`.
+pub fn write(spec: &Spec, rows: &[(u64, Event)], name: &str) {
+    let refs: Vec<(u64, &Event)> = rows.iter().map(|(s, e)| (*s, e)).collect();
+    write_events(spec, &partition(&spec.paths.master, 0).join(name), &refs).unwrap();
+}
+
+/// The registry's current version, if any.
+pub fn current(spec: &Spec) -> Option<String> {
+    Registry::open(&spec.paths.registry).current_version().unwrap()
+}
