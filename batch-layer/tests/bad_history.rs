@@ -138,14 +138,18 @@ fn more_categories_than_max_categories_train_every_family() {
         let p = Registry::open(&s.paths.registry).load_current(&s).unwrap().unwrap();
         let expected = if family == "linear" { "logistic_regression" } else { family };
         assert_eq!(p.artifact.model.family(), expected);
-        match &p.artifact.encoder.features[1] {
-            lambda_core::encoder::FeatureEncoder::Categorical { vocabulary, .. } => assert_eq!(vocabulary.len(), 5),
+        let vocabulary = match &p.artifact.encoder.features[1] {
+            lambda_core::encoder::FeatureEncoder::Categorical { vocabulary, .. } => vocabulary.clone(),
             other => panic!("{other:?}"),
-        }
-        // A country never seen predicts like any other rare one.
-        let e = &rows[0].1;
-        let mut unseen = e.clone();
+        };
+        assert_eq!(vocabulary.len(), 5);
+        // A country never seen predicts exactly like a rare one the spec's limit left out of the vocabulary.
+        let rare = (0..40).map(|i| format!("k{i}")).find(|c| !vocabulary.contains_key(c)).unwrap();
+        let (mut unseen, mut left_out) = (rows[0].1.clone(), rows[0].1.clone());
         unseen.features[1] = Cell::Cat(Some("never-seen".into()));
-        assert!(matches!(p.artifact.predict_event(&unseen), lambda_core::model::Prediction::Probabilities(_)));
+        left_out.features[1] = Cell::Cat(Some(rare));
+        let p_unseen = p.artifact.predict_event(&unseen);
+        assert!(matches!(p_unseen, lambda_core::model::Prediction::Probabilities(_)), "{family}");
+        assert_eq!(p_unseen, p.artifact.predict_event(&left_out), "{family}");
     }
 }
