@@ -1,6 +1,10 @@
 //! A deterministic generator of sample pipelines: from a seed, a master dataset of keyed, timestamped, labelled
 //! events whose label rule drifts over time, plus a stream of later events to replay (with a few malformed records
 //! and replays, as live traffic has). The same seed and sizes always give the same files.
+//!
+//! Two shapes: `sample` (four features, a nearly linear label, the quickstart pipeline) and `wide` (20 features,
+//! a target made of thresholds, interactions, a sine and categorical effects, where a linear model falls short: the
+//! data the model zoo and the search are measured on, up to 10 million rows).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -9,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use lambda_core::master;
 use lambda_core::schema::{Cell, Event, Target};
-use lambda_core::spec::Spec;
+use lambda_core::spec::{Spec, Task};
 
 /// Options of `lambda-ml generate`.
 #[derive(clap::Args, Debug)]
@@ -35,6 +39,19 @@ pub struct Args {
     /// Distinct keys (default: one per 40 events, between 10 and 100,000).
     #[arg(long)]
     pub keys: Option<u64>,
+    /// Which data: `sample` (the quickstart schema) or `wide` (14 numeric and 6 categorical features, a non-linear
+    /// target; the spec's task picks binary classes, three classes or a value).
+    #[arg(long, value_enum, default_value_t = Shape::Sample)]
+    pub shape: Shape,
+}
+
+/// The generator's data shapes.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// amount, country, mobile, session_seconds; a drifting, nearly linear label.
+    Sample,
+    /// x01..x14 numeric, c1..c6 categorical; a non-linear target.
+    Wide,
 }
 
 /// SplitMix64: tiny, fast, and stable across versions, which a seeded generator must be.
@@ -103,6 +120,89 @@ fn event(rng: &mut Rng, i: u64, total: u64, keys: u64) -> Event {
     }
 }
 
+/// Levels of the wide shape's categorical features c1..c6.
+const LEVELS: [u64; 6] = [3, 5, 8, 12, 16, 24];
+
+/// A fixed effect in [-0.8, 0.8] for level `j` of categorical `k`.
+fn level_effect(k: usize, j: u64) -> f64 {
+    let mut r = Rng(0xC0FF_EE00 ^ ((k as u64) << 32) ^ j);
+    (r.unit() - 0.5) * 1.6
+}
+
+/// Event `i` of the wide shape: 14 numeric features (x03, x08 and x12 missing 5% of the time) and 6 categorical
+/// ones with skewed level frequencies. The target mixes a sine, a threshold interaction, a product, a square, level
+/// effects and a level-by-value interaction; x10..x14, c5 and c6 are noise.
+fn wide_event(rng: &mut Rng, i: u64, total: u64, keys: u64, task: Task) -> Event {
+    let progress = i as f64 / total.max(1) as f64;
+    let user = rng.next() % keys;
+    let mut time = START_MS + (progress * SPAN_MS as f64) as i64;
+    if rng.unit() < 0.02 {
+        time -= (rng.unit() * 2.0 * 86_400_000.0) as i64;
+    }
+    let mut x = [0.0f64; 14];
+    for (d, v) in x.iter_mut().enumerate() {
+        *v = match d {
+            1 => rng.unit(),
+            5 => rng.unit() * 4.0 - 2.0,
+            7 => (1.0 + 0.7 * rng.normal()).exp(),
+            _ => rng.normal(),
+        };
+    }
+    let missing = [2usize, 7, 11].map(|d| (d, rng.unit() < 0.05));
+    let cats: Vec<u64> = LEVELS
+        .iter()
+        .map(|&l| {
+            // Skewed: low levels are common, high ones rare, as real categories are.
+            let u = rng.unit();
+            ((u * u * l as f64) as u64).min(l - 1)
+        })
+        .collect();
+    let x03 = if missing[0].1 { 0.0 } else { x[2] };
+    let z = -0.3 + 1.2 * (2.0 * x[0]).sin() + 1.5 * f64::from(u8::from(x[1] > 0.6 && x03 > 0.0)) - 0.5
+        + 0.8 * x[3] * x[4]
+        + 0.4 * (x[5] * x[5] - 4.0 / 3.0)
+        + level_effect(0, cats[0])
+        + level_effect(1, cats[1])
+        + level_effect(2, cats[2])
+        + level_effect(3, cats[3]) * x[6]
+        + 0.3 * x[8];
+    let target = match task {
+        Task::BinaryClassification => {
+            let p = 1.0 / (1.0 + (-2.0 * z).exp());
+            Target::Class(if rng.unit() < p { "yes" } else { "no" }.to_string())
+        }
+        Task::MulticlassClassification => {
+            // Logistic noise on the score, then three bands.
+            let u = rng.unit().clamp(1e-12, 1.0 - 1e-12);
+            let s = z + 0.3 * (u / (1.0 - u)).ln();
+            Target::Class(
+                if s < -0.5 {
+                    "low"
+                } else if s < 0.5 {
+                    "mid"
+                } else {
+                    "high"
+                }
+                .to_string(),
+            )
+        }
+        Task::Regression => Target::Value(3.0 * z + rng.normal()),
+    };
+    // About one event in fifty arrives unlabelled.
+    let target = (rng.unit() >= 0.02).then_some(target);
+    let mut features: Vec<Cell> = x
+        .iter()
+        .enumerate()
+        .map(|(d, v)| {
+            let gone = missing.iter().any(|&(m, is)| m == d && is);
+            Cell::Num((!gone).then(|| (v * 10_000.0).round() / 10_000.0))
+        })
+        .collect();
+    features
+        .extend(cats.iter().enumerate().map(|(k, j)| Cell::Cat(Some(format!("{}{j:02}", (b'a' + k as u8) as char)))));
+    Event { id: format!("e{i:09}"), key: format!("user-{user:05}"), time, features, target }
+}
+
 fn to_json(spec: &Spec, e: &Event) -> serde_json::Value {
     let d = &spec.dataset;
     let mut o = serde_json::Map::new();
@@ -118,8 +218,14 @@ fn to_json(spec: &Spec, e: &Event) -> serde_json::Value {
         };
         o.insert(f.name.clone(), v);
     }
-    if let Some(Target::Class(c)) = &e.target {
-        o.insert(d.target.clone(), c.clone().into());
+    match &e.target {
+        Some(Target::Class(c)) => {
+            o.insert(d.target.clone(), c.clone().into());
+        }
+        Some(Target::Value(v)) => {
+            o.insert(d.target.clone(), serde_json::json!(v));
+        }
+        None => {}
     }
     serde_json::Value::Object(o)
 }
@@ -128,20 +234,38 @@ fn to_json(spec: &Spec, e: &Event) -> serde_json::Value {
 pub fn run(args: &Args) -> Result<()> {
     let spec = Spec::from_file(&args.spec)?;
     let names: Vec<&str> = spec.features.iter().map(|f| f.name.as_str()).collect();
-    anyhow::ensure!(
-        names == ["amount", "country", "mobile", "session_seconds"],
-        "the generator writes the sample schema (amount, country, mobile, session_seconds); {} declares {names:?}",
-        args.spec.display()
-    );
+    let task = spec.dataset.task;
+    match args.shape {
+        Shape::Sample => anyhow::ensure!(
+            names == ["amount", "country", "mobile", "session_seconds"] && task == Task::BinaryClassification,
+            "--shape sample writes the quickstart schema (amount, country, mobile, session_seconds; binary \
+             classification); {} declares {names:?}",
+            args.spec.display()
+        ),
+        Shape::Wide => {
+            let want: Vec<String> =
+                (1..=14).map(|d| format!("x{d:02}")).chain((1..=6).map(|k| format!("c{k}"))).collect();
+            anyhow::ensure!(
+                names == want,
+                "--shape wide writes features x01..x14 (numeric) and c1..c6 (categorical), in that order (see \
+                 data/wide.toml); {} declares {names:?}",
+                args.spec.display()
+            );
+        }
+    }
+    let make = |rng: &mut Rng, i: u64, total: u64, keys: u64| match args.shape {
+        Shape::Sample => event(rng, i, total, keys),
+        Shape::Wide => wide_event(rng, i, total, keys, task),
+    };
     let total = args.rows + args.stream_rows;
     let keys = args.keys.unwrap_or((total / 40).clamp(10, 100_000)).max(1);
     let mut rng = Rng(args.seed);
     // History: partitioned by the day each event was ingested (its undelayed time).
     let mut partitions: BTreeMap<i64, Vec<(u64, Event)>> = BTreeMap::new();
-    let chunk = 500_000;
+    let chunk = 250_000;
     let mut written = 0;
     for i in 0..args.rows {
-        let e = event(&mut rng, i, total, keys);
+        let e = make(&mut rng, i, total, keys);
         let day = (START_MS + ((i as f64 / total as f64) * SPAN_MS as f64) as i64).div_euclid(86_400_000);
         partitions.entry(day).or_default().push((i + 1, e));
         if i + 1 == args.rows || (i + 1) % chunk == 0 {
@@ -163,7 +287,7 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let mut last = None;
     for i in args.rows..total {
-        let e = event(&mut rng, i, total, keys);
+        let e = make(&mut rng, i, total, keys);
         let line = to_json(&spec, &e);
         let r = rng.unit();
         if r < args.bad_fraction {

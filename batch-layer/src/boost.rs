@@ -27,7 +27,7 @@ pub struct BoostParams {
     pub min_leaf_weight: f64,
 }
 
-fn booster(p: &BoostParams, objective: forust_ml::objective::ObjectiveType) -> GradientBooster {
+fn booster(p: &BoostParams, objective: forust_ml::objective::ObjectiveType, parallel: bool) -> GradientBooster {
     GradientBooster::default()
         .set_objective_type(objective)
         .set_iterations(p.rounds)
@@ -35,9 +35,9 @@ fn booster(p: &BoostParams, objective: forust_ml::objective::ObjectiveType) -> G
         .set_max_depth(p.max_depth)
         .set_l2(p.l2 as f32)
         .set_min_leaf_weight(p.min_leaf_weight as f32)
-        // The search runs two candidates at once: each booster keeps to one thread (its result does not depend on
-        // the thread count).
-        .set_parallel(false)
+        // The search runs two candidates at once, each booster on one thread; a refit alone takes every core. The
+        // result does not depend on the thread count.
+        .set_parallel(parallel)
         .set_seed(0)
 }
 
@@ -84,14 +84,29 @@ pub fn fit(
     ys: &[usize],
     values: &[f64],
     p: &BoostParams,
+    parallel: bool,
+) -> Result<TreeModel> {
+    let rows = xs.len().checked_div(dim).unwrap_or(0);
+    fit_columns(&columns(xs, dim), rows, dim, classes, ys, values, p, parallel)
+}
+
+/// [`fit`] on a column-major matrix (`dim` columns of `rows`), as forust-ml reads it.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_columns(
+    data: &[f64],
+    rows: usize,
+    dim: usize,
+    classes: &[String],
+    ys: &[usize],
+    values: &[f64],
+    p: &BoostParams,
+    parallel: bool,
 ) -> Result<TreeModel> {
     use forust_ml::objective::ObjectiveType;
-    let data = columns(xs, dim);
-    let rows = xs.len().checked_div(dim).unwrap_or(0);
-    let matrix = Matrix::new(&data, rows, dim);
+    let matrix = Matrix::new(data, rows, dim);
     let weights = vec![1.0; rows];
     let train = |objective: ObjectiveType, y: &[f64]| -> Result<GradientBooster> {
-        let mut b = booster(p, objective);
+        let mut b = booster(p, objective, parallel);
         b.fit(&matrix, y, &weights, None)
             .map_err(|e| Error::Train { algorithm: "gradient_boosting".into(), message: e.to_string() })?;
         Ok(b)

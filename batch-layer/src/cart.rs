@@ -12,56 +12,129 @@ use lambda_core::trees::{Combine, Tree, TreeBuilder, Trees};
 /// Bins per dimension.
 pub const MAX_BINS: usize = 255;
 
-/// Encoded rows, binned per dimension.
+/// How encoded dimensions become binned columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// One dimension, binned by value.
+    Dim(usize),
+    /// A one-hot block of `width` dimensions from `first` (a categorical feature), as one column holding the hot
+    /// slot: a split sends one slot one way and the rest the other, as a split on that dimension would, at a
+    /// fraction of the histogram work.
+    OneHot {
+        /// First dimension of the block.
+        first: usize,
+        /// Dimensions in the block (at most [`MAX_BINS`] + 1).
+        width: usize,
+    },
+}
+
+/// A binned column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BinColumn {
+    /// One dimension: `x <= edges[b]` is bin `b` or lower.
+    Ordinal {
+        /// The encoded dimension.
+        dim: usize,
+        /// Thresholds after each bin but the last.
+        edges: Vec<f64>,
+    },
+    /// A one-hot block: the bin is the slot that is set.
+    OneHot {
+        /// First dimension of the block.
+        first: usize,
+        /// Dimensions in the block.
+        width: usize,
+    },
+}
+
+impl BinColumn {
+    fn bins(&self) -> usize {
+        match self {
+            BinColumn::Ordinal { edges, .. } => edges.len() + 1,
+            BinColumn::OneHot { width, .. } => *width,
+        }
+    }
+}
+
+/// Encoded rows, binned per column.
 #[derive(Debug, Clone)]
 pub struct Binned {
     /// Rows.
     pub rows: usize,
-    /// Dimensions.
+    /// Encoded dimensions (what the trees' nodes refer to).
     pub dim: usize,
-    /// Bin per row, column-major (`dim` columns of `rows`).
+    /// The binned columns.
+    pub columns: Vec<BinColumn>,
+    /// Bin per row, column-major (`columns.len()` columns of `rows`).
     pub bins: Vec<u8>,
-    /// Per dimension, the threshold after each bin but the last: `x <= edges[d][b]` is bin `b` or lower.
-    pub edges: Vec<Vec<f64>>,
 }
 
 impl Binned {
-    /// Bins row-major `xs` of `dim` columns. Edges are midpoints between distinct values at quantiles of the
-    /// column (all distinct values when there are few, as for one-hot and flag dimensions).
+    /// Bins row-major `xs` of `dim` columns, a column per dimension. Edges are midpoints between distinct values
+    /// at quantiles of the column (all distinct values when there are few, as for one-hot and flag dimensions).
     pub fn new(xs: &[f64], dim: usize) -> Binned {
         let rows = xs.len().checked_div(dim).unwrap_or(0);
-        let mut bins = vec![0u8; rows * dim];
-        let mut edges = Vec::with_capacity(dim);
-        let mut col: Vec<f64> = Vec::with_capacity(rows);
-        for d in 0..dim {
-            col.clear();
-            col.extend((0..rows).map(|r| xs[r * dim + d]).filter(|v| !v.is_nan()));
-            col.sort_by(f64::total_cmp);
-            col.dedup();
-            let e: Vec<f64> = if col.len() <= MAX_BINS {
-                col.windows(2).map(|w| w[0] + (w[1] - w[0]) / 2.0).collect()
-            } else {
-                let mut e: Vec<f64> = (1..MAX_BINS)
-                    .map(|b| {
-                        let i = b * col.len() / MAX_BINS;
-                        col[i - 1] + (col[i] - col[i - 1]) / 2.0
-                    })
-                    .collect();
-                e.dedup();
-                e
-            };
-            for r in 0..rows {
-                let v = xs[r * dim + d];
-                // NaN never comes out of the encoder; it would land in the last bin.
-                bins[d * rows + r] = e.partition_point(|edge| *edge < v) as u8;
-            }
-            edges.push(e);
-        }
-        Binned { rows, dim, bins, edges }
+        let groups: Vec<Group> = (0..dim).map(Group::Dim).collect();
+        Binned::from_chunks(rows, dim, &groups, xs, |put| put(0, xs))
     }
 
-    fn bin(&self, d: usize, r: usize) -> usize {
-        self.bins[d * self.rows + r] as usize
+    /// Bins `rows` rows of `dim` dimensions, grouped by `groups`, that `fill` hands over in row-major chunks
+    /// (`put(first_row, chunk)`), with edges taken from the row-major `sample`: the whole matrix is never held
+    /// as numbers.
+    pub fn from_chunks(
+        rows: usize,
+        dim: usize,
+        groups: &[Group],
+        sample: &[f64],
+        fill: impl FnOnce(&mut dyn FnMut(usize, &[f64])),
+    ) -> Binned {
+        let in_sample = sample.len().checked_div(dim).unwrap_or(0);
+        let mut col: Vec<f64> = Vec::with_capacity(in_sample);
+        let columns: Vec<BinColumn> = groups
+            .iter()
+            .map(|g| match *g {
+                Group::OneHot { first, width } => BinColumn::OneHot { first, width },
+                Group::Dim(d) => {
+                    col.clear();
+                    col.extend((0..in_sample).map(|r| sample[r * dim + d]).filter(|v| !v.is_nan()));
+                    col.sort_by(f64::total_cmp);
+                    col.dedup();
+                    let edges: Vec<f64> = if col.len() <= MAX_BINS {
+                        col.windows(2).map(|w| w[0] + (w[1] - w[0]) / 2.0).collect()
+                    } else {
+                        let mut e: Vec<f64> = (1..MAX_BINS)
+                            .map(|b| {
+                                let i = b * col.len() / MAX_BINS;
+                                col[i - 1] + (col[i] - col[i - 1]) / 2.0
+                            })
+                            .collect();
+                        e.dedup();
+                        e
+                    };
+                    BinColumn::Ordinal { dim: d, edges }
+                }
+            })
+            .collect();
+        let mut bins = vec![0u8; rows * columns.len()];
+        fill(&mut |first_row: usize, chunk: &[f64]| {
+            for (i, row) in chunk.chunks_exact(dim.max(1)).enumerate() {
+                for (c, column) in columns.iter().enumerate() {
+                    let bin = match column {
+                        // NaN never comes out of the encoder; it would land in the last bin.
+                        BinColumn::Ordinal { dim, edges } => edges.partition_point(|edge| *edge < row[*dim]),
+                        BinColumn::OneHot { first, width } => {
+                            row[*first..first + width].iter().position(|v| *v > 0.5).unwrap_or(width - 1)
+                        }
+                    };
+                    bins[c * rows + first_row + i] = bin as u8;
+                }
+            }
+        });
+        Binned { rows, dim, columns, bins }
+    }
+
+    fn bin(&self, c: usize, r: usize) -> usize {
+        self.bins[c * self.rows + r] as usize
     }
 }
 
@@ -168,7 +241,7 @@ fn weights(rows: usize, p: &TreeParams, rng: &mut Rng) -> Vec<f64> {
 }
 
 struct Split {
-    dim: usize,
+    column: usize,
     bin: usize,
     gain: f64,
 }
@@ -181,8 +254,9 @@ fn fit_tree(binned: &Binned, labels: &Labels, p: &TreeParams, seed: u64) -> Tree
     let root = b.push();
     let rows: Vec<u32> = (0..binned.rows as u32).filter(|&r| w[r as usize] > 0.0).collect();
     let mut stack = vec![(root, rows, 0usize)];
-    let tried = ((binned.dim as f64 * p.feature_fraction).ceil() as usize).clamp(1, binned.dim.max(1));
-    let mut dims: Vec<usize> = (0..binned.dim).collect();
+    let n = binned.columns.len();
+    let tried = ((n as f64 * p.feature_fraction).ceil() as usize).clamp(1, n.max(1));
+    let mut dims: Vec<usize> = (0..n).collect();
     while let Some((node, rows, depth)) = stack.pop() {
         let stats = node_stats(&rows, labels, &w);
         let split = if depth < p.max_depth && stats.weight >= 2.0 * p.min_leaf as f64 && !stats.pure() {
@@ -199,11 +273,20 @@ fn fit_tree(binned: &Binned, labels: &Labels, p: &TreeParams, seed: u64) -> Tree
         };
         match split {
             Some(s) => {
+                let column = &binned.columns[s.column];
+                let goes_left = |bin: usize| match column {
+                    BinColumn::Ordinal { .. } => bin <= s.bin,
+                    BinColumn::OneHot { .. } => bin != s.bin,
+                };
                 let (left_rows, right_rows): (Vec<u32>, Vec<u32>) =
-                    rows.iter().partition(|&&r| binned.bin(s.dim, r as usize) <= s.bin);
+                    rows.iter().partition(|&&r| goes_left(binned.bin(s.column, r as usize)));
                 let (l, r) = (b.push(), b.push());
                 // The encoder never gives NaN; were one to come, it would go where the larger values go.
-                b.split(node, s.dim, binned.edges[s.dim][s.bin], r, l, r);
+                match column {
+                    BinColumn::Ordinal { dim, edges } => b.split(node, *dim, edges[s.bin], r, l, r),
+                    // The slot's dimension is 1 on its rows and 0 elsewhere.
+                    BinColumn::OneHot { first, .. } => b.split(node, first + s.bin, 0.5, r, l, r),
+                }
                 stack.push((r, right_rows, depth + 1));
                 stack.push((l, left_rows, depth + 1));
             }
@@ -294,31 +377,41 @@ fn best_split(
 ) -> Option<Split> {
     let parent_impurity = parent.impurity();
     let mut best: Option<Split> = None;
-    for &d in dims {
-        let nb = binned.edges[d].len() + 1;
+    for &c in dims {
+        let nb = binned.columns[c].bins();
         if nb < 2 {
             continue;
         }
         let mut hist: Vec<Stats> = vec![Stats::new(labels); nb];
         for &r in rows {
             let r = r as usize;
-            hist[binned.bin(d, r)].add(labels, r, w[r]);
+            hist[binned.bin(c, r)].add(labels, r, w[r]);
         }
-        let mut left = Stats::new(labels);
-        for (bin, h) in hist.iter().enumerate().take(nb - 1) {
-            left.weight += h.weight;
-            left.sums.iter_mut().zip(&h.sums).for_each(|(a, b)| *a += b);
-            if left.weight < min_leaf {
-                continue;
-            }
-            let right = parent.minus(&left);
-            if right.weight < min_leaf {
-                break;
+        let mut consider = |bin: usize, left: &Stats, right: &Stats| {
+            if left.weight < min_leaf || right.weight < min_leaf {
+                return;
             }
             let gain = parent_impurity - left.impurity() - right.impurity();
-            // Strictly better only: the lowest dimension and bin win ties, so the result does not depend on order.
+            // Strictly better only: the lowest column and bin win ties, so the result does not depend on order.
             if gain > 1e-12 * parent.weight.max(1.0) && best.as_ref().is_none_or(|b| gain > b.gain) {
-                best = Some(Split { dim: d, bin, gain });
+                best = Some(Split { column: c, bin, gain });
+            }
+        };
+        match binned.columns[c] {
+            BinColumn::Ordinal { .. } => {
+                let mut left = Stats::new(labels);
+                for (bin, h) in hist.iter().enumerate().take(nb - 1) {
+                    left.weight += h.weight;
+                    left.sums.iter_mut().zip(&h.sums).for_each(|(a, b)| *a += b);
+                    let right = parent.minus(&left);
+                    consider(bin, &left, &right);
+                }
+            }
+            // One slot against the rest.
+            BinColumn::OneHot { .. } => {
+                for (bin, h) in hist.iter().enumerate() {
+                    consider(bin, &parent.minus(h), h);
+                }
             }
         }
     }
@@ -381,6 +474,30 @@ mod tests {
         let a = fit(&binned, &labels, &classes, &p);
         assert_eq!(a, fit(&binned, &labels, &classes, &p));
         assert_ne!(a, fit(&binned, &labels, &classes, &TreeParams { seed: 4, ..p }));
+    }
+
+    #[test]
+    fn a_one_hot_block_binned_as_one_column_gives_the_same_tree_as_a_column_per_dimension() {
+        // A numeric dimension, then a one-hot block of five slots (the last never set, as an unknown bucket).
+        let mut rng = Rng::new(11);
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for _ in 0..3000 {
+            let x = rng.below(1000) as f64 / 1000.0;
+            let slot = rng.below(4);
+            xs.push(x);
+            xs.extend((0..5).map(|s| f64::from(u8::from(s == slot))));
+            ys.push(usize::from((slot == 2) != (x > 0.6) || slot == 0));
+        }
+        let labels = Labels::Classes(ys, 2);
+        let classes = ["0".to_string(), "1".to_string()];
+        let groups = [Group::Dim(0), Group::OneHot { first: 1, width: 5 }];
+        let grouped = Binned::from_chunks(3000, 6, &groups, &xs, |put| put(0, &xs));
+        assert_eq!(grouped.columns.len(), 2);
+        let p = TreeParams { trees: 1, max_depth: 6, min_leaf: 5, feature_fraction: 1.0, seed: 1 };
+        let a = fit(&Binned::new(&xs, 6), &labels, &classes, &p);
+        let b = fit(&grouped, &labels, &classes, &p);
+        assert!(a.trees.trees[0].len() > 5, "the tree splits on both features");
+        assert_eq!(a, b);
     }
 
     #[test]

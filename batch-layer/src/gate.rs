@@ -6,19 +6,18 @@
 //! it, so older holdout rows would flatter it). When there are none, the whole holdout is used and the reason says
 //! that the champion was trained on it.
 
-use lambda_core::metrics::{evaluate, Metric};
-use lambda_core::model::Prediction;
+use lambda_core::metrics::Metric;
 use lambda_core::registry::{Gate, Published};
-use lambda_core::schema::Target;
+use lambda_core::schema::Columns;
 use lambda_core::spec::Spec;
 
-use crate::train::{Search, Split};
+use crate::train::{score, Search, Split};
 
 /// The current version as the registry gave it: loaded, or its name and why it could not be read.
 pub type Champion = Option<Result<Published, (String, String)>>;
 
 /// Judges the search's winner against `champion`.
-pub fn judge(spec: &Spec, split: &Split, search: &Search, champion: Champion, force: bool) -> Gate {
+pub fn judge(spec: &Spec, columns: &Columns, split: &Split, search: &Search, champion: Champion, force: bool) -> Gate {
     let metric = spec.metric();
     let name = metric.name();
     let holdout_value = search.leaderboard.first().and_then(|e| e.metrics.get(name)).copied();
@@ -32,7 +31,7 @@ pub fn judge(spec: &Spec, split: &Split, search: &Search, champion: Champion, fo
         champion_version: None,
         judged_rows: split.holdout.len() as u64,
     };
-    let held = judge_inner(spec, metric, split, search, champion, &mut gate);
+    let held = judge_inner(spec, metric, columns, split, search, champion, &mut gate);
     gate.published = !held;
     if force && held {
         gate.published = true;
@@ -46,6 +45,7 @@ pub fn judge(spec: &Spec, split: &Split, search: &Search, champion: Champion, fo
 fn judge_inner(
     spec: &Spec,
     metric: Metric,
+    columns: &Columns,
     split: &Split,
     search: &Search,
     champion: Champion,
@@ -84,15 +84,14 @@ fn judge_inner(
         return false;
     }
     let watermark = champion.manifest.watermark;
-    let holdout = &split.holdout;
-    let unseen: Vec<usize> = (0..holdout.len()).filter(|&r| holdout.seqs[r] > watermark).collect();
-    let all: Vec<usize> = (0..holdout.len()).collect();
+    let unseen: Vec<usize> = split.holdout.iter().copied().filter(|&r| columns.seqs[r] > watermark).collect();
+    let all = &split.holdout;
     let mut judged = None;
-    for (rows, fresh) in [(&unseen, true), (&all, false)] {
+    for (rows, fresh) in [(&unseen, true), (all, false)] {
         if rows.is_empty() {
             continue;
         }
-        if let Some(values) = values_on(metric, rows, split, search, champion) {
+        if let Some(values) = values_on(metric, rows, columns, search, champion) {
             judged = Some((rows.len(), fresh, values));
             break;
         }
@@ -125,19 +124,14 @@ fn judge_inner(
 fn values_on(
     metric: Metric,
     rows: &[usize],
-    split: &Split,
+    columns: &Columns,
     search: &Search,
     champion: &Published,
 ) -> Option<(f64, f64)> {
-    let holdout = &split.holdout;
-    let targets: Vec<Target> = rows.iter().filter_map(|&r| holdout.targets[r].clone()).collect();
-    if targets.len() != rows.len() {
+    if rows.iter().any(|&r| !columns.targets.is_set(r)) {
         return None;
     }
-    let ours: Vec<Prediction> =
-        rows.iter().map(|&r| search.model.predict(&search.encoder.encode(&holdout.row(r)))).collect();
-    let theirs: Vec<Prediction> = rows.iter().map(|&r| champion.artifact.predict(&holdout.row(r))).collect();
-    let a = evaluate(search.model.classes(), &ours, &targets).get(metric.name()).copied()?;
-    let b = evaluate(champion.artifact.model.classes(), &theirs, &targets).get(metric.name()).copied()?;
+    let a = score(&search.model, &search.encoder, columns, rows).get(metric.name()).copied()?;
+    let b = score(&champion.artifact.model, &champion.artifact.encoder, columns, rows).get(metric.name()).copied()?;
     (a.is_finite() && b.is_finite()).then_some((a, b))
 }

@@ -100,11 +100,14 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     phases.start("searching models on the holdout");
     let metric = spec.metric().name();
     let bar = &phases.bar;
-    let search = train::search(spec, &split, &|p: &train::Progress| {
+    let search = train::search(spec, &data.columns, &split, &|p: &train::Progress| {
         let best = p.best.as_ref().map(|(name, v)| format!(", best {metric} {v:.4} ({name})")).unwrap_or_default();
         bar.set_message(format!(
-            "searching: {}/{} trials{best}, {:.0} s of the budget left",
-            p.done, p.total, p.seconds_left
+            "searching, round {}: {}/{} trials{best}, {:.0} s of the budget left",
+            p.round + 1,
+            p.done,
+            p.total,
+            p.seconds_left
         ));
     })?;
     tracing::info!(
@@ -119,17 +122,21 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     tracing::info!(algorithm = %best.algorithm, params = %best.params, metrics = ?best.metrics, "best candidate");
 
     phases.start("refitting the best model on all rows");
-    let all = data.columns.take(&split.labelled);
-    let encoder = Encoder::fit(spec, &data.columns)?;
-    let xs = encoder.encode_batch(&all);
-    let fit_all = |c: &train::Candidate| train::fit_encoded(spec, c, &xs, encoder.dim(), &all.targets, &split.classes);
-    let model = fit_all(&search.best)?;
+    let c = &data.columns;
+    let encoder = Encoder::fit(spec, c)?;
+    // Each family refits on the most recent labelled rows its matrix budget allows (all of them, usually).
+    let refit = |cand: &train::Candidate| {
+        let cap = train::max_rows(spec, cand, encoder.dim());
+        let rows = &split.labelled[split.labelled.len().saturating_sub(cap)..];
+        train::fit_rows(spec, cand, &encoder, c, rows, &split.classes, true).map(|m| (m, rows.len()))
+    };
+    let (model, training_rows) = refit(&search.best)?;
     // A champion the speed layer cannot update comes with the best linear candidate as its starting model.
     let online = match (&model, search.best_incremental) {
         (lambda_core::model::Model::Linear(_), _) => None,
         (_, cand) => {
             let cand = cand.unwrap_or(train::Candidate::Linear { alpha: spec.batch.alphas[0] });
-            match fit_all(&cand)? {
+            match refit(&cand)?.0 {
                 lambda_core::model::Model::Linear(m) => Some(m),
                 _ => None,
             }
@@ -142,16 +149,15 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
 
     phases.start("folding the batch view");
     let mut view = ViewTable::new(spec);
-    let c = &data.columns;
     for r in 0..c.len() {
-        view.observe(&c.keys[r], c.times[r], c.seqs[r], &c.row(r), c.targets[r].as_ref());
+        view.observe_ref(c.keys.get(r).unwrap_or_default(), c.times[r], c.seqs[r], &c.row(r), c.target(r));
     }
     phases.done();
 
     phases.start("publishing");
     let registry = Registry::open(&spec.paths.registry);
     let champion = registry.current_version()?.map(|v| registry.load(&v).map_err(|e| (v, e.to_string())));
-    let gate = gate::judge(spec, &split, &search, champion, force);
+    let gate = gate::judge(spec, c, &split, &search, champion, force);
     let version = registry.next_version()?;
     // The view goes first so that a model is never current without its view.
     view.write_parquet(&batch_view_path(spec, &version))?;
@@ -160,7 +166,7 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
         pipeline: spec.name.clone(),
         created: now_rfc3339(),
         watermark: data.watermark,
-        training_rows: all.len() as u64,
+        training_rows: training_rows as u64,
         holdout_rows: split.holdout.len() as u64,
         metrics: best.metrics.clone(),
         schema_hash: spec.schema_hash(),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use lambda_core::master::list_files;
-use lambda_core::schema::{Column, Columns, Target};
+use lambda_core::schema::{Codes, Column, Columns, Dictionary, Targets};
 use lambda_core::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
 use polars::prelude::*;
 
@@ -163,119 +163,242 @@ fn nulls(path: &Path, df: &DataFrame, name: &str) -> Result<()> {
     Ok(())
 }
 
+enum Building {
+    Num(Vec<f64>),
+    Cat(Dictionary),
+    Bool(Vec<Option<bool>>),
+}
+
+/// Appends conformed DataFrames (one file at a time) into [`Columns`]: numbers into flat buffers, strings into
+/// dictionary codes, so that no row costs a `String`.
+struct Builder {
+    need: Need,
+    seqs: Vec<u64>,
+    keys: Dictionary,
+    times: Vec<i64>,
+    features: Vec<Building>,
+    classes: Dictionary,
+    values: Vec<f64>,
+    non_finite: usize,
+}
+
+impl Builder {
+    fn new(spec: &Spec, need: Need) -> Builder {
+        Builder {
+            need,
+            seqs: Vec::new(),
+            keys: Dictionary::default(),
+            times: Vec::new(),
+            features: spec
+                .features
+                .iter()
+                .map(|f| match f.kind {
+                    FeatureKind::Numeric => Building::Num(Vec::new()),
+                    FeatureKind::Categorical => Building::Cat(Dictionary::default()),
+                    FeatureKind::Boolean => Building::Bool(Vec::new()),
+                })
+                .collect(),
+            classes: Dictionary::default(),
+            values: Vec::new(),
+            non_finite: 0,
+        }
+    }
+
+    /// Appends the rows of `df` (read from `path`) for which `keep` says so.
+    fn append(&mut self, spec: &Spec, df: &DataFrame, path: &Path, keep: &dyn Fn(usize) -> bool) -> Result<()> {
+        let pe = |e: PolarsError| input(path, e.to_string());
+        let n = df.height();
+        let d = &spec.dataset;
+        if self.need == Need::All {
+            for name in [SEQ_COLUMN, &d.id_column, &d.key_column, &d.time_column] {
+                nulls(path, df, name)?;
+            }
+            let seqs = df.column(SEQ_COLUMN).and_then(|c| c.u64().cloned()).map_err(pe)?;
+            self.seqs.extend(seqs.iter().enumerate().filter(|(r, _)| keep(*r)).map(|(_, v)| v.unwrap_or(0)));
+            let keys = df.column(&d.key_column).and_then(|c| c.str().cloned()).map_err(pe)?;
+            for (r, k) in keys.iter().enumerate() {
+                if keep(r) {
+                    self.keys.push(k);
+                }
+            }
+            let times = df.column(&d.time_column).and_then(|c| c.i64().cloned()).map_err(pe)?;
+            self.times.extend(times.iter().enumerate().filter(|(r, _)| keep(*r)).map(|(_, v)| v.unwrap_or(0)));
+            match d.task {
+                Task::Regression => {
+                    let values = df.column(&d.target).and_then(|c| c.f64().cloned()).map_err(pe)?;
+                    let infinite = values.iter().flatten().filter(|x| x.is_infinite()).count();
+                    if infinite > 0 {
+                        return Err(input(
+                            path,
+                            format!(
+                                "column `{}` has {infinite} infinite values; a regression target must be a finite \
+                                 number (NaN or null marks a row without a label)",
+                                d.target
+                            ),
+                        ));
+                    }
+                    self.values.extend(
+                        values.iter().enumerate().filter(|(r, _)| keep(*r)).map(|(_, v)| v.unwrap_or(f64::NAN)),
+                    );
+                }
+                _ => {
+                    let labels = df.column(&d.target).and_then(|c| c.str().cloned()).map_err(pe)?;
+                    for (r, v) in labels.iter().enumerate() {
+                        if keep(r) {
+                            self.classes.push(v.filter(|s| !s.is_empty()));
+                        }
+                    }
+                }
+            }
+        } else {
+            self.times.extend(std::iter::repeat_n(0, n));
+        }
+        for (f, b) in spec.features.iter().zip(&mut self.features) {
+            let c = df.column(&f.name).map_err(pe)?;
+            match b {
+                Building::Num(v) => {
+                    for (r, x) in c.f64().map_err(pe)?.iter().enumerate() {
+                        if keep(r) {
+                            v.push(match x {
+                                Some(x) if x.is_finite() => x,
+                                Some(_) => {
+                                    self.non_finite += 1;
+                                    f64::NAN
+                                }
+                                None => f64::NAN,
+                            });
+                        }
+                    }
+                }
+                Building::Cat(v) => {
+                    for (r, x) in c.str().map_err(pe)?.iter().enumerate() {
+                        if keep(r) {
+                            v.push(x);
+                        }
+                    }
+                }
+                Building::Bool(v) => {
+                    v.extend(c.bool().map_err(pe)?.iter().enumerate().filter(|(r, _)| keep(*r)).map(|(_, x)| x));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, spec: &Spec, path: &Path) -> Columns {
+        if self.non_finite > 0 {
+            tracing::warn!(path = %path.display(), values = self.non_finite, "non-finite feature values read as missing");
+        }
+        let n = self.times.len();
+        let (seqs, keys, targets) = match (self.need, spec.dataset.task) {
+            (Need::All, Task::Regression) => (self.seqs, self.keys.finish(), Targets::Values(self.values)),
+            (Need::All, _) => (self.seqs, self.keys.finish(), Targets::Classes(self.classes.finish())),
+            (Need::Features, _) => (
+                vec![0; n],
+                Codes { codes: vec![Codes::NONE; n], values: Vec::new() },
+                Targets::Values(vec![f64::NAN; n]),
+            ),
+        };
+        let features = self
+            .features
+            .into_iter()
+            .map(|b| match b {
+                Building::Num(v) => Column::Num(v),
+                Building::Cat(d) => Column::Cat(d.finish()),
+                Building::Bool(v) => Column::Bool(v),
+            })
+            .collect();
+        Columns { seqs, keys, times: self.times, features, targets }
+    }
+}
+
 /// Converts a conformed DataFrame into [`Columns`]. Non-finite feature values become missing values; non-finite
 /// regression targets make the row unlabelled.
 pub fn to_columns(spec: &Spec, df: &DataFrame, need: Need, path: &Path) -> Result<Columns> {
-    let pe = |e: PolarsError| input(path, e.to_string());
-    let n = df.height();
-    let mut out = Columns::default();
-    let d = &spec.dataset;
-    if need == Need::All {
-        for name in [SEQ_COLUMN, &d.id_column, &d.key_column, &d.time_column] {
-            nulls(path, df, name)?;
-        }
-        out.seqs = df
-            .column(SEQ_COLUMN)
-            .and_then(|c| c.u64().map(|a| a.iter().map(|v| v.unwrap_or(0)).collect()))
-            .map_err(pe)?;
-        let text = |name: &str| -> Result<Vec<String>> {
-            df.column(name)
-                .and_then(|c| c.str().map(|a| a.iter().map(|v| v.unwrap_or("").to_string()).collect()))
-                .map_err(pe)
-        };
-        out.ids = text(&d.id_column)?;
-        out.keys = text(&d.key_column)?;
-        out.times = df
-            .column(&d.time_column)
-            .and_then(|c| c.i64().map(|a| a.iter().map(|v| v.unwrap_or(0)).collect()))
-            .map_err(pe)?;
-        out.targets = match d.task {
-            Task::Regression => {
-                let values = df.column(&d.target).and_then(|c| c.f64().cloned()).map_err(pe)?;
-                let infinite = values.iter().flatten().filter(|x| x.is_infinite()).count();
-                if infinite > 0 {
-                    return Err(input(
-                        path,
-                        format!(
-                            "column `{}` has {infinite} infinite values; a regression target must be a finite number \
-                             (NaN or null marks a row without a label)",
-                            d.target
-                        ),
-                    ));
-                }
-                values.iter().map(|v| v.filter(|x| x.is_finite()).map(Target::Value)).collect()
-            }
-            _ => df
-                .column(&d.target)
-                .and_then(|c| {
-                    c.str().map(|a| {
-                        a.iter().map(|v| v.filter(|s| !s.is_empty()).map(|s| Target::Class(s.to_string()))).collect()
-                    })
-                })
-                .map_err(pe)?,
-        };
-    } else {
-        out.seqs = vec![0; n];
-        out.ids = vec![String::new(); n];
-        out.keys = vec![String::new(); n];
-        out.times = vec![0; n];
-        out.targets = vec![None; n];
-    }
-    let mut non_finite = 0usize;
-    for f in &spec.features {
-        let c = df.column(&f.name).map_err(pe)?;
-        let column = match f.kind {
-            FeatureKind::Numeric => Column::Num(
-                c.f64()
-                    .map_err(pe)?
-                    .iter()
-                    .map(|v| match v {
-                        Some(x) if !x.is_finite() => {
-                            non_finite += 1;
-                            None
-                        }
-                        v => v,
-                    })
-                    .collect(),
-            ),
-            FeatureKind::Categorical => {
-                Column::Cat(c.str().map_err(pe)?.iter().map(|v| v.map(str::to_string)).collect())
-            }
-            FeatureKind::Boolean => Column::Bool(c.bool().map_err(pe)?.iter().collect()),
-        };
-        out.features.push(column);
-    }
-    if non_finite > 0 {
-        tracing::warn!(path = %path.display(), values = non_finite, "non-finite feature values read as missing");
-    }
-    Ok(out)
+    let mut b = Builder::new(spec, need);
+    b.append(spec, df, path, &|_| true)?;
+    Ok(b.finish(spec, path))
 }
 
-/// Reads the whole master dataset.
+/// Marks, in the order of `files`, every row whose event id appeared at a lower ingestion sequence number: a
+/// replay that reached the master dataset twice, from two writers or across the speed layer's de-duplication
+/// window, is counted once. Reads only the id and sequence columns. Also gives the duplicates' count and the
+/// highest sequence number.
+fn duplicate_rows(spec: &Spec, files: &[PathBuf]) -> Result<(Vec<bool>, u64, u64)> {
+    let id = spec.dataset.id_column.as_str();
+    let mut frames: Vec<DataFrame> = Vec::with_capacity(files.len());
+    for path in files {
+        let df = scan(std::slice::from_ref(path))
+            .and_then(|lf| {
+                lf.select([col(SEQ_COLUMN).strict_cast(DataType::UInt64), col(id).cast(DataType::String)]).collect()
+            })
+            .map_err(|e| input(path, e.to_string()))?;
+        frames.push(df);
+    }
+    let columns: Vec<(UInt64Chunked, StringChunked)> = frames
+        .iter()
+        .zip(files)
+        .map(|(df, path)| {
+            let pe = |e: PolarsError| input(path, e.to_string());
+            let seq = df.column(SEQ_COLUMN).and_then(|c| c.u64().cloned()).map_err(pe)?;
+            let ids = df.column(id).and_then(|c| c.str().cloned()).map_err(pe)?;
+            Ok((seq, ids))
+        })
+        .collect::<Result<_>>()?;
+    let ids: Vec<&str> = columns.iter().flat_map(|(_, i)| i.iter().map(|v| v.unwrap_or(""))).collect();
+    let seqs: Vec<u64> = columns.iter().flat_map(|(s, _)| s.iter().map(|v| v.unwrap_or(0))).collect();
+    // Each id maps to its row of lowest sequence number so far; the other rows of that id are duplicates.
+    let mut first: hashbrown::HashTable<u32> = hashbrown::HashTable::with_capacity(ids.len());
+    let mut dropped = vec![false; ids.len()];
+    let hash = |s: &str| xxhash_rust::xxh3::xxh3_64(s.as_bytes());
+    let mut count = 0u64;
+    for r in 0..ids.len() {
+        let h = hash(ids[r]);
+        match first.find_mut(h, |&o| ids[o as usize] == ids[r]) {
+            Some(o) => {
+                count += 1;
+                if seqs[r] < seqs[*o as usize] {
+                    dropped[*o as usize] = true;
+                    *o = r as u32;
+                } else {
+                    dropped[r] = true;
+                }
+            }
+            None => {
+                first.insert_unique(h, r as u32, |&o| hash(ids[o as usize]));
+            }
+        }
+    }
+    Ok((dropped, count, seqs.iter().copied().max().unwrap_or(0)))
+}
+
+/// Reads the whole master dataset, one file at a time (so that at most one file's DataFrame is held beside the
+/// columns), without the rows whose event id came earlier in ingestion order.
 pub fn read_master(spec: &Spec) -> Result<MasterData> {
     let root = &spec.paths.master;
     let files = list_files(root)?;
     if files.is_empty() {
         return Err(input(root, "the master dataset has no Parquet files"));
     }
-    let df = read_frame(spec, &files, Need::All)?;
-    if df.height() == 0 {
+    plan(spec, &files, Need::All)?;
+    // The watermark counts dropped duplicates too: they were ingested.
+    let (dropped, duplicates, watermark) = duplicate_rows(spec, &files)?;
+    if dropped.len() > u32::MAX as usize {
+        return Err(input(root, format!("has {} rows; one batch run reads at most {}", dropped.len(), u32::MAX)));
+    }
+    let mut b = Builder::new(spec, Need::All);
+    let mut offset = 0;
+    for f in &files {
+        let df = read_frame(spec, std::slice::from_ref(f), Need::All)?;
+        let at = offset;
+        b.append(spec, &df, f, &|r| !dropped[at + r])?;
+        offset += df.height();
+    }
+    let columns = b.finish(spec, root);
+    if columns.is_empty() {
         return Err(input(root, "the master dataset has no rows"));
     }
-    let columns = match to_columns(spec, &df, Need::All, root) {
-        Ok(c) => c,
-        // Name the file at fault: read them one by one, which only an error pays for.
-        Err(e) => {
-            for f in &files {
-                let one = read_frame(spec, std::slice::from_ref(f), Need::All)?;
-                to_columns(spec, &one, Need::All, f)?;
-            }
-            return Err(e);
-        }
-    };
     check_features(spec, &columns, root)?;
-    let watermark = columns.seqs.iter().copied().max().unwrap_or(0);
-    let (columns, duplicates) = drop_duplicate_ids(columns);
     if duplicates > 0 {
         tracing::warn!(rows = duplicates, "dropped rows whose event id appeared earlier in ingestion order");
     }
@@ -283,8 +406,7 @@ pub fn read_master(spec: &Spec) -> Result<MasterData> {
 }
 
 /// How many distinct set values `column` has, counting no further than two.
-fn distinct_up_to_two<T: PartialEq>(column: &[Option<T>]) -> usize {
-    let mut set = column.iter().flatten();
+fn distinct_up_to_two<T: PartialEq>(mut set: impl Iterator<Item = T>) -> usize {
     match set.next() {
         None => 0,
         Some(first) if set.any(|x| x != first) => 2,
@@ -297,9 +419,9 @@ fn distinct_up_to_two<T: PartialEq>(column: &[Option<T>]) -> usize {
 fn check_features(spec: &Spec, columns: &Columns, root: &Path) -> Result<()> {
     for (f, column) in spec.features.iter().zip(&columns.features) {
         let distinct = match column {
-            Column::Num(v) => distinct_up_to_two(v),
-            Column::Cat(v) => distinct_up_to_two(v),
-            Column::Bool(v) => distinct_up_to_two(v),
+            Column::Num(v) => distinct_up_to_two(v.iter().filter(|x| !x.is_nan())),
+            Column::Cat(v) => distinct_up_to_two(v.codes.iter().filter(|&&c| c != Codes::NONE)),
+            Column::Bool(v) => distinct_up_to_two(v.iter().flatten()),
         };
         if distinct == 0 {
             return Err(input(
@@ -325,22 +447,4 @@ fn check_features(spec: &Spec, columns: &Columns, root: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Keeps the first row (in ingestion order) of each event id: a replay that reached the master dataset twice,
-/// from two writers or across the speed layer's de-duplication window, is counted once.
-pub fn drop_duplicate_ids(columns: Columns) -> (Columns, u64) {
-    let mut order: Vec<usize> = (0..columns.len()).collect();
-    order.sort_by_key(|&r| columns.seqs[r]);
-    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(columns.len());
-    let mut keep = vec![false; columns.len()];
-    for r in order {
-        keep[r] = seen.insert(columns.ids[r].as_str());
-    }
-    let kept: Vec<usize> = (0..columns.len()).filter(|&r| keep[r]).collect();
-    let dropped = (columns.len() - kept.len()) as u64;
-    if dropped == 0 {
-        return (columns, 0);
-    }
-    (columns.take(&kept), dropped)
 }

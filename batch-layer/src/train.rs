@@ -5,13 +5,18 @@
 //! - Gaussian naive Bayes (classification);
 //! - a decision tree and a random forest ([`crate::cart`]);
 //! - gradient-boosted trees with forust-ml ([`crate::boost`]).
+//!
+//! The search is successive halving over row samples: every candidate is fitted on the most recent
+//! `batch.sample_rows` training rows, the better half on four times as many, and so on until one is left or a round
+//! holds every training row. A family never fits on more rows than its matrix fits in `batch.matrix_mb`: there it
+//! keeps its last fit. Matrices are encoded from the columns a chunk of rows at a time.
 
 use lambda_core::bayes::NaiveBayes;
-use lambda_core::encoder::Encoder;
-use lambda_core::metrics::{evaluate, Metrics};
+use lambda_core::encoder::{Encoder, FeatureEncoder};
+use lambda_core::metrics::{evaluate, Metric, Metrics};
 use lambda_core::model::{Family, LinearModel, Model};
 use lambda_core::registry::{LeaderboardEntry, SearchReport};
-use lambda_core::schema::{Columns, Target};
+use lambda_core::schema::{Columns, TargetRef, Targets};
 use lambda_core::spec::{Spec, Task};
 use linfa::prelude::*;
 use linfa::Dataset;
@@ -20,18 +25,18 @@ use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
 use ndarray::{Array1, Array2};
 
 use crate::boost::{self, BoostParams};
-use crate::cart::{self, Binned, Labels, TreeParams};
+use crate::cart::{self, Binned, Group, Labels, TreeParams};
 use crate::{Error, Result};
 
-/// The labelled rows split by event time.
+/// The labelled rows split by event time, as indices into the master dataset's [`Columns`].
 #[derive(Debug, Clone)]
 pub struct Split {
-    /// Indices of every labelled row, oldest first.
+    /// Every labelled row, oldest first.
     pub labelled: Vec<usize>,
-    /// Training rows (the older part).
-    pub train: Columns,
-    /// Holdout rows (the most recent part).
-    pub holdout: Columns,
+    /// Training rows (the older part), oldest first.
+    pub train: Vec<usize>,
+    /// Holdout rows (the most recent part), oldest first.
+    pub holdout: Vec<usize>,
     /// Class labels seen, sorted (classification); empty for regression.
     pub classes: Vec<String>,
 }
@@ -89,8 +94,9 @@ impl Candidate {
     }
 }
 
-/// Every candidate the spec allows for its task, cheapest families first.
-pub fn candidates(spec: &Spec, dim: usize) -> Vec<Candidate> {
+/// Every candidate the spec allows for its task, cheapest families first; `inputs` is the number of columns a
+/// tree splits on (see [`tree_groups`]).
+pub fn candidates(spec: &Spec, inputs: usize) -> Vec<Candidate> {
     let classification = spec.dataset.task.is_classification();
     let seed = spec.batch.seed;
     let mut out = Vec::new();
@@ -102,8 +108,8 @@ pub fn candidates(spec: &Spec, dim: usize) -> Vec<Candidate> {
                 Candidate::Trees(TreeParams { trees: 1, max_depth, min_leaf: 20, feature_fraction: 1.0, seed })
             })),
             "random_forest" => {
-                // sqrt(d) dimensions per split for classes, a third for values (Breiman's defaults).
-                let share = if classification { (dim as f64).sqrt() / dim.max(1) as f64 } else { 1.0 / 3.0 };
+                // sqrt(d) columns per split for classes, a third for values (Breiman's defaults).
+                let share = if classification { (inputs as f64).sqrt() / inputs.max(1) as f64 } else { 1.0 / 3.0 };
                 out.push(Candidate::Trees(TreeParams {
                     trees: 50,
                     max_depth: 16,
@@ -145,8 +151,10 @@ pub struct Search {
 pub struct Progress {
     /// Trials finished.
     pub done: usize,
-    /// Trials planned.
+    /// Trials planned (when no candidate fails and the budget lasts).
     pub total: usize,
+    /// The search round (0 first).
+    pub round: usize,
     /// The best so far: family and metric value.
     pub best: Option<(String, f64)>,
     /// Seconds of the budget left.
@@ -164,9 +172,15 @@ fn algorithm(spec: &Spec) -> &'static str {
     }
 }
 
+/// Rows encoded per chunk when a matrix is built from columns.
+const CHUNK: usize = 8192;
+
+/// Rows sampled to place the bin edges of a large binned matrix (LightGBM samples 200,000 too).
+const EDGE_SAMPLE: usize = 200_000;
+
 /// Orders labelled rows by event time (then ingestion order) and holds out the most recent share.
 pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
-    let mut labelled: Vec<usize> = (0..columns.len()).filter(|&r| columns.targets[r].is_some()).collect();
+    let mut labelled: Vec<usize> = (0..columns.len()).filter(|&r| columns.targets.is_set(r)).collect();
     labelled.sort_by_key(|&r| (columns.times[r], columns.seqs[r]));
     if labelled.len() < 10 {
         return Err(Error::Data(format!(
@@ -176,17 +190,14 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
         )));
     }
     let mut classes: Vec<String> = Vec::new();
-    if spec.dataset.task.is_classification() {
-        let mut seen: Vec<&str> = labelled
-            .iter()
-            .filter_map(|&r| match &columns.targets[r] {
-                Some(Target::Class(c)) => Some(c.as_str()),
-                _ => None,
-            })
-            .collect();
-        seen.sort_unstable();
-        // Sorted, each class is a run: its length is the class's row count.
-        let runs: Vec<(&str, usize)> = seen.chunk_by(|a, b| a == b).map(|run| (run[0], run.len())).collect();
+    if let Targets::Classes(codes) = &columns.targets {
+        let mut counts = vec![0usize; codes.values.len()];
+        for &r in &labelled {
+            counts[codes.codes[r] as usize] += 1;
+        }
+        let mut runs: Vec<(&str, usize)> =
+            codes.values.iter().zip(counts).filter(|(_, n)| *n > 0).map(|(c, n)| (c.as_str(), n)).collect();
+        runs.sort_unstable();
         let lonely: Vec<String> = runs.iter().filter(|(_, n)| *n < 2).take(10).map(|(c, _)| format!("`{c}`")).collect();
         classes = runs.iter().map(|(c, _)| c.to_string()).collect();
         let listed = classes.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
@@ -216,59 +227,130 @@ pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
     let holdout_len =
         ((labelled.len() as f64 * spec.batch.holdout_fraction).ceil() as usize).clamp(1, labelled.len() - 1);
     let cut = labelled.len() - holdout_len;
-    Ok(Split { train: columns.take(&labelled[..cut]), holdout: columns.take(&labelled[cut..]), labelled, classes })
+    Ok(Split { train: labelled[..cut].to_vec(), holdout: labelled[cut..].to_vec(), labelled, classes })
 }
 
-/// Fits one candidate on row-major encoded rows `xs` of `dim` columns with their targets (all labelled).
+/// The labels of `rows` (all labelled) as the fitters take them.
+pub fn labels(columns: &Columns, rows: &[usize], classes: &[String]) -> Labels {
+    match &columns.targets {
+        Targets::Classes(codes) => {
+            let index: Vec<usize> =
+                codes.values.iter().map(|v| classes.iter().position(|c| c == v).unwrap_or(0)).collect();
+            Labels::Classes(
+                rows.iter().map(|&r| index.get(codes.codes[r] as usize).copied().unwrap_or(0)).collect(),
+                classes.len(),
+            )
+        }
+        Targets::Values(v) => Labels::Values(rows.iter().map(|&r| v[r]).collect()),
+    }
+}
+
+/// How trees bin the encoded dimensions: a categorical feature's one-hot block as one column of slots.
+pub fn tree_groups(encoder: &Encoder) -> Vec<Group> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for f in &encoder.features {
+        let width = f.width();
+        match f {
+            FeatureEncoder::Categorical { .. } if width <= cart::MAX_BINS + 1 => {
+                out.push(Group::OneHot { first: at, width })
+            }
+            _ => out.extend((at..at + width).map(Group::Dim)),
+        }
+        at += width;
+    }
+    out
+}
+
+/// Bytes one training row of `cand` takes in its matrix: dense rows are 8 bytes a dimension (twice that where
+/// the fitter copies them), binned rows a byte a dimension plus the forest's per-row weights and indices.
+fn row_bytes(cand: &Candidate, dim: usize) -> usize {
+    match cand {
+        Candidate::Trees(_) => dim + 32,
+        Candidate::NaiveBayes { .. } => dim * 8,
+        Candidate::Linear { .. } | Candidate::Boosting(_) => dim * 16,
+    }
+}
+
+/// Most rows `cand` fits on within `batch.matrix_mb`.
+pub fn max_rows(spec: &Spec, cand: &Candidate, dim: usize) -> usize {
+    let budget = usize::try_from(spec.batch.matrix_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    (budget / row_bytes(cand, dim).max(1)).max(1)
+}
+
+/// Row-major encoding of `rows`, built chunk by chunk and handed to `put(first_row, chunk)`.
+fn encode_chunks(encoder: &Encoder, columns: &Columns, rows: &[usize], put: &mut dyn FnMut(usize, &[f64])) {
+    for (i, chunk) in rows.chunks(CHUNK).enumerate() {
+        put(i * CHUNK, &encoder.encode_rows(columns, chunk.iter().copied()));
+    }
+}
+
+/// Fits one candidate on the given rows (all labelled) of `columns`, encoded by `encoder`. Trees get a binned
+/// matrix and boosting a column-major one, each filled a chunk at a time; the others a row-major matrix. `alone`:
+/// no other fit runs beside this one, so boosting may use every core (its result does not depend on it).
+pub fn fit_rows(
+    spec: &Spec,
+    cand: &Candidate,
+    encoder: &Encoder,
+    columns: &Columns,
+    rows: &[usize],
+    classes: &[String],
+    alone: bool,
+) -> Result<Model> {
+    let dim = encoder.dim();
+    let labels = labels(columns, rows, classes);
+    match cand {
+        Candidate::Trees(p) => {
+            // Edges from rows spread evenly over the set (all of them when there are few).
+            let step = rows.len().div_ceil(EDGE_SAMPLE).max(1);
+            let sampled: Vec<usize> = rows.iter().step_by(step).copied().collect();
+            let sample = encoder.encode_rows(columns, sampled.iter().copied());
+            let binned = Binned::from_chunks(rows.len(), dim, &tree_groups(encoder), &sample, |put| {
+                encode_chunks(encoder, columns, rows, put)
+            });
+            Ok(Model::Trees(cart::fit(&binned, &labels, classes, p)))
+        }
+        Candidate::Boosting(p) => {
+            let n = rows.len();
+            let mut data = vec![0.0; n * dim];
+            encode_chunks(encoder, columns, rows, &mut |first, xs| {
+                for (i, row) in xs.chunks_exact(dim.max(1)).enumerate() {
+                    for (d, v) in row.iter().enumerate() {
+                        data[d * n + first + i] = *v;
+                    }
+                }
+            });
+            let (ys, values) = match &labels {
+                Labels::Classes(ys, _) => (ys.clone(), Vec::new()),
+                Labels::Values(v) => (Vec::new(), v.clone()),
+            };
+            Ok(Model::Trees(boost::fit_columns(&data, n, dim, classes, &ys, &values, p, alone)?))
+        }
+        _ => fit_encoded(spec, cand, &encoder.encode_rows(columns, rows.iter().copied()), dim, &labels, classes),
+    }
+}
+
+/// Fits one candidate on row-major encoded rows `xs` of `dim` columns with their labels.
 pub fn fit_encoded(
     spec: &Spec,
     cand: &Candidate,
     xs: &[f64],
     dim: usize,
-    targets: &[Option<Target>],
+    labels: &Labels,
     classes: &[String],
 ) -> Result<Model> {
+    let (ys, values): (&[usize], &[f64]) = match labels {
+        Labels::Classes(ys, _) => (ys, &[]),
+        Labels::Values(v) => (&[], v),
+    };
     match cand {
-        Candidate::Linear { alpha } => fit_linear(spec, *alpha, xs, dim, targets, classes).map(Model::Linear),
+        Candidate::Linear { alpha } => fit_linear(spec, *alpha, xs, dim, labels, classes).map(Model::Linear),
         Candidate::NaiveBayes { var_smoothing } => {
-            let ys = class_indices(targets, classes);
-            Ok(Model::NaiveBayes(NaiveBayes::fit(classes.to_vec(), dim, xs, &ys, *var_smoothing)))
+            Ok(Model::NaiveBayes(NaiveBayes::fit(classes.to_vec(), dim, xs, ys, *var_smoothing)))
         }
-        Candidate::Boosting(p) => {
-            let ys = class_indices(targets, classes);
-            Ok(Model::Trees(boost::fit(xs, dim, classes, &ys, &values(targets), p)?))
-        }
-        Candidate::Trees(p) => {
-            let labels = if classes.is_empty() {
-                Labels::Values(values(targets))
-            } else {
-                Labels::Classes(class_indices(targets, classes), classes.len())
-            };
-            Ok(Model::Trees(cart::fit(&Binned::new(xs, dim), &labels, classes, p)))
-        }
+        Candidate::Boosting(p) => Ok(Model::Trees(boost::fit(xs, dim, classes, ys, values, p, false)?)),
+        Candidate::Trees(p) => Ok(Model::Trees(cart::fit(&Binned::new(xs, dim), labels, classes, p))),
     }
-}
-
-/// The index in `classes` of each row's label (0 for a row without one; rows are labelled here).
-fn class_indices(targets: &[Option<Target>], classes: &[String]) -> Vec<usize> {
-    targets
-        .iter()
-        .map(|t| match t {
-            Some(Target::Class(c)) => classes.iter().position(|k| k == c).unwrap_or(0),
-            _ => 0,
-        })
-        .collect()
-}
-
-/// Each row's regression target (0 for a row without one; rows are labelled here).
-fn values(targets: &[Option<Target>]) -> Vec<f64> {
-    targets
-        .iter()
-        .map(|t| match t {
-            Some(Target::Value(v)) => *v,
-            _ => 0.0,
-        })
-        .collect()
 }
 
 fn fit_linear(
@@ -276,10 +358,10 @@ fn fit_linear(
     alpha: f64,
     xs: &[f64],
     dim: usize,
-    targets: &[Option<Target>],
+    labels: &Labels,
     classes: &[String],
 ) -> Result<LinearModel> {
-    let n = targets.len();
+    let n = xs.len().checked_div(dim).unwrap_or(0);
     let x = Array2::from_shape_vec((n, dim), xs.to_vec()).map_err(|e| Error::Data(format!("encoded matrix: {e}")))?;
     let name = format!("{} alpha={alpha}", algorithm(spec));
     let fail = |e: &dyn std::fmt::Display| Error::Train { algorithm: name.clone(), message: e.to_string() };
@@ -287,10 +369,9 @@ fn fit_linear(
     // linfa's objective sums the loss over rows; scale the stopping tolerance so that it means the same per row
     // whatever the data size (scikit-learn's lbfgs does the same on its averaged loss).
     let tolerance = GRADIENT_TOLERANCE * n.max(1) as f64;
-    match spec.dataset.task {
-        Task::BinaryClassification => {
-            let y: Array1<bool> =
-                targets.iter().map(|t| matches!(t, Some(Target::Class(c)) if *c == classes[1])).collect();
+    match (spec.dataset.task, labels) {
+        (Task::BinaryClassification, Labels::Classes(ys, _)) => {
+            let y: Array1<bool> = ys.iter().map(|&c| c == 1).collect();
             let fitted = LogisticRegression::default()
                 .alpha(alpha)
                 .max_iterations(iterations)
@@ -304,8 +385,8 @@ fn fit_linear(
             m.bias = vec![sign * fitted.intercept()];
             Ok(m)
         }
-        Task::MulticlassClassification => {
-            let y = Array1::from(class_indices(targets, classes));
+        (Task::MulticlassClassification, Labels::Classes(ys, _)) => {
+            let y = Array1::from(ys.clone());
             let fitted = MultiLogisticRegression::default()
                 .alpha(alpha)
                 .max_iterations(iterations)
@@ -324,8 +405,8 @@ fn fit_linear(
             }
             Ok(m)
         }
-        Task::Regression => {
-            let y = Array1::from(values(targets));
+        (_, Labels::Values(v)) => {
+            let y = Array1::from(v.clone());
             let fitted = TweedieRegressor::params()
                 .power(0.0)
                 .alpha(alpha)
@@ -337,45 +418,239 @@ fn fit_linear(
             m.bias = vec![fitted.intercept];
             Ok(m)
         }
+        (task, _) => Err(Error::Data(format!("labels do not fit the task {task:?}"))),
     }
 }
 
-/// Tries the candidates, cheapest families first, until all are tried or the time budget is spent: encoder fitted
-/// on the training rows, each model fitted on them and scored on the holdout. Best first. `progress` hears of each
-/// finished trial.
-pub fn search(spec: &Spec, split: &Split, progress: &(dyn Fn(&Progress) + Sync)) -> Result<Search> {
+/// Predicts `rows` a chunk at a time and scores the predictions against their labels.
+pub fn score(model: &Model, encoder: &Encoder, columns: &Columns, rows: &[usize]) -> Metrics {
+    let mut predictions = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(CHUNK) {
+        predictions.extend(model.predict_batch(&encoder.encode_rows(columns, chunk.iter().copied())));
+    }
+    let targets: Vec<TargetRef<'_>> = rows.iter().filter_map(|&r| columns.target(r)).collect();
+    evaluate(model.classes(), &predictions, &targets)
+}
+
+/// One fit of the search.
+struct Trial {
+    cand: usize,
+    round: usize,
+    rows: usize,
+    result: Result<Metrics>,
+    seconds: f64,
+}
+
+/// Tries the candidates by successive halving over row samples until one is left, a round holds every training
+/// row, or the time budget is spent: encoder fitted on the training rows, each model fitted on the most recent
+/// rows of its round and scored on the whole holdout. `progress` hears of each finished trial.
+pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(&Progress) + Sync)) -> Result<Search> {
     let started = std::time::Instant::now();
     let budget = spec.time_budget;
-    let encoder = Encoder::fit(spec, &split.train)?;
+    let encoder = Encoder::fit_rows(spec, columns, &split.train)?;
     let dim = encoder.dim();
-    let x_train = encoder.encode_batch(&split.train);
-    let x_holdout = encoder.encode_batch(&split.holdout);
-    let targets: Vec<Target> = split.holdout.targets.iter().flatten().cloned().collect();
-    let cands = candidates(spec, dim);
+    let cands = candidates(spec, tree_groups(&encoder).len());
     if cands.is_empty() {
         return Err(Error::Data(format!("`batch.families` = {:?} has no family for this task", spec.batch.families)));
     }
     let metric = spec.metric();
-    // Candidates are independent: each worker takes the next one unless the budget is spent; results are put back
-    // in candidate order, so which worker fitted what does not matter.
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(cands.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let n_train = split.train.len();
+    let mut sizes = vec![spec.batch.sample_rows.min(n_train)];
+    while sizes[sizes.len() - 1] < n_train {
+        sizes.push((sizes[sizes.len() - 1] * 4).min(n_train));
+    }
+    let planned = {
+        let (mut alive, mut total) = (cands.len(), 0);
+        for _ in &sizes {
+            total += alive;
+            if alive <= 1 {
+                break;
+            }
+            alive = alive.div_ceil(2);
+        }
+        total
+    };
+    let caps: Vec<usize> = cands.iter().map(|c| max_rows(spec, c, dim)).collect();
+    let mut trials: Vec<Trial> = Vec::new();
+    // Per candidate: its latest trial and model.
+    let mut latest: Vec<Option<(usize, Model)>> = vec![None; cands.len()];
+    let mut alive: Vec<usize> = (0..cands.len()).collect();
     let board: std::sync::Mutex<(usize, Option<(String, f64)>)> = std::sync::Mutex::new((0, None));
-    type Fitted = (usize, Result<(Model, Metrics)>, f64);
-    let mut results: Vec<Fitted> = std::thread::scope(|scope| {
+    let mut cut_by_time = false;
+    let mut stopped = String::new();
+    let mut rounds = 0;
+    for (round, &size) in sizes.iter().enumerate() {
+        rounds = round + 1;
+        // A candidate already fitted on all the rows its cap allows keeps that fit.
+        let jobs: Vec<(usize, usize)> = alive
+            .iter()
+            .map(|&c| (c, size.min(caps[c])))
+            .filter(|&(c, rows)| latest[c].as_ref().is_none_or(|(t, _)| trials[*t].rows != rows))
+            .collect();
+        // What each fit should take: its last fit's time scaled by the rows (FLAML's cost estimate); a fit that would
+        // end past the budget does not start.
+        let estimates: Vec<Option<f64>> = jobs
+            .iter()
+            .map(|&(c, rows)| {
+                latest[c].as_ref().map(|(t, _)| trials[*t].seconds * rows as f64 / trials[*t].rows.max(1) as f64)
+            })
+            .collect();
+        let done = run_round(
+            spec,
+            columns,
+            split,
+            &encoder,
+            &cands,
+            &jobs,
+            &estimates,
+            round,
+            started,
+            trials.is_empty(),
+            &board,
+            planned,
+            progress,
+        );
+        let finished = done.len();
+        for (c, rows, result, seconds) in done {
+            let (result, model) = match result {
+                Ok((model, metrics)) => (Ok(metrics), Some(model)),
+                Err(e) => (Err(e), None),
+            };
+            trials.push(Trial { cand: c, round, rows, result, seconds });
+            latest[c] = model.map(|m| (trials.len() - 1, m));
+        }
+        // A candidate without a job this round was at its row cap: its last fit stands in this round too.
+        for &c in &alive {
+            if let (false, Some((t, _))) = (jobs.iter().any(|&(j, _)| j == c), &latest[c]) {
+                trials[*t].round = round;
+            }
+        }
+        // Still in the race: candidates with a fit in this round, best first (stable: cheaper first on ties).
+        let mut ranked: Vec<usize> = alive
+            .iter()
+            .copied()
+            .filter(|&c| latest[c].as_ref().is_some_and(|(t, _)| trials[*t].round == round))
+            .collect();
+        ranked.sort_by(|&a, &b| rank_of(&trials, &latest, metric, a).total_cmp(&rank_of(&trials, &latest, metric, b)));
+        if finished < jobs.len() {
+            cut_by_time = true;
+            stopped = format!(
+                "the time budget ({}) was spent in round {} ({} rows), after {} trials",
+                spec.batch.time_budget,
+                round + 1,
+                size,
+                trials.len()
+            );
+            break;
+        }
+        if ranked.len() <= 1 || size >= n_train {
+            stopped = if size >= n_train {
+                format!("round {} held every training row ({size}); {} trials", round + 1, trials.len())
+            } else {
+                format!("one candidate was left after round {} ({size} rows); {} trials", round + 1, trials.len())
+            };
+            break;
+        }
+        alive = ranked[..ranked.len().div_ceil(2)].to_vec();
+    }
+    let failed = trials.iter().filter(|t| t.result.is_err()).count();
+    for t in trials.iter().filter(|t| t.result.is_err()) {
+        if let Err(e) = &t.result {
+            tracing::warn!(candidate = %cands[t.cand].params(), error = %e, "candidate failed");
+        }
+    }
+    let report = SearchReport {
+        candidates: cands.len(),
+        tried: trials.len(),
+        failed,
+        budget_seconds: budget.as_secs_f64(),
+        seconds: started.elapsed().as_secs_f64(),
+        cut_by_time,
+        stopped: format!("{stopped} in {rounds} round{}", if rounds == 1 { "" } else { "s" }),
+    };
+    // Leaderboard: furthest round first, then by the metric; on ties the earlier (cheaper) candidate.
+    let mut order: Vec<usize> = (0..trials.len()).filter(|&t| trials[t].result.is_ok()).collect();
+    order.sort_by(|&a, &b| {
+        trials[b].round.cmp(&trials[a].round).then_with(|| {
+            let m = |t: usize| trials[t].result.as_ref().map(|m| metric.rank(m)).unwrap_or(f64::INFINITY);
+            m(a).total_cmp(&m(b))
+        })
+    });
+    let leaderboard: Vec<LeaderboardEntry> = order
+        .iter()
+        .map(|&t| {
+            let tr = &trials[t];
+            LeaderboardEntry {
+                algorithm: cands[tr.cand].family(spec).into(),
+                params: cands[tr.cand].params(),
+                metrics: tr.result.as_ref().cloned().unwrap_or_default(),
+                rows: tr.rows as u64,
+                fit_seconds: tr.seconds,
+                round: tr.round,
+            }
+        })
+        .collect();
+    let best_incremental = order.iter().map(|&t| cands[trials[t].cand]).find(Candidate::incremental);
+    let Some(&winner) = order.first() else {
+        let last = trials.into_iter().rev().find_map(|t| t.result.err());
+        return Err(last.unwrap_or_else(|| Error::Data("no candidate to train".into())));
+    };
+    let best = trials[winner].cand;
+    let model = latest[best].take().map(|(_, m)| m).ok_or_else(|| Error::Data("the winner's model was lost".into()))?;
+    Ok(Search { best: cands[best], leaderboard, encoder, model, best_incremental, report })
+}
+
+fn rank_of(trials: &[Trial], latest: &[Option<(usize, Model)>], metric: Metric, c: usize) -> f64 {
+    latest[c]
+        .as_ref()
+        .and_then(|(t, _)| trials[*t].result.as_ref().ok())
+        .map(|m| metric.rank(m))
+        .unwrap_or(f64::INFINITY)
+}
+
+type Done = (usize, usize, Result<(Model, Metrics)>, f64);
+
+/// Fits one round's jobs (candidate, rows) on two workers, none starting when its estimated end is past the budget
+/// (except the very first trial of the search, so that even a spent budget gives a model); a cheaper later job may
+/// still start. Results come back in job order.
+#[allow(clippy::too_many_arguments)]
+fn run_round(
+    spec: &Spec,
+    columns: &Columns,
+    split: &Split,
+    encoder: &Encoder,
+    cands: &[Candidate],
+    jobs: &[(usize, usize)],
+    estimates: &[Option<f64>],
+    round: usize,
+    started: std::time::Instant,
+    first: bool,
+    board: &std::sync::Mutex<(usize, Option<(String, f64)>)>,
+    planned: usize,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Vec<Done> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let budget = spec.time_budget;
+    let metric = spec.metric();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(jobs.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<(usize, Done)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                let (cands, next, x_train, x_holdout, targets, board) =
-                    (&cands, &next, &x_train, &x_holdout, &targets, &board);
+                let next = &next;
                 scope.spawn(move || {
-                    let mut out: Vec<Fitted> = Vec::new();
-                    // The first candidate always runs, so that even a spent budget gives a model.
-                    while started.elapsed() < budget || next.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let Some(c) = cands.get(i) else { break };
+                    let mut out = Vec::new();
+                    loop {
+                        let j = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(&(c, n)) = jobs.get(j) else { break };
+                        let ends = started.elapsed().as_secs_f64() + estimates[j].unwrap_or(0.0);
+                        if ends >= budget.as_secs_f64() && !(first && j == 0) {
+                            break;
+                        }
+                        let rows = &split.train[split.train.len() - n..];
                         let t0 = std::time::Instant::now();
-                        let r = fit_encoded(spec, c, x_train, dim, &split.train.targets, &split.classes).map(|model| {
-                            let metrics = evaluate(model.classes(), &model.predict_batch(x_holdout), targets);
+                        let r = fit_rows(spec, &cands[c], encoder, columns, rows, &split.classes, false).map(|model| {
+                            let metrics = score(&model, encoder, columns, &split.holdout);
                             (model, metrics)
                         });
                         let seconds = t0.elapsed().as_secs_f64();
@@ -389,17 +664,21 @@ pub fn search(spec: &Spec, split: &Split, progress: &(dyn Fn(&Progress) + Sync))
                                     (Some((_, best)), Some(v)) => metric.gain(*best, v) > 0.0,
                                 };
                                 if let (true, Some(v)) = (better, value) {
-                                    b.1 = Some((format!("{} {}", c.family(spec), c.params()), v));
+                                    b.1 = Some((
+                                        format!("{} {} ({n} rows)", cands[c].family(spec), cands[c].params()),
+                                        v,
+                                    ));
                                 }
                             }
                             progress(&Progress {
                                 done: b.0,
-                                total: cands.len(),
+                                total: planned,
+                                round,
                                 best: b.1.clone(),
                                 seconds_left: (budget.as_secs_f64() - started.elapsed().as_secs_f64()).max(0.0),
                             });
                         }
-                        out.push((i, r, seconds));
+                        out.push((j, (c, n, r, seconds)));
                     }
                     out
                 })
@@ -408,59 +687,12 @@ pub fn search(spec: &Spec, split: &Split, progress: &(dyn Fn(&Progress) + Sync))
         handles
             .into_iter()
             .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| vec![(usize::MAX, Err(Error::Data("a training thread panicked".into())), 0.0)])
+                h.join().unwrap_or_else(|_| {
+                    vec![(usize::MAX, (0, 0, Err(Error::Data("a training thread panicked".into())), 0.0))]
+                })
             })
             .collect()
     });
-    results.sort_by_key(|(i, _, _)| *i);
-    let mut scored: Vec<(Candidate, LeaderboardEntry, Model)> = Vec::new();
-    let mut last_error = None;
-    let (tried, mut failed) = (results.len(), 0);
-    for (i, result, seconds) in results {
-        let Some(cand) = cands.get(i) else { continue };
-        match result {
-            Ok((model, metrics)) => {
-                let entry = LeaderboardEntry {
-                    algorithm: cand.family(spec).into(),
-                    params: cand.params(),
-                    metrics,
-                    rows: split.train.len() as u64,
-                    fit_seconds: seconds,
-                };
-                scored.push((*cand, entry, model));
-            }
-            Err(e) => {
-                tracing::warn!(candidate = %cand.params(), error = %e, "candidate failed");
-                failed += 1;
-                last_error = Some(e);
-            }
-        }
-    }
-    let cut_by_time = tried < cands.len();
-    let report = SearchReport {
-        candidates: cands.len(),
-        tried,
-        failed,
-        budget_seconds: budget.as_secs_f64(),
-        seconds: started.elapsed().as_secs_f64(),
-        cut_by_time,
-        stopped: if cut_by_time {
-            format!(
-                "the time budget ({}) was spent after {tried} of {} candidates",
-                spec.batch.time_budget,
-                cands.len()
-            )
-        } else {
-            format!("every candidate was tried ({tried})")
-        },
-    };
-    // A stable sort: on equal metrics the earlier (cheaper) candidate wins.
-    scored.sort_by(|a, b| metric.rank(&a.1.metrics).total_cmp(&metric.rank(&b.1.metrics)));
-    let leaderboard = scored.iter().map(|(_, e, _)| e.clone()).collect();
-    let best_incremental = scored.iter().find(|(c, _, _)| c.incremental()).map(|(c, _, _)| *c);
-    match scored.into_iter().next() {
-        Some((best, _, model)) => Ok(Search { best, leaderboard, encoder, model, best_incremental, report }),
-        None => Err(last_error.unwrap_or_else(|| Error::Data("no candidate to train".into()))),
-    }
+    results.sort_by_key(|(j, _)| *j);
+    results.into_iter().map(|(_, d)| d).collect()
 }

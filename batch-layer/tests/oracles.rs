@@ -56,7 +56,7 @@ fn boosted_trees_copied_into_the_core_format_predict_what_forust_ml_predicts() {
     }
     let p = BoostParams { rounds: 30, learning_rate: 0.2, max_depth: 4, l2: 1.0, min_leaf_weight: 1.0 };
     let classes = ["no".to_string(), "yes".to_string()];
-    let ours = fit(&xs, d, &classes, &ys, &[], &p).unwrap();
+    let ours = fit(&xs, d, &classes, &ys, &[], &p, false).unwrap();
     ours.validate().unwrap();
     // forust-ml itself, with the same settings, on column-major data.
     let cols: Vec<f64> = (0..d).flat_map(|j| (0..n).map(move |r| (r, j))).map(|(r, j)| xs[r * d + j]).collect();

@@ -111,3 +111,57 @@ fn a_spent_time_budget_stops_the_search_and_the_manifest_says_so() {
         .to_string();
     assert!(err.contains("batch.time_budget"), "{err}");
 }
+
+#[test]
+fn each_round_fits_the_better_half_of_the_last_on_four_times_the_rows() {
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // 1,200 training rows: rounds of 150, 600 and 1,200 rows.
+    let (s, again) = (pipeline(one.path(), "sample_rows = 150\n"), pipeline(two.path(), "sample_rows = 150\n"));
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    let report = m.search.clone().unwrap();
+    let round = |rows: u64| -> Vec<(String, String, f64)> {
+        let mut r: Vec<(String, String, f64)> = m
+            .leaderboard
+            .iter()
+            .filter(|e| e.rows == rows)
+            .map(|e| (e.algorithm.clone(), e.params.clone(), e.metrics["log_loss"]))
+            .collect();
+        r.sort_by(|a, b| a.2.total_cmp(&b.2));
+        r
+    };
+    let (first, second, third) = (round(150), round(600), round(1200));
+    assert_eq!(first.len(), report.candidates, "every candidate runs in the first round");
+    assert_eq!(second.len(), first.len().div_ceil(2));
+    assert_eq!(third.len(), second.len().div_ceil(2));
+    let names = |r: &[(String, String, f64)]| -> std::collections::BTreeSet<(String, String)> {
+        r.iter().map(|(a, p, _)| (a.clone(), p.clone())).collect()
+    };
+    assert_eq!(names(&second), names(&first[..second.len()]), "the better half goes on");
+    assert_eq!(names(&third), names(&second[..third.len()]));
+    assert_eq!(report.tried, first.len() + second.len() + third.len());
+    assert!(report.stopped.contains("held every training row"), "{}", report.stopped);
+    // The winner comes from the last round and is refitted on every labelled row.
+    assert_eq!(m.leaderboard[0].rows, 1200);
+    assert_eq!(m.algorithm, format!("{} {}", third[0].0, third[0].1));
+    assert_eq!(m.training_rows, 1500);
+    lambda_batch::run(&again, false).unwrap();
+    assert_eq!(model_file(&s, "v000001"), model_file(&again, "v000001"), "rounds are reproducible too");
+}
+
+#[test]
+fn a_family_fits_no_more_rows_than_its_matrix_budget_and_the_manifest_says_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spec::from_toml(
+        &format!("{SPEC}families = [\"linear\"]\nmatrix_mb = 1\n"),
+        &dir.path().join("spec.toml"),
+        dir.path(),
+    )
+    .unwrap();
+    write(&s, &events(10_000), "a.parquet");
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    // Nine encoded dimensions (a and b: value and missing flag; c: three categories, unknown, missing); a linear
+    // row costs 16 bytes a dimension, so 1 MiB holds the 7,281 most recent rows.
+    let cap = (1 << 20) / (9 * 16);
+    assert_eq!(m.training_rows, cap);
+    assert!(m.leaderboard.iter().all(|e| e.rows == cap), "{:?}", m.leaderboard);
+}

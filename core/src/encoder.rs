@@ -6,12 +6,12 @@
 //! - boolean: `[value as 0/1, missing]`;
 //! - categorical: one-hot over the vocabulary, then an unknown bucket, then a missing slot.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::schema::{CellRef, Column, Columns, Rejection, RowSource, Target};
+use crate::schema::{CellRef, Codes, Column, Columns, Rejection, RowSource, Target, Targets};
 use crate::spec::{FeatureKind, Spec};
 
 /// How many history spans (max - min) beyond the history range a numeric value may lie before it is rejected.
@@ -120,8 +120,14 @@ fn moments<'a>(values: impl Iterator<Item = &'a f64>) -> (f64, f64, f64, f64, f6
 }
 
 impl Encoder {
-    /// Fits the encoder on the rows of `columns`.
+    /// Fits the encoder on every row of `columns`.
     pub fn fit(spec: &Spec, columns: &Columns) -> Result<Encoder> {
+        let all: Vec<usize> = (0..columns.len()).collect();
+        Encoder::fit_rows(spec, columns, &all)
+    }
+
+    /// Fits the encoder on the given rows of `columns`.
+    pub fn fit_rows(spec: &Spec, columns: &Columns, rows: &[usize]) -> Result<Encoder> {
         if columns.features.len() != spec.features.len() {
             return Err(Error::Data(format!(
                 "{} feature columns given, the spec declares {}",
@@ -133,7 +139,8 @@ impl Encoder {
         for (f, col) in spec.features.iter().zip(&columns.features) {
             let enc = match (f.kind, col) {
                 (FeatureKind::Numeric, Column::Num(values)) => {
-                    let (n, mean, m2, mut min, mut max) = moments(values.iter().flatten());
+                    let (n, mean, m2, mut min, mut max) =
+                        moments(rows.iter().map(|&r| &values[r]).filter(|x| !x.is_nan()));
                     let std = if n > 0.0 { (m2 / n).sqrt() } else { 0.0 };
                     let std = if std.is_finite() && std > 1e-12 { std } else { 1.0 };
                     if n == 0.0 {
@@ -142,11 +149,19 @@ impl Encoder {
                     FeatureEncoder::Numeric { name: f.name.clone(), mean, std, min, max }
                 }
                 (FeatureKind::Categorical, Column::Cat(values)) => {
-                    let mut counts: HashMap<&str, u64> = HashMap::new();
-                    for v in values.iter().flatten() {
-                        *counts.entry(v.as_str()).or_default() += 1;
+                    let mut counts = vec![0u64; values.values.len()];
+                    for &r in rows {
+                        if let Some(n) = counts.get_mut(values.codes[r] as usize) {
+                            *n += 1;
+                        }
                     }
-                    let mut ranked: Vec<(&str, u64)> = counts.into_iter().collect();
+                    let mut ranked: Vec<(&str, u64)> = values
+                        .values
+                        .iter()
+                        .zip(counts)
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(c, n)| (c.as_str(), n))
+                        .collect();
                     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
                     ranked.truncate(spec.batch.max_categories);
                     let mut names: Vec<&str> = ranked.into_iter().map(|(c, _)| c).collect();
@@ -161,19 +176,16 @@ impl Encoder {
             };
             features.push(enc);
         }
-        let ys: Vec<f64> = columns
-            .targets
-            .iter()
-            .filter_map(|t| match t {
-                Some(Target::Value(y)) => Some(*y),
-                _ => None,
-            })
-            .collect();
-        let target = (!ys.is_empty()).then(|| {
-            let (n, _, m2, min, max) = moments(ys.iter());
-            let std = (m2 / n).sqrt();
-            TargetRange { min, max, std: if std.is_finite() { std } else { 0.0 } }
-        });
+        let target = match &columns.targets {
+            Targets::Values(ys) => {
+                let (n, _, m2, min, max) = moments(rows.iter().map(|&r| &ys[r]).filter(|y| !y.is_nan()));
+                (n > 0.0).then(|| {
+                    let std = (m2 / n).sqrt();
+                    TargetRange { min, max, std: if std.is_finite() { std } else { 0.0 } }
+                })
+            }
+            Targets::Classes(_) => None,
+        };
         Ok(Encoder { features, target })
     }
 
@@ -202,10 +214,44 @@ impl Encoder {
 
     /// Encodes every row of `columns` into one row-major matrix (`len × dim`).
     pub fn encode_batch(&self, columns: &Columns) -> Vec<f64> {
+        self.encode_rows(columns, 0..columns.len())
+    }
+
+    /// Encodes the given rows of `columns` into one row-major matrix (`rows × dim`), bit for bit as
+    /// [`Encoder::encode_row`] would; category codes are looked up in the vocabulary once per column, not per row.
+    pub fn encode_rows(&self, columns: &Columns, rows: impl ExactSizeIterator<Item = usize>) -> Vec<f64> {
         let dim = self.dim();
-        let mut out = vec![0.0; columns.len() * dim];
-        for (r, chunk) in out.chunks_exact_mut(dim.max(1)).enumerate().take(columns.len()) {
-            self.encode_row(&columns.row(r), chunk);
+        let n = rows.len();
+        let mut out = vec![0.0; n * dim];
+        // Per categorical column, the slot of each code: the same lookup `encode_cell` makes.
+        let slots: Vec<Vec<usize>> = self
+            .features
+            .iter()
+            .zip(&columns.features)
+            .map(|(f, c)| match (f, c) {
+                (FeatureEncoder::Categorical { vocabulary, .. }, Column::Cat(codes)) => codes
+                    .values
+                    .iter()
+                    .map(|v| vocabulary.get(v.as_str()).copied().unwrap_or(vocabulary.len()))
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        for (i, r) in rows.enumerate() {
+            let row = &mut out[i * dim..(i + 1) * dim];
+            let mut at = 0;
+            for ((f, c), slots) in self.features.iter().zip(&columns.features).zip(&slots) {
+                let w = f.width();
+                let cell = &mut row[at..at + w];
+                match (f, c) {
+                    (FeatureEncoder::Categorical { .. }, Column::Cat(codes)) => match codes.codes[r] {
+                        Codes::NONE => cell[w - 1] = 1.0,
+                        code => cell[slots[code as usize]] = 1.0,
+                    },
+                    (f, c) => f.encode_cell(c.get(r), cell),
+                }
+                at += w;
+            }
         }
         out
     }

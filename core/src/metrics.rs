@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{argmax, Prediction};
-use crate::schema::Target;
+use crate::schema::TargetRef;
 
 /// Metric name to value.
 pub type Metrics = BTreeMap<String, f64>;
@@ -79,7 +79,7 @@ impl Metric {
 
 /// Evaluates `predictions` of a model with `classes` (empty for regression) against `targets` (same length). Rows
 /// whose label the model does not know count as wrong and as the worst log loss.
-pub fn evaluate(classes: &[String], predictions: &[Prediction], targets: &[Target]) -> Metrics {
+pub fn evaluate(classes: &[String], predictions: &[Prediction], targets: &[TargetRef<'_>]) -> Metrics {
     let mut m = Metrics::new();
     m.insert("rows".into(), targets.len() as f64);
     if targets.is_empty() {
@@ -89,7 +89,7 @@ pub fn evaluate(classes: &[String], predictions: &[Prediction], targets: &[Targe
         let mut ys = Vec::with_capacity(targets.len());
         let mut ps = Vec::with_capacity(targets.len());
         for (p, t) in predictions.iter().zip(targets) {
-            if let (Prediction::Value(p), Target::Value(y)) = (p, t) {
+            if let (Prediction::Value(p), TargetRef::Value(y)) = (p, t) {
                 ps.push(*p);
                 ys.push(*y);
             }
@@ -109,7 +109,7 @@ pub fn evaluate(classes: &[String], predictions: &[Prediction], targets: &[Targe
     // Per class: (score for that class, is that class) for one-vs-rest AUC.
     let mut per_class: Vec<Vec<(f64, bool)>> = vec![Vec::with_capacity(targets.len()); k];
     for (p, t) in predictions.iter().zip(targets) {
-        let (Prediction::Probabilities(p), Target::Class(c)) = (p, t) else { continue };
+        let (Prediction::Probabilities(p), TargetRef::Class(c)) = (p, t) else { continue };
         let truth = classes.iter().position(|k| k == c);
         let best = argmax(p);
         if truth == Some(best) {
@@ -175,13 +175,16 @@ mod tests {
     fn classification_and_regression_metrics() {
         let m = ["n".to_string(), "y".to_string()];
         let preds = vec![Prediction::Probabilities(vec![0.2, 0.8]), Prediction::Probabilities(vec![0.6, 0.4])];
-        let targets = vec![Target::Class("y".into()), Target::Class("y".into())];
+        let targets = vec![TargetRef::Class("y"), TargetRef::Class("y")];
         let r = evaluate(&m, &preds, &targets);
         assert_eq!(r["accuracy"], 0.5);
         assert!((r["log_loss"] - (-(0.8f64).ln() - (0.4f64).ln()) / 2.0).abs() < 1e-12);
         let m: [String; 0] = [];
-        let r =
-            evaluate(&m, &[Prediction::Value(1.0), Prediction::Value(3.0)], &[Target::Value(1.0), Target::Value(2.0)]);
+        let r = evaluate(
+            &m,
+            &[Prediction::Value(1.0), Prediction::Value(3.0)],
+            &[TargetRef::Value(1.0), TargetRef::Value(2.0)],
+        );
         assert!((r["rmse"] - (0.5f64).sqrt()).abs() < 1e-12);
         assert_eq!(r["mae"], 0.5);
         assert_eq!(r["r2"], 1.0 - 1.0 / 0.5);

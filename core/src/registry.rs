@@ -106,6 +106,10 @@ pub struct LeaderboardEntry {
     /// Seconds its fit took.
     #[serde(default)]
     pub fit_seconds: f64,
+    /// The last search round this fit took part in (0 first; each round fits the better half on four times the
+    /// rows, or keeps a fit already at its family's row cap). The leaderboard is ordered by it, then by the metric.
+    #[serde(default)]
+    pub round: usize,
 }
 
 /// What is known about a published model.

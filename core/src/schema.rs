@@ -241,13 +241,140 @@ impl Spec {
     }
 }
 
+/// A borrowed [`Target`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TargetRef<'a> {
+    /// A class label.
+    Class(&'a str),
+    /// A real value.
+    Value(f64),
+}
+
+impl Target {
+    /// Borrows the label.
+    pub fn borrow(&self) -> TargetRef<'_> {
+        match self {
+            Target::Class(c) => TargetRef::Class(c),
+            Target::Value(v) => TargetRef::Value(*v),
+        }
+    }
+}
+
+impl TargetRef<'_> {
+    /// An owned copy.
+    pub fn to_target(self) -> Target {
+        match self {
+            TargetRef::Class(c) => Target::Class(c.to_string()),
+            TargetRef::Value(v) => Target::Value(v),
+        }
+    }
+}
+
+/// Strings stored once each: per row a code into `values` (or [`Codes::NONE`]), as Parquet and Arrow dictionary
+/// columns store them. Ten million rows of a 20-level column cost 40 MB, not a string each.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Codes {
+    /// Per row, the index of its value in `values`.
+    pub codes: Vec<u32>,
+    /// The distinct values, in order of first appearance.
+    pub values: Vec<String>,
+}
+
+impl Codes {
+    /// The code of a missing value.
+    pub const NONE: u32 = u32::MAX;
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+
+    /// The value at `row`.
+    pub fn get(&self, row: usize) -> Option<&str> {
+        self.values.get(self.codes[row] as usize).map(String::as_str)
+    }
+
+    /// Rows at the given indices (the dictionary is kept whole).
+    pub fn take(&self, rows: &[usize]) -> Codes {
+        Codes { codes: rows.iter().map(|&r| self.codes[r]).collect(), values: self.values.clone() }
+    }
+
+    /// Rows per code (missing rows not counted).
+    pub fn counts(&self) -> Vec<u64> {
+        let mut n = vec![0u64; self.values.len()];
+        for &c in &self.codes {
+            if let Some(x) = n.get_mut(c as usize) {
+                *x += 1;
+            }
+        }
+        n
+    }
+
+    /// Codes the given values.
+    pub fn collect<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> Codes {
+        let mut b = Dictionary::default();
+        for v in values {
+            b.push(v);
+        }
+        b.finish()
+    }
+}
+
+/// Builds [`Codes`] one value at a time.
+#[derive(Default)]
+pub struct Dictionary {
+    codes: Codes,
+    index: hashbrown::HashTable<u32>,
+}
+
+impl Dictionary {
+    /// The code of `value`, adding it to the dictionary when new.
+    pub fn code(&mut self, value: &str) -> u32 {
+        let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
+        let values = &mut self.codes.values;
+        if let Some(&c) = self.index.find(hash, |&c| values[c as usize] == value) {
+            return c;
+        }
+        let c = values.len() as u32;
+        values.push(value.to_string());
+        self.index.insert_unique(hash, c, |&c| xxhash_rust::xxh3::xxh3_64(values[c as usize].as_bytes()));
+        c
+    }
+
+    /// Appends a row.
+    pub fn push(&mut self, value: Option<&str>) {
+        let c = value.map_or(Codes::NONE, |v| self.code(v));
+        self.codes.codes.push(c);
+    }
+
+    /// Rows so far.
+    pub fn len(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// Whether no row was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+
+    /// The coded rows.
+    pub fn finish(self) -> Codes {
+        self.codes
+    }
+}
+
 /// One feature column of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
-    /// A numeric column.
-    Num(Vec<Option<f64>>),
+    /// A numeric column; NaN is a missing value (non-finite values are read as missing).
+    Num(Vec<f64>),
     /// A categorical column.
-    Cat(Vec<Option<String>>),
+    Cat(Codes),
     /// A boolean column.
     Bool(Vec<Option<bool>>),
 }
@@ -270,39 +397,88 @@ impl Column {
     /// The cell at `row`.
     pub fn get(&self, row: usize) -> CellRef<'_> {
         match self {
-            Column::Num(v) => CellRef::Num(v[row]),
-            Column::Cat(v) => CellRef::Cat(v[row].as_deref()),
+            Column::Num(v) => CellRef::Num(Some(v[row]).filter(|x| !x.is_nan())),
+            Column::Cat(v) => CellRef::Cat(v.get(row)),
             Column::Bool(v) => CellRef::Bool(v[row]),
+        }
+    }
+
+    /// Rows at the given indices.
+    pub fn take(&self, rows: &[usize]) -> Column {
+        match self {
+            Column::Num(v) => Column::Num(rows.iter().map(|&r| v[r]).collect()),
+            Column::Cat(v) => Column::Cat(v.take(rows)),
+            Column::Bool(v) => Column::Bool(rows.iter().map(|&r| v[r]).collect()),
         }
     }
 }
 
-/// A batch of records in columnar form, as read from the master dataset.
+/// The labels of a batch: class codes (classification) or values, NaN where a row has none (regression).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Targets {
+    /// Class labels.
+    Classes(Codes),
+    /// Real values.
+    Values(Vec<f64>),
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets::Values(Vec::new())
+    }
+}
+
+impl Targets {
+    /// The label of `row`, if it has one.
+    pub fn get(&self, row: usize) -> Option<TargetRef<'_>> {
+        match self {
+            Targets::Classes(c) => c.get(row).map(TargetRef::Class),
+            Targets::Values(v) => Some(v[row]).filter(|x| !x.is_nan()).map(TargetRef::Value),
+        }
+    }
+
+    /// Whether `row` has a label.
+    pub fn is_set(&self, row: usize) -> bool {
+        match self {
+            Targets::Classes(c) => c.codes[row] != Codes::NONE,
+            Targets::Values(v) => !v[row].is_nan(),
+        }
+    }
+
+    /// Rows at the given indices.
+    pub fn take(&self, rows: &[usize]) -> Targets {
+        match self {
+            Targets::Classes(c) => Targets::Classes(c.take(rows)),
+            Targets::Values(v) => Targets::Values(rows.iter().map(|&r| v[r]).collect()),
+        }
+    }
+}
+
+/// A batch of records in columnar form, as read from the master dataset: numbers in flat buffers, strings as
+/// dictionary codes. Event ids are not kept: the reader de-duplicates on them and has no other use for them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Columns {
     /// Ingestion sequence numbers.
     pub seqs: Vec<u64>,
-    /// Event ids.
-    pub ids: Vec<String>,
     /// Entity keys.
-    pub keys: Vec<String>,
+    pub keys: Codes,
     /// Event times, milliseconds since the Unix epoch.
     pub times: Vec<i64>,
     /// Feature columns, in spec order.
     pub features: Vec<Column>,
-    /// Labels (`None` for unlabelled rows).
-    pub targets: Vec<Option<Target>>,
+    /// Labels.
+    pub targets: Targets,
 }
 
 impl Columns {
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.times.len()
     }
 
     /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.times.is_empty()
     }
 
     /// Row `row` as a [`RowSource`].
@@ -310,11 +486,16 @@ impl Columns {
         ColumnsRow { columns: self, row }
     }
 
-    /// Row `row` as an owned [`Event`].
+    /// The label of `row`.
+    pub fn target(&self, row: usize) -> Option<TargetRef<'_>> {
+        self.targets.get(row)
+    }
+
+    /// Row `row` as an owned [`Event`] (its id is not kept: empty).
     pub fn event(&self, row: usize) -> Event {
         Event {
-            id: self.ids[row].clone(),
-            key: self.keys[row].clone(),
+            id: String::new(),
+            key: self.keys.get(row).unwrap_or_default().to_string(),
             time: self.times[row],
             features: self
                 .features
@@ -325,7 +506,7 @@ impl Columns {
                     CellRef::Bool(v) => Cell::Bool(v),
                 })
                 .collect(),
-            target: self.targets[row].clone(),
+            target: self.target(row).map(TargetRef::to_target),
         }
     }
 
@@ -333,55 +514,83 @@ impl Columns {
     pub fn take(&self, rows: &[usize]) -> Columns {
         Columns {
             seqs: rows.iter().map(|&r| self.seqs[r]).collect(),
-            ids: rows.iter().map(|&r| self.ids[r].clone()).collect(),
-            keys: rows.iter().map(|&r| self.keys[r].clone()).collect(),
+            keys: self.keys.take(rows),
             times: rows.iter().map(|&r| self.times[r]).collect(),
-            features: self
-                .features
-                .iter()
-                .map(|c| match c {
-                    Column::Num(v) => Column::Num(rows.iter().map(|&r| v[r]).collect()),
-                    Column::Cat(v) => Column::Cat(rows.iter().map(|&r| v[r].clone()).collect()),
-                    Column::Bool(v) => Column::Bool(rows.iter().map(|&r| v[r]).collect()),
-                })
-                .collect(),
-            targets: rows.iter().map(|&r| self.targets[r].clone()).collect(),
+            features: self.features.iter().map(|c| c.take(rows)).collect(),
+            targets: self.targets.take(rows),
         }
     }
 
     /// Builds columns from events (seq numbers given alongside).
     pub fn from_events<'a>(spec: &Spec, events: impl IntoIterator<Item = (u64, &'a Event)>) -> Columns {
-        let mut out = Columns {
-            features: spec
-                .features
-                .iter()
-                .map(|f| match f.kind {
-                    FeatureKind::Numeric => Column::Num(Vec::new()),
-                    FeatureKind::Categorical => Column::Cat(Vec::new()),
-                    FeatureKind::Boolean => Column::Bool(Vec::new()),
-                })
-                .collect(),
-            ..Columns::default()
-        };
+        let mut seqs = Vec::new();
+        let mut times = Vec::new();
+        let mut keys = Dictionary::default();
+        let mut classes = Dictionary::default();
+        let mut values = Vec::new();
+        enum Build {
+            Num(Vec<f64>),
+            Cat(Dictionary),
+            Bool(Vec<Option<bool>>),
+        }
+        let mut features: Vec<Build> = spec
+            .features
+            .iter()
+            .map(|f| match f.kind {
+                FeatureKind::Numeric => Build::Num(Vec::new()),
+                FeatureKind::Categorical => Build::Cat(Dictionary::default()),
+                FeatureKind::Boolean => Build::Bool(Vec::new()),
+            })
+            .collect();
         for (seq, e) in events {
-            out.seqs.push(seq);
-            out.ids.push(e.id.clone());
-            out.keys.push(e.key.clone());
-            out.times.push(e.time);
-            out.targets.push(e.target.clone());
-            for (col, cell) in out.features.iter_mut().zip(&e.features) {
+            seqs.push(seq);
+            times.push(e.time);
+            keys.push(Some(&e.key));
+            match &e.target {
+                Some(Target::Class(c)) => {
+                    classes.push(Some(c));
+                    values.push(f64::NAN);
+                }
+                Some(Target::Value(v)) => {
+                    classes.push(None);
+                    values.push(*v);
+                }
+                None => {
+                    classes.push(None);
+                    values.push(f64::NAN);
+                }
+            }
+            for (col, cell) in features.iter_mut().zip(&e.features) {
+                // Events are parsed against the same spec, so kinds line up; anything else is missing.
                 match (col, cell) {
-                    (Column::Num(v), Cell::Num(x)) => v.push(*x),
-                    (Column::Cat(v), Cell::Cat(x)) => v.push(x.clone()),
-                    (Column::Bool(v), Cell::Bool(x)) => v.push(*x),
-                    // Events are parsed against the same spec, so kinds always line up.
-                    (Column::Num(v), _) => v.push(None),
-                    (Column::Cat(v), _) => v.push(None),
-                    (Column::Bool(v), _) => v.push(None),
+                    (Build::Num(v), Cell::Num(x)) => v.push(x.filter(|x| x.is_finite()).unwrap_or(f64::NAN)),
+                    (Build::Cat(v), Cell::Cat(x)) => v.push(x.as_deref()),
+                    (Build::Bool(v), Cell::Bool(x)) => v.push(*x),
+                    (Build::Num(v), _) => v.push(f64::NAN),
+                    (Build::Cat(v), _) => v.push(None),
+                    (Build::Bool(v), _) => v.push(None),
                 }
             }
         }
-        out
+        let targets = if spec.dataset.task == Task::Regression {
+            Targets::Values(values)
+        } else {
+            Targets::Classes(classes.finish())
+        };
+        Columns {
+            seqs,
+            keys: keys.finish(),
+            times,
+            features: features
+                .into_iter()
+                .map(|b| match b {
+                    Build::Num(v) => Column::Num(v),
+                    Build::Cat(d) => Column::Cat(d.finish()),
+                    Build::Bool(v) => Column::Bool(v),
+                })
+                .collect(),
+            targets,
+        }
     }
 }
 

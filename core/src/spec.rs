@@ -121,6 +121,14 @@ pub struct BatchSettings {
     /// Wall time the search may take, e.g. "60s": no candidate starts after it (the manifest then says the search
     /// was cut by time).
     pub time_budget: String,
+    /// Rows of the search's first round: every candidate is fitted on the most recent this many training rows,
+    /// the better half goes on to four times as many rows, and so on until one is left or a round holds every
+    /// training row.
+    pub sample_rows: usize,
+    /// Memory one candidate's training matrix may take, in MiB: a family fits on at most the most recent rows that
+    /// fit in it (a dense row costs 8 bytes per encoded dimension, twice for linear models and boosting, a binned
+    /// tree row one byte). Two candidates train at once.
+    pub matrix_mb: u64,
 }
 
 /// Model families the search knows.
@@ -139,6 +147,8 @@ impl Default for BatchSettings {
             families: FAMILIES.iter().map(|f| f.to_string()).collect(),
             seed: 0,
             time_budget: "60s".into(),
+            sample_rows: 10_000,
+            matrix_mb: 512,
         }
     }
 }
@@ -390,6 +400,12 @@ impl RawSpec {
         }
         if b.max_categories == 0 {
             return Err(fail("`batch.max_categories` must be at least 1".into()));
+        }
+        if b.sample_rows < 100 {
+            return Err(fail("`batch.sample_rows` must be at least 100".into()));
+        }
+        if b.matrix_mb == 0 {
+            return Err(fail("`batch.matrix_mb` must be at least 1".into()));
         }
         if let Some(m) = b.metric {
             if m.is_classification() != self.dataset.task.is_classification() {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::master::pq_err;
-use crate::schema::{CellRef, RowSource, Target};
+use crate::schema::{CellRef, RowSource, Target, TargetRef};
 use crate::spec::{FeatureKind, Spec, Task};
 
 /// Largest scaled magnitude kept before the scale grows: squares of it, summed 2^63 times, stay finite.
@@ -424,8 +424,20 @@ impl ViewTable {
         row: &R,
         target: Option<&Target>,
     ) -> u32 {
+        self.observe_ref(key, time, seq, row, target.map(Target::borrow))
+    }
+
+    /// [`ViewTable::observe`] with a borrowed label.
+    pub fn observe_ref<R: RowSource + ?Sized>(
+        &mut self,
+        key: &str,
+        time: i64,
+        seq: u64,
+        row: &R,
+        target: Option<TargetRef<'_>>,
+    ) -> u32 {
         let class = match target {
-            Some(Target::Class(c)) => Some(self.class_column(c)),
+            Some(TargetRef::Class(c)) => Some(self.class_column(c)),
             _ => None,
         };
         let slot = self.slot_or_insert(key);
@@ -445,9 +457,9 @@ impl ViewTable {
             st.observe(x);
             self.set_stat(s * w + k, st);
         }
-        if let (true, Some(Target::Value(y))) = (self.regression, target) {
+        if let (true, Some(TargetRef::Value(y))) = (self.regression, target) {
             let mut st = self.stat(s * w + w - 1);
-            st.observe(*y);
+            st.observe(y);
             self.set_stat(s * w + w - 1, st);
         }
         if let Some(c) = class {
