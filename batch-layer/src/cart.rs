@@ -65,7 +65,7 @@ pub struct Binned {
     pub dim: usize,
     /// The binned columns.
     pub columns: Vec<BinColumn>,
-    /// Bin per row, column-major (`columns.len()` columns of `rows`).
+    /// Bin per row and column, row-major: a node's rows are scattered, and one row's bins share a cache line.
     pub bins: Vec<u8>,
 }
 
@@ -115,7 +115,8 @@ impl Binned {
                 }
             })
             .collect();
-        let mut bins = vec![0u8; rows * columns.len()];
+        let width = columns.len();
+        let mut bins = vec![0u8; rows * width];
         fill(&mut |first_row: usize, chunk: &[f64]| {
             for (i, row) in chunk.chunks_exact(dim.max(1)).enumerate() {
                 for (c, column) in columns.iter().enumerate() {
@@ -126,15 +127,16 @@ impl Binned {
                             row[*first..first + width].iter().position(|v| *v > 0.5).unwrap_or(width - 1)
                         }
                     };
-                    bins[c * rows + first_row + i] = bin as u8;
+                    bins[(first_row + i) * width + c] = bin as u8;
                 }
             }
         });
         Binned { rows, dim, columns, bins }
     }
 
-    fn bin(&self, c: usize, r: usize) -> usize {
-        self.bins[c * self.rows + r] as usize
+    /// The bin of row `r` in column `c`.
+    pub fn bin(&self, c: usize, r: usize) -> usize {
+        self.bins[r * self.columns.len() + c] as usize
     }
 }
 

@@ -6,10 +6,10 @@
 //! moves last) when the champion/challenger [`gate`] lets it. [`forecast`] scores a whole Parquet table with the
 //! current model.
 
-pub mod boost;
 pub mod cart;
 pub mod forecast;
 pub mod gate;
+pub mod gbm;
 pub mod read;
 pub mod train;
 
@@ -121,14 +121,15 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     let best = &search.leaderboard[0];
     tracing::info!(algorithm = %best.algorithm, params = %best.params, metrics = ?best.metrics, "best candidate");
 
-    phases.start("refitting the best model on all rows");
+    phases.start("refitting the best model");
     let c = &data.columns;
     let encoder = Encoder::fit(spec, c)?;
     // Each family refits on the most recent labelled rows its matrix budget allows (all of them, usually).
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let refit = |cand: &train::Candidate| {
-        let cap = train::max_rows(spec, cand, encoder.dim());
+        let cap = train::max_rows(spec, cand, &encoder, split.classes.len());
         let rows = &split.labelled[split.labelled.len().saturating_sub(cap)..];
-        train::fit_rows(spec, cand, &encoder, c, rows, &split.classes, true).map(|m| (m, rows.len()))
+        train::fit_rows(spec, cand, &encoder, c, rows, &split.classes, cores).map(|m| (m, rows.len()))
     };
     let (model, training_rows) = refit(&search.best)?;
     // A champion the speed layer cannot update comes with the best linear candidate as its starting model.

@@ -24,8 +24,8 @@ use linfa_linear::TweedieRegressor;
 use linfa_logistic::{LogisticRegression, MultiLogisticRegression};
 use ndarray::{Array1, Array2};
 
-use crate::boost::{self, BoostParams};
 use crate::cart::{self, Binned, Group, Labels, TreeParams};
+use crate::gbm::{self, BoostParams};
 use crate::{Error, Result};
 
 /// The labelled rows split by event time, as indices into the master dataset's [`Columns`].
@@ -82,9 +82,10 @@ impl Candidate {
                 "trees={} max_depth={} min_leaf={} feature_fraction={:.2}",
                 p.trees, p.max_depth, p.min_leaf, p.feature_fraction
             ),
-            Candidate::Boosting(p) => {
-                format!("rounds={} learning_rate={} max_depth={} l2={}", p.rounds, p.learning_rate, p.max_depth, p.l2)
-            }
+            Candidate::Boosting(p) => format!(
+                "rounds={} learning_rate={} max_depth={} l2={} min_leaf={}",
+                p.rounds, p.learning_rate, p.max_depth, p.l2, p.min_leaf
+            ),
         }
     }
 
@@ -98,30 +99,78 @@ impl Candidate {
 /// tree splits on (see [`tree_groups`]).
 pub fn candidates(spec: &Spec, inputs: usize) -> Vec<Candidate> {
     let classification = spec.dataset.task.is_classification();
-    let seed = spec.batch.seed;
+    let b = &spec.batch;
+    let seed = b.seed;
     let mut out = Vec::new();
-    for family in &spec.batch.families {
+    for family in &b.families {
         match family.as_str() {
             "linear" => out.extend(spec.batch.alphas.iter().map(|&alpha| Candidate::Linear { alpha })),
-            "naive_bayes" if classification => out.push(Candidate::NaiveBayes { var_smoothing: 1e-9 }),
-            "decision_tree" => out.extend([4, 8, 12].map(|max_depth| {
-                Candidate::Trees(TreeParams { trees: 1, max_depth, min_leaf: 20, feature_fraction: 1.0, seed })
-            })),
+            "naive_bayes" if classification => out.extend(
+                b.naive_bayes.var_smoothing.iter().map(|&var_smoothing| Candidate::NaiveBayes { var_smoothing }),
+            ),
+            "decision_tree" => {
+                let t = &b.decision_tree;
+                for &max_depth in &t.max_depth {
+                    for &min_leaf in &t.min_leaf {
+                        out.push(Candidate::Trees(TreeParams {
+                            trees: 1,
+                            max_depth,
+                            min_leaf,
+                            feature_fraction: 1.0,
+                            seed,
+                        }));
+                    }
+                }
+            }
             "random_forest" => {
+                let f = &b.random_forest;
                 // sqrt(d) columns per split for classes, a third for values (Breiman's defaults).
                 let share = if classification { (inputs as f64).sqrt() / inputs.max(1) as f64 } else { 1.0 / 3.0 };
-                out.push(Candidate::Trees(TreeParams {
-                    trees: 50,
-                    max_depth: 16,
-                    min_leaf: 2,
-                    feature_fraction: share.clamp(0.05, 1.0),
-                    seed,
-                }))
+                let shares = if f.feature_fraction.is_empty() {
+                    vec![share.clamp(0.05, 1.0)]
+                } else {
+                    f.feature_fraction.clone()
+                };
+                for &trees in &f.trees {
+                    for &max_depth in &f.max_depth {
+                        for &min_leaf in &f.min_leaf {
+                            for &feature_fraction in &shares {
+                                out.push(Candidate::Trees(TreeParams {
+                                    trees,
+                                    max_depth,
+                                    min_leaf,
+                                    feature_fraction,
+                                    seed,
+                                }));
+                            }
+                        }
+                    }
+                }
             }
             "gradient_boosting" => {
-                out.extend([(100, 0.1, 4), (200, 0.1, 6)].map(|(rounds, learning_rate, max_depth)| {
-                    Candidate::Boosting(BoostParams { rounds, learning_rate, max_depth, l2: 1.0, min_leaf_weight: 1.0 })
-                }))
+                let g = &b.gradient_boosting;
+                let mut grid = Vec::new();
+                for &rounds in &g.rounds {
+                    for &learning_rate in &g.learning_rate {
+                        for &max_depth in &g.max_depth {
+                            for &l2 in &g.l2 {
+                                for &min_leaf in &g.min_leaf {
+                                    grid.push(BoostParams {
+                                        rounds,
+                                        learning_rate,
+                                        max_depth,
+                                        l2,
+                                        min_leaf_weight: 1e-3,
+                                        min_leaf,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                // Cheapest first: the work grows with the rounds and the leaves.
+                grid.sort_by_key(|p| p.rounds.saturating_mul(1 << p.max_depth.min(32)));
+                out.extend(grid.into_iter().map(Candidate::Boosting));
             }
             _ => {}
         }
@@ -262,20 +311,23 @@ pub fn tree_groups(encoder: &Encoder) -> Vec<Group> {
     out
 }
 
-/// Bytes one training row of `cand` takes in its matrix: dense rows are 8 bytes a dimension (twice that where
-/// the fitter copies them), binned rows a byte a dimension plus the forest's per-row weights and indices.
-fn row_bytes(cand: &Candidate, dim: usize) -> usize {
+/// Bytes one training row of `cand` takes: dense rows are 8 bytes a dimension (twice that where linfa copies
+/// them); binned rows a byte a column plus the forest's weights and indices, or boosting's gradients, hessians and
+/// scores.
+fn row_bytes(cand: &Candidate, encoder: &Encoder, classes: usize) -> usize {
+    let dim = encoder.dim();
     match cand {
-        Candidate::Trees(_) => dim + 32,
+        Candidate::Trees(_) => tree_groups(encoder).len() + 32,
+        Candidate::Boosting(_) => tree_groups(encoder).len() + 32 + 16 * classes.max(1),
         Candidate::NaiveBayes { .. } => dim * 8,
-        Candidate::Linear { .. } | Candidate::Boosting(_) => dim * 16,
+        Candidate::Linear { .. } => dim * 16,
     }
 }
 
 /// Most rows `cand` fits on within `batch.matrix_mb`.
-pub fn max_rows(spec: &Spec, cand: &Candidate, dim: usize) -> usize {
+pub fn max_rows(spec: &Spec, cand: &Candidate, encoder: &Encoder, classes: usize) -> usize {
     let budget = usize::try_from(spec.batch.matrix_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-    (budget / row_bytes(cand, dim).max(1)).max(1)
+    (budget / row_bytes(cand, encoder, classes).max(1)).max(1)
 }
 
 /// Row-major encoding of `rows`, built chunk by chunk and handed to `put(first_row, chunk)`.
@@ -285,9 +337,9 @@ fn encode_chunks(encoder: &Encoder, columns: &Columns, rows: &[usize], put: &mut
     }
 }
 
-/// Fits one candidate on the given rows (all labelled) of `columns`, encoded by `encoder`. Trees get a binned
-/// matrix and boosting a column-major one, each filled a chunk at a time; the others a row-major matrix. `alone`:
-/// no other fit runs beside this one, so boosting may use every core (its result does not depend on it).
+/// Fits one candidate on the given rows (all labelled) of `columns`, encoded by `encoder`. Trees and boosting get
+/// a binned matrix filled a chunk at a time; the others a row-major matrix. Boosting sums its histograms on
+/// `threads` threads (its result does not depend on how many).
 pub fn fit_rows(
     spec: &Spec,
     cand: &Candidate,
@@ -295,37 +347,22 @@ pub fn fit_rows(
     columns: &Columns,
     rows: &[usize],
     classes: &[String],
-    alone: bool,
+    threads: usize,
 ) -> Result<Model> {
     let dim = encoder.dim();
     let labels = labels(columns, rows, classes);
+    let binned = || {
+        // Edges from rows spread evenly over the set (all of them when there are few).
+        let step = rows.len().div_ceil(EDGE_SAMPLE).max(1);
+        let sampled: Vec<usize> = rows.iter().step_by(step).copied().collect();
+        let sample = encoder.encode_rows(columns, sampled.iter().copied());
+        Binned::from_chunks(rows.len(), dim, &tree_groups(encoder), &sample, |put| {
+            encode_chunks(encoder, columns, rows, put)
+        })
+    };
     match cand {
-        Candidate::Trees(p) => {
-            // Edges from rows spread evenly over the set (all of them when there are few).
-            let step = rows.len().div_ceil(EDGE_SAMPLE).max(1);
-            let sampled: Vec<usize> = rows.iter().step_by(step).copied().collect();
-            let sample = encoder.encode_rows(columns, sampled.iter().copied());
-            let binned = Binned::from_chunks(rows.len(), dim, &tree_groups(encoder), &sample, |put| {
-                encode_chunks(encoder, columns, rows, put)
-            });
-            Ok(Model::Trees(cart::fit(&binned, &labels, classes, p)))
-        }
-        Candidate::Boosting(p) => {
-            let n = rows.len();
-            let mut data = vec![0.0; n * dim];
-            encode_chunks(encoder, columns, rows, &mut |first, xs| {
-                for (i, row) in xs.chunks_exact(dim.max(1)).enumerate() {
-                    for (d, v) in row.iter().enumerate() {
-                        data[d * n + first + i] = *v;
-                    }
-                }
-            });
-            let (ys, values) = match &labels {
-                Labels::Classes(ys, _) => (ys.clone(), Vec::new()),
-                Labels::Values(v) => (Vec::new(), v.clone()),
-            };
-            Ok(Model::Trees(boost::fit_columns(&data, n, dim, classes, &ys, &values, p, alone)?))
-        }
+        Candidate::Trees(p) => Ok(Model::Trees(cart::fit(&binned(), &labels, classes, p))),
+        Candidate::Boosting(p) => Ok(Model::Trees(gbm::fit(&binned(), &labels, classes, p, threads))),
         _ => fit_encoded(spec, cand, &encoder.encode_rows(columns, rows.iter().copied()), dim, &labels, classes),
     }
 }
@@ -339,16 +376,16 @@ pub fn fit_encoded(
     labels: &Labels,
     classes: &[String],
 ) -> Result<Model> {
-    let (ys, values): (&[usize], &[f64]) = match labels {
-        Labels::Classes(ys, _) => (ys, &[]),
-        Labels::Values(v) => (&[], v),
+    let ys: &[usize] = match labels {
+        Labels::Classes(ys, _) => ys,
+        Labels::Values(_) => &[],
     };
     match cand {
         Candidate::Linear { alpha } => fit_linear(spec, *alpha, xs, dim, labels, classes).map(Model::Linear),
         Candidate::NaiveBayes { var_smoothing } => {
             Ok(Model::NaiveBayes(NaiveBayes::fit(classes.to_vec(), dim, xs, ys, *var_smoothing)))
         }
-        Candidate::Boosting(p) => Ok(Model::Trees(boost::fit(xs, dim, classes, ys, values, p, false)?)),
+        Candidate::Boosting(p) => Ok(Model::Trees(gbm::fit(&Binned::new(xs, dim), labels, classes, p, 1))),
         Candidate::Trees(p) => Ok(Model::Trees(cart::fit(&Binned::new(xs, dim), labels, classes, p))),
     }
 }
@@ -448,7 +485,6 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
     let started = std::time::Instant::now();
     let budget = spec.time_budget;
     let encoder = Encoder::fit_rows(spec, columns, &split.train)?;
-    let dim = encoder.dim();
     let cands = candidates(spec, tree_groups(&encoder).len());
     if cands.is_empty() {
         return Err(Error::Data(format!("`batch.families` = {:?} has no family for this task", spec.batch.families)));
@@ -470,7 +506,7 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
         }
         total
     };
-    let caps: Vec<usize> = cands.iter().map(|c| max_rows(spec, c, dim)).collect();
+    let caps: Vec<usize> = cands.iter().map(|c| max_rows(spec, c, &encoder, split.classes.len())).collect();
     let mut trials: Vec<Trial> = Vec::new();
     // Per candidate: its latest trial and model.
     let mut latest: Vec<Option<(usize, Model)>> = vec![None; cands.len()];
@@ -632,7 +668,10 @@ fn run_round(
     use std::sync::atomic::{AtomicUsize, Ordering};
     let budget = spec.time_budget;
     let metric = spec.metric();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(jobs.len()).max(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = cores.min(jobs.len()).max(1);
+    // Cores no worker takes go to the fits (a last round of one candidate uses them all).
+    let fit_threads = (cores / threads).max(1);
     let next = AtomicUsize::new(0);
     let mut results: Vec<(usize, Done)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -649,10 +688,12 @@ fn run_round(
                         }
                         let rows = &split.train[split.train.len() - n..];
                         let t0 = std::time::Instant::now();
-                        let r = fit_rows(spec, &cands[c], encoder, columns, rows, &split.classes, false).map(|model| {
-                            let metrics = score(&model, encoder, columns, &split.holdout);
-                            (model, metrics)
-                        });
+                        let r = fit_rows(spec, &cands[c], encoder, columns, rows, &split.classes, fit_threads).map(
+                            |model| {
+                                let metrics = score(&model, encoder, columns, &split.holdout);
+                                (model, metrics)
+                            },
+                        );
                         let seconds = t0.elapsed().as_secs_f64();
                         if let Ok(mut b) = board.lock() {
                             b.0 += 1;

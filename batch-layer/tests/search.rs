@@ -165,3 +165,17 @@ fn a_family_fits_no_more_rows_than_its_matrix_budget_and_the_manifest_says_how_m
     assert_eq!(m.training_rows, cap);
     assert!(m.leaderboard.iter().all(|e| e.rows == cap), "{:?}", m.leaderboard);
 }
+
+#[test]
+fn the_search_tries_the_grid_the_spec_gives_a_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = "families = [\"gradient_boosting\"]\n[batch.gradient_boosting]\nrounds = [10, 20]\nmax_depth = [2, 3]\n";
+    let s = pipeline(dir.path(), grid);
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    let tried: std::collections::BTreeSet<String> = m.leaderboard.iter().map(|e| e.params.clone()).collect();
+    let want: std::collections::BTreeSet<String> = [(10, 2), (20, 2), (10, 3), (20, 3)]
+        .iter()
+        .map(|(r, d)| format!("rounds={r} learning_rate=0.1 max_depth={d} l2=1 min_leaf=20"))
+        .collect();
+    assert_eq!(tried, want);
+}

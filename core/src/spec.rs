@@ -129,6 +129,105 @@ pub struct BatchSettings {
     /// fit in it (a dense row costs 8 bytes per encoded dimension, twice for linear models and boosting, a binned
     /// tree row one byte). Two candidates train at once.
     pub matrix_mb: u64,
+    /// Settings tried for `decision_tree`: every combination of the listed values.
+    pub decision_tree: TreeSpace,
+    /// Settings tried for `random_forest`.
+    pub random_forest: ForestSpace,
+    /// Settings tried for `gradient_boosting`.
+    pub gradient_boosting: BoostSpace,
+    /// Settings tried for `naive_bayes`.
+    pub naive_bayes: BayesSpace,
+}
+
+/// The search space of decision trees (`[batch.decision_tree]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TreeSpace {
+    /// Deepest split levels.
+    pub max_depth: Vec<usize>,
+    /// Fewest rows in a leaf.
+    pub min_leaf: Vec<usize>,
+}
+
+impl Default for TreeSpace {
+    fn default() -> Self {
+        TreeSpace { max_depth: vec![4, 8, 12], min_leaf: vec![20] }
+    }
+}
+
+/// The search space of random forests (`[batch.random_forest]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForestSpace {
+    /// Trees per forest.
+    pub trees: Vec<usize>,
+    /// Deepest split levels.
+    pub max_depth: Vec<usize>,
+    /// Fewest rows in a leaf.
+    pub min_leaf: Vec<usize>,
+    /// Shares of the columns tried at each split; empty: sqrt(columns) for classes, a third for values.
+    pub feature_fraction: Vec<f64>,
+}
+
+impl Default for ForestSpace {
+    fn default() -> Self {
+        ForestSpace { trees: vec![50], max_depth: vec![16], min_leaf: vec![2], feature_fraction: Vec::new() }
+    }
+}
+
+/// The search space of gradient-boosted trees (`[batch.gradient_boosting]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoostSpace {
+    /// Boosting rounds.
+    pub rounds: Vec<usize>,
+    /// Shrinkage of each tree.
+    pub learning_rate: Vec<f64>,
+    /// Deepest split levels.
+    pub max_depth: Vec<usize>,
+    /// L2 penalties on leaf values.
+    pub l2: Vec<f64>,
+    /// Fewest rows in a leaf.
+    pub min_leaf: Vec<usize>,
+}
+
+impl Default for BoostSpace {
+    fn default() -> Self {
+        BoostSpace {
+            rounds: vec![100, 300],
+            learning_rate: vec![0.1],
+            max_depth: vec![4, 6, 8],
+            l2: vec![1.0],
+            min_leaf: vec![20],
+        }
+    }
+}
+
+/// The search space of Gaussian naive Bayes (`[batch.naive_bayes]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BayesSpace {
+    /// Shares of the largest variance added to every variance.
+    pub var_smoothing: Vec<f64>,
+}
+
+impl Default for BayesSpace {
+    fn default() -> Self {
+        BayesSpace { var_smoothing: vec![1e-9] }
+    }
+}
+
+/// Checks that a search-space list is non-empty with every value in `[min, max]`.
+fn check_space(values: &[f64], name: &str, min: f64, max: f64) -> Result<(), String> {
+    match values.iter().find(|x| !(min..=max).contains(*x)) {
+        _ if values.is_empty() => Err(format!("`batch.{name}` must list at least one value")),
+        Some(v) => Err(format!("`batch.{name}` has {v}; each value must be between {min} and {max}")),
+        None => Ok(()),
+    }
+}
+
+fn counts(values: &[usize]) -> Vec<f64> {
+    values.iter().map(|&v| v as f64).collect()
 }
 
 /// Model families the search knows.
@@ -149,6 +248,10 @@ impl Default for BatchSettings {
             time_budget: "60s".into(),
             sample_rows: 10_000,
             matrix_mb: 512,
+            decision_tree: TreeSpace::default(),
+            random_forest: ForestSpace::default(),
+            gradient_boosting: BoostSpace::default(),
+            naive_bayes: BayesSpace::default(),
         }
     }
 }
@@ -407,6 +510,22 @@ impl RawSpec {
         if b.matrix_mb == 0 {
             return Err(fail("`batch.matrix_mb` must be at least 1".into()));
         }
+        check_space(&counts(&b.decision_tree.max_depth), "decision_tree.max_depth", 1.0, 64.0).map_err(&fail)?;
+        check_space(&counts(&b.decision_tree.min_leaf), "decision_tree.min_leaf", 1.0, 1e12).map_err(&fail)?;
+        check_space(&counts(&b.random_forest.trees), "random_forest.trees", 2.0, 10_000.0).map_err(&fail)?;
+        check_space(&counts(&b.random_forest.max_depth), "random_forest.max_depth", 1.0, 64.0).map_err(&fail)?;
+        check_space(&counts(&b.random_forest.min_leaf), "random_forest.min_leaf", 1.0, 1e12).map_err(&fail)?;
+        if !b.random_forest.feature_fraction.is_empty() {
+            check_space(&b.random_forest.feature_fraction, "random_forest.feature_fraction", 1e-6, 1.0)
+                .map_err(&fail)?;
+        }
+        let g = &b.gradient_boosting;
+        check_space(&counts(&g.rounds), "gradient_boosting.rounds", 1.0, 100_000.0).map_err(&fail)?;
+        check_space(&g.learning_rate, "gradient_boosting.learning_rate", 1e-6, 1.0).map_err(&fail)?;
+        check_space(&counts(&g.max_depth), "gradient_boosting.max_depth", 1.0, 32.0).map_err(&fail)?;
+        check_space(&g.l2, "gradient_boosting.l2", 0.0, 1e12).map_err(&fail)?;
+        check_space(&counts(&g.min_leaf), "gradient_boosting.min_leaf", 1.0, 1e12).map_err(&fail)?;
+        check_space(&b.naive_bayes.var_smoothing, "naive_bayes.var_smoothing", 0.0, 1e6).map_err(&fail)?;
         if let Some(m) = b.metric {
             if m.is_classification() != self.dataset.task.is_classification() {
                 let fits: Vec<&str> = Metric::ALL
@@ -591,10 +710,27 @@ state = "run/state"
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),
             ("[speed]\narchive_max_rows = 0\n", "speed.archive_max_rows"),
+            ("[batch]\nsample_rows = 10\n", "batch.sample_rows"),
+            ("[batch]\nmatrix_mb = 0\n", "batch.matrix_mb"),
+            ("[batch.gradient_boosting]\nlearning_rate = [0.0]\n", "batch.gradient_boosting.learning_rate"),
+            ("[batch.gradient_boosting]\nrounds = []\n", "batch.gradient_boosting.rounds"),
+            ("[batch.random_forest]\nfeature_fraction = [1.5]\n", "batch.random_forest.feature_fraction"),
+            ("[batch.random_forest]\ntrees = [1]\n", "batch.random_forest.trees"),
+            ("[batch.decision_tree]\nmax_depth = [0]\n", "batch.decision_tree.max_depth"),
+            ("[batch.naive_bayes]\nvar_smoothing = [-1.0]\n", "batch.naive_bayes.var_smoothing"),
+            ("[batch.gradient_boosting]\ndepth = [3]\n", "depth"),
         ] {
             let err = parse(&(SAMPLE.to_string() + extra)).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn a_search_space_set_in_the_spec_replaces_only_what_it_names() {
+        let s = parse(&(SAMPLE.to_string() + "[batch.gradient_boosting]\nrounds = [50, 500]\n")).unwrap();
+        assert_eq!(s.batch.gradient_boosting.rounds, [50, 500]);
+        assert_eq!(s.batch.gradient_boosting.max_depth, BoostSpace::default().max_depth);
+        assert_eq!(s.batch.random_forest, ForestSpace::default());
     }
 
     #[test]
