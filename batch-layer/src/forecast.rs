@@ -43,7 +43,12 @@ pub fn forecast_with(spec: &Spec, published: &Published, input: &Path, output: &
     let mut df = ParquetReader::new(file).finish().map_err(pe(input))?;
 
     let art = &published.artifact;
-    let predictions = art.model.predict_batch(&art.encoder.encode_batch(&columns));
+    // A chunk of rows encoded at a time: the encoded matrix of a large table would dwarf the table.
+    let mut predictions = Vec::with_capacity(columns.len());
+    let rows: Vec<usize> = (0..columns.len()).collect();
+    for chunk in rows.chunks(8192) {
+        predictions.extend(art.model.predict_batch(&art.encoder.encode_rows(&columns, chunk.iter().copied())));
+    }
     let mut extra = prediction_columns(&art.model, &predictions);
     extra.push(Column::new("model_version".into(), vec![published.manifest.version.as_str(); predictions.len()]));
     for c in extra {

@@ -4,14 +4,14 @@
 //! The challenger is judged by its model fitted without the holdout; the champion by the published model. Both
 //! predict the holdout rows ingested after the champion's watermark (the champion was trained on everything up to
 //! it, so older holdout rows would flatter it). When there are none, the whole holdout is used and the reason says
-//! that the champion was trained on it.
+//! that the champion was trained on it. Past [`SCORED_ROWS`] rows, an even spread of that many is judged.
 
 use lambda_core::metrics::Metric;
 use lambda_core::registry::{Gate, Published};
 use lambda_core::schema::Columns;
 use lambda_core::spec::Spec;
 
-use crate::train::{score, Search, Split};
+use crate::train::{score, spread, Search, Split, SCORED_ROWS};
 
 /// The current version as the registry gave it: loaded, or its name and why it could not be read.
 pub type Champion = Option<Result<Published, (String, String)>>;
@@ -85,7 +85,9 @@ fn judge_inner(
     }
     let watermark = champion.manifest.watermark;
     let unseen: Vec<usize> = split.holdout.iter().copied().filter(|&r| columns.seqs[r] > watermark).collect();
-    let all = &split.holdout;
+    // Both models predict at most SCORED_ROWS rows, spread evenly over the rows judged.
+    let unseen = spread(&unseen, SCORED_ROWS);
+    let all = &spread(&split.holdout, SCORED_ROWS);
     let mut judged = None;
     for (rows, fresh) in [(&unseen, true), (all, false)] {
         if rows.is_empty() {
@@ -106,7 +108,8 @@ fn judge_inner(
     let rows = if fresh {
         format!("{n} holdout rows ingested after the champion's watermark {watermark}")
     } else {
-        format!("the whole holdout ({n} rows; none ingested after the champion's watermark {watermark}, so the champion was trained on them)")
+        let whole = if n == split.holdout.len() { "the whole holdout" } else { "an even spread of the holdout" };
+        format!("{whole} ({n} rows; none ingested after the champion's watermark {watermark}, so the champion was trained on them)")
     };
     let gain = metric.gain(champ, challenger);
     let min = spec.batch.min_improvement;

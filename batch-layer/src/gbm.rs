@@ -71,16 +71,17 @@ fn histogram(binned: &Binned, at: &[usize], rows: &[u32], g: &[f64], h: &[f64], 
     let mut out = vec![Bin::default(); at[at.len() - 1]];
     let width = binned.columns.len();
     let fill = |first: usize, last: usize, hist: &mut [Bin]| {
-        let base = at[first];
+        let offsets: Vec<usize> = (first..last).map(|c| at[c] - at[first]).collect();
         for &r in rows {
             let r = r as usize;
             let row = &binned.bins[r * width + first..r * width + last];
             let (gr, hr) = (g[r], h[r]);
-            for (c, &bin) in row.iter().enumerate() {
-                let b = &mut hist[at[first + c] - base + bin as usize];
-                b.g += gr;
-                b.h += hr;
-                b.n += 1.0;
+            for (&bin, &off) in row.iter().zip(&offsets) {
+                if let Some(b) = hist.get_mut(off + bin as usize) {
+                    b.g += gr;
+                    b.h += hr;
+                    b.n += 1.0;
+                }
             }
         }
     };

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use lambda_core::master::list_files;
-use lambda_core::schema::{Codes, Column, Columns, Dictionary, Targets};
+use lambda_core::schema::{Codes, Column, ColumnBuilder, Columns, Dictionary, Targets};
 use lambda_core::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
 use polars::prelude::*;
 
@@ -163,12 +163,6 @@ fn nulls(path: &Path, df: &DataFrame, name: &str) -> Result<()> {
     Ok(())
 }
 
-enum Building {
-    Num(Vec<f64>),
-    Cat(Dictionary),
-    Bool(Vec<Option<bool>>),
-}
-
 /// Appends conformed DataFrames (one file at a time) into [`Columns`]: numbers into flat buffers, strings into
 /// dictionary codes, so that no row costs a `String`.
 struct Builder {
@@ -176,7 +170,7 @@ struct Builder {
     seqs: Vec<u64>,
     keys: Dictionary,
     times: Vec<i64>,
-    features: Vec<Building>,
+    features: Vec<ColumnBuilder>,
     classes: Dictionary,
     values: Vec<f64>,
     non_finite: usize,
@@ -189,15 +183,7 @@ impl Builder {
             seqs: Vec::new(),
             keys: Dictionary::default(),
             times: Vec::new(),
-            features: spec
-                .features
-                .iter()
-                .map(|f| match f.kind {
-                    FeatureKind::Numeric => Building::Num(Vec::new()),
-                    FeatureKind::Categorical => Building::Cat(Dictionary::default()),
-                    FeatureKind::Boolean => Building::Bool(Vec::new()),
-                })
-                .collect(),
+            features: spec.features.iter().map(|f| ColumnBuilder::new(f.kind)).collect(),
             classes: Dictionary::default(),
             values: Vec::new(),
             non_finite: 0,
@@ -256,7 +242,7 @@ impl Builder {
         for (f, b) in spec.features.iter().zip(&mut self.features) {
             let c = df.column(&f.name).map_err(pe)?;
             match b {
-                Building::Num(v) => {
+                ColumnBuilder::Num(v) => {
                     for (r, x) in c.f64().map_err(pe)?.iter().enumerate() {
                         if keep(r) {
                             v.push(match x {
@@ -270,14 +256,14 @@ impl Builder {
                         }
                     }
                 }
-                Building::Cat(v) => {
+                ColumnBuilder::Cat(v) => {
                     for (r, x) in c.str().map_err(pe)?.iter().enumerate() {
                         if keep(r) {
                             v.push(x);
                         }
                     }
                 }
-                Building::Bool(v) => {
+                ColumnBuilder::Bool(v) => {
                     v.extend(c.bool().map_err(pe)?.iter().enumerate().filter(|(r, _)| keep(*r)).map(|(_, x)| x));
                 }
             }
@@ -299,15 +285,7 @@ impl Builder {
                 Targets::Values(vec![f64::NAN; n]),
             ),
         };
-        let features = self
-            .features
-            .into_iter()
-            .map(|b| match b {
-                Building::Num(v) => Column::Num(v),
-                Building::Cat(d) => Column::Cat(d.finish()),
-                Building::Bool(v) => Column::Bool(v),
-            })
-            .collect();
+        let features = self.features.into_iter().map(ColumnBuilder::finish).collect();
         Columns { seqs, keys, times: self.times, features, targets }
     }
 }

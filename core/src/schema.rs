@@ -413,6 +413,36 @@ impl Column {
     }
 }
 
+/// A [`Column`] being built a row at a time.
+pub enum ColumnBuilder {
+    /// Numbers (NaN missing).
+    Num(Vec<f64>),
+    /// Categories, coded as they come.
+    Cat(Dictionary),
+    /// Booleans.
+    Bool(Vec<Option<bool>>),
+}
+
+impl ColumnBuilder {
+    /// An empty column of the given kind.
+    pub fn new(kind: FeatureKind) -> ColumnBuilder {
+        match kind {
+            FeatureKind::Numeric => ColumnBuilder::Num(Vec::new()),
+            FeatureKind::Categorical => ColumnBuilder::Cat(Dictionary::default()),
+            FeatureKind::Boolean => ColumnBuilder::Bool(Vec::new()),
+        }
+    }
+
+    /// The column.
+    pub fn finish(self) -> Column {
+        match self {
+            ColumnBuilder::Num(v) => Column::Num(v),
+            ColumnBuilder::Cat(d) => Column::Cat(d.finish()),
+            ColumnBuilder::Bool(v) => Column::Bool(v),
+        }
+    }
+}
+
 /// The labels of a batch: class codes (classification) or values, NaN where a row has none (regression).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Targets {
@@ -528,20 +558,7 @@ impl Columns {
         let mut keys = Dictionary::default();
         let mut classes = Dictionary::default();
         let mut values = Vec::new();
-        enum Build {
-            Num(Vec<f64>),
-            Cat(Dictionary),
-            Bool(Vec<Option<bool>>),
-        }
-        let mut features: Vec<Build> = spec
-            .features
-            .iter()
-            .map(|f| match f.kind {
-                FeatureKind::Numeric => Build::Num(Vec::new()),
-                FeatureKind::Categorical => Build::Cat(Dictionary::default()),
-                FeatureKind::Boolean => Build::Bool(Vec::new()),
-            })
-            .collect();
+        let mut features: Vec<ColumnBuilder> = spec.features.iter().map(|f| ColumnBuilder::new(f.kind)).collect();
         for (seq, e) in events {
             seqs.push(seq);
             times.push(e.time);
@@ -563,12 +580,12 @@ impl Columns {
             for (col, cell) in features.iter_mut().zip(&e.features) {
                 // Events are parsed against the same spec, so kinds line up; anything else is missing.
                 match (col, cell) {
-                    (Build::Num(v), Cell::Num(x)) => v.push(x.filter(|x| x.is_finite()).unwrap_or(f64::NAN)),
-                    (Build::Cat(v), Cell::Cat(x)) => v.push(x.as_deref()),
-                    (Build::Bool(v), Cell::Bool(x)) => v.push(*x),
-                    (Build::Num(v), _) => v.push(f64::NAN),
-                    (Build::Cat(v), _) => v.push(None),
-                    (Build::Bool(v), _) => v.push(None),
+                    (ColumnBuilder::Num(v), Cell::Num(x)) => v.push(x.filter(|x| x.is_finite()).unwrap_or(f64::NAN)),
+                    (ColumnBuilder::Cat(v), Cell::Cat(x)) => v.push(x.as_deref()),
+                    (ColumnBuilder::Bool(v), Cell::Bool(x)) => v.push(*x),
+                    (ColumnBuilder::Num(v), _) => v.push(f64::NAN),
+                    (ColumnBuilder::Cat(v), _) => v.push(None),
+                    (ColumnBuilder::Bool(v), _) => v.push(None),
                 }
             }
         }
@@ -581,14 +598,7 @@ impl Columns {
             seqs,
             keys: keys.finish(),
             times,
-            features: features
-                .into_iter()
-                .map(|b| match b {
-                    Build::Num(v) => Column::Num(v),
-                    Build::Cat(d) => Column::Cat(d.finish()),
-                    Build::Bool(v) => Column::Bool(v),
-                })
-                .collect(),
+            features: features.into_iter().map(ColumnBuilder::finish).collect(),
             targets,
         }
     }
