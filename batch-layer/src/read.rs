@@ -52,6 +52,8 @@ fn conform(name: &str, dt: &DataType, want: Want) -> std::result::Result<Expr, S
         Want::Seq if dt.is_integer() => c.strict_cast(DataType::UInt64),
         Want::Text if dt.is_string() => c,
         Want::Text if dt.is_integer() => c.cast(DataType::String),
+        // pandas' `category` columns reach Parquet as dictionaries that polars reads as categoricals.
+        Want::Text | Want::Label if dt.is_categorical() || dt.is_enum() => c.cast(DataType::String),
         Want::Time if dt.is_integer() => c.strict_cast(DataType::Int64),
         Want::Time => match dt {
             DataType::Datetime(_, tz) => {

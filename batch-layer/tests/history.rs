@@ -302,3 +302,38 @@ fn forecast_input_without_a_feature_is_an_error_and_writes_nothing() {
     assert!(err.contains("in.parquet") && err.contains("`amount`"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn categorical_columns_as_pandas_writes_them_are_read_as_strings() {
+    // pandas' `category` dtype (key, categorical feature and label) reaches Parquet as a dictionary column, which
+    // polars reads back as a categorical; it was refused as "type cat".
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    let n = 200usize;
+    let cat = |name: &str, values: Vec<String>| {
+        Column::new(name.into(), values)
+            .cast(&DataType::from_categories(polars::prelude::Categories::global()))
+            .unwrap()
+    };
+    let cols = vec![
+        Column::new("_ingest_seq".into(), (1..=n as u64).collect::<Vec<_>>()),
+        Column::new("id".into(), (0..n).map(|i| format!("e{i}")).collect::<Vec<_>>()),
+        cat("user", (0..n).map(|i| format!("u{}", i % 5)).collect()),
+        Column::new("ts".into(), (0..n as i64).map(|i| i * 1000).collect::<Vec<_>>()),
+        Column::new("amount".into(), (0..n).map(|i| ((i * 37) % 101) as f64).collect::<Vec<_>>()),
+        cat("country", (0..n).map(|i| ["a", "b"][i % 2].to_string()).collect()),
+        Column::new("mobile".into(), (0..n).map(|i| i % 3 == 0).collect::<Vec<_>>()),
+        cat("label", (0..n).map(|i| if (i * 37) % 101 > 50 { "yes" } else { "no" }.to_string()).collect()),
+    ];
+    let df = DataFrame::new_infer_height(cols).unwrap();
+    assert!(df.column("country").unwrap().dtype().is_categorical());
+    write_frame(&s.paths.master.join("date=1970-01-01/pandas.parquet"), df);
+    let data = lambda_batch::read::read_master(&s).unwrap();
+    assert_eq!(data.columns.len(), n);
+    assert_eq!(data.columns.keys.get(3), Some("u3"));
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    assert_eq!(m.training_rows, n as u64);
+    let view =
+        lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, &m.version)).unwrap();
+    assert_eq!(view.len(), 5);
+}
