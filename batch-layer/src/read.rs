@@ -302,9 +302,9 @@ pub fn to_columns(spec: &Spec, df: &DataFrame, need: Need, path: &Path) -> Resul
 
 /// Marks, in the order of `files`, every row whose event id appeared at a lower ingestion sequence number: a
 /// replay that reached the master dataset twice, from two writers or across the speed layer's de-duplication
-/// window, is counted once. Reads only the id and sequence columns. Also gives the duplicates' count and the
-/// highest sequence number.
-fn duplicate_rows(spec: &Spec, files: &[PathBuf]) -> Result<(Vec<bool>, u64, u64)> {
+/// window, is counted once. Reads only the id and sequence columns. Also gives the duplicates' count, the
+/// highest sequence number and each file's rows.
+fn duplicate_rows(spec: &Spec, files: &[PathBuf]) -> Result<(Vec<bool>, u64, u64, Vec<usize>)> {
     let id = spec.dataset.id_column.as_str();
     let mut frames: Vec<DataFrame> = Vec::with_capacity(files.len());
     for path in files {
@@ -349,30 +349,45 @@ fn duplicate_rows(spec: &Spec, files: &[PathBuf]) -> Result<(Vec<bool>, u64, u64
             }
         }
     }
-    Ok((dropped, count, seqs.iter().copied().max().unwrap_or(0)))
+    let heights = frames.iter().map(DataFrame::height).collect();
+    Ok((dropped, count, seqs.iter().copied().max().unwrap_or(0), heights))
 }
 
-/// Reads the whole master dataset, one file at a time (so that at most one file's DataFrame is held beside the
-/// columns), without the rows whose event id came earlier in ingestion order.
+/// Rows read at once: a Parquet file of any size (Spark and pyarrow write large ones) is read this many rows at a
+/// time, so that at most one slice's DataFrame is held beside the columns.
+pub const READ_ROWS: usize = 1 << 20;
+
+/// Reads the whole master dataset, [`READ_ROWS`] rows at a time, without the rows whose event id came earlier in
+/// ingestion order.
 pub fn read_master(spec: &Spec) -> Result<MasterData> {
+    read_master_in(spec, READ_ROWS)
+}
+
+/// [`read_master`], `rows_per_read` rows at a time.
+pub fn read_master_in(spec: &Spec, rows_per_read: usize) -> Result<MasterData> {
     let root = &spec.paths.master;
     let files = list_files(root)?;
     if files.is_empty() {
         return Err(input(root, "the master dataset has no Parquet files"));
     }
-    plan(spec, &files, Need::All)?;
+    let exprs = plan(spec, &files, Need::All)?;
     // The watermark counts dropped duplicates too: they were ingested.
-    let (dropped, duplicates, watermark) = duplicate_rows(spec, &files)?;
+    let (dropped, duplicates, watermark, heights) = duplicate_rows(spec, &files)?;
     if dropped.len() > u32::MAX as usize {
         return Err(input(root, format!("has {} rows; one batch run reads at most {}", dropped.len(), u32::MAX)));
     }
     let mut b = Builder::new(spec, Need::All);
     let mut offset = 0;
-    for f in &files {
-        let df = read_frame(spec, std::slice::from_ref(f), Need::All)?;
-        let at = offset;
-        b.append(spec, &df, f, &|r| !dropped[at + r])?;
-        offset += df.height();
+    let step = rows_per_read.clamp(1, u32::MAX as usize);
+    for (f, &height) in files.iter().zip(&heights) {
+        for first in (0..height).step_by(step) {
+            let df = scan(std::slice::from_ref(f))
+                .and_then(|lf| lf.slice(first as i64, step as u32).select(exprs.clone()).collect())
+                .map_err(|e| input(f, e.to_string()))?;
+            let at = offset + first;
+            b.append(spec, &df, f, &|r| !dropped[at + r])?;
+        }
+        offset += height;
     }
     let columns = b.finish(spec, root);
     if columns.is_empty() {

@@ -337,3 +337,20 @@ fn categorical_columns_as_pandas_writes_them_are_read_as_strings() {
         lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, &m.version)).unwrap();
     assert_eq!(view.len(), 5);
 }
+
+#[test]
+fn a_file_read_a_slice_at_a_time_gives_the_same_columns_as_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), SPEC);
+    let rows = events(1000, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
+    write(&s, &rows[..700], "a.parquet");
+    // A replay in the second file, so that de-duplication must line up with the slices.
+    let mut more: Vec<(u64, Event)> = rows[700..].to_vec();
+    more.push((5000, rows[650].1.clone()));
+    write(&s, &more, "b.parquet");
+    let whole = lambda_batch::read::read_master_in(&s, 1 << 20).unwrap();
+    let sliced = lambda_batch::read::read_master_in(&s, 97).unwrap();
+    assert_eq!((whole.columns.len(), whole.duplicates, whole.watermark), (1000, 1, 5000));
+    assert_eq!(sliced.columns, whole.columns);
+    assert_eq!((sliced.duplicates, sliced.watermark), (1, 5000));
+}

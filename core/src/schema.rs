@@ -369,7 +369,7 @@ impl Dictionary {
 }
 
 /// One feature column of a batch.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Column {
     /// A numeric column; NaN is a missing value (non-finite values are read as missing).
     Num(Vec<f64>),
@@ -377,6 +377,20 @@ pub enum Column {
     Cat(Codes),
     /// A boolean column.
     Bool(Vec<Option<bool>>),
+}
+
+/// Numbers compare bit for bit, so that two columns with the same missing values (NaN) are equal.
+impl PartialEq for Column {
+    fn eq(&self, other: &Column) -> bool {
+        match (self, other) {
+            (Column::Num(a), Column::Num(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (Column::Cat(a), Column::Cat(b)) => a == b,
+            (Column::Bool(a), Column::Bool(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Column {
@@ -444,12 +458,25 @@ impl ColumnBuilder {
 }
 
 /// The labels of a batch: class codes (classification) or values, NaN where a row has none (regression).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Targets {
     /// Class labels.
     Classes(Codes),
     /// Real values.
     Values(Vec<f64>),
+}
+
+/// Values compare bit for bit, as [`Column`]'s numbers do (NaN marks a row without a label).
+impl PartialEq for Targets {
+    fn eq(&self, other: &Targets) -> bool {
+        match (self, other) {
+            (Targets::Values(a), Targets::Values(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (Targets::Classes(a), Targets::Classes(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Default for Targets {
