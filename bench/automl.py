@@ -184,30 +184,10 @@ def load_split(spec):
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as ds
 
-    d = spec["dataset"]
-    task, target, tcol, idcol = d["task"], d["target"], d["time_column"], d["id_column"]
+    task, target = spec["dataset"]["task"], spec["dataset"]["target"]
     features = spec.get("features", [])
-    master = spec["_dir"] / spec["paths"]["master"]
-    names = [f["name"] for f in features]
-    # partitioning=None: `date=...` folders are just folders, not columns.
-    table = ds.dataset(master, format="parquet", partitioning=None).to_table(
-        columns=list(dict.fromkeys(["_ingest_seq", idcol, tcol, target, *names]))
-    )
-    keep = pc.is_valid(table[target])
-    if task == "regression":
-        y_all = pc.cast(table[target], pa.float64())
-        keep = pc.and_(keep, pc.is_finite(y_all))
-    table = table.filter(keep)
-    # The first ingested row of each id wins.
-    table = table.sort_by([("_ingest_seq", "ascending")])
-    ids = table[idcol].to_pandas()
-    table = table.filter(pa.array(~ids.duplicated(keep="first").to_numpy()))
-    table = table.sort_by([(tcol, "ascending"), ("_ingest_seq", "ascending")])
-    n = table.num_rows
-    frac = spec.get("batch", {}).get("holdout_fraction", 0.2)
-    cut = n - math.ceil(frac * n)
+    table, cut = split_tables(spec)
 
     x = {}
     kinds = {}
