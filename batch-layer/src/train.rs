@@ -363,9 +363,7 @@ pub fn fit_rows(
     let labels = labels(columns, rows, classes);
     let binned = || {
         // Edges from rows spread evenly over the set (all of them when there are few).
-        let step = rows.len().div_ceil(EDGE_SAMPLE).max(1);
-        let sampled: Vec<usize> = rows.iter().step_by(step).copied().collect();
-        let sample = encoder.encode_rows(columns, sampled.iter().copied());
+        let sample = encoder.encode_rows(columns, spread(rows, EDGE_SAMPLE).into_iter());
         Binned::from_chunks(rows.len(), dim, &tree_groups(encoder), &sample, |put| {
             encode_chunks(encoder, columns, rows, put)
         })
@@ -373,30 +371,18 @@ pub fn fit_rows(
     match cand {
         Candidate::Trees(p) => Ok(Model::Trees(cart::fit(&binned(), &labels, classes, p))),
         Candidate::Boosting(p) => Ok(Model::Trees(gbm::fit(&binned(), &labels, classes, p, threads))),
-        _ => fit_encoded(spec, cand, &encoder.encode_rows(columns, rows.iter().copied()), dim, &labels, classes),
-    }
-}
-
-/// Fits one candidate on row-major encoded rows `xs` of `dim` columns with their labels.
-pub fn fit_encoded(
-    spec: &Spec,
-    cand: &Candidate,
-    xs: &[f64],
-    dim: usize,
-    labels: &Labels,
-    classes: &[String],
-) -> Result<Model> {
-    let ys: &[usize] = match labels {
-        Labels::Classes(ys, _) => ys,
-        Labels::Values(_) => &[],
-    };
-    match cand {
-        Candidate::Linear { alpha } => fit_linear(spec, *alpha, xs, dim, labels, classes).map(Model::Linear),
-        Candidate::NaiveBayes { var_smoothing } => {
-            Ok(Model::NaiveBayes(NaiveBayes::fit(classes.to_vec(), dim, xs, ys, *var_smoothing)))
+        Candidate::Linear { alpha } => {
+            let xs = encoder.encode_rows(columns, rows.iter().copied());
+            fit_linear(spec, *alpha, &xs, dim, &labels, classes).map(Model::Linear)
         }
-        Candidate::Boosting(p) => Ok(Model::Trees(gbm::fit(&Binned::new(xs, dim), labels, classes, p, 1))),
-        Candidate::Trees(p) => Ok(Model::Trees(cart::fit(&Binned::new(xs, dim), labels, classes, p))),
+        Candidate::NaiveBayes { var_smoothing } => {
+            let xs = encoder.encode_rows(columns, rows.iter().copied());
+            let ys: &[usize] = match &labels {
+                Labels::Classes(ys, _) => ys,
+                Labels::Values(_) => &[],
+            };
+            Ok(Model::NaiveBayes(NaiveBayes::fit(classes.to_vec(), dim, &xs, ys, *var_smoothing)))
+        }
     }
 }
 
