@@ -126,23 +126,30 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     let encoder = Encoder::fit(spec, c)?;
     // Each family refits on the most recent labelled rows its matrix budget allows (all of them, usually).
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let refit = |cand: &train::Candidate| {
-        let cap = train::max_rows(spec, cand, &encoder, split.classes.len());
+    let refit = |cand: &train::Candidate, most: usize| {
+        let cap = train::max_rows(spec, cand, &encoder, split.classes.len()).min(most);
         let rows = &split.labelled[split.labelled.len().saturating_sub(cap)..];
         train::fit_rows(spec, cand, &encoder, c, rows, &split.classes, cores).map(|m| (m, rows.len()))
     };
-    let (model, training_rows) = refit(&search.best)?;
-    // A champion the speed layer cannot update comes with the best linear candidate as its starting model.
+    let (model, training_rows) = refit(&search.best, usize::MAX)?;
+    // A champion the speed layer cannot update comes with the best linear candidate as its starting model. It is
+    // a warm start the speed layer goes on learning from, so it refits on the newest rows as many as its furthest
+    // search trial used (the winner's when no linear candidate was searched), not on all of them.
     let online = match (&model, search.best_incremental) {
         (lambda_core::model::Model::Linear(_), _) => None,
-        (_, cand) => {
-            let cand = cand.unwrap_or(train::Candidate::Linear { alpha: spec.batch.alphas[0] });
-            match refit(&cand)?.0 {
-                lambda_core::model::Model::Linear(m) => Some(m),
+        (_, found) => {
+            let (cand, rows) = found.unwrap_or((
+                train::Candidate::Linear { alpha: spec.batch.alphas[0] },
+                search.leaderboard[0].rows as usize,
+            ));
+            match refit(&cand, rows)? {
+                (lambda_core::model::Model::Linear(m), rows) => Some((m, rows)),
                 _ => None,
             }
         }
     };
+    let online_rows = online.as_ref().map(|(_, rows)| *rows as u64);
+    let online = online.map(|(m, _)| m);
     let artifact =
         ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model, online };
     artifact.validate(spec)?;
@@ -175,6 +182,7 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
         leaderboard: search.leaderboard.clone(),
         gate: Some(gate.clone()),
         search: Some(search.report.clone()),
+        online_rows,
     };
     let manifest =
         if gate.published { registry.publish(&artifact, manifest)? } else { registry.keep(&artifact, manifest)? };

@@ -189,8 +189,9 @@ pub struct Search {
     pub encoder: Encoder,
     /// The best setting's model fitted on the training rows (not the holdout): what the gate judges.
     pub model: Model,
-    /// The best setting the speed layer can update online (the best itself when it is one).
-    pub best_incremental: Option<Candidate>,
+    /// The best setting the speed layer can update online (the best itself when it is one), with the rows of its
+    /// furthest trial.
+    pub best_incremental: Option<(Candidate, usize)>,
     /// How the search went.
     pub report: SearchReport,
 }
@@ -623,7 +624,8 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
             }
         })
         .collect();
-    let best_incremental = order.iter().map(|&t| cands[trials[t].cand]).find(Candidate::incremental);
+    let best_incremental =
+        order.iter().map(|&t| (cands[trials[t].cand], trials[t].rows)).find(|(c, _)| c.incremental());
     let Some(&winner) = order.first() else {
         let last = trials.into_iter().rev().find_map(|t| t.result.err());
         return Err(last.unwrap_or_else(|| Error::Data("no candidate to train".into())));

@@ -179,3 +179,22 @@ fn the_search_tries_the_grid_the_spec_gives_a_family() {
         .collect();
     assert_eq!(tried, want);
 }
+
+#[test]
+fn a_tree_champion_s_linear_starting_model_refits_on_as_many_rows_as_its_furthest_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = pipeline(dir.path(), "sample_rows = 150\n");
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    assert!(!m.algorithm.starts_with("logistic_regression"), "{}", m.algorithm);
+    let furthest = m
+        .leaderboard
+        .iter()
+        .filter(|e| e.algorithm == "logistic_regression")
+        .map(|e| e.rows)
+        .max()
+        .expect("a linear candidate was tried");
+    assert!(furthest < m.training_rows, "{furthest} of {}", m.training_rows);
+    assert_eq!(m.online_rows, Some(furthest));
+    let published = lambda_core::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
+    assert!(published.artifact.online.is_some());
+}

@@ -141,6 +141,10 @@ pub struct Manifest {
     /// How the search went and why it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<SearchReport>,
+    /// Rows the speed layer's starting model (`online` in the model file) was fitted on, when the champion is not
+    /// one the speed layer can update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_rows: Option<u64>,
 }
 
 /// How a model search went.
@@ -338,6 +342,7 @@ mod tests {
             leaderboard: vec![],
             gate: None,
             search: None,
+            online_rows: None,
         }
     }
 

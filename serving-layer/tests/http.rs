@@ -78,6 +78,7 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
             leaderboard: vec![],
             gate: None,
             search: None,
+            online_rows: None,
         };
         Registry::open(&spec.paths.registry).publish(&artifact, manifest).unwrap();
     }

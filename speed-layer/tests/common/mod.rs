@@ -78,6 +78,7 @@ pub fn manifest(spec: &Spec, watermark: u64) -> Manifest {
         leaderboard: vec![],
         gate: None,
         search: None,
+        online_rows: None,
     }
 }
 
