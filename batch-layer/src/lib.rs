@@ -157,9 +157,7 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
 
     phases.start("folding the batch view");
     let mut view = ViewTable::new(spec);
-    for r in 0..c.len() {
-        view.observe_ref(c.keys.get(r).unwrap_or_default(), c.times[r], c.seqs[r], &c.row(r), c.target(r));
-    }
+    view.fold_columns(c);
     phases.done();
 
     phases.start("publishing");
