@@ -178,7 +178,14 @@ fn main() -> Result<()> {
             println!("  {:<22} {:<58} {:>9} {:>9} {:>8}", "family", "settings", metric, "rows", "fit s");
             for e in m.leaderboard.iter().take(5) {
                 let v = e.metrics.get(metric).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
-                println!("  {:<22} {:<58} {v:>9} {:>9} {:>8.2}", e.algorithm, e.params, e.rows, e.fit_seconds);
+                // Boosting cut short by early stopping says how many rounds it kept.
+                let params = match e.rounds_kept {
+                    Some(kept) if !e.params.starts_with(&format!("rounds={kept} ")) => {
+                        format!("{} (kept {kept} rounds)", e.params)
+                    }
+                    _ => e.params.clone(),
+                };
+                println!("  {:<22} {params:<58} {v:>9} {:>9} {:>8.2}", e.algorithm, e.rows, e.fit_seconds);
             }
             if !out.published {
                 use std::io::Write;

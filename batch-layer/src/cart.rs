@@ -115,6 +115,21 @@ impl Binned {
                 }
             })
             .collect();
+        Binned::with_columns(columns, rows, dim, fill)
+    }
+
+    /// Bins `rows` rows the way `self` was binned (the same columns and edges): rows to score a model grown on
+    /// `self` with.
+    pub fn like(&self, rows: usize, fill: impl FnOnce(&mut dyn FnMut(usize, &[f64]))) -> Binned {
+        Binned::with_columns(self.columns.clone(), rows, self.dim, fill)
+    }
+
+    fn with_columns(
+        columns: Vec<BinColumn>,
+        rows: usize,
+        dim: usize,
+        fill: impl FnOnce(&mut dyn FnMut(usize, &[f64])),
+    ) -> Binned {
         let width = columns.len();
         let mut bins = vec![0u8; rows * width];
         fill(&mut |first_row: usize, chunk: &[f64]| {

@@ -28,6 +28,9 @@ pub struct BoostParams {
     pub min_leaf_weight: f64,
     /// Fewest rows in a leaf.
     pub min_leaf: usize,
+    /// Rounds without a lower loss on the validation rows after which boosting stops (0: never; used only when
+    /// [`fit`] is given validation rows).
+    pub patience: usize,
 }
 
 /// Gradient and hessian sums of one bin. Rows are not counted: a side's rows are estimated from its share of
@@ -182,60 +185,117 @@ fn best_split(binned: &Binned, at: &[usize], hist: &[Bin], total: &Bin, rows: us
     best
 }
 
-/// Grows one tree on the gradients, adds its leaf values to `scores` (column `output` of `width`) and returns it.
-/// `index` holds every row; each node's rows are a run of it, partitioned in place as the node splits.
+/// Rows a tree is grown on (or, for early stopping, scored on): their bins, an index whose runs are the nodes'
+/// rows, partitioned in place as nodes split, and the rows' scores (`width` per row).
+struct Side<'a> {
+    binned: &'a Binned,
+    index: Vec<u32>,
+    scratch: Vec<u32>,
+    scores: Vec<f64>,
+}
+
+impl<'a> Side<'a> {
+    fn new(binned: &'a Binned, base: &[f64]) -> Side<'a> {
+        let n = binned.rows;
+        Side {
+            binned,
+            index: Vec::with_capacity(n),
+            scratch: Vec::with_capacity(n),
+            scores: (0..n).flat_map(|_| base.iter().copied()).collect(),
+        }
+    }
+
+    /// Every row in one node again, for the next tree.
+    fn reset(&mut self) {
+        self.index.clear();
+        self.index.extend(0..self.binned.rows as u32);
+    }
+
+    /// Splits the node of rows `lo..hi` on `column` at `bin`; returns where its right child's rows start.
+    fn split(&mut self, lo: usize, hi: usize, column: usize, bin: usize) -> usize {
+        let cols = self.binned.columns.len();
+        let bins = &self.binned.bins;
+        let at_bin = |r: usize| bins[r * cols + column] as usize;
+        lo + match self.binned.columns[column] {
+            BinColumn::Ordinal { .. } => partition(&mut self.index[lo..hi], &mut self.scratch, |r| at_bin(r) <= bin),
+            BinColumn::OneHot { .. } => partition(&mut self.index[lo..hi], &mut self.scratch, |r| at_bin(r) != bin),
+        }
+    }
+
+    /// Adds a leaf's value to the scores of its rows.
+    fn add(&mut self, lo: usize, hi: usize, width: usize, output: usize, value: f64) {
+        for &r in &self.index[lo..hi] {
+            self.scores[r as usize * width + output] += value;
+        }
+    }
+}
+
+/// A node waiting to be split or made a leaf: its rows (a run of each side's index), histogram (when it can
+/// split) and sums.
+struct Node {
+    id: usize,
+    rows: (usize, usize),
+    valid: (usize, usize),
+    hist: Option<Vec<Bin>>,
+    total: Bin,
+    depth: usize,
+}
+
+/// Grows one tree on the gradients `gh` of `train`'s rows, adds its leaf values to the scores of column `output`
+/// on both sides and returns it.
 #[allow(clippy::too_many_arguments)]
 fn grow(
-    binned: &Binned,
     at: &[usize],
     gh: &[Grad],
-    scores: &mut [f64],
     width: usize,
     output: usize,
     p: &BoostParams,
     threads: usize,
-    index: &mut [u32],
-    scratch: &mut Vec<u32>,
+    train: &mut Side<'_>,
+    mut valid: Option<&mut Side<'_>>,
 ) -> Tree {
+    let binned = train.binned;
     let mut b = TreeBuilder::new(1, output);
     let root = b.push();
-    let n = index.len();
+    train.reset();
+    let valid_rows = valid.as_mut().map_or(0, |v| {
+        v.reset();
+        v.binned.rows
+    });
+    let n = train.index.len();
     // A node can split when it is above the deepest level and has rows for two leaves; only then is its
     // histogram needed.
     let can_split = |rows: usize, depth: usize| depth < p.max_depth && rows >= 2 * p.min_leaf.max(1);
-    let hist = if can_split(n, 0) { Some(histogram(binned, at, index, gh, threads)) } else { None };
+    let hist = can_split(n, 0).then(|| histogram(binned, at, &train.index, gh, threads));
     let total = match &hist {
         Some(h) => sum(&h[at[0]..at[1]]),
-        None => index.iter().fold(Bin::default(), |mut s, &r| {
-            s.add(&Bin { g: gh[r as usize].g, h: gh[r as usize].h });
+        None => gh.iter().fold(Bin::default(), |mut s, x| {
+            s.add(&Bin { g: x.g, h: x.h });
             s
         }),
     };
-    let mut stack = vec![(root, 0usize, n, hist, total, 0usize)];
-    while let Some((node, lo, hi, hist, total, depth)) = stack.pop() {
+    let mut stack = vec![Node { id: root, rows: (0, n), valid: (0, valid_rows), hist, total, depth: 0 }];
+    while let Some(node) = stack.pop() {
+        let Node { id, rows: (lo, hi), valid: (vlo, vhi), hist, total, depth } = node;
         let split = hist.as_ref().and_then(|h| best_split(binned, at, h, &total, hi - lo, p));
         let Some(s) = split else {
             let value = -total.g / (total.h + p.l2) * p.learning_rate;
-            b.set_leaf(node, &[value]);
-            for &r in &index[lo..hi] {
-                scores[r as usize * width + output] += value;
+            b.set_leaf(id, &[value]);
+            train.add(lo, hi, width, output, value);
+            if let Some(v) = valid.as_mut() {
+                v.add(vlo, vhi, width, output, value);
             }
             continue;
         };
-        let column = &binned.columns[s.column];
-        let cols = binned.columns.len();
-        let at_bin = |r: usize| binned.bins[r * cols + s.column] as usize;
-        let nl = match column {
-            BinColumn::Ordinal { .. } => partition(&mut index[lo..hi], scratch, |r| at_bin(r) <= s.bin),
-            BinColumn::OneHot { .. } => partition(&mut index[lo..hi], scratch, |r| at_bin(r) != s.bin),
-        };
+        let mid = train.split(lo, hi, s.column, s.bin);
+        let vmid = valid.as_mut().map_or(vlo, |v| v.split(vlo, vhi, s.column, s.bin));
         let (l, r) = (b.push(), b.push());
+        let column = &binned.columns[s.column];
         match column {
-            BinColumn::Ordinal { dim, edges } => b.split(node, *dim, edges[s.bin], r, l, r),
+            BinColumn::Ordinal { dim, edges } => b.split(id, *dim, edges[s.bin], r, l, r),
             // The slot's dimension is 1 on its rows and 0 elsewhere.
-            BinColumn::OneHot { first, .. } => b.split(node, first + s.bin, 0.5, r, l, r),
+            BinColumn::OneHot { first, .. } => b.split(id, first + s.bin, 0.5, r, l, r),
         }
-        let (left, right) = ((lo, lo + nl), (lo + nl, hi));
         let hist = hist.unwrap_or_default();
         // Totals come from the parent's histogram: the split column's bins on each side.
         let bins = &hist[at[s.column]..at[s.column + 1]];
@@ -244,29 +304,64 @@ fn grow(
             BinColumn::OneHot { .. } => total.minus(&bins[s.bin]),
         };
         let rt = total.minus(&lt);
-        let (split_left, split_right) = (can_split(nl, depth + 1), can_split(hi - lo - nl, depth + 1));
+        let (left, right) = ((lo, mid), (mid, hi));
+        let (split_left, split_right) = (can_split(mid - lo, depth + 1), can_split(hi - mid, depth + 1));
         // Only the smaller child's histogram is summed; the larger one's is what the parent has left over.
-        let left_small = nl <= hi - lo - nl;
+        let left_small = mid - lo <= hi - mid;
         let small = if left_small { left } else { right };
         let (small_splits, large_splits) =
             if left_small { (split_left, split_right) } else { (split_right, split_left) };
         let small_hist =
-            (small_splits || large_splits).then(|| histogram(binned, at, &index[small.0..small.1], gh, threads));
+            (small_splits || large_splits).then(|| histogram(binned, at, &train.index[small.0..small.1], gh, threads));
         let large_hist = match (&small_hist, large_splits) {
             (Some(sh), true) => Some(hist.iter().zip(sh).map(|(a, s)| a.minus(s)).collect::<Vec<Bin>>()),
             _ => None,
         };
         let small_hist = small_hist.filter(|_| small_splits);
         let (lh, rh) = if left_small { (small_hist, large_hist) } else { (large_hist, small_hist) };
-        stack.push((r, right.0, right.1, rh, rt, depth + 1));
-        stack.push((l, left.0, left.1, lh, lt, depth + 1));
+        let depth = depth + 1;
+        stack.push(Node { id: r, rows: right, valid: (vmid, vhi), hist: rh, total: rt, depth });
+        stack.push(Node { id: l, rows: left, valid: (vlo, vmid), hist: lh, total: lt, depth });
     }
     b.finish()
 }
 
+/// Mean loss of `scores` (`width` per row) against `labels`: log loss, softmax cross-entropy or squared error.
+fn mean_loss(labels: &Labels, scores: &[f64], width: usize) -> f64 {
+    let softplus = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
+    let total: f64 = match labels {
+        Labels::Values(ys) => ys.iter().zip(scores).map(|(y, s)| (s - y) * (s - y)).sum(),
+        Labels::Classes(ys, _) if width == 1 => {
+            ys.iter().zip(scores).map(|(&y, &s)| if y == 1 { softplus(-s) } else { softplus(s) }).sum()
+        }
+        Labels::Classes(ys, _) => ys
+            .iter()
+            .zip(scores.chunks_exact(width))
+            .map(|(&y, s)| {
+                let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                m + s.iter().map(|v| (v - m).exp()).sum::<f64>().ln() - s[y]
+            })
+            .sum(),
+    };
+    let rows = match labels {
+        Labels::Values(ys) => ys.len(),
+        Labels::Classes(ys, _) => ys.len(),
+    };
+    total / rows.max(1) as f64
+}
+
 /// Fits boosted trees on `binned` rows: `classes` empty for regression on [`Labels::Values`], else class indices.
-/// `threads`: how many threads sum the histograms.
-pub fn fit(binned: &Binned, labels: &Labels, classes: &[String], p: &BoostParams, threads: usize) -> TreeModel {
+/// `threads`: how many threads sum the histograms. With `valid` rows (binned like `binned`, see [`Binned::like`])
+/// and `p.patience` > 0, boosting stops once `patience` rounds in a row have not lowered the loss on them, and
+/// the model keeps the rounds up to the lowest.
+pub fn fit(
+    binned: &Binned,
+    labels: &Labels,
+    classes: &[String],
+    p: &BoostParams,
+    threads: usize,
+    valid: Option<(&Binned, &Labels)>,
+) -> TreeModel {
     let n = binned.rows;
     let at = offsets(binned);
     // One output for values and for two classes (log-odds of classes[1]), one per class beyond.
@@ -290,20 +385,22 @@ pub fn fit(binned: &Binned, labels: &Labels, classes: &[String], p: &BoostParams
             }
         }
     };
-    let mut scores: Vec<f64> = (0..n).flat_map(|_| base.iter().copied()).collect();
+    let mut train = Side::new(binned, &base);
+    let mut valid = valid.filter(|(v, _)| p.patience > 0 && v.rows > 0).map(|(v, l)| (Side::new(v, &base), l));
     let mut gh = vec![Grad::default(); n];
-    let (mut index, mut scratch): (Vec<u32>, Vec<u32>) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let mut trees = Vec::with_capacity(p.rounds * width);
     let mut probs = vec![0.0; width];
     // Beyond two classes every class's gradients come from the scores at the start of the round.
     let mut start = Vec::new();
-    for _ in 0..p.rounds {
+    // The lowest validation loss so far and the rounds that reached it.
+    let mut best = (f64::INFINITY, p.rounds);
+    for round in 0..p.rounds {
         if width > 1 {
-            start.clone_from(&scores);
+            start.clone_from(&train.scores);
         }
         for k in 0..width {
             for r in 0..n {
-                let s = if width > 1 { &start[r * width..(r + 1) * width] } else { &scores[r..r + 1] };
+                let s = if width > 1 { &start[r * width..(r + 1) * width] } else { &train.scores[r..r + 1] };
                 let (gr, hr) = match labels {
                     Labels::Values(y) => (s[0] - y[r], 1.0),
                     Labels::Classes(ys, _) if width == 1 => {
@@ -323,11 +420,19 @@ pub fn fit(binned: &Binned, labels: &Labels, classes: &[String], p: &BoostParams
                 };
                 gh[r] = Grad { g: gr, h: hr };
             }
-            index.clear();
-            index.extend(0..n as u32);
-            trees.push(grow(binned, &at, &gh, &mut scores, width, k, p, threads, &mut index, &mut scratch));
+            let tree = grow(&at, &gh, width, k, p, threads, &mut train, valid.as_mut().map(|(v, _)| v));
+            trees.push(tree);
+        }
+        if let Some((v, labels)) = &valid {
+            let loss = mean_loss(labels, &v.scores, width);
+            if loss < best.0 {
+                best = (loss, round + 1);
+            } else if round + 1 - best.1 >= p.patience {
+                break;
+            }
         }
     }
+    trees.truncate(best.1 * width);
     TreeModel {
         family: TreeFamily::GradientBoosting,
         classes: classes.to_vec(),
@@ -353,14 +458,21 @@ mod tests {
         (xs, ys)
     }
 
-    const P: BoostParams =
-        BoostParams { rounds: 40, learning_rate: 0.3, max_depth: 4, l2: 1.0, min_leaf_weight: 1e-3, min_leaf: 5 };
+    const P: BoostParams = BoostParams {
+        rounds: 40,
+        learning_rate: 0.3,
+        max_depth: 4,
+        l2: 1.0,
+        min_leaf_weight: 1e-3,
+        min_leaf: 5,
+        patience: 0,
+    };
 
     #[test]
     fn boosting_learns_xor_which_no_linear_model_can() {
         let (xs, ys) = xor(4000, 7);
         let classes = ["0".to_string(), "1".to_string()];
-        let m = fit(&Binned::new(&xs, 3), &Labels::Classes(ys, 2), &classes, &P, 1);
+        let m = fit(&Binned::new(&xs, 3), &Labels::Classes(ys, 2), &classes, &P, 1, None);
         m.validate().unwrap();
         let (tx, ty) = xor(1000, 8);
         let right = tx
@@ -376,7 +488,7 @@ mod tests {
         let xs: Vec<f64> = (0..3000).map(|i| (i % 300) as f64 / 100.0).collect();
         let ys: Vec<usize> = xs.iter().map(|x| (*x as usize).min(2)).collect();
         let classes: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let m = fit(&Binned::new(&xs, 1), &Labels::Classes(ys, 3), &classes, &P, 1);
+        let m = fit(&Binned::new(&xs, 1), &Labels::Classes(ys, 3), &classes, &P, 1, None);
         assert_eq!(m.trees.trees.len(), 3 * P.rounds);
         for (x, want) in [(0.5, 0), (1.5, 1), (2.5, 2)] {
             match m.predict(&[x]) {
@@ -390,7 +502,7 @@ mod tests {
     fn regression_boosting_fits_a_step() {
         let xs: Vec<f64> = (0..400).map(|i| i as f64 / 400.0).collect();
         let ys: Vec<f64> = xs.iter().map(|x| if *x < 0.3 { 1.0 } else { 5.0 }).collect();
-        let m = fit(&Binned::new(&xs, 1), &Labels::Values(ys), &[], &BoostParams { rounds: 60, ..P }, 1);
+        let m = fit(&Binned::new(&xs, 1), &Labels::Values(ys), &[], &BoostParams { rounds: 60, ..P }, 1, None);
         for (x, want) in [(0.1, 1.0), (0.29, 1.0), (0.31, 5.0), (0.9, 5.0)] {
             match m.predict(&[x]) {
                 Prediction::Value(v) => assert!((v - want).abs() < 1e-3, "{x}: {v}"),
@@ -406,7 +518,7 @@ mod tests {
         let classes = ["0".to_string(), "1".to_string()];
         let (binned, labels) = (Binned::new(&xs, 3), Labels::Classes(ys, 2));
         let p = BoostParams { rounds: 5, ..P };
-        assert_eq!(fit(&binned, &labels, &classes, &p, 1), fit(&binned, &labels, &classes, &p, 3));
+        assert_eq!(fit(&binned, &labels, &classes, &p, 1, None), fit(&binned, &labels, &classes, &p, 3, None));
     }
 
     #[test]
@@ -427,7 +539,7 @@ mod tests {
         let xs: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64).collect();
         let ys: Vec<f64> = xs.iter().map(|x| (x / 37.0).sin() * 10.0).collect();
         let p = BoostParams { rounds: 3, max_depth: 8, min_leaf: 40, ..P };
-        let m = fit(&Binned::new(&xs, 1), &Labels::Values(ys), &[], &p, 1);
+        let m = fit(&Binned::new(&xs, 1), &Labels::Values(ys), &[], &p, 1, None);
         for tree in &m.trees.trees {
             let mut rows = std::collections::HashMap::new();
             for x in &xs {
@@ -436,5 +548,45 @@ mod tests {
             assert!(rows.len() > 4, "the tree splits: {rows:?}");
             assert!(rows.values().all(|&n| n >= 40), "{rows:?}");
         }
+    }
+
+    #[test]
+    fn early_stopping_keeps_the_rounds_up_to_the_lowest_validation_loss() {
+        // XOR with a fifth of the labels flipped: deep trees at a high rate soon fit the noise.
+        let noisy = |n: usize, seed: u64| {
+            let (xs, mut ys) = xor(n, seed);
+            let mut rng = Rng::new(seed + 100);
+            for y in &mut ys {
+                if rng.below(5) == 0 {
+                    *y = 1 - *y;
+                }
+            }
+            (xs, ys)
+        };
+        let ((xs, ys), (vx, vy)) = (noisy(3000, 11), noisy(1000, 12));
+        let classes = ["0".to_string(), "1".to_string()];
+        let binned = Binned::new(&xs, 3);
+        let valid = binned.like(1000, |put| put(0, &vx));
+        let (labels, vlabels) = (Labels::Classes(ys, 2), Labels::Classes(vy.clone(), 2));
+        let p = BoostParams { rounds: 200, learning_rate: 0.5, max_depth: 6, min_leaf: 2, patience: 10, ..P };
+        let full = fit(&binned, &labels, &classes, &BoostParams { patience: 0, ..p }, 1, None);
+        let cut = fit(&binned, &labels, &classes, &p, 1, Some((&valid, &vlabels)));
+        let kept = cut.trees.trees.len();
+        assert!(kept < 200, "it stopped early: {kept}");
+        assert_eq!(cut.trees.trees[..], full.trees.trees[..kept], "the kept rounds are the full fit's first ones");
+        // The validation loss after each prefix of the full fit, from the scores the trees give.
+        let loss_after = |rounds: usize| {
+            let scores: Vec<f64> = vx
+                .chunks(3)
+                .map(|x| {
+                    full.trees.base[0] + full.trees.trees[..rounds].iter().map(|t| t.outputs(x, true)[0]).sum::<f64>()
+                })
+                .collect();
+            mean_loss(&vlabels, &scores, 1)
+        };
+        let losses: Vec<f64> = (1..=kept + 10).map(loss_after).collect();
+        let lowest = losses.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!((losses[kept - 1] - lowest).abs() < 1e-12, "kept {kept}: {losses:?}");
+        assert!(losses[kept..].iter().all(|l| *l >= losses[kept - 1] - 1e-12), "ten rounds without a lower loss");
     }
 }

@@ -162,6 +162,7 @@ pub fn candidates(spec: &Spec, inputs: usize) -> Vec<Candidate> {
                                         l2,
                                         min_leaf_weight: 1e-3,
                                         min_leaf,
+                                        patience: g.early_stopping_rounds,
                                     });
                                 }
                             }
@@ -237,6 +238,10 @@ const CHUNK: usize = 8192;
 
 /// Rows sampled to place the bin edges of a large binned matrix (LightGBM samples 200,000 too).
 const EDGE_SAMPLE: usize = 200_000;
+
+/// Fewest rows a boosting fit needs before it holds out its newest tenth to stop early on (scikit-learn's
+/// HistGradientBoosting stops early from the same size by default).
+const EARLY_STOP_ROWS: usize = 10_000;
 
 /// Orders labelled rows by event time (then ingestion order) and holds out the most recent share.
 pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
@@ -361,23 +366,36 @@ pub fn fit_rows(
     threads: usize,
 ) -> Result<Model> {
     let dim = encoder.dim();
-    let labels = labels(columns, rows, classes);
-    let binned = || {
+    let binned = |rows: &[usize]| {
         // Edges from rows spread evenly over the set (all of them when there are few).
         let sample = encoder.encode_rows(columns, spread(rows, EDGE_SAMPLE).into_iter());
         Binned::from_chunks(rows.len(), dim, &tree_groups(encoder), &sample, |put| {
             encode_chunks(encoder, columns, rows, put)
         })
     };
+    let all_labels = || labels(columns, rows, classes);
     match cand {
-        Candidate::Trees(p) => Ok(Model::Trees(cart::fit(&binned(), &labels, classes, p))),
-        Candidate::Boosting(p) => Ok(Model::Trees(gbm::fit(&binned(), &labels, classes, p, threads))),
+        Candidate::Trees(p) => Ok(Model::Trees(cart::fit(&binned(rows), &all_labels(), classes, p))),
+        Candidate::Boosting(p) => {
+            // Early stopping watches the newest tenth of the rows, when that is enough to judge by.
+            let keep =
+                if p.patience > 0 && rows.len() >= EARLY_STOP_ROWS { rows.len() - rows.len() / 10 } else { rows.len() };
+            let (fit, watch) = rows.split_at(keep);
+            let on = binned(fit);
+            let valid = (!watch.is_empty()).then(|| {
+                let watched = on.like(watch.len(), |put| encode_chunks(encoder, columns, watch, put));
+                (watched, labels(columns, watch, classes))
+            });
+            let valid = valid.as_ref().map(|(b, l)| (b, l));
+            Ok(Model::Trees(gbm::fit(&on, &labels(columns, fit, classes), classes, p, threads, valid)))
+        }
         Candidate::Linear { alpha } => {
             let xs = encoder.encode_rows(columns, rows.iter().copied());
-            fit_linear(spec, *alpha, &xs, dim, &labels, classes).map(Model::Linear)
+            fit_linear(spec, *alpha, &xs, dim, &all_labels(), classes).map(Model::Linear)
         }
         Candidate::NaiveBayes { var_smoothing } => {
             let xs = encoder.encode_rows(columns, rows.iter().copied());
+            let labels = all_labels();
             let ys: &[usize] = match &labels {
                 Labels::Classes(ys, _) => ys,
                 Labels::Values(_) => &[],
@@ -473,6 +491,18 @@ struct Trial {
     rows: usize,
     result: Result<Metrics>,
     seconds: f64,
+    /// Boosting rounds the model kept.
+    kept: Option<usize>,
+}
+
+/// Boosting rounds a boosted model holds.
+fn rounds_of(model: &Model) -> Option<usize> {
+    match model {
+        Model::Trees(m) if m.family == lambda_core::model::TreeFamily::GradientBoosting => {
+            Some(m.trees.trees.len() / m.trees.outputs.max(1))
+        }
+        _ => None,
+    }
 }
 
 /// Tries the candidates by successive halving over row samples until one is left, a round holds every training
@@ -550,7 +580,8 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
                 Ok((model, metrics)) => (Ok(metrics), Some(model)),
                 Err(e) => (Err(e), None),
             };
-            trials.push(Trial { cand: c, round, rows, result, seconds });
+            let kept = model.as_ref().and_then(rounds_of);
+            trials.push(Trial { cand: c, round, rows, result, seconds, kept });
             latest[c] = model.map(|m| (trials.len() - 1, m));
         }
         // A candidate without a job this round was at its row cap: its last fit stands in this round too.
@@ -621,6 +652,7 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
                 rows: tr.rows as u64,
                 fit_seconds: tr.seconds,
                 round: tr.round,
+                rounds_kept: tr.kept,
             }
         })
         .collect();
@@ -632,7 +664,14 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
     };
     let best = trials[winner].cand;
     let model = latest[best].take().map(|(_, m)| m).ok_or_else(|| Error::Data("the winner's model was lost".into()))?;
-    Ok(Search { best: cands[best], leaderboard, encoder, model, best_incremental, report })
+    // The refit boosts as many rounds as early stopping kept, without holding rows out again.
+    let best = match (cands[best], trials[winner].kept) {
+        (Candidate::Boosting(p), Some(kept)) => {
+            Candidate::Boosting(BoostParams { rounds: kept.max(1), patience: 0, ..p })
+        }
+        (c, _) => c,
+    };
+    Ok(Search { best, leaderboard, encoder, model, best_incremental, report })
 }
 
 fn rank_of(trials: &[Trial], latest: &[Option<(usize, Model)>], metric: Metric, c: usize) -> f64 {

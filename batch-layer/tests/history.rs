@@ -79,9 +79,9 @@ fn good_history_publishes_model_view_and_manifest() {
     write(&s, &rows[250..], "b.parquet");
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert_eq!((m.version.as_str(), m.watermark, m.training_rows), ("v000001", 400, 400));
-    // Two alphas, naive Bayes, three tree depths, a forest and six boosted models (100 or 300 rounds of depth 4, 6
-    // or 8); each entry says what it was fitted on.
-    assert_eq!(m.leaderboard.len(), 13, "{:?}", m.leaderboard);
+    // Two alphas, naive Bayes, three tree depths, a forest and twelve boosted models (100 or 300 rounds of depth
+    // 4, 6 or 8 at learning rate 0.1 or 0.3); each entry says what it was fitted on.
+    assert_eq!(m.leaderboard.len(), 19, "{:?}", m.leaderboard);
     let families: std::collections::BTreeSet<&str> = m.leaderboard.iter().map(|e| e.algorithm.as_str()).collect();
     let all = ["decision_tree", "gradient_boosting", "logistic_regression", "naive_bayes", "random_forest"];
     assert_eq!(families, all.into());

@@ -74,11 +74,19 @@ fn the_booster_fits_as_well_as_forust_ml_with_the_same_settings() {
     let d = 7;
     let (xs, ys) = boosting_rows(8000, 5);
     let (test_x, test_y) = boosting_rows(4000, 6);
-    let p = BoostParams { rounds: 60, learning_rate: 0.1, max_depth: 4, l2: 1.0, min_leaf_weight: 1.0, min_leaf: 1 };
+    let p = BoostParams {
+        rounds: 60,
+        learning_rate: 0.1,
+        max_depth: 4,
+        l2: 1.0,
+        min_leaf_weight: 1.0,
+        min_leaf: 1,
+        patience: 0,
+    };
     let classes = ["no".to_string(), "yes".to_string()];
     let groups = [Group::Dim(0), Group::Dim(1), Group::Dim(2), Group::OneHot { first: 3, width: 4 }];
     let binned = Binned::from_chunks(8000, d, &groups, &xs, |put| put(0, &xs));
-    let ours = fit(&binned, &Labels::Classes(ys.clone(), 2), &classes, &p, 1);
+    let ours = fit(&binned, &Labels::Classes(ys.clone(), 2), &classes, &p, 1, None);
     ours.validate().unwrap();
     // forust-ml itself, with the same settings, on column-major data.
     let n = ys.len();

@@ -169,7 +169,8 @@ fn a_family_fits_no_more_rows_than_its_matrix_budget_and_the_manifest_says_how_m
 #[test]
 fn the_search_tries_the_grid_the_spec_gives_a_family() {
     let dir = tempfile::tempdir().unwrap();
-    let grid = "families = [\"gradient_boosting\"]\n[batch.gradient_boosting]\nrounds = [10, 20]\nmax_depth = [2, 3]\n";
+    let grid = "families = [\"gradient_boosting\"]\n[batch.gradient_boosting]\nrounds = [10, 20]\nmax_depth = [2, 3]\n\
+                learning_rate = [0.1]\n";
     let s = pipeline(dir.path(), grid);
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     let tried: std::collections::BTreeSet<String> = m.leaderboard.iter().map(|e| e.params.clone()).collect();
@@ -197,4 +198,35 @@ fn a_tree_champion_s_linear_starting_model_refits_on_as_many_rows_as_its_furthes
     assert_eq!(m.online_rows, Some(furthest));
     let published = lambda_core::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
     assert!(published.artifact.online.is_some());
+}
+
+#[test]
+fn early_stopping_cuts_boosting_short_and_the_refit_boosts_the_rounds_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = "families = [\"gradient_boosting\"]\n[batch.gradient_boosting]\nrounds = [400]\nlearning_rate = [0.5]\n\
+                max_depth = [6]\nmin_leaf = [2]\nearly_stopping_rounds = 5\n";
+    let s = Spec::from_toml(&format!("{SPEC}{grid}"), &dir.path().join("spec.toml"), dir.path()).unwrap();
+    // A fifth of the labels flipped: 400 rounds at that rate would fit the noise. 12,000 training rows, so the
+    // search's fit holds out its newest tenth.
+    let mut noisy = events(15_000);
+    for (i, (_, e)) in noisy.iter_mut().enumerate() {
+        if (i * 7919) % 5 == 0 {
+            let flipped = match &e.target {
+                Some(Target::Class(c)) if c == "yes" => "no",
+                _ => "yes",
+            };
+            e.target = Some(Target::Class(flipped.into()));
+        }
+    }
+    write(&s, &noisy, "a.parquet");
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    let kept = m.leaderboard[0].rounds_kept.expect("boosting says how many rounds it kept");
+    assert!(kept < 400, "{kept}");
+    let published = lambda_core::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
+    match &published.artifact.model {
+        lambda_core::model::Model::Trees(t) => {
+            assert_eq!(t.trees.trees.len(), kept, "the refit boosts the kept rounds")
+        }
+        other => panic!("{other:?}"),
+    }
 }

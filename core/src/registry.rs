@@ -110,6 +110,9 @@ pub struct LeaderboardEntry {
     /// rows, or keeps a fit already at its family's row cap). The leaderboard is ordered by it, then by the metric.
     #[serde(default)]
     pub round: usize,
+    /// Boosting rounds the model kept: fewer than `rounds` when early stopping cut it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds_kept: Option<usize>,
 }
 
 /// What is known about a published model.

@@ -189,16 +189,20 @@ pub struct BoostSpace {
     pub l2: Vec<f64>,
     /// Fewest rows in a leaf.
     pub min_leaf: Vec<usize>,
+    /// A fit on 10,000 rows or more holds out its newest tenth and stops after this many rounds without a lower
+    /// loss on it, keeping the rounds up to the lowest; the refit then boosts that many rounds. 0 turns it off.
+    pub early_stopping_rounds: usize,
 }
 
 impl Default for BoostSpace {
     fn default() -> Self {
         BoostSpace {
             rounds: vec![100, 300],
-            learning_rate: vec![0.1],
+            learning_rate: vec![0.1, 0.3],
             max_depth: vec![4, 6, 8],
             l2: vec![1.0],
             min_leaf: vec![20],
+            early_stopping_rounds: 20,
         }
     }
 }
