@@ -168,8 +168,13 @@ fn main() -> Result<()> {
                     m.version
                 );
             }
+            // With rolling-origin folds the winner's metrics are their mean, and `rows` their scored rows.
+            let judged = match &m.search {
+                Some(r) if r.folds > 1 => format!("mean of {} rolling-origin folds", r.folds),
+                _ => "holdout".to_string(),
+            };
             for (k, v) in &m.metrics {
-                println!("  holdout {k}: {v:.4}");
+                println!("  {judged} {k}: {v:.4}");
             }
             if let Some(r) = &m.search {
                 println!("search: {} in {:.1} s of a {:.0} s budget", r.stopped, r.seconds, r.budget_seconds);

@@ -20,7 +20,12 @@ pub type Champion = Option<Result<Published, (String, String)>>;
 pub fn judge(spec: &Spec, columns: &Columns, split: &Split, search: &Search, champion: Champion, force: bool) -> Gate {
     let metric = spec.metric();
     let name = metric.name();
-    let holdout_value = search.leaderboard.first().and_then(|e| e.metrics.get(name)).copied();
+    // With rolling-origin folds the leaderboard holds the folds' mean; the gate judges the holdout alone.
+    let holdout_value = if search.report.folds > 1 {
+        score(&search.model, &search.encoder, columns, &spread(&split.holdout, SCORED_ROWS)).get(name).copied()
+    } else {
+        search.leaderboard.first().and_then(|e| e.metrics.get(name)).copied()
+    };
     let mut gate = Gate {
         published: true,
         forced: false,

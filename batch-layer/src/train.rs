@@ -484,6 +484,36 @@ pub fn score(model: &Model, encoder: &Encoder, columns: &Columns, rows: &[usize]
     evaluate(model.classes(), &predictions, &targets)
 }
 
+/// The rolling-origin folds before the holdout, oldest first: for fold k of `folds` (the holdout being the
+/// last), the training rows before the k-th block of `block` rows back from the holdout, and that block. A fold
+/// that would fit fewer rows than it scores is left out.
+pub fn rolling_folds(train: &[usize], block: usize, folds: usize) -> Vec<(&[usize], &[usize])> {
+    (1..folds)
+        .rev()
+        .filter_map(|k| {
+            let end = train.len().checked_sub((k - 1) * block)?;
+            let start = end.checked_sub(block)?;
+            (block > 0 && start >= block).then(|| (&train[..start], &train[start..end]))
+        })
+        .collect()
+}
+
+/// The mean of each metric over folds (`rows`, the rows scored, is their sum).
+fn mean_metrics(folds: &[Metrics]) -> Metrics {
+    let mut out = Metrics::new();
+    for m in folds {
+        for (k, v) in m {
+            *out.entry(k.clone()).or_insert(0.0) += v;
+        }
+    }
+    for (k, v) in out.iter_mut() {
+        if k != "rows" {
+            *v /= folds.len().max(1) as f64;
+        }
+    }
+    out
+}
+
 /// One fit of the search.
 struct Trial {
     cand: usize,
@@ -535,6 +565,13 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
         total
     };
     let caps: Vec<usize> = cands.iter().map(|c| max_rows(spec, c, &encoder, split.classes.len())).collect();
+    // Small data (one round holds every training row) is judged on rolling-origin folds too: one holdout of a
+    // few hundred rows is a noisy judge.
+    let folds = if n_train <= spec.batch.sample_rows {
+        rolling_folds(&split.train, split.holdout.len(), spec.batch.folds)
+    } else {
+        Vec::new()
+    };
     let mut trials: Vec<Trial> = Vec::new();
     // Per candidate: its latest trial and model.
     let mut latest: Vec<Option<(usize, Model)>> = vec![None; cands.len()];
@@ -570,6 +607,7 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
             round,
             started,
             trials.is_empty(),
+            &folds,
             &board,
             planned,
             progress,
@@ -632,6 +670,7 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
         seconds: started.elapsed().as_secs_f64(),
         cut_by_time,
         stopped: format!("{stopped} in {rounds} round{}", if rounds == 1 { "" } else { "s" }),
+        folds: folds.len() + 1,
     };
     // Leaderboard: furthest round first, then by the metric; on ties the earlier (cheaper) candidate.
     let mut order: Vec<usize> = (0..trials.len()).filter(|&t| trials[t].result.is_ok()).collect();
@@ -699,6 +738,7 @@ fn run_round(
     round: usize,
     started: std::time::Instant,
     first: bool,
+    folds: &[(&[usize], &[usize])],
     board: &std::sync::Mutex<(usize, Option<(String, f64)>)>,
     planned: usize,
     progress: &(dyn Fn(&Progress) + Sync),
@@ -728,12 +768,17 @@ fn run_round(
                         }
                         let rows = &split.train[split.train.len() - n..];
                         let t0 = std::time::Instant::now();
-                        let r = fit_rows(spec, &cands[c], encoder, columns, rows, &split.classes, fit_threads).map(
-                            |model| {
-                                let metrics = score(&model, encoder, columns, scored);
-                                (model, metrics)
-                            },
-                        );
+                        let fit = |rows: &[usize]| {
+                            fit_rows(spec, &cands[c], encoder, columns, rows, &split.classes, fit_threads)
+                        };
+                        let r = fit(rows).and_then(|model| {
+                            let mut each = vec![score(&model, encoder, columns, scored)];
+                            for (fit_on, scored_on) in folds {
+                                let m = fit(fit_on)?;
+                                each.push(score(&m, encoder, columns, &spread(scored_on, SCORED_ROWS)));
+                            }
+                            Ok((model, if each.len() == 1 { each.remove(0) } else { mean_metrics(&each) }))
+                        });
                         let seconds = t0.elapsed().as_secs_f64();
                         if let Ok(mut b) = board.lock() {
                             b.0 += 1;
@@ -781,6 +826,20 @@ fn run_round(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rolling_folds_fit_the_past_and_score_the_next_block() {
+        let train: Vec<usize> = (0..100).collect();
+        let folds = rolling_folds(&train, 20, 3);
+        let spans: Vec<(usize, usize, usize)> =
+            folds.iter().map(|(fit, scored)| (fit.len(), scored[0], scored[scored.len() - 1])).collect();
+        assert_eq!(spans, vec![(60, 60, 79), (80, 80, 99)]);
+        // Blocks of 30 in 100 rows: a fold fitting 10 rows to score 30 is left out, and there is no room for more.
+        let spans: Vec<(usize, usize)> =
+            rolling_folds(&train, 30, 5).iter().map(|(fit, scored)| (fit.len(), scored.len())).collect();
+        assert_eq!(spans, vec![(40, 30), (70, 30)]);
+        assert!(rolling_folds(&train, 20, 1).is_empty());
+    }
 
     #[test]
     fn a_spread_keeps_at_most_so_many_rows_evenly_from_first_to_last() {

@@ -230,3 +230,34 @@ fn early_stopping_cuts_boosting_short_and_the_refit_boosts_the_rounds_it_kept() 
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn small_data_is_judged_on_rolling_origin_folds_and_the_gate_on_the_holdout_alone() {
+    let (one, three) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // 1,500 rows: 1,200 training rows fit in the first round, 300 holdout rows.
+    let (s1, s3) = (pipeline(one.path(), "folds = 1\n"), pipeline(three.path(), ""));
+    let (m1, m3) = (lambda_batch::run(&s1, false).unwrap().manifest, lambda_batch::run(&s3, false).unwrap().manifest);
+    assert_eq!((m1.search.as_ref().unwrap().folds, m3.search.as_ref().unwrap().folds), (1, 3));
+    // Each trial scored the holdout, then the two blocks of 300 rows before it.
+    assert!(m1.leaderboard.iter().all(|e| e.metrics["rows"] == 300.0), "{:?}", m1.leaderboard);
+    assert!(m3.leaderboard.iter().all(|e| e.metrics["rows"] == 900.0), "{:?}", m3.leaderboard);
+    let same = |e: &lambda_core::registry::LeaderboardEntry| {
+        m1.leaderboard.iter().find(|o| o.algorithm == e.algorithm && o.params == e.params).unwrap().metrics.clone()
+    };
+    assert!(m3.leaderboard.iter().any(|e| same(e)["log_loss"] != e.metrics["log_loss"]), "the folds' mean differs");
+    // The gate judges the holdout: the same winner gets the same holdout figure either way.
+    let (g1, g3) = (m1.gate.unwrap(), m3.gate.unwrap());
+    if m1.algorithm == m3.algorithm {
+        assert_eq!(g1.challenger, g3.challenger);
+    }
+    assert_ne!(g3.challenger, Some(m3.leaderboard[0].metrics["log_loss"]));
+}
+
+#[test]
+fn large_data_is_judged_on_the_holdout_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = pipeline(dir.path(), "sample_rows = 150\n");
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    assert_eq!(m.search.unwrap().folds, 1);
+    assert!(m.leaderboard.iter().all(|e| e.metrics["rows"] == 300.0));
+}

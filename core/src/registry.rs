@@ -168,6 +168,13 @@ pub struct SearchReport {
     pub cut_by_time: bool,
     /// Why it stopped, in words.
     pub stopped: String,
+    /// Rolling-origin folds each trial was scored on (1: the holdout alone).
+    #[serde(default = "one_fold")]
+    pub folds: usize,
+}
+
+fn one_fold() -> usize {
+    1
 }
 
 /// The champion/challenger decision of a batch run.

@@ -125,6 +125,11 @@ pub struct BatchSettings {
     /// the better half goes on to four times as many rows, and so on until one is left or a round holds every
     /// training row.
     pub sample_rows: usize,
+    /// Rolling-origin folds a trial is scored on when every training row fits in the search's first round
+    /// (`sample_rows`, so small data): the last fold fits the training rows and scores the holdout; each earlier one
+    /// fits the rows before the next block of holdout size back and scores that block. The trial's metrics are the
+    /// folds' mean. 1: the holdout alone.
+    pub folds: usize,
     /// Memory one candidate's training matrix may take, in MiB: a family fits on at most the most recent rows that
     /// fit in it (a dense row costs 8 bytes per encoded dimension, twice for linear models and boosting, a binned
     /// tree row one byte). Two candidates train at once.
@@ -251,6 +256,7 @@ impl Default for BatchSettings {
             seed: 0,
             time_budget: "60s".into(),
             sample_rows: 10_000,
+            folds: 3,
             matrix_mb: 512,
             decision_tree: TreeSpace::default(),
             random_forest: ForestSpace::default(),
@@ -508,6 +514,9 @@ impl RawSpec {
         if b.max_categories == 0 {
             return Err(fail("`batch.max_categories` must be at least 1".into()));
         }
+        if b.folds == 0 {
+            return Err(fail("`batch.folds` must be at least 1".into()));
+        }
         if b.sample_rows < 100 {
             return Err(fail("`batch.sample_rows` must be at least 100".into()));
         }
@@ -715,6 +724,7 @@ state = "run/state"
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),
             ("[speed]\narchive_max_rows = 0\n", "speed.archive_max_rows"),
             ("[batch]\nsample_rows = 10\n", "batch.sample_rows"),
+            ("[batch]\nfolds = 0\n", "batch.folds"),
             ("[batch]\nmatrix_mb = 0\n", "batch.matrix_mb"),
             ("[batch.gradient_boosting]\nlearning_rate = [0.0]\n", "batch.gradient_boosting.learning_rate"),
             ("[batch.gradient_boosting]\nrounds = []\n", "batch.gradient_boosting.rounds"),
