@@ -498,20 +498,23 @@ pub fn rolling_folds(train: &[usize], block: usize, folds: usize) -> Vec<(&[usiz
         .collect()
 }
 
-/// The mean of each metric over folds (`rows`, the rows scored, is their sum).
+/// The mean of each metric over the folds that have it (AUC has no value on rows of one class; `rows`, the rows
+/// scored, is their sum).
 fn mean_metrics(folds: &[Metrics]) -> Metrics {
-    let mut out = Metrics::new();
+    let mut sums: std::collections::BTreeMap<String, (f64, f64)> = std::collections::BTreeMap::new();
     for m in folds {
-        for (k, v) in m {
-            *out.entry(k.clone()).or_insert(0.0) += v;
+        for (k, v) in m.iter().filter(|(_, v)| v.is_finite()) {
+            let e = sums.entry(k.clone()).or_insert((0.0, 0.0));
+            e.0 += v;
+            e.1 += 1.0;
         }
     }
-    for (k, v) in out.iter_mut() {
-        if k != "rows" {
-            *v /= folds.len().max(1) as f64;
-        }
-    }
-    out
+    sums.into_iter()
+        .map(|(k, (sum, n))| {
+            let v = if k == "rows" { sum } else { sum / n };
+            (k, v)
+        })
+        .collect()
 }
 
 /// One fit of the search.
@@ -771,13 +774,15 @@ fn run_round(
                         let fit = |rows: &[usize]| {
                             fit_rows(spec, &cands[c], encoder, columns, rows, &split.classes, fit_threads)
                         };
-                        let r = fit(rows).and_then(|model| {
+                        let r = fit(rows).map(|model| {
                             let mut each = vec![score(&model, encoder, columns, scored)];
+                            // A fold the candidate cannot fit (its rows hold one class, say) is left out.
                             for (fit_on, scored_on) in folds {
-                                let m = fit(fit_on)?;
-                                each.push(score(&m, encoder, columns, &spread(scored_on, SCORED_ROWS)));
+                                if let Ok(m) = fit(fit_on) {
+                                    each.push(score(&m, encoder, columns, &spread(scored_on, SCORED_ROWS)));
+                                }
                             }
-                            Ok((model, if each.len() == 1 { each.remove(0) } else { mean_metrics(&each) }))
+                            (model, if each.len() == 1 { each.remove(0) } else { mean_metrics(&each) })
                         });
                         let seconds = t0.elapsed().as_secs_f64();
                         if let Ok(mut b) = board.lock() {

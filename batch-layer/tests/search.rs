@@ -261,3 +261,21 @@ fn large_data_is_judged_on_the_holdout_alone() {
     assert_eq!(m.search.unwrap().folds, 1);
     assert!(m.leaderboard.iter().all(|e| e.metrics["rows"] == 300.0));
 }
+
+#[test]
+fn a_fold_whose_rows_lack_a_class_does_not_fail_the_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
+    // "yes" appears only in the newest 30% of 1,500 rows: the oldest fold's rows hold one class.
+    let mut rows = events(1500);
+    for (i, (_, e)) in rows.iter_mut().enumerate() {
+        if i < 1050 {
+            e.target = Some(Target::Class("no".into()));
+        }
+    }
+    write(&s, &rows, "a.parquet");
+    let m = lambda_batch::run(&s, false).unwrap().manifest;
+    let report = m.search.unwrap();
+    assert_eq!(report.failed, 0, "{:?}", m.leaderboard);
+    assert!(m.leaderboard.iter().any(|e| e.algorithm == "logistic_regression"));
+}
