@@ -114,10 +114,9 @@ fn histogram(binned: &Binned, at: &[usize], rows: &[u32], gh: &[Grad], threads: 
 }
 
 /// Moves the rows that `left` sends left to the front of `rows`, keeping both sides in row order (so that sums
-/// over them stay in row order), and returns how many went left. `scratch` holds the right side meanwhile.
-fn partition(rows: &mut [u32], scratch: &mut Vec<u32>, left: impl Fn(usize) -> bool) -> usize {
-    scratch.clear();
-    scratch.resize(rows.len(), 0);
+/// over them stay in row order), and returns how many went left. `scratch`, at least as long as `rows`, holds
+/// the right side meanwhile.
+fn partition(rows: &mut [u32], scratch: &mut [u32], left: impl Fn(usize) -> bool) -> usize {
     let (mut nl, mut nr) = (0, 0);
     for i in 0..rows.len() {
         let r = rows[i];
@@ -200,7 +199,7 @@ impl<'a> Side<'a> {
         Side {
             binned,
             index: Vec::with_capacity(n),
-            scratch: Vec::with_capacity(n),
+            scratch: vec![0; n],
             scores: (0..n).flat_map(|_| base.iter().copied()).collect(),
         }
     }
@@ -524,7 +523,7 @@ mod tests {
     #[test]
     fn partition_keeps_both_sides_in_row_order() {
         let mut rows: Vec<u32> = (0..1000).map(|i| i * 3).collect();
-        let mut scratch = Vec::new();
+        let mut scratch = vec![0; rows.len()];
         let left = partition(&mut rows, &mut scratch, |r| r % 7 < 3);
         let want_left: Vec<u32> = (0..1000).map(|i| i * 3).filter(|r| r % 7 < 3).collect();
         let want_right: Vec<u32> = (0..1000).map(|i| i * 3).filter(|r| r % 7 >= 3).collect();
