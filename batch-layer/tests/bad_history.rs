@@ -16,36 +16,9 @@ use lambda_core::spec::Spec;
 const FAMILIES: [&str; 5] = ["linear", "naive_bayes", "decision_tree", "random_forest", "gradient_boosting"];
 
 fn spec(dir: &Path, task: &str, family: &str) -> Spec {
-    let text = format!(
-        r#"
-name = "t"
-[dataset]
-time_column = "ts"
-key_column = "user"
-id_column = "id"
-target = "label"
-task = "{task}"
-[[features]]
-name = "amount"
-type = "numeric"
-[[features]]
-name = "country"
-type = "categorical"
-[[features]]
-name = "mobile"
-type = "boolean"
-[paths]
-master = "master"
-registry = "registry"
-views = "views"
-state = "state"
-[batch]
-alphas = [0.1]
-max_categories = 5
-families = ["{family}"]
-"#
-    );
-    Spec::from_toml(&text, &dir.join("spec.toml"), dir).unwrap()
+    let features = [("amount", "numeric"), ("country", "categorical"), ("mobile", "boolean")];
+    let batch = format!("alphas = [0.1]\nmax_categories = 5\nfamilies = [\"{family}\"]\n");
+    Spec::from_toml(&common::spec_text(task, &features, &batch), &dir.join("spec.toml"), dir).unwrap()
 }
 
 /// Rows whose amount, country and mobile vary; `label` gives the target of row i.

@@ -12,31 +12,17 @@ use lambda_core::registry::{Gate, Registry};
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
 
-const SPEC: &str = r#"
-name = "t"
-[dataset]
-time_column = "ts"
-key_column = "user"
-id_column = "id"
-target = "label"
-task = "binary_classification"
-[[features]]
-name = "amount"
-type = "numeric"
-[[features]]
-name = "country"
-type = "categorical"
-[paths]
-master = "master"
-registry = "registry"
-views = "views"
-state = "state"
-[batch]
-alphas = [0.1, 1.0]
-"#;
+/// The spec every test here starts from.
+fn base() -> String {
+    common::spec_text(
+        "binary_classification",
+        &[("amount", "numeric"), ("country", "categorical")],
+        "alphas = [0.1, 1.0]\n",
+    )
+}
 
 fn spec(dir: &Path, extra: &str) -> Spec {
-    Spec::from_toml(&format!("{SPEC}{extra}"), &dir.join("spec.toml"), dir).unwrap()
+    Spec::from_toml(&format!("{}{extra}", base()), &dir.join("spec.toml"), dir).unwrap()
 }
 
 /// Rows `first..first + n` (sequence numbers and times follow the index); `rule` labels each by its amount.
@@ -195,19 +181,19 @@ fn an_unreadable_champion_is_replaced() {
 #[test]
 fn a_metric_of_the_wrong_task_is_a_spec_error() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!("{SPEC}metric = \"rmse\"\n");
+    let text = format!("{}metric = \"rmse\"\n", base());
     let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
     assert!(err.contains("batch.metric") && err.contains("log_loss, accuracy, auc"), "{err}");
-    let text = format!("{SPEC}min_improvement = nan\n");
+    let text = format!("{}min_improvement = nan\n", base());
     let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
     assert!(err.contains("batch.min_improvement"), "{err}");
-    let text = format!("{SPEC}families = [\"linear\", \"svm\"]\n");
+    let text = format!("{}families = [\"linear\", \"svm\"]\n", base());
     let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
     assert!(err.contains("batch.families") && err.contains("svm") && err.contains("random_forest"), "{err}");
-    let text = format!("{SPEC}families = []\n");
+    let text = format!("{}families = []\n", base());
     let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
     assert!(err.contains("batch.families"), "{err}");
-    let text = format!("{SPEC}metric = \"f1\"\n");
+    let text = format!("{}metric = \"f1\"\n", base());
     let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
     assert!(err.contains("f1"), "{err}");
 }

@@ -13,31 +13,14 @@ use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
 use polars::prelude::*;
 
-const SPEC: &str = r#"
-name = "t"
-[dataset]
-time_column = "ts"
-key_column = "user"
-id_column = "id"
-target = "label"
-task = "binary_classification"
-[[features]]
-name = "amount"
-type = "numeric"
-[[features]]
-name = "country"
-type = "categorical"
-[[features]]
-name = "mobile"
-type = "boolean"
-[paths]
-master = "master"
-registry = "registry"
-views = "views"
-state = "state"
-[batch]
-alphas = [0.1, 1.0]
-"#;
+/// The spec every test here starts from.
+fn base() -> String {
+    common::spec_text(
+        "binary_classification",
+        &[("amount", "numeric"), ("country", "categorical"), ("mobile", "boolean")],
+        "alphas = [0.1, 1.0]\n",
+    )
+}
 
 fn spec(dir: &Path, text: &str) -> Spec {
     Spec::from_toml(text, &dir.join("spec.toml"), dir).unwrap()
@@ -73,7 +56,7 @@ fn write_frame(path: &Path, mut df: DataFrame) {
 #[test]
 fn good_history_publishes_model_view_and_manifest() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     let rows = events(400, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
     write(&s, &rows[..250], "a.parquet");
     write(&s, &rows[250..], "b.parquet");
@@ -104,7 +87,7 @@ fn good_history_publishes_model_view_and_manifest() {
 #[test]
 fn duplicate_ids_in_the_master_dataset_count_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     let rows = events(300, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
     write(&s, &rows, "a.parquet");
     // The same 40 events again, under later sequence numbers (a replay that another writer archived).
@@ -123,7 +106,7 @@ fn duplicate_ids_in_the_master_dataset_count_once() {
 #[test]
 fn empty_dataset_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("no Parquet files"), "{err}");
     std::fs::create_dir_all(s.paths.master.join("date=1970-01-01")).unwrap();
@@ -140,7 +123,7 @@ fn empty_dataset_is_an_error() {
 #[test]
 fn single_class_and_too_many_classes_are_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     write(&s, &events(100, |_| "yes"), "a.parquet");
     let err = lambda_batch::run(&s, false).unwrap_err().to_string();
     assert!(err.contains("single class") && err.contains("yes"), "{err}");
@@ -153,7 +136,7 @@ fn single_class_and_too_many_classes_are_errors() {
 #[test]
 fn missing_column_and_wrong_types_name_the_file_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     let file = s.paths.master.join("date=1970-01-01/bad.parquet");
     let base = || {
         vec![
@@ -202,7 +185,7 @@ fn missing_column_and_wrong_types_name_the_file_and_column() {
 #[test]
 fn non_finite_history_values_are_missing_not_trained_on() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     let mut rows = events(200, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
     rows[3].1.features[0] = Cell::Num(Some(f64::NAN));
     rows[4].1.features[0] = Cell::Num(Some(f64::INFINITY));
@@ -219,7 +202,7 @@ fn non_finite_history_values_are_missing_not_trained_on() {
 }
 
 fn spec_for_task(dir: &Path, task: &str) -> Spec {
-    spec(dir, &SPEC.replace("task = \"binary_classification\"", &format!("task = \"{task}\"")))
+    spec(dir, &base().replace("task = \"binary_classification\"", &format!("task = \"{task}\"")))
 }
 
 #[test]
@@ -256,7 +239,7 @@ fn multiclass_and_regression_learn_their_targets() {
 
     // Regression: the target is a linear function of `amount` and `mobile`.
     let dir = tempfile::tempdir().unwrap();
-    let text = SPEC
+    let text = base()
         .replace("task = \"binary_classification\"", "task = \"regression\"")
         .replace("alphas = [0.1, 1.0]", "alphas = [0.001, 0.1]");
     let s = spec(dir.path(), &text);
@@ -281,7 +264,7 @@ fn multiclass_and_regression_learn_their_targets() {
 #[test]
 fn forecast_input_without_a_feature_is_an_error_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     let err = lambda_batch::forecast::forecast(&s, &dir.path().join("in.parquet"), &dir.path().join("out.parquet"))
         .unwrap_err()
         .to_string();
@@ -308,7 +291,7 @@ fn categorical_columns_as_pandas_writes_them_are_read_as_strings() {
     // pandas' `category` dtype (key, categorical feature and label) reaches Parquet as a dictionary column, which
     // polars reads back as a categorical; it was refused as "type cat".
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     let n = 200usize;
     let cat = |name: &str, values: Vec<String>| {
         Column::new(name.into(), values)
@@ -341,7 +324,7 @@ fn categorical_columns_as_pandas_writes_them_are_read_as_strings() {
 #[test]
 fn a_file_read_a_slice_at_a_time_gives_the_same_columns_as_read_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), SPEC);
+    let s = spec(dir.path(), &base());
     let rows = events(1000, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" });
     write(&s, &rows[..700], "a.parquet");
     // A replay in the second file, so that de-duplication must line up with the slices.

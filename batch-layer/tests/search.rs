@@ -10,31 +10,14 @@ use common::write;
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
 
-const SPEC: &str = r#"
-name = "t"
-[dataset]
-time_column = "ts"
-key_column = "user"
-id_column = "id"
-target = "label"
-task = "binary_classification"
-[[features]]
-name = "a"
-type = "numeric"
-[[features]]
-name = "b"
-type = "numeric"
-[[features]]
-name = "c"
-type = "categorical"
-[paths]
-master = "master"
-registry = "registry"
-views = "views"
-state = "state"
-[batch]
-alphas = [0.1, 1.0]
-"#;
+/// The spec every test here starts from.
+fn base() -> String {
+    common::spec_text(
+        "binary_classification",
+        &[("a", "numeric"), ("b", "numeric"), ("c", "categorical")],
+        "alphas = [0.1, 1.0]\n",
+    )
+}
 
 /// An interaction target no linear model can fit: the label is the sign of a * b, flipped for category "z".
 fn events(n: u64) -> Vec<(u64, Event)> {
@@ -57,7 +40,7 @@ fn events(n: u64) -> Vec<(u64, Event)> {
 }
 
 fn pipeline(dir: &Path, extra: &str) -> Spec {
-    let s = Spec::from_toml(&format!("{SPEC}{extra}"), &dir.join("spec.toml"), dir).unwrap();
+    let s = Spec::from_toml(&format!("{}{extra}", base()), &dir.join("spec.toml"), dir).unwrap();
     write(&s, &events(1500), "a.parquet");
     s
 }
@@ -106,7 +89,7 @@ fn a_spent_time_budget_stops_the_search_and_the_manifest_says_so() {
     assert!(r.tried >= 1 && r.tried < r.candidates, "{r:?}");
     assert!(r.stopped.contains("time budget"), "{}", r.stopped);
     assert_eq!(m.leaderboard.len(), r.tried);
-    let err = Spec::from_toml(&format!("{SPEC}time_budget = \"soon\"\n"), &dir.path().join("x.toml"), dir.path())
+    let err = Spec::from_toml(&format!("{}time_budget = \"soon\"\n", base()), &dir.path().join("x.toml"), dir.path())
         .unwrap_err()
         .to_string();
     assert!(err.contains("batch.time_budget"), "{err}");
@@ -152,7 +135,7 @@ fn each_round_fits_the_better_half_of_the_last_on_four_times_the_rows() {
 fn a_family_fits_no_more_rows_than_its_matrix_budget_and_the_manifest_says_how_many() {
     let dir = tempfile::tempdir().unwrap();
     let s = Spec::from_toml(
-        &format!("{SPEC}families = [\"linear\"]\nmatrix_mb = 1\n"),
+        &format!("{}families = [\"linear\"]\nmatrix_mb = 1\n", base()),
         &dir.path().join("spec.toml"),
         dir.path(),
     )
@@ -205,7 +188,7 @@ fn early_stopping_cuts_boosting_short_and_the_refit_boosts_the_rounds_it_kept() 
     let dir = tempfile::tempdir().unwrap();
     let grid = "families = [\"gradient_boosting\"]\n[batch.gradient_boosting]\nrounds = [400]\nlearning_rate = [0.5]\n\
                 max_depth = [6]\nmin_leaf = [2]\nearly_stopping_rounds = 5\n";
-    let s = Spec::from_toml(&format!("{SPEC}{grid}"), &dir.path().join("spec.toml"), dir.path()).unwrap();
+    let s = Spec::from_toml(&format!("{}{grid}", base()), &dir.path().join("spec.toml"), dir.path()).unwrap();
     // A fifth of the labels flipped: 400 rounds at that rate would fit the noise. 12,000 training rows, so the
     // search's fit holds out its newest tenth.
     let mut noisy = events(15_000);
@@ -265,7 +248,7 @@ fn large_data_is_judged_on_the_holdout_alone() {
 #[test]
 fn a_fold_whose_rows_lack_a_class_does_not_fail_the_trial() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
+    let s = Spec::from_toml(&base(), &dir.path().join("spec.toml"), dir.path()).unwrap();
     // "yes" appears only in the newest 30% of 1,500 rows: the oldest fold's rows hold one class.
     let mut rows = events(1500);
     for (i, (_, e)) in rows.iter_mut().enumerate() {

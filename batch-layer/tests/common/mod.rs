@@ -1,4 +1,5 @@
-//! Helpers shared by the batch-layer tests: write events into the master dataset, read the registry's pointer.
+//! Helpers shared by the batch-layer tests: a spec's text, write events into the master dataset, read the
+//! registry's pointer.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
 use lambda_core::master::{partition, write_events};
@@ -15,4 +16,18 @@ pub fn write(spec: &Spec, rows: &[(u64, Event)], name: &str) {
 /// The registry's current version, if any.
 pub fn current(spec: &Spec) -> Option<String> {
     Registry::open(&spec.paths.registry).current_version().unwrap()
+}
+
+/// A pipeline spec's text: the `task`, the features as (name, type), paths beside the spec, then `batch` (lines of
+/// the `[batch]` table, which comes last so that callers can append to it).
+pub fn spec_text(task: &str, features: &[(&str, &str)], batch: &str) -> String {
+    let mut text = format!(
+        "name = \"t\"\n[dataset]\ntime_column = \"ts\"\nkey_column = \"user\"\nid_column = \"id\"\ntarget = \"label\"\n\
+         task = \"{task}\"\n"
+    );
+    for (name, kind) in features {
+        text += &format!("[[features]]\nname = \"{name}\"\ntype = \"{kind}\"\n");
+    }
+    text += "[paths]\nmaster = \"master\"\nregistry = \"registry\"\nviews = \"views\"\nstate = \"state\"\n[batch]\n";
+    text + batch
 }
