@@ -379,13 +379,16 @@ pub enum Column {
     Bool(Vec<Option<bool>>),
 }
 
+/// Whether two number slices hold the same bits (NaN equals NaN).
+fn same_bits(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// Numbers compare bit for bit, so that two columns with the same missing values (NaN) are equal.
 impl PartialEq for Column {
     fn eq(&self, other: &Column) -> bool {
         match (self, other) {
-            (Column::Num(a), Column::Num(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-            }
+            (Column::Num(a), Column::Num(b)) => same_bits(a, b),
             (Column::Cat(a), Column::Cat(b)) => a == b,
             (Column::Bool(a), Column::Bool(b)) => a == b,
             _ => false,
@@ -470,9 +473,7 @@ pub enum Targets {
 impl PartialEq for Targets {
     fn eq(&self, other: &Targets) -> bool {
         match (self, other) {
-            (Targets::Values(a), Targets::Values(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
-            }
+            (Targets::Values(a), Targets::Values(b)) => same_bits(a, b),
             (Targets::Classes(a), Targets::Classes(b)) => a == b,
             _ => false,
         }
