@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lambda_core::encoder::Encoder;
+use lambda_core::online::GradientPrior;
 use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
 use lambda_core::spec::Spec;
 use lambda_core::views::{batch_view_path, ViewTable};
@@ -150,8 +151,20 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     };
     let online_rows = online.as_ref().map(|(_, rows)| *rows as u64);
     let online = online.map(|(m, _)| m);
-    let artifact =
-        ModelArtifact { format_version: FORMAT_VERSION, schema_hash: spec.schema_hash(), encoder, model, online };
+    let start = match (&model, &online) {
+        (lambda_core::model::Model::Linear(m), _) => Some((m, training_rows)),
+        (_, Some(m)) => online_rows.map(|rows| (m, rows as usize)),
+        _ => None,
+    };
+    let online_prior = start.map(|(m, rows)| gradient_prior(m, &encoder, c, &split.labelled, rows));
+    let artifact = ModelArtifact {
+        format_version: FORMAT_VERSION,
+        schema_hash: spec.schema_hash(),
+        encoder,
+        model,
+        online,
+        online_prior,
+    };
     artifact.validate(spec)?;
     phases.done();
 
@@ -194,4 +207,29 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
         "champion/challenger"
     );
     Ok(Outcome { manifest, published: gate.published })
+}
+
+/// Rows the speed layer's gradient prior is measured on, at most: a mean over this many is exact enough.
+const PRIOR_ROWS: usize = 100_000;
+
+/// The speed layer's starting model's gradient statistics on the newest of the `rows` newest labelled rows it was
+/// fitted on ([`lambda_core::online`]).
+fn gradient_prior(
+    model: &lambda_core::model::LinearModel,
+    encoder: &Encoder,
+    columns: &lambda_core::schema::Columns,
+    labelled: &[usize],
+    rows: usize,
+) -> GradientPrior {
+    let fitted = &labelled[labelled.len().saturating_sub(rows)..];
+    let scales = encoder.scales();
+    let mut prior = GradientPrior::new(model);
+    let mut x = vec![0.0; encoder.dim()];
+    for &row in &fitted[fitted.len().saturating_sub(PRIOR_ROWS)..] {
+        if let Some(t) = columns.target(row) {
+            encoder.encode_row(&columns.row(row), &mut x);
+            prior.add(model, &scales, &x, &t.to_target());
+        }
+    }
+    prior
 }

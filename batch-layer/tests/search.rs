@@ -181,6 +181,13 @@ fn a_tree_champion_s_linear_starting_model_refits_on_as_many_rows_as_its_furthes
     assert_eq!(m.online_rows, Some(furthest));
     let published = lambda_core::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
     assert!(published.artifact.online.is_some());
+    // The adaptive update's warm start is measured on the same rows, at the starting model's weights.
+    let prior = published.artifact.online_prior.as_ref().expect("a gradient prior");
+    assert_eq!(prior.rows, furthest);
+    assert!(prior.norm >= prior.rows as f64 && prior.grad_sq.iter().any(|g| *g > 0.0));
+    let start = published.artifact.speed_start_adaptive(&s);
+    assert_eq!(start.state.seen, furthest.min(s.speed.prior_events) as f64);
+    assert_eq!(&start.model, published.artifact.online.as_ref().unwrap());
 }
 
 #[test]

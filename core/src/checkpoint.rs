@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::LinearModel;
+use crate::online::NagState;
 use crate::realtime::{Chunk, Realtime};
 use crate::registry::{Published, Registry};
 use crate::spec::Spec;
@@ -25,7 +26,8 @@ use crate::state::{self, DocumentWriter, Kind};
 use crate::views::{batch_view_path, ViewTable};
 
 /// The checkpoint manifest's format.
-pub const MANIFEST: Kind = Kind { magic: *b"LMCK", version: 1, name: "speed checkpoint" };
+/// Version 2 adds a second record: the adaptive update's state of the incremental model.
+pub const MANIFEST: Kind = Kind { magic: *b"LMCK", version: 2, name: "speed checkpoint" };
 /// The realtime view files' format.
 pub const VIEWS: Kind = Kind { magic: *b"LMRV", version: 1, name: "realtime view file" };
 
@@ -101,6 +103,9 @@ pub struct Checkpoint {
     pub written_ms: i64,
     /// The incremental model (its encoder is the base version's).
     pub model: LinearModel,
+    /// The adaptive update's state beside the model: the manifest's second record (absent from version 1).
+    #[serde(skip)]
+    pub online: Option<NagState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,7 +133,11 @@ pub fn views_dir(state: &Path) -> PathBuf {
 /// Writes the manifest atomically; returns its size.
 pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
     fail::fail_point!("checkpoint::before_manifest", |_| Err(state::injected(&manifest_path(state))));
-    state::write_document(&manifest_path(state), MANIFEST, &[state::encode(c)?])
+    let mut frames = vec![state::encode(c)?];
+    if let Some(online) = &c.online {
+        frames.push(state::encode(online)?);
+    }
+    state::write_document(&manifest_path(state), MANIFEST, &frames)
 }
 
 /// Reads the manifest, if one was written.
@@ -139,7 +148,11 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     }
     let (_, frames) = state::read_document(&path, MANIFEST)?;
     let first = frames.first().ok_or_else(|| Error::Format { path: path.clone(), message: "no record".into() })?;
-    Ok(Some(state::decode(&path, first)?))
+    let mut c: Checkpoint = state::decode(&path, first)?;
+    if let Some(online) = frames.get(1) {
+        c.online = Some(state::decode(&path, online)?);
+    }
+    Ok(Some(c))
 }
 
 /// Identity of the manifest file as a cheap poll sees it: inode (each write is a new file), length and
@@ -369,6 +382,38 @@ mod tests {
 
     fn spec() -> Spec {
         Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap()
+    }
+
+    fn manifest(online: Option<NagState>) -> Checkpoint {
+        let model = LinearModel::zeros(crate::model::Family::Logistic, vec!["a".into(), "b".into()], 2);
+        Checkpoint {
+            generation: 1,
+            base_version: "v000001".into(),
+            base_watermark: 0,
+            last_seq: 9,
+            archived_through: 0,
+            updates: 9,
+            stats: SpeedStats::default(),
+            views: vec![],
+            dedup_runs: vec![],
+            dedup_through: 9,
+            written_ms: 1,
+            model,
+            online,
+        }
+    }
+
+    #[test]
+    fn the_adaptive_state_round_trips_and_a_version_1_manifest_reads_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(super::dir(dir.path())).unwrap();
+        let c = manifest(Some(NagState { scale: vec![1.0, 2.5], grad_sq: vec![0.5, 0.25, 1.0], norm: 3.0, seen: 2.0 }));
+        write(dir.path(), &c).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap(), c);
+        // What the build before the adaptive update wrote: one record, format version 1.
+        let old = Kind { version: 1, ..MANIFEST };
+        state::write_document(&manifest_path(dir.path()), old, &[state::encode(&c).unwrap()]).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap(), manifest(None));
     }
 
     #[test]

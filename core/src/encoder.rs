@@ -194,6 +194,24 @@ impl Encoder {
         self.features.iter().map(FeatureEncoder::width).sum()
     }
 
+    /// The largest absolute value each encoded dimension took in history: a standardized number's farthest
+    /// training value, 1 for a flag or a one-hot slot. An online learner that normalizes by feature scale starts from
+    /// these, so that history's values never count as a scale change.
+    pub fn scales(&self) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.dim());
+        for f in &self.features {
+            match f {
+                FeatureEncoder::Numeric { mean, std, min, max, .. } => {
+                    let s = (max - mean).abs().max((min - mean).abs()) / std;
+                    out.push(if s.is_finite() && s > 0.0 { s } else { 1.0 });
+                    out.push(1.0);
+                }
+                _ => out.extend(std::iter::repeat_n(1.0, f.width())),
+            }
+        }
+        out
+    }
+
     /// Encodes one row into `out` (length [`Encoder::dim`]). The only encoding code path.
     pub fn encode_row<R: RowSource + ?Sized>(&self, row: &R, out: &mut [f64]) {
         out.fill(0.0);

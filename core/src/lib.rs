@@ -17,6 +17,7 @@ pub mod error;
 pub mod master;
 pub mod metrics;
 pub mod model;
+pub mod online;
 pub mod publish;
 pub mod realtime;
 pub mod registry;

@@ -110,7 +110,7 @@ impl LinearModel {
         Ok(())
     }
 
-    fn scores(&self, x: &[f64], out: &mut Vec<f64>) {
+    pub(crate) fn scores(&self, x: &[f64], out: &mut Vec<f64>) {
         out.clear();
         for (row, b) in self.weights.chunks_exact(self.dim.max(1)).zip(&self.bias) {
             out.push(b + row.iter().zip(x).map(|(w, v)| w * v).sum::<f64>());
@@ -154,6 +154,28 @@ impl LinearModel {
         loss(&self.classes, prediction, target)
     }
 
+    /// The gradient of the loss of (`x`, `target`) with respect to each output score; `None` when the label is not
+    /// one the model knows (or of the other task).
+    pub fn score_gradients(&self, x: &[f64], target: &Target) -> Option<Vec<f64>> {
+        let mut s = Vec::with_capacity(self.outputs());
+        self.scores(x, &mut s);
+        self.output_gradients(s, target)
+    }
+
+    /// [`LinearModel::score_gradients`] from the output scores.
+    pub(crate) fn output_gradients(&self, s: Vec<f64>, target: &Target) -> Option<Vec<f64>> {
+        match (self.family, target) {
+            // Clamped so that one far-off value cannot throw the weights far.
+            (Family::Linear, Target::Value(y)) => Some(vec![(s[0] - y).clamp(-1e6, 1e6)]),
+            (Family::Logistic, Target::Class(c)) => self.class_index(c).map(|i| vec![sigmoid(s[0]) - i as f64]),
+            (Family::Softmax, Target::Class(c)) => {
+                let i = self.class_index(c)?;
+                Some(softmax(s).into_iter().enumerate().map(|(k, pk)| pk - if k == i { 1.0 } else { 0.0 }).collect())
+            }
+            _ => None,
+        }
+    }
+
     /// One SGD step on the loss of (`x`, `target`) with step size `lr` and L2 penalty `l2`.
     /// Returns false (and changes nothing) when the label is unknown to the model or the step would not be finite.
     pub fn sgd_update(&mut self, x: &[f64], target: &Target, lr: f64, l2: f64) -> bool {
@@ -163,25 +185,8 @@ impl LinearModel {
     /// One SGD step, refused when any weight would stop being finite: `Ok(false)` when the label is unknown to
     /// the model, `Err` (nothing changed) when the step would leave a non-finite weight.
     pub fn sgd_update_checked(&mut self, x: &[f64], target: &Target, lr: f64, l2: f64) -> Result<bool, NonFinite> {
-        let mut s = Vec::with_capacity(self.outputs());
-        self.scores(x, &mut s);
-        // Gradient of the loss with respect to each output score.
-        let grads: Vec<f64> = match (self.family, target) {
-            (Family::Linear, Target::Value(y)) => vec![(s[0] - y).clamp(-1e6, 1e6)],
-            (Family::Logistic, Target::Class(c)) => match self.class_index(c) {
-                Some(i) => vec![sigmoid(s[0]) - i as f64],
-                None => return Ok(false),
-            },
-            (Family::Softmax, Target::Class(c)) => match self.class_index(c) {
-                Some(i) => match self.predict(x) {
-                    Prediction::Probabilities(p) => {
-                        p.into_iter().enumerate().map(|(k, pk)| pk - if k == i { 1.0 } else { 0.0 }).collect()
-                    }
-                    Prediction::Value(_) => return Ok(false),
-                },
-                None => return Ok(false),
-            },
-            _ => return Ok(false),
+        let Some(grads) = self.score_gradients(x, target) else {
+            return Ok(false);
         };
         let dim = self.dim;
         let step = |w: f64, g: f64, v: f64| w - lr * (g * v + l2 * w);

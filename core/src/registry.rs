@@ -10,6 +10,7 @@ use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{LinearModel, Model};
+use crate::online::{AdaptiveLinear, GradientPrior};
 use crate::publish::Publisher;
 use crate::schema::{Event, RowSource};
 use crate::spec::Spec;
@@ -32,6 +33,10 @@ pub struct ModelArtifact {
     /// refitted on the same rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online: Option<LinearModel>,
+    /// The speed layer's starting model's gradient statistics on its training rows, for the adaptive update's
+    /// warm start ([`crate::online`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_prior: Option<GradientPrior>,
 }
 
 impl ModelArtifact {
@@ -61,6 +66,14 @@ impl ModelArtifact {
                 self.model.family()
             )));
         }
+        if let Some(p) = &self.online_prior {
+            let start = self.speed_start();
+            if p.grad_sq.len() != start.outputs() * (start.dim + 1)
+                || !p.grad_sq.iter().chain([&p.norm]).all(|v| v.is_finite() && *v >= 0.0)
+            {
+                return Err(Error::Data("the speed layer's gradient prior does not fit its starting model".into()));
+            }
+        }
         if let Some(online) = &self.online {
             if online.classes != self.model.classes() {
                 return Err(Error::Data("the speed layer's starting model has other classes than the model".into()));
@@ -78,6 +91,16 @@ impl ModelArtifact {
             // validate() refuses an artifact with neither.
             (None, None) => unreachable!("validated artifact without a linear model"),
         }
+    }
+
+    /// The speed layer's starting model with the adaptive update's warm-start state.
+    pub fn speed_start_adaptive(&self, spec: &Spec) -> AdaptiveLinear {
+        AdaptiveLinear::warm(
+            self.speed_start().clone(),
+            self.encoder.scales(),
+            self.online_prior.as_ref(),
+            spec.speed.prior_events as f64,
+        )
     }
 
     /// Encodes and predicts one record.
@@ -335,6 +358,7 @@ mod tests {
             encoder,
             model: Model::Linear(model),
             online: None,
+            online_prior: None,
         }
     }
 

@@ -266,16 +266,41 @@ impl Default for BatchSettings {
     }
 }
 
+/// How the speed layer's linear model learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearUpdate {
+    /// Normalized adaptive gradient (NAG; [`crate::online`]): free of feature scales.
+    Adaptive,
+    /// Plain stochastic gradient descent with a fixed step size.
+    Sgd,
+}
+
+impl SpeedSettings {
+    /// The step size: `learning_rate`, or the default of the update.
+    pub fn step_size(&self) -> f64 {
+        self.learning_rate.unwrap_or(match self.update {
+            LinearUpdate::Adaptive => 0.5,
+            LinearUpdate::Sgd => 0.01,
+        })
+    }
+}
+
 /// The `[speed]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpeedSettings {
     /// Address of the event ingest endpoint (`POST /v1/events`).
     pub listen: String,
-    /// SGD step size of the incremental model.
-    pub learning_rate: f64,
+    /// How the incremental linear model learns: `adaptive` (normalized adaptive gradient, NAG) or plain `sgd`.
+    pub update: LinearUpdate,
+    /// Step size of the incremental model; unset: 0.5 for `adaptive` (Vowpal Wabbit's default), 0.01 for `sgd`.
+    pub learning_rate: Option<f64>,
     /// L2 penalty of the incremental model.
     pub l2: f64,
+    /// `adaptive` warm start: the online steps start as small as if the batch model had been learned online from
+    /// this many of its training rows.
+    pub prior_events: u64,
     /// How often what changed (model, realtime views) is checkpointed and published to other processes, e.g.
     /// "200ms".
     pub checkpoint_interval: String,
@@ -302,8 +327,10 @@ impl Default for SpeedSettings {
     fn default() -> Self {
         SpeedSettings {
             listen: "127.0.0.1:7071".into(),
-            learning_rate: 0.01,
+            update: LinearUpdate::Adaptive,
+            learning_rate: None,
             l2: 0.0,
+            prior_events: 10_000,
             checkpoint_interval: "200ms".into(),
             max_body_bytes: 16 * 1024 * 1024,
             archive_max_rows: 1_000_000,
@@ -572,8 +599,8 @@ impl RawSpec {
             return Err(fail(format!("`batch.min_metric` = {v} must be a finite number")));
         }
         let s = &self.speed;
-        if !(s.learning_rate.is_finite() && s.learning_rate > 0.0) {
-            return Err(fail(format!("`speed.learning_rate` = {} must be a finite number > 0", s.learning_rate)));
+        if let Some(r) = s.learning_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err(fail(format!("`speed.learning_rate` = {r} must be a finite number > 0")));
         }
         if !(s.l2.is_finite() && s.l2 >= 0.0) {
             return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
@@ -719,6 +746,7 @@ state = "run/state"
             ("[batch]\nholdout_fraction = 1.5\n", "batch.holdout_fraction"),
             ("[batch]\nalphas = []\n", "batch.alphas"),
             ("[speed]\nlearning_rate = -1.0\n", "speed.learning_rate"),
+            ("[speed]\nupdate = \"newton\"\n", "update"),
             ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),

@@ -59,6 +59,7 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
             encoder,
             model: lambda_core::model::Model::Linear(model),
             online: None,
+            online_prior: None,
         };
         let mut view = ViewTable::new(&spec);
         for e in &events {

@@ -19,11 +19,12 @@ use lambda_core::checkpoint::{
     self, BatchSide, Checkpoint, Live, LiveState, SpeedModel, SpeedSide, SpeedStats, ViewFile,
 };
 use lambda_core::master;
-use lambda_core::model::LinearModel;
+use lambda_core::model::{LinearModel, NonFinite};
+use lambda_core::online::{AdaptiveLinear, NagState};
 use lambda_core::realtime::Realtime;
 use lambda_core::registry::{now_millis, ModelArtifact, Published, Registry};
 use lambda_core::schema::{Event, Target};
-use lambda_core::spec::Spec;
+use lambda_core::spec::{LinearUpdate, Spec};
 use lambda_core::state::create_dir_synced;
 use lambda_core::views::ViewTable;
 use serde::Serialize;
@@ -118,9 +119,18 @@ enum Unlearnable {
     NonFinite(String),
 }
 
-/// Predicts (speed and batch model), then takes one SGD step: prequential evaluation. Nothing changes on `Err`.
+/// One update of the incremental model, by the spec's rule. Nothing changes on `Err`.
+fn update(model: &mut AdaptiveLinear, x: &[f64], target: &Target, spec: &Spec) -> std::result::Result<bool, NonFinite> {
+    let (rate, l2) = (spec.speed.step_size(), spec.speed.l2);
+    match spec.speed.update {
+        LinearUpdate::Adaptive => model.learn(x, target, rate, l2),
+        LinearUpdate::Sgd => model.model.sgd_update_checked(x, target, rate, l2),
+    }
+}
+
+/// Predicts (speed and batch model), then takes one update step: prequential evaluation. Nothing changes on `Err`.
 fn learn(
-    model: &mut LinearModel,
+    model: &mut AdaptiveLinear,
     batch: &ModelArtifact,
     x: &[f64],
     target: &Target,
@@ -129,7 +139,7 @@ fn learn(
 ) -> std::result::Result<bool, Unlearnable> {
     let ps = model.predict(x);
     let pb = batch.model.predict(x);
-    let (Some(ls), Some(lb)) = (model.loss(&ps, target), batch.model.loss(&pb, target)) else {
+    let (Some(ls), Some(lb)) = (model.model.loss(&ps, target), batch.model.loss(&pb, target)) else {
         return Err(Unlearnable::UnknownClass);
     };
     if !ls.is_finite() || !lb.is_finite() {
@@ -139,7 +149,7 @@ fn learn(
     if !sums.0.is_finite() || !sums.1.is_finite() {
         return Err(Unlearnable::NonFinite("the summed loss would overflow".into()));
     }
-    match model.sgd_update_checked(x, target, spec.speed.learning_rate, spec.speed.l2) {
+    match update(model, x, target, spec) {
         Ok(updated) => {
             stats.labelled += 1;
             (stats.speed_loss_sum, stats.batch_loss_sum) = sums;
@@ -158,7 +168,7 @@ pub struct Learner {
     dead: DeadLetters,
     batch: Published,
     side: Arc<SpeedSide>,
-    model: LinearModel,
+    model: AdaptiveLinear,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -267,6 +277,22 @@ fn filter_budget(spec: &Spec) -> usize {
     spec.speed.dedup_filter_mb.saturating_mul(1 << 20)
 }
 
+/// The incremental model a checkpoint holds, with its adaptive state; a version-1 checkpoint has none, so it
+/// starts from the batch model's warm-start state at the checkpoint's weights.
+fn resume_model(spec: &Spec, batch: &Published, c: &Checkpoint) -> Result<AdaptiveLinear> {
+    let state = c.online.clone().unwrap_or_else(|| {
+        NagState::warm(
+            &c.model,
+            batch.artifact.encoder.scales(),
+            batch.artifact.online_prior.as_ref(),
+            spec.speed.prior_events as f64,
+        )
+    });
+    let model = AdaptiveLinear { model: c.model.clone(), state };
+    model.validate().map_err(|e| Error::State(format!("the checkpoint's incremental model: {e}")))?;
+    Ok(model)
+}
+
 fn template(spec: &Spec, model: &LinearModel) -> ViewTable {
     ViewTable::new(spec).with_classes(&model.classes)
 }
@@ -321,6 +347,7 @@ impl Learner {
                     Error::State(format!("the checkpoint is built on batch version {}: {e}", c.base_version))
                 })?;
                 batch.artifact.validate(&spec)?;
+                let model = resume_model(&spec, &batch, &c)?;
                 let side = Arc::new(SpeedSide::load(&spec, &state, &c)?);
                 let dedup = Dedup::open(
                     &state.join("dedup"),
@@ -338,7 +365,7 @@ impl Learner {
                     dedup,
                     dead,
                     batch,
-                    model: c.model.clone(),
+                    model,
                     updates: c.updates,
                     stats: c.stats.clone(),
                     generation: c.generation,
@@ -362,15 +389,15 @@ impl Learner {
                 let batch = registry.load_current(&spec)?.ok_or_else(no_model)?;
                 let start = master::max_seq(&spec.paths.master)?.max(batch.manifest.watermark);
                 fresh_gap = start > batch.manifest.watermark;
-                let model = batch.artifact.speed_start().clone();
-                let realtime = Realtime::new(template(&spec, &model), batch.manifest.watermark);
+                let model = batch.artifact.speed_start_adaptive(&spec);
+                let realtime = Realtime::new(template(&spec, &model.model), batch.manifest.watermark);
                 realtime.set_applied(start);
                 let generation = first_generation(&state);
                 let side = side(
                     generation,
                     &batch,
                     realtime,
-                    SpeedModel { model: model.clone(), updates: 0, seq: start, stats: SpeedStats::default() },
+                    SpeedModel { model: model.model.clone(), updates: 0, seq: start, stats: SpeedStats::default() },
                 );
                 let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
                 let log = Log::open(&state.join("log"), &schema_hash, start + 1)?;
@@ -514,6 +541,11 @@ impl Learner {
 
     /// The incremental model.
     pub fn model(&self) -> &LinearModel {
+        &self.model.model
+    }
+
+    /// The incremental model with its adaptive update's state.
+    pub fn adaptive(&self) -> &AdaptiveLinear {
         &self.model
     }
 
@@ -556,7 +588,7 @@ impl Learner {
         let mut dead = String::new();
         let mut accepted: Vec<(usize, u128, Record)> = Vec::new();
         let mut group_ids: HashSet<u128> = HashSet::new();
-        let mut working: Option<LinearModel> = None;
+        let mut working: Option<AdaptiveLinear> = None;
         // Learning runs on copies, committed only once the log is synced; the same additions in the same order as a
         // replay, so that a restart ends bit for bit where this run does.
         let mut stats = self.stats.clone();
@@ -577,12 +609,13 @@ impl Learner {
                                 encoder.check_target(target_field, t).map_err(|r| r.to_string())
                             }
                             Some(Target::Class(c))
-                                if self.model.class_index(c).is_none() && !self.spec.dataset.allow_new_classes =>
+                                if self.model.model.class_index(c).is_none()
+                                    && !self.spec.dataset.allow_new_classes =>
                             {
                                 Err(format!(
                                     "field `{target_field}`: class {c:?} is not one of the model's classes {:?} \
                                          (set `dataset.allow_new_classes` to accept new classes)",
-                                    self.model.classes
+                                    self.model.model.classes
                                 ))
                             }
                             _ => Ok(()),
@@ -670,7 +703,7 @@ impl Learner {
 
     fn publish_model(&self) {
         self.side.model.store(Arc::new(SpeedModel {
-            model: self.model.clone(),
+            model: self.model.model.clone(),
             updates: self.updates,
             seq: self.last_seq,
             stats: self.stats.clone(),
@@ -972,7 +1005,7 @@ impl Learner {
                 self.views.push(f);
             }
             if let Some(w) = self.worker.as_mut().filter(|w| compact && !w.compacting()) {
-                let template = Box::new(template(&self.spec, &self.model));
+                let template = Box::new(template(&self.spec, &self.model.model));
                 let (state, generation, files) = (self.state.clone(), self.generation, self.views.clone());
                 w.submit(Job::Compact { state, generation, template, files })?;
             }
@@ -990,7 +1023,8 @@ impl Learner {
             dedup_runs: self.dedup.runs(),
             dedup_through: self.dedup.through(),
             written_ms: now_millis(),
-            model: self.model.clone(),
+            model: self.model.model.clone(),
+            online: Some(self.model.state.clone()),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
@@ -1056,18 +1090,18 @@ impl Learner {
             )));
         }
         let started = std::time::Instant::now();
-        let mut model = published.artifact.speed_start().clone();
-        let realtime = Realtime::new(template(&self.spec, &model), w);
+        let mut model = published.artifact.speed_start_adaptive(&self.spec);
+        let realtime = Realtime::new(template(&self.spec, &model.model), w);
         let mut updates = 0u64;
         let mut refused = 0u64;
         let encoder = &published.artifact.encoder;
         let mut x = vec![0.0; encoder.dim()];
-        let (lr, l2) = (self.spec.speed.learning_rate, self.spec.speed.l2);
+        let spec = &self.spec;
         let mut apply = |seq: u64, e: &Event| {
             realtime.observe(&e.key, e.time, seq, e, e.target.as_ref());
             if let Some(t) = &e.target {
                 encoder.encode_row(e, &mut x);
-                match model.sgd_update_checked(&x, t, lr, l2) {
+                match update(&mut model, &x, t, spec) {
                     Ok(true) => updates += 1,
                     Ok(false) => {}
                     Err(_) => refused += 1,
@@ -1102,7 +1136,7 @@ impl Learner {
             self.generation,
             &published,
             realtime,
-            SpeedModel { model: model.clone(), updates, seq: self.last_seq, stats: stats.clone() },
+            SpeedModel { model: model.model.clone(), updates, seq: self.last_seq, stats: stats.clone() },
         );
         tracing::info!(
             version = %published.manifest.version,

@@ -179,6 +179,7 @@ fn regression_target_1e200_cannot_stop_a_restart() {
         encoder,
         model: Model::Linear(model),
         online: None,
+        online_prior: None,
     };
     ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
     Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();
@@ -199,15 +200,16 @@ fn regression_target_1e200_cannot_stop_a_restart() {
     assert!(learner.model().weights.iter().all(|w| w.is_finite()));
 }
 
-/// The model a correct warm start must end with: `base` after one SGD step per labelled event, in order.
+/// The model a correct warm start must end with: `base`'s starting model after one adaptive step per labelled
+/// event, in order.
 fn warm_started(spec: &Spec, base: &ModelArtifact, events: &[Event]) -> Vec<u64> {
-    let mut m = base.speed_start().clone();
+    let mut m = base.speed_start_adaptive(spec);
     for e in events {
         if let Some(t) = &e.target {
-            m.sgd_update(&base.encoder.encode(e), t, spec.speed.learning_rate, spec.speed.l2);
+            m.learn(&base.encoder.encode(e), t, spec.speed.step_size(), spec.speed.l2).unwrap();
         }
     }
-    m.weights.iter().chain(&m.bias).map(|w| w.to_bits()).collect()
+    m.model.weights.iter().chain(&m.model.bias).map(|w| w.to_bits()).collect()
 }
 
 fn parsed(spec: &Spec, range: std::ops::Range<u64>) -> Vec<Event> {
@@ -393,14 +395,14 @@ fn prequential_losses_compare_both_models_on_each_labelled_event() {
     assert_eq!(stats.labelled, 40);
     // Recomputed by hand: each event scored by both models before the speed model learns it.
     let base = artifact(&spec, 0.5, 0.0);
-    let mut m = base.speed_start().clone();
+    let mut m = base.speed_start_adaptive(&spec);
     let (mut speed, mut batch) = (0.0, 0.0);
     for e in parsed(&spec, 0..40) {
         let x = base.encoder.encode(&e);
         let t: &Target = e.target.as_ref().unwrap();
-        speed += m.loss(&m.predict(&x), t).unwrap();
+        speed += m.model.loss(&m.predict(&x), t).unwrap();
         batch += base.model.loss(&base.model.predict(&x), t).unwrap();
-        m.sgd_update(&x, t, spec.speed.learning_rate, spec.speed.l2);
+        m.learn(&x, t, spec.speed.step_size(), spec.speed.l2).unwrap();
     }
     assert_eq!((stats.speed_loss_sum.to_bits(), stats.batch_loss_sum.to_bits()), (speed.to_bits(), batch.to_bits()));
 }

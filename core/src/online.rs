@@ -1,0 +1,347 @@
+//! Online learners of the speed layer.
+//!
+//! [`AdaptiveLinear`] updates a [`LinearModel`] by normalized adaptive gradient descent, NAG (Ross, Mineiro and
+//! Langford, "Normalized Online Learning", UAI 2013, arXiv:1305.6646, Algorithm 2), the update behind Vowpal
+//! Wabbit's default learner. Per input it keeps the largest absolute value seen, `s_i`, and per weight the sum of
+//! its squared gradients, `G_i`; over all events their count `t` and `N = Σ_t Σ_i x_ti² / s_i²`. A weight whose
+//! input exceeds its scale is first shrunk by `s_i / |x_i|`; then each weight steps by
+//! `η √(t / N) g_i / (s_i √G_i)`. The steps do not depend on the scale of any feature, so one step size (`η`, 0.5 by
+//! default as in Vowpal Wabbit) serves every data set, and a feature recorded in other units learns the same.
+//!
+//! Warm start: the weights are the batch model's, the scales are the encoder's history ranges (so history's values
+//! never count as a scale change), and `G`, `N` and `t` are what the batch model's own gradients on its training
+//! rows ([`GradientPrior`]) give for `prior_events` of them: the online steps start as small as if the batch model
+//! had been learned online from that many events.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{LinearModel, NonFinite, Prediction};
+use crate::schema::Target;
+
+/// Sums of the adaptive update's statistics over training rows, at a fitted model's weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradientPrior {
+    /// Rows summed.
+    pub rows: u64,
+    /// Sum of squared gradients per weight (`outputs × dim`, row-major), then per intercept.
+    pub grad_sq: Vec<f64>,
+    /// Sum of `Σ_i x_i² / s_i²` (the intercept's constant input counts 1).
+    pub norm: f64,
+}
+
+impl GradientPrior {
+    /// Nothing summed yet, for `model`.
+    pub fn new(model: &LinearModel) -> GradientPrior {
+        GradientPrior { rows: 0, grad_sq: vec![0.0; model.outputs() * (model.dim + 1)], norm: 0.0 }
+    }
+
+    /// Adds one encoded row and its target; rows whose label the model does not know are skipped.
+    pub fn add(&mut self, model: &LinearModel, scales: &[f64], x: &[f64], target: &Target) {
+        let Some(g) = model.score_gradients(x, target) else { return };
+        let (d, outs) = (model.dim, g.len());
+        for (k, gk) in g.iter().enumerate() {
+            for (sq, xi) in self.grad_sq[k * d..(k + 1) * d].iter_mut().zip(x) {
+                *sq += (gk * xi) * (gk * xi);
+            }
+            self.grad_sq[outs * d + k] += gk * gk;
+        }
+        self.norm += 1.0 + x.iter().zip(scales).filter(|(_, s)| **s > 0.0).map(|(v, s)| (v / s) * (v / s)).sum::<f64>();
+        self.rows += 1;
+    }
+}
+
+/// The state NAG keeps beside a linear model's weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NagState {
+    /// Largest absolute value seen per input (`s_i`).
+    pub scale: Vec<f64>,
+    /// Sum of squared gradients per weight (`outputs × dim`, row-major), then per intercept (`G_i`).
+    pub grad_sq: Vec<f64>,
+    /// `N`: the sum over events of `Σ_i x_i² / s_i²`, the intercept's input counting 1.
+    pub norm: f64,
+    /// `t`: events learned, the prior's included.
+    pub seen: f64,
+}
+
+impl NagState {
+    /// The state for `model` with input scales `scales` and, with a prior, as if `prior_events` of its rows had been
+    /// learned (all of them when it has fewer).
+    pub fn warm(model: &LinearModel, scales: Vec<f64>, prior: Option<&GradientPrior>, prior_events: f64) -> NagState {
+        let size = model.outputs() * (model.dim + 1);
+        let (grad_sq, norm, seen) = match prior {
+            Some(p) if p.rows > 0 && p.grad_sq.len() == size => {
+                let seen = prior_events.max(0.0).min(p.rows as f64);
+                let f = seen / p.rows as f64;
+                (p.grad_sq.iter().map(|g| g * f).collect(), p.norm * f, seen)
+            }
+            _ => (vec![0.0; size], 0.0, 0.0),
+        };
+        NagState { scale: scales, grad_sq, norm, seen }
+    }
+}
+
+/// A linear model learned online by NAG (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdaptiveLinear {
+    /// The model.
+    pub model: LinearModel,
+    /// What NAG keeps beside it.
+    pub state: NagState,
+}
+
+impl AdaptiveLinear {
+    /// Starts from `model`: see [`NagState::warm`].
+    pub fn warm(
+        model: LinearModel,
+        scales: Vec<f64>,
+        prior: Option<&GradientPrior>,
+        prior_events: f64,
+    ) -> AdaptiveLinear {
+        let state = NagState::warm(&model, scales, prior, prior_events);
+        AdaptiveLinear { model, state }
+    }
+
+    /// Checks that the stored shapes agree and every number is finite and in range, as after loading from disk.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let d = self.model.dim;
+        if self.state.scale.len() != d || self.state.grad_sq.len() != self.model.outputs() * (d + 1) {
+            return Err(Error::Data(format!(
+                "adaptive state has {} scales and {} gradient sums for a model of {} inputs and {} outputs",
+                self.state.scale.len(),
+                self.state.grad_sq.len(),
+                d,
+                self.model.outputs()
+            )));
+        }
+        let fine = |v: &f64| v.is_finite() && *v >= 0.0;
+        if !(self.state.scale.iter().all(fine)
+            && self.state.grad_sq.iter().all(fine)
+            && fine(&self.state.norm)
+            && fine(&self.state.seen))
+        {
+            return Err(Error::Data("adaptive state holds a negative or non-finite number".into()));
+        }
+        Ok(())
+    }
+
+    /// Predicts one encoded vector.
+    pub fn predict(&self, x: &[f64]) -> Prediction {
+        self.model.predict(x)
+    }
+
+    /// One NAG step on (`x`, `target`) with step size `eta` and L2 penalty `l2` (added to each weight's gradient).
+    /// `Ok(false)` when the label is unknown to the model; `Err` (nothing changed) when the step would leave a number
+    /// that is not finite.
+    pub fn learn(&mut self, x: &[f64], target: &Target, eta: f64, l2: f64) -> std::result::Result<bool, NonFinite> {
+        let d = self.model.dim;
+        // The shrink factor of each input whose value exceeds its scale (line 6 of the algorithm).
+        let shrink = |i: usize| {
+            let (a, s) = (x[i].abs(), self.state.scale[i]);
+            if a > s && s > 0.0 {
+                s / a
+            } else {
+                1.0
+            }
+        };
+        let new_scale = |i: usize| self.state.scale[i].max(x[i].abs());
+        // Scores at the shrunk weights: w_i * shrink_i * x_i.
+        let shrunk_x: Vec<f64> = (0..d).map(|i| x[i] * shrink(i)).collect();
+        let mut scores = Vec::with_capacity(self.model.outputs());
+        self.model.scores(&shrunk_x, &mut scores);
+        let Some(g) = self.model.output_gradients(scores, target) else {
+            return Ok(false);
+        };
+        let outs = g.len();
+        let gain = (0..d).filter(|&i| new_scale(i) > 0.0).map(|i| (x[i] / new_scale(i)).powi(2)).sum::<f64>();
+        let norm = self.state.norm + 1.0 + gain;
+        let seen = self.state.seen + 1.0;
+        let rate = eta * (seen / norm).sqrt();
+        if !g.iter().all(|v| v.is_finite()) || !norm.is_finite() || !rate.is_finite() {
+            return Err(NonFinite);
+        }
+        // Each weight's gradient, new gradient sum and new value; `None` for a weight left alone (an input never
+        // seen non-zero).
+        let step = |k: usize, i: usize| -> Option<(f64, f64)> {
+            let s = new_scale(i);
+            if s <= 0.0 {
+                return None;
+            }
+            let w = self.model.weights[k * d + i] * shrink(i);
+            let gi = g[k] * x[i] + l2 * w;
+            let sq = self.state.grad_sq[k * d + i] + gi * gi;
+            let next = if sq > 0.0 { w - rate * gi / (s * sq.sqrt()) } else { w };
+            Some((sq, next))
+        };
+        let bias_step = |k: usize| {
+            let sq = self.state.grad_sq[outs * d + k] + g[k] * g[k];
+            let next = if sq > 0.0 { self.model.bias[k] - rate * g[k] / sq.sqrt() } else { self.model.bias[k] };
+            (sq, next)
+        };
+        // Check the whole step first, so that a refused one changes nothing.
+        for k in 0..outs {
+            let (sq, b) = bias_step(k);
+            if !sq.is_finite() || !b.is_finite() {
+                return Err(NonFinite);
+            }
+            for i in 0..d {
+                if let Some((sq, w)) = step(k, i) {
+                    if !sq.is_finite() || !w.is_finite() {
+                        return Err(NonFinite);
+                    }
+                }
+            }
+        }
+        let mut updated = Vec::with_capacity(outs * (d + 1));
+        for k in 0..outs {
+            for i in 0..d {
+                updated.push(step(k, i));
+            }
+        }
+        let biases: Vec<(f64, f64)> = (0..outs).map(bias_step).collect();
+        for (j, u) in updated.into_iter().enumerate() {
+            if let Some((sq, w)) = u {
+                self.state.grad_sq[j] = sq;
+                self.model.weights[j] = w;
+            }
+        }
+        for (k, (sq, b)) in biases.into_iter().enumerate() {
+            self.state.grad_sq[outs * d + k] = sq;
+            self.model.bias[k] = b;
+        }
+        let scales: Vec<f64> = (0..d).map(new_scale).collect();
+        self.state.scale = scales;
+        self.state.norm = norm;
+        self.state.seen = seen;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Family;
+
+    /// A deterministic stream of a logistic concept over three inputs of very different scales.
+    fn stream(n: usize, seed: u64) -> Vec<(Vec<f64>, Target)> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let x = vec![next() * 2.0 - 1.0, next() * 2.0 - 1.0, if next() < 0.3 { 1.0 } else { 0.0 }];
+                let z = 3.0 * x[0] - 2.0 * x[1] + 1.5 * x[2] - 0.5;
+                let p = 1.0 / (1.0 + (-z).exp());
+                let label = if next() < p { "yes" } else { "no" };
+                (x, Target::Class(label.into()))
+            })
+            .collect()
+    }
+
+    fn cold(dim: usize) -> AdaptiveLinear {
+        let model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], dim);
+        AdaptiveLinear::warm(model, vec![0.0; dim], None, 0.0)
+    }
+
+    fn mean_loss(m: &LinearModel, data: &[(Vec<f64>, Target)]) -> f64 {
+        data.iter().map(|(x, y)| m.loss(&m.predict(x), y).unwrap()).sum::<f64>() / data.len() as f64
+    }
+
+    #[test]
+    fn nag_predicts_the_same_whatever_the_scale_of_each_feature() {
+        let data = stream(3000, 7);
+        let scaled: Vec<(Vec<f64>, Target)> =
+            data.iter().map(|(x, y)| (vec![x[0] * 1000.0, x[1] * 0.001, x[2]], y.clone())).collect();
+        let (mut a, mut b) = (cold(3), cold(3));
+        for ((xa, ya), (xb, yb)) in data.iter().zip(&scaled) {
+            let (Prediction::Probabilities(pa), Prediction::Probabilities(pb)) = (a.predict(xa), b.predict(xb)) else {
+                panic!("classifier");
+            };
+            assert!((pa[1] - pb[1]).abs() < 1e-9, "{pa:?} vs {pb:?}");
+            assert!(a.learn(xa, ya, 0.5, 0.0).unwrap() && b.learn(xb, yb, 0.5, 0.0).unwrap());
+        }
+        // Plain SGD with one step size cannot do this: the same stream diverges from the unscaled run.
+        let (mut sa, mut sb) = (cold(3).model, cold(3).model);
+        for ((xa, ya), (xb, yb)) in data.iter().zip(&scaled) {
+            sa.sgd_update(xa, ya, 0.05, 0.0);
+            sb.sgd_update(xb, yb, 0.05, 0.0);
+        }
+        assert!((mean_loss(&sa, &data) - mean_loss(&sb, &scaled)).abs() > 0.01);
+    }
+
+    #[test]
+    fn nag_learns_a_logistic_concept_near_its_true_weights() {
+        let data = stream(50_000, 11);
+        let mut m = cold(3);
+        for (x, y) in &data {
+            m.learn(x, y, 0.5, 0.0).unwrap();
+        }
+        let truth = LinearModel {
+            family: Family::Logistic,
+            classes: vec!["no".into(), "yes".into()],
+            dim: 3,
+            weights: vec![3.0, -2.0, 1.5],
+            bias: vec![-0.5],
+        };
+        let test = stream(20_000, 12);
+        let (got, best) = (mean_loss(&m.model, &test), mean_loss(&truth, &test));
+        assert!(got < best + 0.01, "learned {got}, true weights {best}");
+    }
+
+    #[test]
+    fn a_warm_start_with_a_prior_steps_less_than_a_cold_one() {
+        let data = stream(20_000, 3);
+        let mut fitted = cold(3);
+        for (x, y) in &data {
+            fitted.learn(x, y, 0.5, 0.0).unwrap();
+        }
+        let scales = vec![1.0, 1.0, 1.0];
+        let mut prior = GradientPrior::new(&fitted.model);
+        for (x, y) in &data {
+            prior.add(&fitted.model, &scales, x, y);
+        }
+        assert_eq!(prior.rows, 20_000);
+        let light = AdaptiveLinear::warm(fitted.model.clone(), scales.clone(), Some(&prior), 100.0);
+        let heavy = AdaptiveLinear::warm(fitted.model.clone(), scales.clone(), Some(&prior), 10_000.0);
+        let bare = AdaptiveLinear::warm(fitted.model.clone(), scales.clone(), None, 0.0);
+        assert_eq!((light.state.seen, heavy.state.seen, bare.state.seen), (100.0, 10_000.0, 0.0));
+        // The same ten events move the weights less the more prior events the state stands for.
+        let moved = |mut m: AdaptiveLinear| {
+            for (x, y) in &data[..10] {
+                m.learn(x, y, 0.5, 0.0).unwrap();
+            }
+            m.model.weights.iter().zip(&fitted.model.weights).map(|(a, b)| (a - b).abs()).sum::<f64>()
+        };
+        let (h, l, b) = (moved(heavy), moved(light), moved(bare));
+        assert!(h < l && l < b, "heavy {h}, light {l}, bare {b}");
+        assert!(h > 0.0);
+    }
+
+    #[test]
+    fn a_value_beyond_its_scale_shrinks_that_weight_before_the_step() {
+        let model =
+            LinearModel { family: Family::Linear, classes: vec![], dim: 2, weights: vec![2.0, 1.0], bias: vec![0.0] };
+        let mut m = AdaptiveLinear::warm(model, vec![1.0, 1.0], None, 0.0);
+        // The first input is four times its scale; with the target equal to the shrunk prediction (0.5 * 4 + 1)
+        // the gradient is zero and only the shrink shows.
+        assert!(m.learn(&[4.0, 1.0], &Target::Value(3.0), 0.5, 0.0).unwrap());
+        assert_eq!(m.model.weights, vec![0.5, 1.0]);
+        assert_eq!(m.state.scale, vec![4.0, 1.0]);
+    }
+
+    #[test]
+    fn a_step_that_would_overflow_is_refused_and_changes_nothing() {
+        let model =
+            LinearModel { family: Family::Linear, classes: vec![], dim: 1, weights: vec![1.0], bias: vec![0.0] };
+        let mut m = AdaptiveLinear::warm(model, vec![1.0], None, 0.0);
+        let before = m.clone();
+        assert_eq!(m.learn(&[1e308], &Target::Value(f64::MAX), 0.5, 1e300), Err(NonFinite));
+        assert_eq!(m, before);
+        assert_eq!(m.learn(&[1.0], &Target::Class("x".into()), 0.5, 0.0), Ok(false));
+        assert_eq!(m, before);
+        m.validate().unwrap();
+    }
+}
