@@ -14,6 +14,7 @@ pub mod bayes;
 pub mod checkpoint;
 pub mod encoder;
 pub mod error;
+pub mod hoeffding;
 pub mod master;
 pub mod metrics;
 pub mod model;

@@ -1,0 +1,682 @@
+//! Hoeffding trees over encoded vectors, learned one event at a time (VFDT: Domingos and Hulten, "Mining
+//! High-Speed Data Streams", KDD 2000; regression as in FIMT-DD: Ikonomovska, Gama and Džeroski, "Learning model
+//! trees from evolving data streams", DMKD 2011).
+//!
+//! A leaf keeps statistics of what reached it; every `grace_period` events it scores the best split of each input
+//! and splits on the best one once the Hoeffding bound says, with probability `1 - delta`, that it stays the best
+//! (or the two best are tied within `tie_threshold`). Classification: per class and input a Gaussian (count, mean,
+//! squared deviations, min, max) from which `split_points` thresholds per input are scored by information gain; a
+//! leaf predicts with its class counts or with naive Bayes over its Gaussians, whichever has been right more often
+//! there (River's "nba"). Regression: per input a histogram of the target over bins of `radius` (inputs are
+//! standardized, so a quarter of a standard deviation), scored by variance reduction, with FIMT-DD's test on the
+//! ratio of the two best; a leaf predicts its mean. The tree stops growing at `max_depth` and `max_leaves`, so its
+//! memory is bounded whatever the stream.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{argmax, Prediction};
+use crate::schema::Target;
+
+/// How a Hoeffding tree grows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeSettings {
+    /// Events a leaf takes between two split attempts.
+    pub grace_period: u32,
+    /// Allowed probability of choosing a split that is not the best.
+    pub delta: f64,
+    /// Below this Hoeffding bound the two best splits count as tied and the best is taken.
+    pub tie_threshold: f64,
+    /// Depth at which leaves stop splitting.
+    pub max_depth: u32,
+    /// Leaves at which the tree stops splitting.
+    pub max_leaves: u32,
+    /// Thresholds scored per input (classification).
+    pub split_points: u32,
+    /// Width of a target histogram bin (regression), in encoded units.
+    pub radius: f64,
+}
+
+impl Default for TreeSettings {
+    fn default() -> Self {
+        TreeSettings {
+            grace_period: 200,
+            delta: 1e-7,
+            tie_threshold: 0.05,
+            max_depth: 20,
+            max_leaves: 500,
+            split_points: 10,
+            radius: 0.25,
+        }
+    }
+}
+
+/// Count, mean and sum of squared deviations (Welford), mergeable (Chan et al.).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
+    /// Observations.
+    pub n: f64,
+    /// Their mean.
+    pub mean: f64,
+    /// Sum of squared deviations from the mean.
+    pub m2: f64,
+}
+
+impl Moments {
+    fn add(&mut self, x: f64) {
+        self.n += 1.0;
+        let d = x - self.mean;
+        self.mean += d / self.n;
+        self.m2 += d * (x - self.mean);
+    }
+
+    fn merge(&self, o: &Moments) -> Moments {
+        if o.n == 0.0 {
+            return *self;
+        }
+        if self.n == 0.0 {
+            return *o;
+        }
+        let n = self.n + o.n;
+        let d = o.mean - self.mean;
+        Moments { n, mean: self.mean + d * o.n / n, m2: self.m2 + o.m2 + d * d * self.n * o.n / n }
+    }
+
+    /// Population variance.
+    fn variance(&self) -> f64 {
+        if self.n > 0.0 {
+            (self.m2 / self.n).max(0.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The standard normal distribution function (Abramowitz and Stegun 7.1.26; absolute error below 1.5e-7).
+fn normal_cdf(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    if z >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
+fn entropy(counts: &[f64]) -> f64 {
+    let n: f64 = counts.iter().sum();
+    if n <= 0.0 {
+        return 0.0;
+    }
+    -counts.iter().filter(|c| **c > 0.0).map(|c| (c / n) * (c / n).log2()).sum::<f64>()
+}
+
+/// What a classification leaf keeps: class counts, and per input and class a Gaussian with its range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ClassStats {
+    counts: Vec<f64>,
+    /// Input-major: `[j * classes + c]`.
+    gauss: Vec<Moments>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    /// Events this leaf's class counts, and its naive Bayes, predicted right (before learning them).
+    mc_right: f64,
+    nb_right: f64,
+}
+
+/// One bin of a regression leaf's histogram of an input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct Bin {
+    x_sum: f64,
+    y: Moments,
+}
+
+/// What a regression leaf keeps: the target's moments, and per input a histogram of the target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ValueStats {
+    y: Moments,
+    bins: Vec<BTreeMap<i32, Bin>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Stats {
+    Class(ClassStats),
+    Value(ValueStats),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Leaf {
+    depth: u32,
+    /// Events seen when the last split attempt was made.
+    attempted_at: f64,
+    stats: Stats,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Node {
+    /// Inputs `<= threshold` go left.
+    Split {
+        input: u32,
+        threshold: f64,
+        left: u32,
+        right: u32,
+    },
+    Leaf(Leaf),
+}
+
+/// The best split of one input: merit, threshold, and what each side would start with.
+struct Candidate {
+    merit: f64,
+    input: usize,
+    threshold: f64,
+    sides: [Stats; 2],
+}
+
+/// A Hoeffding tree classifier (with `classes`) or regressor (without).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoeffdingTree {
+    /// Class labels, in output order; empty for regression.
+    pub classes: Vec<String>,
+    /// Input dimension.
+    pub dim: usize,
+    /// How it grows.
+    pub settings: TreeSettings,
+    nodes: Vec<Node>,
+    leaves: u32,
+}
+
+/// Most of a bin index either side of zero: inputs beyond `radius × BIN_SPAN` share the outermost bins.
+const BIN_SPAN: i32 = 40;
+
+/// A share of the uniform distribution mixed into every classification answer, so that one confident wrong leaf
+/// costs a bounded log loss.
+const SMOOTHING: f64 = 1e-3;
+
+impl HoeffdingTree {
+    /// A tree of one empty leaf.
+    pub fn new(classes: Vec<String>, dim: usize, settings: TreeSettings) -> HoeffdingTree {
+        let root = Leaf { depth: 0, attempted_at: 0.0, stats: Self::empty_stats(classes.len(), dim) };
+        HoeffdingTree { classes, dim, settings, nodes: vec![Node::Leaf(root)], leaves: 1 }
+    }
+
+    fn empty_stats(classes: usize, dim: usize) -> Stats {
+        if classes > 0 {
+            Stats::Class(ClassStats {
+                counts: vec![0.0; classes],
+                gauss: vec![Moments::default(); dim * classes],
+                lo: vec![f64::INFINITY; dim * classes],
+                hi: vec![f64::NEG_INFINITY; dim * classes],
+                mc_right: 0.0,
+                nb_right: 0.0,
+            })
+        } else {
+            Stats::Value(ValueStats { y: Moments::default(), bins: vec![BTreeMap::new(); dim] })
+        }
+    }
+
+    /// Leaves of the tree.
+    pub fn leaves(&self) -> usize {
+        self.leaves as usize
+    }
+
+    /// Depth of the deepest leaf.
+    pub fn depth(&self) -> u32 {
+        self.nodes.iter().filter_map(|n| if let Node::Leaf(l) = n { Some(l.depth) } else { None }).max().unwrap_or(0)
+    }
+
+    /// Checks the stored shapes, as after loading from disk.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Data(format!("Hoeffding tree: {m}")));
+        let n = self.nodes.len() as u32;
+        let mut leaves = 0;
+        for node in &self.nodes {
+            match node {
+                Node::Split { input, threshold, left, right } => {
+                    if *input as usize >= self.dim || *left >= n || *right >= n || !threshold.is_finite() {
+                        return bad(format!("a split on input {input} at {threshold} to nodes {left}, {right}"));
+                    }
+                }
+                Node::Leaf(l) => {
+                    leaves += 1;
+                    let fits = match &l.stats {
+                        Stats::Class(s) => {
+                            let k = self.classes.len();
+                            s.counts.len() == k && s.gauss.len() == k * self.dim && s.lo.len() == k * self.dim
+                        }
+                        Stats::Value(s) => self.classes.is_empty() && s.bins.len() == self.dim,
+                    };
+                    if !fits {
+                        return bad("a leaf's statistics do not fit its inputs and classes".into());
+                    }
+                }
+            }
+        }
+        if leaves != self.leaves {
+            return bad(format!("{leaves} leaves where {} are counted", self.leaves));
+        }
+        Ok(())
+    }
+
+    fn leaf_of(&self, x: &[f64]) -> usize {
+        let mut at = 0;
+        while let Node::Split { input, threshold, left, right } = &self.nodes[at] {
+            at = if x[*input as usize] <= *threshold { *left } else { *right } as usize;
+        }
+        at
+    }
+
+    /// Predicts one encoded vector.
+    pub fn predict(&self, x: &[f64]) -> Prediction {
+        let Node::Leaf(leaf) = &self.nodes[self.leaf_of(x)] else { unreachable!("leaf_of ends at a leaf") };
+        match &leaf.stats {
+            Stats::Class(s) => {
+                let p = if s.nb_right > s.mc_right { Self::naive_bayes(s, x) } else { Self::majority(s) };
+                let k = p.len() as f64;
+                Prediction::Probabilities(p.into_iter().map(|v| (1.0 - SMOOTHING) * v + SMOOTHING / k).collect())
+            }
+            Stats::Value(s) => Prediction::Value(s.y.mean),
+        }
+    }
+
+    fn majority(s: &ClassStats) -> Vec<f64> {
+        let n: f64 = s.counts.iter().sum();
+        let k = s.counts.len() as f64;
+        s.counts.iter().map(|c| if n > 0.0 { c / n } else { 1.0 / k }).collect()
+    }
+
+    fn naive_bayes(s: &ClassStats, x: &[f64]) -> Vec<f64> {
+        let k = s.counts.len();
+        let n: f64 = s.counts.iter().sum();
+        let mut logp: Vec<f64> = s.counts.iter().map(|c| ((c + 1.0) / (n + k as f64)).ln()).collect();
+        for (j, v) in x.iter().enumerate() {
+            for (c, lp) in logp.iter_mut().enumerate() {
+                let g = &s.gauss[j * k + c];
+                if g.n > 0.0 {
+                    // A variance floor: a constant input within a class gives a finite density.
+                    let var = g.variance() + 1e-3;
+                    *lp += -0.5 * ((v - g.mean) * (v - g.mean) / var + var.ln());
+                }
+            }
+        }
+        let top = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = logp.iter().map(|l| (l - top).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / sum).collect()
+    }
+
+    /// Learns one labelled vector. `false` (nothing changed) when the label is not one of the classes or of the
+    /// other task, or a value is not finite.
+    pub fn learn(&mut self, x: &[f64], target: &Target) -> bool {
+        if x.len() != self.dim || x.iter().any(|v| !v.is_finite()) {
+            return false;
+        }
+        let at = self.leaf_of(x);
+        let radius = self.settings.radius;
+        let Node::Leaf(leaf) = &mut self.nodes[at] else { unreachable!("leaf_of ends at a leaf") };
+        // Every new moment is computed first: a value that would overflow one (1e200 squared) changes nothing.
+        let finite = |m: &Moments| m.n.is_finite() && m.mean.is_finite() && m.m2.is_finite();
+        match (&mut leaf.stats, target) {
+            (Stats::Class(s), Target::Class(label)) => {
+                let Some(c) = self.classes.iter().position(|k| k == label) else { return false };
+                let k = self.classes.len();
+                let next: Vec<Moments> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| {
+                        let mut g = s.gauss[j * k + c];
+                        g.add(*v);
+                        g
+                    })
+                    .collect();
+                if !next.iter().all(finite) {
+                    return false;
+                }
+                s.mc_right += f64::from(argmax(&Self::majority(s)) == c);
+                s.nb_right += f64::from(argmax(&Self::naive_bayes(s, x)) == c);
+                s.counts[c] += 1.0;
+                for (j, (v, g)) in x.iter().zip(next).enumerate() {
+                    let i = j * k + c;
+                    s.gauss[i] = g;
+                    s.lo[i] = s.lo[i].min(*v);
+                    s.hi[i] = s.hi[i].max(*v);
+                }
+            }
+            (Stats::Value(s), Target::Value(y)) => {
+                let mut ys = s.y;
+                ys.add(*y);
+                let next: Vec<(i32, Bin)> = s
+                    .bins
+                    .iter()
+                    .zip(x)
+                    .map(|(bins, v)| {
+                        let at = Self::bin_of(*v, radius);
+                        let mut b = bins.get(&at).copied().unwrap_or_default();
+                        b.x_sum += v;
+                        b.y.add(*y);
+                        (at, b)
+                    })
+                    .collect();
+                if !finite(&ys) || !next.iter().all(|(_, b)| b.x_sum.is_finite() && finite(&b.y)) {
+                    return false;
+                }
+                s.y = ys;
+                for (bins, (at, b)) in s.bins.iter_mut().zip(next) {
+                    bins.insert(at, b);
+                }
+            }
+            _ => return false,
+        }
+        self.attempt_split(at);
+        true
+    }
+
+    fn bin_of(v: f64, radius: f64) -> i32 {
+        ((v / radius).floor().clamp(-(BIN_SPAN as f64), BIN_SPAN as f64)) as i32
+    }
+
+    fn seen(stats: &Stats) -> f64 {
+        match stats {
+            Stats::Class(s) => s.counts.iter().sum(),
+            Stats::Value(s) => s.y.n,
+        }
+    }
+
+    fn attempt_split(&mut self, at: usize) {
+        let set = &self.settings;
+        let Node::Leaf(leaf) = &self.nodes[at] else { return };
+        let seen = Self::seen(&leaf.stats);
+        if seen - leaf.attempted_at < f64::from(set.grace_period)
+            || leaf.depth >= set.max_depth
+            || self.leaves >= set.max_leaves
+        {
+            return;
+        }
+        let depth = leaf.depth;
+        // The best split of each input, best first; the null split (merit 0) competes too.
+        let mut best: Vec<Candidate> = (0..self.dim)
+            .filter_map(|j| self.best_split(&leaf.stats, j))
+            .filter(|c| c.merit.is_finite() && c.threshold.is_finite())
+            .collect();
+        best.sort_by(|a, b| b.merit.total_cmp(&a.merit).then(a.input.cmp(&b.input)));
+        let second = best.get(1).map_or(0.0, |c| c.merit.max(0.0));
+        let decide = match (&leaf.stats, best.first()) {
+            (_, None) => false,
+            (_, Some(top)) if top.merit <= 0.0 => false,
+            (Stats::Class(_), Some(top)) => {
+                let range = (self.classes.len().max(2) as f64).log2();
+                let eps = (range * range * (1.0 / set.delta).ln() / (2.0 * seen)).sqrt();
+                top.merit - second > eps || eps < set.tie_threshold
+            }
+            (Stats::Value(_), Some(top)) => {
+                let eps = ((1.0 / set.delta).ln() / (2.0 * seen)).sqrt();
+                second / top.merit < 1.0 - eps || eps < set.tie_threshold
+            }
+        };
+        if !decide {
+            if let Node::Leaf(leaf) = &mut self.nodes[at] {
+                leaf.attempted_at = seen;
+            }
+            return;
+        }
+        let top = best.swap_remove(0);
+        let [l, r] = top.sides;
+        let left = self.nodes.len() as u32;
+        self.nodes.push(Node::Leaf(Leaf { depth: depth + 1, attempted_at: Self::seen(&l), stats: l }));
+        self.nodes.push(Node::Leaf(Leaf { depth: depth + 1, attempted_at: Self::seen(&r), stats: r }));
+        self.nodes[at] = Node::Split { input: top.input as u32, threshold: top.threshold, left, right: left + 1 };
+        self.leaves += 1;
+    }
+
+    /// The best split of input `j` at a leaf, with the statistics each side starts from (estimated class counts,
+    /// exact target moments), or `None` when the input cannot split it.
+    fn best_split(&self, stats: &Stats, j: usize) -> Option<Candidate> {
+        match stats {
+            Stats::Class(s) => {
+                let k = self.classes.len();
+                let range = (j * k..(j + 1) * k).filter(|&i| s.gauss[i].n > 0.0);
+                let lo = range.clone().map(|i| s.lo[i]).fold(f64::INFINITY, f64::min);
+                let hi = range.map(|i| s.hi[i]).fold(f64::NEG_INFINITY, f64::max);
+                if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+                    return None;
+                }
+                let n: f64 = s.counts.iter().sum();
+                let parent = entropy(&s.counts);
+                let points = self.settings.split_points.max(1);
+                let mut best: Option<(f64, f64, Vec<f64>, Vec<f64>)> = None;
+                for p in 1..=points {
+                    let v = lo + (hi - lo) * f64::from(p) / f64::from(points + 1);
+                    let mut left = vec![0.0; k];
+                    for (c, l) in left.iter_mut().enumerate() {
+                        let (g, i) = (&s.gauss[j * k + c], j * k + c);
+                        *l = if g.n == 0.0 || v < s.lo[i] {
+                            0.0
+                        } else if v >= s.hi[i] {
+                            g.n
+                        } else {
+                            let sd = g.variance().sqrt();
+                            if sd > 0.0 {
+                                g.n * normal_cdf((v - g.mean) / sd)
+                            } else {
+                                g.n
+                            }
+                        };
+                    }
+                    let right: Vec<f64> = s.counts.iter().zip(&left).map(|(t, l)| (t - l).max(0.0)).collect();
+                    let (nl, nr) = (left.iter().sum::<f64>(), right.iter().sum::<f64>());
+                    // Each side must hold at least 1% of the leaf.
+                    if nl < 0.01 * n || nr < 0.01 * n {
+                        continue;
+                    }
+                    let gain = parent - (nl / n) * entropy(&left) - (nr / n) * entropy(&right);
+                    if best.as_ref().is_none_or(|b| gain > b.0) {
+                        best = Some((gain, v, left, right));
+                    }
+                }
+                let (merit, threshold, left, right) = best?;
+                let side = |counts: Vec<f64>| {
+                    let Stats::Class(mut e) = Self::empty_stats(k, self.dim) else { unreachable!("classes") };
+                    e.counts = counts;
+                    Stats::Class(e)
+                };
+                Some(Candidate { merit, input: j, threshold, sides: [side(left), side(right)] })
+            }
+            Stats::Value(s) => {
+                let bins: Vec<&Bin> = s.bins[j].values().collect();
+                if bins.len() < 2 || s.y.n == 0.0 {
+                    return None;
+                }
+                let total = s.y;
+                let mut left = Moments::default();
+                let mut best: Option<(f64, f64, Moments, Moments)> = None;
+                for w in 0..bins.len() - 1 {
+                    left = left.merge(&bins[w].y);
+                    let right = bins[w + 1..].iter().fold(Moments::default(), |m, b| m.merge(&b.y));
+                    if left.n < 0.01 * total.n || right.n < 0.01 * total.n {
+                        continue;
+                    }
+                    let reduction = total.variance()
+                        - (left.n / total.n) * left.variance()
+                        - (right.n / total.n) * right.variance();
+                    // Between the two bins' mean inputs.
+                    let threshold = 0.5 * (bins[w].x_sum / bins[w].y.n + bins[w + 1].x_sum / bins[w + 1].y.n);
+                    if best.as_ref().is_none_or(|b| reduction > b.0) {
+                        best = Some((reduction, threshold, left, right));
+                    }
+                }
+                let (merit, threshold, left, right) = best?;
+                let side = |y: Moments| Stats::Value(ValueStats { y, bins: vec![BTreeMap::new(); self.dim] });
+                Some(Candidate { merit, input: j, threshold, sides: [side(left), side(right)] })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Family, LinearModel};
+    use crate::online::AdaptiveLinear;
+
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Five inputs in [-1, 1); the label is an exclusive or of two thresholds, which no linear model separates.
+    fn rule_stream(n: usize, seed: u64) -> Vec<(Vec<f64>, Target)> {
+        let mut r = Lcg(seed);
+        (0..n)
+            .map(|_| {
+                let x: Vec<f64> = (0..5).map(|_| r.next() * 2.0 - 1.0).collect();
+                let yes = (x[0] > 0.3) != (x[1] > -0.2);
+                (x, Target::Class(if yes { "yes" } else { "no" }.into()))
+            })
+            .collect()
+    }
+
+    fn classes() -> Vec<String> {
+        vec!["no".into(), "yes".into()]
+    }
+
+    /// Accuracy over the last `tail` events of a predict-then-learn pass.
+    fn prequential(
+        data: &[(Vec<f64>, Target)],
+        tail: usize,
+        mut predict_learn: impl FnMut(&[f64], &Target) -> Prediction,
+    ) -> f64 {
+        let mut right = 0;
+        for (i, (x, y)) in data.iter().enumerate() {
+            let p = predict_learn(x, y);
+            if i >= data.len() - tail {
+                let Prediction::Probabilities(p) = p else { panic!("a classifier") };
+                let Target::Class(c) = y else { panic!("a class") };
+                right += usize::from(classes()[argmax(&p)] == *c);
+            }
+        }
+        right as f64 / tail as f64
+    }
+
+    #[test]
+    fn a_tree_learns_a_rule_no_linear_model_can() {
+        let data = rule_stream(40_000, 5);
+        let mut tree = HoeffdingTree::new(classes(), 5, TreeSettings::default());
+        let tree_acc = prequential(&data, 10_000, |x, y| {
+            let p = tree.predict(x);
+            assert!(tree.learn(x, y));
+            p
+        });
+        let mut linear =
+            AdaptiveLinear::warm(LinearModel::zeros(Family::Logistic, classes(), 5), vec![0.0; 5], None, 0.0);
+        let linear_acc = prequential(&data, 10_000, |x, y| {
+            let p = linear.predict(x);
+            linear.learn(x, y, 0.5, 0.0).unwrap();
+            p
+        });
+        assert!(tree_acc > 0.95, "tree {tree_acc}");
+        assert!(linear_acc < 0.75, "linear {linear_acc}");
+        assert!(tree.leaves() >= 4 && tree.leaves() < 100, "{} leaves", tree.leaves());
+        tree.validate().unwrap();
+    }
+
+    #[test]
+    fn a_regression_tree_learns_a_step_function() {
+        let mut r = Lcg(9);
+        let data: Vec<(Vec<f64>, f64)> = (0..30_000)
+            .map(|_| {
+                let x: Vec<f64> = (0..3).map(|_| r.next() * 4.0 - 2.0).collect();
+                let noise = (r.next() - 0.5) * 1.0;
+                let y = if x[0] > 0.5 { 5.0 } else { -3.0 } + if x[2] > -1.0 { 2.0 } else { 0.0 } + noise;
+                (x, y)
+            })
+            .collect();
+        let mut tree = HoeffdingTree::new(vec![], 3, TreeSettings::default());
+        let mut sq = 0.0;
+        for (i, (x, y)) in data.iter().enumerate() {
+            let Prediction::Value(p) = tree.predict(x) else { panic!("a regressor") };
+            if i >= 20_000 {
+                sq += (p - y) * (p - y);
+            }
+            assert!(tree.learn(x, &Target::Value(*y)));
+        }
+        let rmse = (sq / 10_000.0).sqrt();
+        // The noise alone: a uniform of width 1 has standard deviation 0.29; a quarter-width bin around each
+        // threshold costs a little more.
+        assert!(rmse < 0.6, "rmse {rmse}");
+        tree.validate().unwrap();
+    }
+
+    #[test]
+    fn the_tree_stops_growing_at_max_leaves_and_its_size_stays_bounded() {
+        let settings = TreeSettings { grace_period: 50, max_leaves: 8, ..TreeSettings::default() };
+        let mut tree = HoeffdingTree::new(vec![], 4, settings);
+        let mut r = Lcg(3);
+        let mut sizes = Vec::new();
+        for i in 0..400_000 {
+            let x: Vec<f64> = (0..4).map(|_| (r.next() - 0.5) * 1e3).collect();
+            let y = x.iter().map(|v| v.sin()).sum::<f64>() * 1e6;
+            tree.learn(&x, &Target::Value(y));
+            if i == 199_999 || i == 399_999 {
+                sizes.push(crate::state::encode(&tree).unwrap().len());
+            }
+        }
+        assert_eq!(tree.leaves(), 8);
+        // At most 2 * BIN_SPAN + 1 bins per leaf and input, each a key and four numbers, whatever the stream.
+        let bound = 8 * 4 * (2 * BIN_SPAN as usize + 1) * (5 + 4 * 8) + 4096;
+        assert!(sizes[0] <= sizes[1] && sizes[1] <= bound, "{sizes:?}, bound {bound}");
+    }
+
+    #[test]
+    fn a_tree_restored_from_its_bytes_learns_on_identically() {
+        let data = rule_stream(6_000, 8);
+        let mut a = HoeffdingTree::new(classes(), 5, TreeSettings::default());
+        for (x, y) in &data[..3_000] {
+            a.learn(x, y);
+        }
+        let bytes = crate::state::encode(&a).unwrap();
+        let mut b: HoeffdingTree = crate::state::decode(std::path::Path::new("tree"), &bytes).unwrap();
+        b.validate().unwrap();
+        for (x, y) in &data[3_000..] {
+            a.learn(x, y);
+            b.learn(x, y);
+        }
+        assert_eq!(a, b);
+        assert!(a.leaves() > 1);
+    }
+
+    #[test]
+    fn hostile_input_changes_nothing() {
+        let mut tree = HoeffdingTree::new(classes(), 2, TreeSettings::default());
+        for (x, y) in rule_stream(500, 2).iter().map(|(x, y)| (x[..2].to_vec(), y)) {
+            tree.learn(&x, y);
+        }
+        let before = tree.clone();
+        assert!(!tree.learn(&[f64::NAN, 0.0], &Target::Class("yes".into())));
+        assert!(!tree.learn(&[f64::INFINITY, 0.0], &Target::Class("yes".into())));
+        assert!(!tree.learn(&[0.0, 0.0], &Target::Class("maybe".into())));
+        assert!(!tree.learn(&[0.0, 0.0], &Target::Value(1.0)));
+        assert!(!tree.learn(&[0.0], &Target::Class("yes".into())));
+        assert_eq!(tree, before);
+        let mut reg = HoeffdingTree::new(vec![], 1, TreeSettings::default());
+        assert!(!reg.learn(&[1.0], &Target::Value(f64::NAN)));
+        assert!(reg.learn(&[1e300], &Target::Value(1e300)));
+        let Prediction::Value(v) = reg.predict(&[1e300]) else { panic!("a regressor") };
+        assert_eq!(v, 1e300);
+        // Squares of these overflow: refused, and the tree stays as it was.
+        let before = reg.clone();
+        assert!(!reg.learn(&[-1e300], &Target::Value(-1e300)));
+        assert_eq!(reg, before);
+        let mut cls = HoeffdingTree::new(classes(), 1, TreeSettings::default());
+        assert!(cls.learn(&[1e200], &Target::Class("yes".into())));
+        assert!(!cls.learn(&[-1e300], &Target::Class("yes".into())));
+        cls.validate().unwrap();
+    }
+}
