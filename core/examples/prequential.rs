@@ -1,0 +1,99 @@
+//! Prequential (predict, then learn) run of lambda-ml's online learners over a CSV stream, for `bench/online`.
+//!   prequential classification|regression FILE.csv
+//! The CSV has a header, numeric inputs, and the label last. Inputs are standardized with the first 1,000 rows'
+//! mean and deviation, as the batch encoder would from history. Prints one JSON line per learner.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use lambda_core::hoeffding::{HoeffdingTree, TreeSettings};
+use lambda_core::model::{argmax, Family, LinearModel, Prediction};
+use lambda_core::online::AdaptiveLinear;
+use lambda_core::schema::Target;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let classification = args[1] == "classification";
+    let text = std::fs::read_to_string(&args[2]).expect("the stream file");
+    let mut rows: Vec<(Vec<f64>, String)> = Vec::new();
+    for line in text.lines().skip(1) {
+        let mut cells: Vec<&str> = line.split(',').collect();
+        let label = cells.pop().unwrap().to_string();
+        rows.push((cells.iter().map(|c| c.parse::<f64>().unwrap()).collect(), label));
+    }
+    let dim = rows[0].0.len();
+    let head = &rows[..rows.len().min(1000)];
+    let mean: Vec<f64> = (0..dim).map(|j| head.iter().map(|r| r.0[j]).sum::<f64>() / head.len() as f64).collect();
+    let std: Vec<f64> = (0..dim)
+        .map(|j| {
+            let v = head.iter().map(|r| (r.0[j] - mean[j]).powi(2)).sum::<f64>() / head.len() as f64;
+            if v > 0.0 {
+                v.sqrt()
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut classes: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+    classes.sort();
+    classes.dedup();
+    if !classification {
+        classes.clear();
+    }
+    let data: Vec<(Vec<f64>, Target)> = rows
+        .into_iter()
+        .map(|(x, y)| {
+            let x = x.iter().enumerate().map(|(j, v)| (v - mean[j]) / std[j]).collect();
+            let t = if classification { Target::Class(y) } else { Target::Value(y.parse().unwrap()) };
+            (x, t)
+        })
+        .collect();
+    let family = match classes.len() {
+        0 => Family::Linear,
+        2 => Family::Logistic,
+        _ => Family::Softmax,
+    };
+    let mut linear = AdaptiveLinear::warm(LinearModel::zeros(family, classes.clone(), dim), vec![0.0; dim], None, 0.0);
+    run("lambda-ml NAG linear", &data, &classes, |x, y| {
+        let p = linear.predict(x);
+        let _ = linear.learn(x, y, 0.5, 0.0);
+        p
+    });
+    let mut tree = HoeffdingTree::new(classes.clone(), dim, TreeSettings::default());
+    run("lambda-ml Hoeffding tree", &data, &classes, |x, y| {
+        let p = tree.predict(x);
+        tree.learn(x, y);
+        p
+    });
+    eprintln!("tree: {} leaves, depth {}", tree.leaves(), tree.depth());
+}
+
+fn run(
+    name: &str,
+    data: &[(Vec<f64>, Target)],
+    classes: &[String],
+    mut step: impl FnMut(&[f64], &Target) -> Prediction,
+) {
+    let started = Instant::now();
+    let (mut right, mut abs, mut loss) = (0usize, 0.0, 0.0);
+    for (x, y) in data {
+        let p = step(x, y);
+        match (&p, y) {
+            (Prediction::Probabilities(p), Target::Class(c)) => {
+                let i = classes.iter().position(|k| k == c).unwrap();
+                right += usize::from(argmax(p) == i);
+                loss -= p[i].clamp(1e-15, 1.0).ln();
+            }
+            (Prediction::Value(v), Target::Value(t)) => abs += (v - t).abs(),
+            _ => unreachable!("prediction of the other task"),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let n = data.len() as f64;
+    let metric = if classes.is_empty() {
+        format!("\"mae\": {:.4}", abs / n)
+    } else {
+        format!("\"accuracy\": {:.4}, \"log_loss\": {:.4}", right as f64 / n, loss / n)
+    };
+    println!("{{\"system\": \"{name}\", {metric}, \"seconds\": {seconds:.3}, \"events_per_s\": {:.0}}}", n / seconds);
+}
