@@ -12,6 +12,7 @@
 
 pub mod bayes;
 pub mod checkpoint;
+pub mod drift;
 pub mod encoder;
 pub mod error;
 pub mod hoeffding;
