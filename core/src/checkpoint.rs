@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::LinearModel;
-use crate::online::NagState;
+use crate::online::{NagState, Tracked};
 use crate::realtime::{Chunk, Realtime};
 use crate::registry::{Published, Registry};
 use crate::spec::Spec;
@@ -106,6 +106,10 @@ pub struct Checkpoint {
     /// The adaptive update's state beside the model: the manifest's second record (absent from version 1).
     #[serde(skip)]
     pub online: Option<NagState>,
+    /// The speed layer's other online learners: the third record, written only after the second (absent from
+    /// checkpoints written before them).
+    #[serde(skip)]
+    pub learners: Option<Vec<Tracked>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +140,9 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
     let mut frames = vec![state::encode(c)?];
     if let Some(online) = &c.online {
         frames.push(state::encode(online)?);
+        if let Some(learners) = &c.learners {
+            frames.push(state::encode(learners)?);
+        }
     }
     state::write_document(&manifest_path(state), MANIFEST, &frames)
 }
@@ -151,6 +158,9 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     let mut c: Checkpoint = state::decode(&path, first)?;
     if let Some(online) = frames.get(1) {
         c.online = Some(state::decode(&path, online)?);
+    }
+    if let Some(learners) = frames.get(2) {
+        c.learners = Some(state::decode(&path, learners)?);
     }
     Ok(Some(c))
 }
@@ -284,6 +294,38 @@ pub struct SpeedModel {
     pub seq: u64,
     /// Counters.
     pub stats: SpeedStats,
+    /// The other online learners' records.
+    pub learners: Vec<LearnerStatus>,
+}
+
+/// What the serving layer shows of one online learner besides the linear model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LearnerStatus {
+    /// Its name in `speed.learners`.
+    pub name: String,
+    /// Labelled events it scored before learning them.
+    pub labelled: u64,
+    /// Their mean loss (log loss, or squared error).
+    pub prequential_loss: Option<f64>,
+    /// Its size.
+    pub size: String,
+}
+
+impl LearnerStatus {
+    /// The record of a tracked learner.
+    pub fn of(t: &Tracked) -> LearnerStatus {
+        LearnerStatus {
+            name: t.learner.name().into(),
+            labelled: t.labelled,
+            prequential_loss: t.mean_loss(),
+            size: t.learner.describe(),
+        }
+    }
+
+    /// The records of a checkpoint's learners.
+    pub fn all(learners: Option<&Vec<Tracked>>) -> Vec<LearnerStatus> {
+        learners.map(|l| l.iter().map(LearnerStatus::of).collect()).unwrap_or_default()
+    }
 }
 
 /// The speed layer's side of a served pair: built on one batch version.
@@ -324,6 +366,7 @@ impl SpeedSide {
                 updates: c.updates,
                 seq: c.last_seq,
                 stats: c.stats.clone(),
+                learners: LearnerStatus::all(c.learners.as_ref()),
             }),
         })
     }
@@ -400,16 +443,21 @@ mod tests {
             written_ms: 1,
             model,
             online,
+            learners: None,
         }
     }
 
     #[test]
-    fn the_adaptive_state_round_trips_and_a_version_1_manifest_reads_without_it() {
+    fn the_online_state_round_trips_and_a_version_1_manifest_reads_without_it() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(super::dir(dir.path())).unwrap();
         let c = manifest(Some(NagState { scale: vec![1.0, 2.5], grad_sq: vec![0.5, 0.25, 1.0], norm: 3.0, seen: 2.0 }));
         write(dir.path(), &c).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), c);
+        let tree = crate::online::OnlineLearner::new("hoeffding_tree", &["a".into(), "b".into()], 2).unwrap();
+        let with_tree = Checkpoint { learners: Some(vec![Tracked::new(tree)]), ..c.clone() };
+        write(dir.path(), &with_tree).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap(), with_tree);
         // What the build before the adaptive update wrote: one record, format version 1.
         let old = Kind { version: 1, ..MANIFEST };
         state::write_document(&manifest_path(dir.path()), old, &[state::encode(&c).unwrap()]).unwrap();

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::hoeffding::{HoeffdingTree, TreeSettings};
 use crate::model::{LinearModel, NonFinite, Prediction};
 use crate::schema::Target;
 
@@ -215,6 +216,107 @@ impl AdaptiveLinear {
         self.state.norm = norm;
         self.state.seen = seen;
         Ok(true)
+    }
+}
+
+/// A learner of the speed layer beside its linear model, learned from the stream alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OnlineLearner {
+    /// A Hoeffding tree ([`crate::hoeffding`]).
+    HoeffdingTree(HoeffdingTree),
+}
+
+/// The names `speed.learners` accepts.
+pub const LEARNERS: [&str; 1] = ["hoeffding_tree"];
+
+impl OnlineLearner {
+    /// A learner that has seen nothing, by its name in [`LEARNERS`], for inputs of `dim` and `classes` (empty for
+    /// regression).
+    pub fn new(name: &str, classes: &[String], dim: usize) -> Option<OnlineLearner> {
+        match name {
+            "hoeffding_tree" => {
+                Some(OnlineLearner::HoeffdingTree(HoeffdingTree::new(classes.to_vec(), dim, TreeSettings::default())))
+            }
+            _ => None,
+        }
+    }
+
+    /// Its name in [`LEARNERS`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            OnlineLearner::HoeffdingTree(_) => "hoeffding_tree",
+        }
+    }
+
+    /// Predicts one encoded vector.
+    pub fn predict(&self, x: &[f64]) -> Prediction {
+        match self {
+            OnlineLearner::HoeffdingTree(t) => t.predict(x),
+        }
+    }
+
+    /// Learns one labelled vector; `false` when it could not (nothing changed).
+    pub fn learn(&mut self, x: &[f64], target: &Target) -> bool {
+        match self {
+            OnlineLearner::HoeffdingTree(t) => t.learn(x, target),
+        }
+    }
+
+    /// Checks the stored shapes, as after loading from disk.
+    pub fn validate(&self, classes: &[String], dim: usize) -> Result<()> {
+        match self {
+            OnlineLearner::HoeffdingTree(t) => {
+                if t.classes != classes || t.dim != dim {
+                    return Err(Error::Data(format!(
+                        "a Hoeffding tree of {} inputs and classes {:?} for a model of {dim} and {classes:?}",
+                        t.dim, t.classes
+                    )));
+                }
+                t.validate()
+            }
+        }
+    }
+
+    /// A short description of its size (for status pages).
+    pub fn describe(&self) -> String {
+        match self {
+            OnlineLearner::HoeffdingTree(t) => format!("{} leaves, depth {}", t.leaves(), t.depth()),
+        }
+    }
+}
+
+/// An online learner with its prequential record: every labelled event is scored before it is learned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracked {
+    /// The learner.
+    pub learner: OnlineLearner,
+    /// Labelled events scored.
+    pub labelled: u64,
+    /// Sum of their losses (log loss, or squared error).
+    pub loss_sum: f64,
+}
+
+impl Tracked {
+    /// A learner that has seen nothing.
+    pub fn new(learner: OnlineLearner) -> Tracked {
+        Tracked { learner, labelled: 0, loss_sum: 0.0 }
+    }
+
+    /// Scores the event, then learns it. A loss that is not finite (or would overflow the sum) is not counted.
+    pub fn observe(&mut self, classes: &[String], x: &[f64], target: &Target) {
+        let p = self.learner.predict(x);
+        if let Some(l) = crate::model::loss(classes, &p, target) {
+            if (self.loss_sum + l).is_finite() {
+                self.loss_sum += l;
+                self.labelled += 1;
+            }
+        }
+        self.learner.learn(x, target);
+    }
+
+    /// Mean prequential loss, once it has scored an event.
+    pub fn mean_loss(&self) -> Option<f64> {
+        (self.labelled > 0).then(|| self.loss_sum / self.labelled as f64)
     }
 }
 

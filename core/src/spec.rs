@@ -301,6 +301,9 @@ pub struct SpeedSettings {
     /// `adaptive` warm start: the online steps start as small as if the batch model had been learned online from
     /// this many of its training rows.
     pub prior_events: u64,
+    /// Online learners beside the linear model, learned from the stream alone (names in
+    /// [`crate::online::LEARNERS`]).
+    pub learners: Vec<String>,
     /// How often what changed (model, realtime views) is checkpointed and published to other processes, e.g.
     /// "200ms".
     pub checkpoint_interval: String,
@@ -331,6 +334,7 @@ impl Default for SpeedSettings {
             learning_rate: None,
             l2: 0.0,
             prior_events: 10_000,
+            learners: vec!["hoeffding_tree".into()],
             checkpoint_interval: "200ms".into(),
             max_body_bytes: 16 * 1024 * 1024,
             archive_max_rows: 1_000_000,
@@ -602,6 +606,12 @@ impl RawSpec {
         if let Some(r) = s.learning_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(fail(format!("`speed.learning_rate` = {r} must be a finite number > 0")));
         }
+        if let Some(l) = s.learners.iter().find(|l| !crate::online::LEARNERS.contains(&l.as_str())) {
+            return Err(fail(format!(
+                "`speed.learners` has {l:?}; known learners: {}",
+                crate::online::LEARNERS.join(", ")
+            )));
+        }
         if !(s.l2.is_finite() && s.l2 >= 0.0) {
             return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
         }
@@ -747,6 +757,7 @@ state = "run/state"
             ("[batch]\nalphas = []\n", "batch.alphas"),
             ("[speed]\nlearning_rate = -1.0\n", "speed.learning_rate"),
             ("[speed]\nupdate = \"newton\"\n", "update"),
+            ("[speed]\nlearners = [\"forest\"]\n", "speed.learners"),
             ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),

@@ -184,6 +184,7 @@ fn apply_deltas(state: &std::path::Path, c: &Checkpoint, side: &SpeedSide) -> Re
         updates: c.updates,
         seq: c.last_seq,
         stats: c.stats.clone(),
+        learners: lambda_core::checkpoint::LearnerStatus::all(c.learners.as_ref()),
     }));
     Ok(())
 }
@@ -427,7 +428,8 @@ async fn models(State(s): State<Arc<Serving>>) -> Response {
         json!({"base_version": sp.base_version, "generation": sp.generation, "updates": m.updates, "last_seq": sp.seq(),
                "keys": sp.realtime.len(), "accepted": stats.accepted, "rejected": stats.rejected, "duplicates": stats.duplicates,
                "labelled": stats.labelled, "refused_updates": stats.refused_updates,
-               "prequential_loss": {"speed": mean(stats.speed_loss_sum), "batch": mean(stats.batch_loss_sum)}})
+               "prequential_loss": {"speed": mean(stats.speed_loss_sum), "batch": mean(stats.batch_loss_sum)},
+               "learners": m.learners})
     });
     Json(json!({
         "current": current.as_ref().map(|m| m.version.clone()),

@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use lambda_core::checkpoint::{
-    self, BatchSide, Checkpoint, Live, LiveState, SpeedModel, SpeedSide, SpeedStats, ViewFile,
+    self, BatchSide, Checkpoint, LearnerStatus, Live, LiveState, SpeedModel, SpeedSide, SpeedStats, ViewFile,
 };
 use lambda_core::master;
 use lambda_core::model::{LinearModel, NonFinite};
-use lambda_core::online::{AdaptiveLinear, NagState};
+use lambda_core::online::{AdaptiveLinear, NagState, OnlineLearner, Tracked};
 use lambda_core::realtime::Realtime;
 use lambda_core::registry::{now_millis, ModelArtifact, Published, Registry};
 use lambda_core::schema::{Event, Target};
@@ -169,6 +169,8 @@ pub struct Learner {
     batch: Published,
     side: Arc<SpeedSide>,
     model: AdaptiveLinear,
+    /// The other online learners (`speed.learners`), learned from every accepted labelled event in order.
+    extra: Vec<Tracked>,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -253,6 +255,8 @@ pub struct Status {
     pub batch_loss: Option<f64>,
     /// Resident memory of the process, when the platform tells.
     pub resident_bytes: Option<u64>,
+    /// The other online learners, each with its mean prequential loss.
+    pub learners: Vec<LearnerStatus>,
 }
 
 /// Resident memory of this process, from `/proc/self/statm`.
@@ -291,6 +295,28 @@ fn resume_model(spec: &Spec, batch: &Published, c: &Checkpoint) -> Result<Adapti
     let model = AdaptiveLinear { model: c.model.clone(), state };
     model.validate().map_err(|e| Error::State(format!("the checkpoint's incremental model: {e}")))?;
     Ok(model)
+}
+
+/// The spec's online learners, each taken from `kept` when it holds one of that name that fits, else new.
+fn learners_for(spec: &Spec, model: &LinearModel, kept: Option<&Vec<Tracked>>) -> Vec<Tracked> {
+    spec.speed
+        .learners
+        .iter()
+        .filter_map(|name| {
+            let found = kept.and_then(|k| k.iter().find(|t| t.learner.name() == name));
+            match found {
+                Some(t) if t.learner.validate(&model.classes, model.dim).is_ok() => Some(t.clone()),
+                _ => OnlineLearner::new(name, &model.classes, model.dim).map(Tracked::new),
+            }
+        })
+        .collect()
+}
+
+/// Scores and learns one labelled event in every one of `learners`.
+fn observe_all(learners: &mut [Tracked], classes: &[String], x: &[f64], target: &Target) {
+    for t in learners {
+        t.observe(classes, x, target);
+    }
 }
 
 fn template(spec: &Spec, model: &LinearModel) -> ViewTable {
@@ -365,6 +391,7 @@ impl Learner {
                     dedup,
                     dead,
                     batch,
+                    extra: learners_for(&spec, &model.model, c.learners.as_ref()),
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -397,7 +424,13 @@ impl Learner {
                     generation,
                     &batch,
                     realtime,
-                    SpeedModel { model: model.model.clone(), updates: 0, seq: start, stats: SpeedStats::default() },
+                    SpeedModel {
+                        model: model.model.clone(),
+                        updates: 0,
+                        seq: start,
+                        stats: SpeedStats::default(),
+                        learners: Vec::new(),
+                    },
                 );
                 let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
                 let log = Log::open(&state.join("log"), &schema_hash, start + 1)?;
@@ -409,6 +442,7 @@ impl Learner {
                     dedup,
                     dead,
                     batch,
+                    extra: learners_for(&spec, &model.model, None),
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
@@ -509,6 +543,7 @@ impl Learner {
                 Ok(false) | Err(Unlearnable::UnknownClass) => {}
                 Err(Unlearnable::NonFinite(_)) => self.stats.refused_updates += 1,
             }
+            observe_all(&mut self.extra, &self.model.model.classes, &self.x, target);
         }
         self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
         self.last_seq = r.seq;
@@ -682,6 +717,14 @@ impl Learner {
             self.stats.duplicates += report.duplicates;
         }
         let any = !accepted.is_empty();
+        let encoder = &self.batch.artifact.encoder;
+        for (_, _, r) in &accepted {
+            if let Some(target) = &r.event.target {
+                self.x.resize(encoder.dim(), 0.0);
+                encoder.encode_row(&r.event, &mut self.x);
+                observe_all(&mut self.extra, &self.model.model.classes, &self.x, target);
+            }
+        }
         for (request, h, r) in accepted {
             let report = &mut reports[request];
             report.first_seq.get_or_insert(r.seq);
@@ -707,6 +750,7 @@ impl Learner {
             updates: self.updates,
             seq: self.last_seq,
             stats: self.stats.clone(),
+            learners: self.extra.iter().map(LearnerStatus::of).collect(),
         }));
     }
 
@@ -974,6 +1018,7 @@ impl Learner {
             speed_loss: (self.stats.labelled > 0).then(|| self.stats.speed_loss_sum / self.stats.labelled as f64),
             batch_loss: (self.stats.labelled > 0).then(|| self.stats.batch_loss_sum / self.stats.labelled as f64),
             resident_bytes: resident_bytes(),
+            learners: self.extra.iter().map(LearnerStatus::of).collect(),
         }
     }
 
@@ -1025,6 +1070,7 @@ impl Learner {
             written_ms: now_millis(),
             model: self.model.model.clone(),
             online: Some(self.model.state.clone()),
+            learners: Some(self.extra.clone()),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
@@ -1097,10 +1143,14 @@ impl Learner {
         let encoder = &published.artifact.encoder;
         let mut x = vec![0.0; encoder.dim()];
         let spec = &self.spec;
+        // The other learners start over on the new version's encoding, from the same events.
+        let mut extra = learners_for(spec, &model.model, None);
+        let classes = model.model.classes.clone();
         let mut apply = |seq: u64, e: &Event| {
             realtime.observe(&e.key, e.time, seq, e, e.target.as_ref());
             if let Some(t) = &e.target {
                 encoder.encode_row(e, &mut x);
+                observe_all(&mut extra, &classes, &x, t);
                 match update(&mut model, &x, t, spec) {
                     Ok(true) => updates += 1,
                     Ok(false) => {}
@@ -1136,7 +1186,13 @@ impl Learner {
             self.generation,
             &published,
             realtime,
-            SpeedModel { model: model.model.clone(), updates, seq: self.last_seq, stats: stats.clone() },
+            SpeedModel {
+                model: model.model.clone(),
+                updates,
+                seq: self.last_seq,
+                stats: stats.clone(),
+                learners: extra.iter().map(LearnerStatus::of).collect(),
+            },
         );
         tracing::info!(
             version = %published.manifest.version,
@@ -1149,6 +1205,7 @@ impl Learner {
         );
         self.side = new_side;
         self.model = model;
+        self.extra = extra;
         self.updates = updates;
         self.stats = stats;
         self.batch = published;

@@ -41,7 +41,36 @@ fn restarted_speed_layer_ends_like_one_that_never_stopped() {
     let (sa, sb) = (on_disk(&a), on_disk(&b));
     assert_eq!(sa.last_seq, 300);
     assert!(sa.updates > 0);
+    // The Hoeffding tree scored and learned every labelled event, across the restart too.
+    assert_eq!(sa.learners.len(), 1);
+    assert_eq!((sa.learners[0].0.as_str(), sa.learners[0].1), ("hoeffding_tree", 300));
     assert_eq!(sa, sb);
+}
+
+#[test]
+fn the_online_tree_learns_what_the_linear_model_cannot_and_starts_over_on_a_new_version() {
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    // The label is "yes" when amount > 5: a threshold a tree finds in a few hundred events.
+    learner.ingest(items(&spec, 0..2_000)).unwrap();
+    let status = learner.status();
+    let tree = &status.learners[0];
+    assert_eq!(tree.labelled, 2_000);
+    let (tree_loss, speed_loss) = (tree.prequential_loss.unwrap(), status.speed_loss.unwrap());
+    assert!(tree_loss < speed_loss, "tree {tree_loss}, linear {speed_loss}");
+    assert!(tree.size.contains("leaves"), "{}", tree.size);
+    // A new batch version: the tree starts over on its encoding, from the events after its watermark.
+    learner.archive_all().unwrap();
+    publish(&spec, -0.7, 0.3, 1_500);
+    assert!(learner.poll_batch().unwrap());
+    assert_eq!(learner.status().learners[0].labelled, 500);
+    // Dropping the learner from the spec drops it from the state.
+    learner.checkpoint().unwrap();
+    drop(learner);
+    let mut without = spec.clone();
+    without.speed.learners.clear();
+    let learner = Learner::open(without, None).unwrap();
+    assert!(learner.status().learners.is_empty());
 }
 
 #[test]

@@ -115,6 +115,8 @@ pub struct Summary {
     pub accepted: u64,
     pub weights: Vec<u64>,
     pub losses: (u64, u64),
+    /// Each other online learner: name, events scored, mean prequential loss (bits), size.
+    pub learners: Vec<(String, u64, Option<u64>, String)>,
     pub views: ViewTable,
 }
 
@@ -126,6 +128,11 @@ pub fn summary(side: &SpeedSide) -> Summary {
         accepted: m.stats.accepted,
         weights: m.model.weights.iter().chain(&m.model.bias).map(|w| w.to_bits()).collect(),
         losses: (m.stats.speed_loss_sum.to_bits(), m.stats.batch_loss_sum.to_bits()),
+        learners: m
+            .learners
+            .iter()
+            .map(|l| (l.name.clone(), l.labelled, l.prequential_loss.map(f64::to_bits), l.size.clone()))
+            .collect(),
         views: side.realtime.to_table(),
     }
 }
