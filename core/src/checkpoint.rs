@@ -17,8 +17,10 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::model::LinearModel;
 use crate::online::{NagState, Tracked};
+use crate::prequential::{DetectorStatus, Window};
 use crate::realtime::{Chunk, Realtime};
 use crate::registry::{Published, Registry};
 use crate::spec::Spec;
@@ -110,6 +112,9 @@ pub struct Checkpoint {
     /// checkpoints written before them).
     #[serde(skip)]
     pub learners: Option<Vec<Tracked>>,
+    /// The speed and the batch model's windowed records: the fourth record, written only after the third.
+    #[serde(skip)]
+    pub windows: Option<[Window; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +147,9 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
         frames.push(state::encode(online)?);
         if let Some(learners) = &c.learners {
             frames.push(state::encode(learners)?);
+            if let Some(windows) = &c.windows {
+                frames.push(state::encode(windows)?);
+            }
         }
     }
     state::write_document(&manifest_path(state), MANIFEST, &frames)
@@ -161,6 +169,9 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     }
     if let Some(learners) = frames.get(2) {
         c.learners = Some(state::decode(&path, learners)?);
+    }
+    if let Some(windows) = frames.get(3) {
+        c.windows = Some(state::decode(&path, windows)?);
     }
     Ok(Some(c))
 }
@@ -296,6 +307,8 @@ pub struct SpeedModel {
     pub stats: SpeedStats,
     /// The other online learners' records.
     pub learners: Vec<LearnerStatus>,
+    /// The models' windows, refreshed at each checkpoint tick (computing them costs more than a group commit).
+    pub windows: Arc<WindowStatuses>,
 }
 
 /// What the serving layer shows of one online learner besides the linear model.
@@ -309,6 +322,52 @@ pub struct LearnerStatus {
     pub prequential_loss: Option<f64>,
     /// Its size.
     pub size: String,
+}
+
+/// The windows of the speed layer's models, as of the last refresh (each checkpoint tick).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowStatuses {
+    /// The speed (linear) model's.
+    pub speed: Option<WindowStatus>,
+    /// The batch model's, on the same events.
+    pub batch: Option<WindowStatus>,
+    /// Each other online learner's, by name.
+    pub learners: Vec<(String, WindowStatus)>,
+}
+
+impl WindowStatuses {
+    /// The statuses of these windows.
+    pub fn of(windows: Option<&[Window; 2]>, learners: Option<&Vec<Tracked>>) -> WindowStatuses {
+        WindowStatuses {
+            speed: windows.map(|w| WindowStatus::of(&w[0])),
+            batch: windows.map(|w| WindowStatus::of(&w[1])),
+            learners: learners
+                .map(|l| l.iter().map(|t| (t.learner.name().to_string(), WindowStatus::of(&t.window))).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// What a window says: its metrics over the latest events and its detectors' states.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowStatus {
+    /// Metrics over the window (accuracy, log loss, AUC; or RMSE, MAE, R²), with `rows` the events it holds.
+    pub metrics: Metrics,
+    /// ADWIN on the error stream.
+    pub adwin: DetectorStatus,
+    /// Page-Hinkley on the error stream.
+    pub page_hinkley: DetectorStatus,
+}
+
+impl WindowStatus {
+    /// The status of a window.
+    pub fn of(w: &Window) -> WindowStatus {
+        WindowStatus {
+            metrics: w.metrics(),
+            adwin: w.adwin_status.clone(),
+            page_hinkley: w.page_hinkley_status.clone(),
+        }
+    }
 }
 
 impl LearnerStatus {
@@ -367,6 +426,7 @@ impl SpeedSide {
                 seq: c.last_seq,
                 stats: c.stats.clone(),
                 learners: LearnerStatus::all(c.learners.as_ref()),
+                windows: Arc::new(WindowStatuses::of(c.windows.as_ref(), c.learners.as_ref())),
             }),
         })
     }
@@ -444,6 +504,7 @@ mod tests {
             model,
             online,
             learners: None,
+            windows: None,
         }
     }
 
@@ -454,8 +515,10 @@ mod tests {
         let c = manifest(Some(NagState { scale: vec![1.0, 2.5], grad_sq: vec![0.5, 0.25, 1.0], norm: 3.0, seen: 2.0 }));
         write(dir.path(), &c).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), c);
-        let tree = crate::online::OnlineLearner::new("hoeffding_tree", &["a".into(), "b".into()], 2).unwrap();
-        let with_tree = Checkpoint { learners: Some(vec![Tracked::new(tree)]), ..c.clone() };
+        let classes: Vec<String> = vec!["a".into(), "b".into()];
+        let tree = crate::online::OnlineLearner::new("hoeffding_tree", &classes, 2).unwrap();
+        let window = crate::prequential::Window::new(10, classes, 1.0);
+        let with_tree = Checkpoint { learners: Some(vec![Tracked::new(tree, window)]), ..c.clone() };
         write(dir.path(), &with_tree).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), with_tree);
         // What the build before the adaptive update wrote: one record, format version 1.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::hoeffding::{HoeffdingTree, TreeSettings};
 use crate::model::{LinearModel, NonFinite, Prediction};
+use crate::prequential::Window;
 use crate::schema::Target;
 
 /// Sums of the adaptive update's statistics over training rows, at a fitted model's weights.
@@ -294,16 +295,19 @@ pub struct Tracked {
     pub labelled: u64,
     /// Sum of their losses (log loss, or squared error).
     pub loss_sum: f64,
+    /// Its latest events' record and its change detectors.
+    pub window: Window,
 }
 
 impl Tracked {
-    /// A learner that has seen nothing.
-    pub fn new(learner: OnlineLearner) -> Tracked {
-        Tracked { learner, labelled: 0, loss_sum: 0.0 }
+    /// A learner that has seen nothing, with an empty window.
+    pub fn new(learner: OnlineLearner, window: Window) -> Tracked {
+        Tracked { learner, labelled: 0, loss_sum: 0.0, window }
     }
 
-    /// Scores the event, then learns it. A loss that is not finite (or would overflow the sum) is not counted.
-    pub fn observe(&mut self, classes: &[String], x: &[f64], target: &Target) {
+    /// Scores the event (sequence `seq`, event time `ms`), then learns it. A loss that is not finite (or would
+    /// overflow the sum) is not counted.
+    pub fn observe(&mut self, classes: &[String], x: &[f64], target: &Target, seq: u64, ms: i64) {
         let p = self.learner.predict(x);
         if let Some(l) = crate::model::loss(classes, &p, target) {
             if (self.loss_sum + l).is_finite() {
@@ -311,6 +315,7 @@ impl Tracked {
                 self.labelled += 1;
             }
         }
+        self.window.record(&p, target, seq, ms);
         self.learner.learn(x, target);
     }
 

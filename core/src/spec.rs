@@ -304,6 +304,8 @@ pub struct SpeedSettings {
     /// Online learners beside the linear model, learned from the stream alone (names in
     /// [`crate::online::LEARNERS`]).
     pub learners: Vec<String>,
+    /// Latest labelled events each model's windowed prequential metrics and drift state are taken over.
+    pub window: usize,
     /// How often what changed (model, realtime views) is checkpointed and published to other processes, e.g.
     /// "200ms".
     pub checkpoint_interval: String,
@@ -335,6 +337,7 @@ impl Default for SpeedSettings {
             l2: 0.0,
             prior_events: 10_000,
             learners: vec!["hoeffding_tree".into()],
+            window: 1000,
             checkpoint_interval: "200ms".into(),
             max_body_bytes: 16 * 1024 * 1024,
             archive_max_rows: 1_000_000,
@@ -612,6 +615,9 @@ impl RawSpec {
                 crate::online::LEARNERS.join(", ")
             )));
         }
+        if s.window == 0 {
+            return Err(fail("`speed.window` = 0: the metrics window needs at least one event".into()));
+        }
         if !(s.l2.is_finite() && s.l2 >= 0.0) {
             return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
         }
@@ -758,6 +764,7 @@ state = "run/state"
             ("[speed]\nlearning_rate = -1.0\n", "speed.learning_rate"),
             ("[speed]\nupdate = \"newton\"\n", "update"),
             ("[speed]\nlearners = [\"forest\"]\n", "speed.learners"),
+            ("[speed]\nwindow = 0\n", "speed.window"),
             ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),

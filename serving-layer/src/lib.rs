@@ -185,6 +185,7 @@ fn apply_deltas(state: &std::path::Path, c: &Checkpoint, side: &SpeedSide) -> Re
         seq: c.last_seq,
         stats: c.stats.clone(),
         learners: lambda_core::checkpoint::LearnerStatus::all(c.learners.as_ref()),
+        windows: Arc::new(lambda_core::checkpoint::WindowStatuses::of(c.windows.as_ref(), c.learners.as_ref())),
     }));
     Ok(())
 }
@@ -429,7 +430,7 @@ async fn models(State(s): State<Arc<Serving>>) -> Response {
                "keys": sp.realtime.len(), "accepted": stats.accepted, "rejected": stats.rejected, "duplicates": stats.duplicates,
                "labelled": stats.labelled, "refused_updates": stats.refused_updates,
                "prequential_loss": {"speed": mean(stats.speed_loss_sum), "batch": mean(stats.batch_loss_sum)},
-               "learners": m.learners})
+               "learners": m.learners, "windows": m.windows})
     });
     Json(json!({
         "current": current.as_ref().map(|m| m.version.clone()),

@@ -17,10 +17,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use lambda_core::checkpoint::{
     self, BatchSide, Checkpoint, LearnerStatus, Live, LiveState, SpeedModel, SpeedSide, SpeedStats, ViewFile,
+    WindowStatuses,
 };
 use lambda_core::master;
-use lambda_core::model::{LinearModel, NonFinite};
+use lambda_core::model::{LinearModel, NonFinite, Prediction};
 use lambda_core::online::{AdaptiveLinear, NagState, OnlineLearner, Tracked};
+use lambda_core::prequential::Window;
 use lambda_core::realtime::Realtime;
 use lambda_core::registry::{now_millis, ModelArtifact, Published, Registry};
 use lambda_core::schema::{Event, Target};
@@ -136,7 +138,7 @@ fn learn(
     target: &Target,
     spec: &Spec,
     stats: &mut SpeedStats,
-) -> std::result::Result<bool, Unlearnable> {
+) -> std::result::Result<(bool, Prediction, Prediction), Unlearnable> {
     let ps = model.predict(x);
     let pb = batch.model.predict(x);
     let (Some(ls), Some(lb)) = (model.model.loss(&ps, target), batch.model.loss(&pb, target)) else {
@@ -153,7 +155,7 @@ fn learn(
         Ok(updated) => {
             stats.labelled += 1;
             (stats.speed_loss_sum, stats.batch_loss_sum) = sums;
-            Ok(updated)
+            Ok((updated, ps, pb))
         }
         Err(e) => Err(Unlearnable::NonFinite(e.to_string())),
     }
@@ -171,6 +173,10 @@ pub struct Learner {
     model: AdaptiveLinear,
     /// The other online learners (`speed.learners`), learned from every accepted labelled event in order.
     extra: Vec<Tracked>,
+    /// The speed (linear) and the batch model's windowed records, on the same events.
+    windows: [Window; 2],
+    /// What the windows said at the last refresh.
+    window_status: Arc<WindowStatuses>,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -257,6 +263,8 @@ pub struct Status {
     pub resident_bytes: Option<u64>,
     /// The other online learners, each with its mean prequential loss.
     pub learners: Vec<LearnerStatus>,
+    /// Each model's metrics over its latest labelled events, and its drift detectors.
+    pub windows: WindowStatuses,
 }
 
 /// Resident memory of this process, from `/proc/self/statm`.
@@ -298,7 +306,8 @@ fn resume_model(spec: &Spec, batch: &Published, c: &Checkpoint) -> Result<Adapti
 }
 
 /// The spec's online learners, each taken from `kept` when it holds one of that name that fits, else new.
-fn learners_for(spec: &Spec, model: &LinearModel, kept: Option<&Vec<Tracked>>) -> Vec<Tracked> {
+fn learners_for(spec: &Spec, batch: &ModelArtifact, kept: Option<&Vec<Tracked>>) -> Vec<Tracked> {
+    let model = batch.speed_start();
     spec.speed
         .learners
         .iter()
@@ -306,17 +315,38 @@ fn learners_for(spec: &Spec, model: &LinearModel, kept: Option<&Vec<Tracked>>) -
             let found = kept.and_then(|k| k.iter().find(|t| t.learner.name() == name));
             match found {
                 Some(t) if t.learner.validate(&model.classes, model.dim).is_ok() => Some(t.clone()),
-                _ => OnlineLearner::new(name, &model.classes, model.dim).map(Tracked::new),
+                _ => OnlineLearner::new(name, &model.classes, model.dim)
+                    .map(|l| Tracked::new(l, Window::new(spec.speed.window, model.classes.clone(), target_std(batch)))),
             }
         })
         .collect()
 }
 
 /// Scores and learns one labelled event in every one of `learners`.
-fn observe_all(learners: &mut [Tracked], classes: &[String], x: &[f64], target: &Target) {
+fn observe_all(learners: &mut [Tracked], classes: &[String], x: &[f64], target: &Target, seq: u64, ms: i64) {
     for t in learners {
-        t.observe(classes, x, target);
+        t.observe(classes, x, target, seq, ms);
     }
+}
+
+/// The speed and the batch model's predictions of an accepted labelled event, made before it was learned.
+type Predicted = Option<(Prediction, Prediction)>;
+
+/// Records the speed and the batch model's predictions of one event in their windows.
+fn record(windows: &mut [Window; 2], ps: &Prediction, pb: &Prediction, target: &Target, seq: u64, ms: i64) {
+    windows[0].record(ps, target, seq, ms);
+    windows[1].record(pb, target, seq, ms);
+}
+
+/// Empty windows for the speed and the batch model.
+fn new_windows(spec: &Spec, batch: &ModelArtifact) -> [Window; 2] {
+    let w = || Window::new(spec.speed.window, batch.speed_start().classes.clone(), target_std(batch));
+    [w(), w()]
+}
+
+/// The history's deviation of a regression target (1 for classes).
+fn target_std(batch: &ModelArtifact) -> f64 {
+    batch.encoder.target.map_or(1.0, |t| t.std)
 }
 
 fn template(spec: &Spec, model: &LinearModel) -> ViewTable {
@@ -390,8 +420,10 @@ impl Learner {
                     log,
                     dedup,
                     dead,
+                    extra: learners_for(&spec, &batch.artifact, c.learners.as_ref()),
+                    windows: c.windows.clone().unwrap_or_else(|| new_windows(&spec, &batch.artifact)),
                     batch,
-                    extra: learners_for(&spec, &model.model, c.learners.as_ref()),
+                    window_status: Arc::default(),
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -430,6 +462,7 @@ impl Learner {
                         seq: start,
                         stats: SpeedStats::default(),
                         learners: Vec::new(),
+                        windows: Arc::default(),
                     },
                 );
                 let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
@@ -441,8 +474,10 @@ impl Learner {
                     log,
                     dedup,
                     dead,
+                    extra: learners_for(&spec, &batch.artifact, None),
+                    windows: new_windows(&spec, &batch.artifact),
                     batch,
-                    extra: learners_for(&spec, &model.model, None),
+                    window_status: Arc::default(),
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
@@ -539,11 +574,14 @@ impl Learner {
             self.x.resize(self.batch.artifact.encoder.dim(), 0.0);
             self.batch.artifact.encoder.encode_row(&r.event, &mut self.x);
             match learn(&mut self.model, &self.batch.artifact, &self.x, target, &self.spec, &mut self.stats) {
-                Ok(true) => self.updates += 1,
-                Ok(false) | Err(Unlearnable::UnknownClass) => {}
+                Ok((updated, ps, pb)) => {
+                    self.updates += u64::from(updated);
+                    record(&mut self.windows, &ps, &pb, target, r.seq, r.event.time);
+                }
+                Err(Unlearnable::UnknownClass) => {}
                 Err(Unlearnable::NonFinite(_)) => self.stats.refused_updates += 1,
             }
-            observe_all(&mut self.extra, &self.model.model.classes, &self.x, target);
+            observe_all(&mut self.extra, &self.model.model.classes, &self.x, target, r.seq, r.event.time);
         }
         self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
         self.last_seq = r.seq;
@@ -621,7 +659,7 @@ impl Learner {
         let now = now_millis();
         let mut reports = Vec::with_capacity(requests.len());
         let mut dead = String::new();
-        let mut accepted: Vec<(usize, u128, Record)> = Vec::new();
+        let mut accepted: Vec<(usize, u128, Record, Predicted)> = Vec::new();
         let mut group_ids: HashSet<u128> = HashSet::new();
         let mut working: Option<AdaptiveLinear> = None;
         // Learning runs on copies, committed only once the log is synced; the same additions in the same order as a
@@ -664,7 +702,7 @@ impl Learner {
                                 continue;
                             }
                             let learned = match &event.target {
-                                None => Ok(false),
+                                None => Ok(None),
                                 Some(target) => {
                                     x.resize(encoder.dim(), 0.0);
                                     encoder.encode_row(&event, &mut x);
@@ -674,16 +712,22 @@ impl Learner {
                                     if r.is_ok() {
                                         stats = s;
                                     }
-                                    r
+                                    match r {
+                                        Ok(done) => Ok(Some(done)),
+                                        Err(Unlearnable::UnknownClass) => Ok(None),
+                                        Err(e) => Err(e),
+                                    }
                                 }
                             };
                             match learned {
                                 Err(Unlearnable::NonFinite(why)) => (line, format!("refused: {why}"), raw.to_string()),
-                                other => {
-                                    updates += u64::from(matches!(other, Ok(true)));
+                                Err(Unlearnable::UnknownClass) => unreachable!("mapped to Ok(None) above"),
+                                Ok(done) => {
+                                    updates += u64::from(matches!(done, Some((true, _, _))));
                                     group_ids.insert(h);
                                     let seq = self.last_seq + 1 + accepted.len() as u64;
-                                    accepted.push((request, h, Record { seq, ingest_ms: now, event }));
+                                    let predicted = done.map(|(_, ps, pb)| (ps, pb));
+                                    accepted.push((request, h, Record { seq, ingest_ms: now, event }, predicted));
                                     continue;
                                 }
                             }
@@ -703,7 +747,7 @@ impl Learner {
         if !dead.is_empty() {
             self.dead.append(&dead)?;
         }
-        let records: Vec<Record> = accepted.iter().map(|(_, _, r)| r.clone()).collect();
+        let records: Vec<Record> = accepted.iter().map(|(_, _, r, _)| r.clone()).collect();
         self.log.append(&records)?;
         if let Some(m) = working {
             self.model = m;
@@ -718,14 +762,17 @@ impl Learner {
         }
         let any = !accepted.is_empty();
         let encoder = &self.batch.artifact.encoder;
-        for (_, _, r) in &accepted {
+        for (_, _, r, predicted) in &accepted {
             if let Some(target) = &r.event.target {
+                if let Some((ps, pb)) = predicted {
+                    record(&mut self.windows, ps, pb, target, r.seq, r.event.time);
+                }
                 self.x.resize(encoder.dim(), 0.0);
                 encoder.encode_row(&r.event, &mut self.x);
-                observe_all(&mut self.extra, &self.model.model.classes, &self.x, target);
+                observe_all(&mut self.extra, &self.model.model.classes, &self.x, target, r.seq, r.event.time);
             }
         }
-        for (request, h, r) in accepted {
+        for (request, h, r, _) in accepted {
             let report = &mut reports[request];
             report.first_seq.get_or_insert(r.seq);
             report.last_seq = Some(r.seq);
@@ -751,7 +798,14 @@ impl Learner {
             seq: self.last_seq,
             stats: self.stats.clone(),
             learners: self.extra.iter().map(LearnerStatus::of).collect(),
+            windows: self.window_status.clone(),
         }));
+    }
+
+    /// Recomputes what the windows say and serves it.
+    fn refresh_windows(&mut self) {
+        self.window_status = Arc::new(WindowStatuses::of(Some(&self.windows), Some(&self.extra)));
+        self.publish_model();
     }
 
     /// Hands the served pair (batch side and speed side of the same version) to an in-process serving layer.
@@ -967,6 +1021,9 @@ impl Learner {
         if let Some(done) = self.worker.as_mut().map(Worker::finished_compactions) {
             self.take_finished(done)?;
         }
+        if self.dirty {
+            self.refresh_windows();
+        }
         if !self.needs_checkpoint() {
             return Ok(CheckpointReport::default());
         }
@@ -1019,6 +1076,7 @@ impl Learner {
             batch_loss: (self.stats.labelled > 0).then(|| self.stats.batch_loss_sum / self.stats.labelled as f64),
             resident_bytes: resident_bytes(),
             learners: self.extra.iter().map(LearnerStatus::of).collect(),
+            windows: WindowStatuses::of(Some(&self.windows), Some(&self.extra)),
         }
     }
 
@@ -1071,6 +1129,7 @@ impl Learner {
             model: self.model.model.clone(),
             online: Some(self.model.state.clone()),
             learners: Some(self.extra.clone()),
+            windows: Some(self.windows.clone()),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
@@ -1144,16 +1203,22 @@ impl Learner {
         let mut x = vec![0.0; encoder.dim()];
         let spec = &self.spec;
         // The other learners start over on the new version's encoding, from the same events.
-        let mut extra = learners_for(spec, &model.model, None);
+        let mut extra = learners_for(spec, &published.artifact, None);
+        // So do the windows: the new batch model and its speed model, scored on the events after its watermark.
+        let mut windows = new_windows(spec, &published.artifact);
         let classes = model.model.classes.clone();
+        let champion = &published.artifact.model;
         let mut apply = |seq: u64, e: &Event| {
             realtime.observe(&e.key, e.time, seq, e, e.target.as_ref());
             if let Some(t) = &e.target {
                 encoder.encode_row(e, &mut x);
-                observe_all(&mut extra, &classes, &x, t);
+                observe_all(&mut extra, &classes, &x, t, seq, e.time);
+                let (ps, pb) = (model.predict(&x), champion.predict(&x));
                 match update(&mut model, &x, t, spec) {
-                    Ok(true) => updates += 1,
-                    Ok(false) => {}
+                    Ok(updated) => {
+                        updates += u64::from(updated);
+                        record(&mut windows, &ps, &pb, t, seq, e.time);
+                    }
                     Err(_) => refused += 1,
                 }
             }
@@ -1192,6 +1257,7 @@ impl Learner {
                 seq: self.last_seq,
                 stats: stats.clone(),
                 learners: extra.iter().map(LearnerStatus::of).collect(),
+                windows: Arc::new(WindowStatuses::of(Some(&windows), Some(&extra))),
             },
         );
         tracing::info!(
@@ -1206,6 +1272,7 @@ impl Learner {
         self.side = new_side;
         self.model = model;
         self.extra = extra;
+        self.windows = windows;
         self.updates = updates;
         self.stats = stats;
         self.batch = published;

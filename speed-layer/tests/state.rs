@@ -59,6 +59,17 @@ fn the_online_tree_learns_what_the_linear_model_cannot_and_starts_over_on_a_new_
     let (tree_loss, speed_loss) = (tree.prequential_loss.unwrap(), status.speed_loss.unwrap());
     assert!(tree_loss < speed_loss, "tree {tree_loss}, linear {speed_loss}");
     assert!(tree.size.contains("leaves"), "{}", tree.size);
+    // Each model's window holds the latest `speed.window` (1,000) labelled events, scored before learning.
+    let w = &status.windows;
+    let (speed, batch) = (w.speed.as_ref().unwrap(), w.batch.as_ref().unwrap());
+    assert_eq!(
+        (speed.metrics["rows"], batch.metrics["rows"], w.learners[0].1.metrics["rows"]),
+        (1000.0, 1000.0, 1000.0)
+    );
+    // Both online learners have learned the threshold; the fixed toy batch model has not.
+    for m in [&speed.metrics, &w.learners[0].1.metrics] {
+        assert!(m["accuracy"] > 0.98 && m["log_loss"] < batch.metrics["log_loss"] / 2.0, "{w:?}");
+    }
     // A new batch version: the tree starts over on its encoding, from the events after its watermark.
     learner.archive_all().unwrap();
     publish(&spec, -0.7, 0.3, 1_500);
