@@ -5,6 +5,7 @@
 //! for two classes, the probability of the second class, so that accuracy, log loss and AUC (or MAE and RMSE) of
 //! the last `size` events are exact. ADWIN and Page-Hinkley ([`crate::drift`]) watch the error stream: mistakes
 //! (0 or 1) for classes; for values the absolute error over three deviations of the history's target, capped at 1.
+//! Only a rise of the error is a drift: a window ADWIN cuts because the error fell is the model getting better.
 
 use std::collections::VecDeque;
 
@@ -154,8 +155,10 @@ impl Window {
         self.scored.push_back(Scored { probabilities, value, target: target.clone() });
         self.recorded += 1;
         let (at, hold) = (self.recorded, self.size as u64);
-        let cut = self.adwin.update(error);
-        self.adwin_status.set(if cut { DriftState::Drift } else { DriftState::Stable }, at, hold, seq, ms);
+        // A cut after which the error is lower is the model getting better, not decay: not a drift.
+        let before = self.adwin.mean();
+        let rose = self.adwin.update(error) && self.adwin.mean() > before;
+        self.adwin_status.set(if rose { DriftState::Drift } else { DriftState::Stable }, at, hold, seq, ms);
         let ph = self.page_hinkley.update(error);
         self.page_hinkley_status.set(ph, at, hold, seq, ms);
     }
@@ -227,6 +230,18 @@ mod tests {
 
         let m = w.metrics();
         assert!((m["accuracy"] - 0.45).abs() < 0.06, "{m:?}");
+    }
+
+    #[test]
+    fn a_fall_of_the_error_is_not_a_drift() {
+        let mut w = Window::new(1000, classes(), 1.0);
+        for i in 0..6_000u64 {
+            // Wrong on every other event, then always right.
+            let label = if i < 3_000 && i % 2 == 0 { "no" } else { "yes" };
+            w.record(&p(0.9), &Target::Class(label.into()), i + 1, 0);
+        }
+        assert!(w.adwin.width() < 3_000, "ADWIN cut its window");
+        assert_eq!((w.adwin_status.drifts, w.adwin_status.state), (0, DriftState::Stable));
     }
 
     #[test]

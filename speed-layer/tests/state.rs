@@ -489,3 +489,37 @@ mod http {
         assert_eq!(on_disk(&spec).last_seq, 3);
     }
 }
+
+#[test]
+fn a_concept_flip_in_the_live_stream_moves_the_drift_detectors_and_not_before() {
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let flipped = |range: std::ops::Range<u64>| -> Vec<Incoming> {
+        range
+            .map(|i| {
+                let mut e = event(i);
+                e["label"] = json!(if e["label"] == "yes" { "no" } else { "yes" });
+                parse_line(&spec, 1, &e.to_string())
+            })
+            .collect()
+    };
+    learner.ingest(items(&spec, 0..3_000)).unwrap();
+    let before = learner.status().windows;
+    for w in [before.speed.as_ref().unwrap(), before.batch.as_ref().unwrap(), &before.learners[0].1] {
+        assert_eq!((w.adwin.drifts, w.page_hinkley.drifts), (0, 0), "{w:?}");
+    }
+    learner.ingest(flipped(3_000..4_000)).unwrap();
+    let after = learner.status().windows;
+    for w in [after.speed.as_ref().unwrap(), after.batch.as_ref().unwrap(), &after.learners[0].1] {
+        for d in [&w.adwin, &w.page_hinkley] {
+            assert!(d.drifts >= 1 && d.last_drift_seq > 3_000 && d.last_drift_seq < 3_400, "{w:?}");
+        }
+    }
+    // The batch model cannot learn: its window says it is wrong now.
+    assert!(after.batch.as_ref().unwrap().metrics["accuracy"] < 0.1);
+    // The drift states survive a restart.
+    learner.checkpoint().unwrap();
+    drop(learner);
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(learner.status().windows, after);
+}
