@@ -88,6 +88,13 @@ enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// The speed layer's live record as of its last checkpoint: each model's metrics over its latest labelled
+    /// events, its drift detectors, and the other online learners.
+    Status {
+        /// Pipeline spec (TOML).
+        #[arg(long)]
+        spec: PathBuf,
+    },
     /// Point the registry's `CURRENT` at a kept model version (as `models rollback --to`).
     Rollback {
         /// Pipeline spec (TOML).
@@ -200,6 +207,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Models { command } => models(command),
+        Command::Status { spec } => status(&load(&spec)?),
         Command::Forecast { spec, input, output } => {
             let spec = load(&spec)?;
             let r = lambda_batch::forecast::forecast(&spec, &input, &output).context("forecast failed")?;
@@ -472,4 +480,46 @@ fn example_event(spec: &Spec, key: &str) -> String {
     v[&d.key_column] = serde_json::json!(key);
     v[&d.time_column] = serde_json::json!(lambda_core::registry::now_millis());
     v.to_string()
+}
+
+/// `lambda-ml status`: the speed layer's checkpoint, read from disk (no daemon needed).
+fn status(spec: &Spec) -> anyhow::Result<()> {
+    use lambda_core::checkpoint::{self, LearnerStatus, WindowStatus, WindowStatuses};
+    let Some(c) = checkpoint::read(&spec.paths.state)? else {
+        anyhow::bail!("no speed-layer checkpoint in {}; start `lambda-ml speed` first", spec.paths.state.display());
+    };
+    let w = WindowStatuses::of(c.windows.as_ref(), c.learners.as_ref());
+    println!(
+        "speed layer on batch version {} (watermark {}), last seq {}, {} accepted, {} rejected",
+        c.base_version, c.base_watermark, c.last_seq, c.stats.accepted, c.stats.rejected
+    );
+    let metric = |w: &WindowStatus| {
+        let get = |k: &str| w.metrics.get(k).map(|v| format!("{k} {v:.4}"));
+        ["accuracy", "log_loss", "auc", "rmse", "mae"].iter().filter_map(|k| get(k)).collect::<Vec<_>>().join(", ")
+    };
+    let state = |d: &lambda_core::prequential::DetectorStatus| {
+        format!("{:?} (since seq {}, {} drifts)", d.state, d.changed_seq, d.drifts).to_lowercase()
+    };
+    let rows = w
+        .speed
+        .iter()
+        .map(|s| ("speed (linear)".to_string(), s))
+        .chain(w.batch.iter().map(|b| ("batch".to_string(), b)))
+        .chain(w.learners.iter().map(|(n, s)| (n.clone(), s)));
+    println!("{:<16} {:>7}  {:<48} {:<34} page-hinkley", "model", "window", "metrics", "adwin");
+    for (name, s) in rows {
+        let n = s.metrics.get("rows").copied().unwrap_or(0.0);
+        println!("{name:<16} {n:>7}  {:<48} {:<34} {}", metric(s), state(&s.adwin), state(&s.page_hinkley));
+    }
+    for l in LearnerStatus::all(c.learners.as_ref()) {
+        let loss = l.prequential_loss.map_or("-".into(), |v| format!("{v:.4}"));
+        println!("{}: {} labelled events, mean prequential loss {loss}, {}", l.name, l.labelled, l.size);
+    }
+    let alerts = w.alerts();
+    if alerts.is_empty() {
+        println!("status: ready");
+    } else {
+        println!("status: degraded ({})", alerts.join("; "));
+    }
+    Ok(())
 }

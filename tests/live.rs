@@ -132,3 +132,52 @@ fn up_sheds_an_ingest_overload_with_503_and_keeps_serving() {
     }
     assert_eq!(counted, acked, "{results:?}");
 }
+
+#[test]
+fn a_drift_on_the_live_errors_makes_ready_degraded_and_status_says_why() {
+    let (_dir, sp) = pipeline("", "");
+    let (port, ingest) = (free_port(), free_port());
+    let server = start(
+        &[
+            "up",
+            "--spec",
+            &sp,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--ingest-listen",
+            &format!("127.0.0.1:{ingest}"),
+        ],
+        port,
+        "/health/ready",
+    );
+    let (_, ready) = get(&format!("{}/health/ready", server.base));
+    assert_eq!(ready["status"], "ready", "{ready}");
+    // The same record, 1,500 times "yes", then 600 times "no": whatever a model learned first, its errors rise after.
+    // A drift shows for a window (1,000 events) after it, so the stream ends inside that window whenever the last
+    // refresh comes.
+    let labelled =
+        |i: u64, label: &str| event(i, "drift").replace(r#""converted": "yes""#, &format!(r#""converted": "{label}""#));
+    for (first, n, label) in [(0u64, 500u64, "yes"), (500, 500, "yes"), (1_000, 500, "yes"), (10_000, 600, "no")] {
+        let body: Vec<String> = (first..first + n).map(|i| labelled(i, label)).collect();
+        let (status, ack) = post(&format!("http://127.0.0.1:{ingest}/v1/events"), &body.join("\n"));
+        assert_eq!((status, ack["accepted"].as_u64()), (200, Some(n)), "{ack}");
+    }
+    // The windows are refreshed at each checkpoint tick: poll, never sleep-and-assert.
+    let mut last = serde_json::Value::Null;
+    wait_for(Duration::from_secs(20), || {
+        let (status, r) = get(&format!("{}/health/ready", server.base));
+        assert_eq!(status, 200, "degraded is still ready: {r}");
+        last = r;
+        last["status"] == "degraded"
+    });
+    let alerts = last["alerts"].as_array().unwrap();
+    assert!(alerts.iter().any(|a| a.as_str().unwrap().contains("drift since seq")), "{last}");
+    // `status` reads the last checkpoint, written at a later tick than the one that refreshed the windows.
+    let mut out = String::new();
+    wait_for(Duration::from_secs(20), || {
+        out = run_ok(&["status", "--spec", &sp]);
+        out.contains("2100 accepted")
+    });
+    assert!(out.contains("status: degraded") && out.contains("hoeffding_tree"), "{out}");
+    drop(server);
+}

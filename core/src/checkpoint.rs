@@ -336,6 +336,26 @@ pub struct WindowStatuses {
 }
 
 impl WindowStatuses {
+    /// Each detector not stable, as "MODEL: DETECTOR STATE since seq N".
+    pub fn alerts(&self) -> Vec<String> {
+        let named = self
+            .speed
+            .iter()
+            .map(|w| ("speed", w))
+            .chain(self.batch.iter().map(|w| ("batch", w)))
+            .chain(self.learners.iter().map(|(n, w)| (n.as_str(), w)));
+        let mut out = Vec::new();
+        for (name, w) in named {
+            for (detector, d) in [("ADWIN", &w.adwin), ("Page-Hinkley", &w.page_hinkley)] {
+                if d.state != crate::drift::DriftState::Stable {
+                    let state = if d.state == crate::drift::DriftState::Drift { "drift" } else { "warning" };
+                    out.push(format!("{name} model: {detector} {state} since seq {}", d.changed_seq));
+                }
+            }
+        }
+        out
+    }
+
     /// The statuses of these windows.
     pub fn of(windows: Option<&[Window; 2]>, learners: Option<&Vec<Tracked>>) -> WindowStatuses {
         WindowStatuses {

@@ -229,7 +229,13 @@ pub fn router(serving: Arc<Serving>) -> Router {
 async fn ready(State(s): State<Arc<Serving>>) -> Response {
     match s.state() {
         Some(st) => {
-            Json(json!({"status": "ready", "model_version": st.batch.version(), "speed_seq": st.seq()})).into_response()
+            // A drift on a model's live errors makes the service degraded, never not ready: it still answers.
+            let alerts = st.speed.as_ref().map(|sp| sp.model.load().windows.alerts()).unwrap_or_default();
+            let status = if alerts.is_empty() { "ready" } else { "degraded" };
+            Json(
+                json!({"status": status, "model_version": st.batch.version(), "speed_seq": st.seq(), "alerts": alerts}),
+            )
+            .into_response()
         }
         None => error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet"),
     }
