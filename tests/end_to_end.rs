@@ -223,26 +223,13 @@ fn up_makes_a_posted_event_visible_as_soon_as_its_ingest_call_answers() {
     let sp = spec_path.to_str().unwrap();
     let stream = dir.path().join("stream.ndjson");
     run_ok(&["generate", "--spec", sp, "--rows", "2000", "--stream-rows", "10", "--stream", stream.to_str().unwrap()]);
-    let (port, ingest) = (free_port(), free_port());
-    let server = start(
-        &[
-            "up",
-            "--spec",
-            sp,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--ingest-listen",
-            &format!("127.0.0.1:{ingest}"),
-        ],
-        port,
-        "/health/ready",
-    );
+    let (server, ingest) = start_up(sp);
     let record = r#"{"amount": 35.5, "country": "us", "mobile": false, "session_seconds": 80}"#;
     let (_, before) = post(&format!("{}/v1/predict", server.base), record);
     let (status, _) = get(&format!("{}/v1/views/new-user", server.base));
     assert_eq!(status, 404);
     let event = r#"{"event_id": "live-1", "user_id": "new-user", "ts": 1769904000000, "amount": 35.5, "country": "us", "mobile": false, "session_seconds": 80, "converted": "yes"}"#;
-    let (status, ack) = post(&format!("http://127.0.0.1:{ingest}/v1/events"), event);
+    let (status, ack) = post(&format!("{ingest}/v1/events"), event);
     assert_eq!((status, ack["accepted"].as_u64()), (200, Some(1)), "{ack}");
     // Read your writes: no waiting between the answer of the ingest call and the reads.
     let (status, view) = get(&format!("{}/v1/views/new-user", server.base));

@@ -62,24 +62,11 @@ fn a_reader_in_another_process_reads_its_own_writes_with_min_seq() {
 #[test]
 fn up_sheds_an_ingest_overload_with_503_and_keeps_serving() {
     let (_dir, sp) = pipeline("max_queued = 1\nmax_parsing = 1\ningest_wait = \"10ms\"\n", "");
-    let (port, ingest) = (free_port(), free_port());
-    let server = start(
-        &[
-            "up",
-            "--spec",
-            &sp,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--ingest-listen",
-            &format!("127.0.0.1:{ingest}"),
-        ],
-        port,
-        "/health/ready",
-    );
+    let (server, ingest) = start_up(&sp);
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..8u64)
         .map(|w| {
-            let stop = stop.clone();
+            let (stop, ingest) = (stop.clone(), ingest.clone());
             std::thread::spawn(move || {
                 let agent = agent();
                 let (mut ok, mut shed, mut acked) = (0u64, 0u64, 0u64);
@@ -87,8 +74,7 @@ fn up_sheds_an_ingest_overload_with_503_and_keeps_serving() {
                 while !stop.load(Ordering::SeqCst) && n < 40 {
                     let body: Vec<String> =
                         (0..1500).map(|i| event(w * 1_000_000 + n * 1500 + i, &format!("load-{w}"))).collect();
-                    let mut r =
-                        agent.post(&format!("http://127.0.0.1:{ingest}/v1/events")).send(&body.join("\n")).unwrap();
+                    let mut r = agent.post(&format!("{ingest}/v1/events")).send(&body.join("\n")).unwrap();
                     match r.status().as_u16() {
                         200 => {
                             ok += 1;
@@ -136,20 +122,7 @@ fn up_sheds_an_ingest_overload_with_503_and_keeps_serving() {
 #[test]
 fn a_drift_on_the_live_errors_makes_ready_degraded_and_status_says_why() {
     let (_dir, sp) = pipeline("", "");
-    let (port, ingest) = (free_port(), free_port());
-    let server = start(
-        &[
-            "up",
-            "--spec",
-            &sp,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--ingest-listen",
-            &format!("127.0.0.1:{ingest}"),
-        ],
-        port,
-        "/health/ready",
-    );
+    let (server, ingest) = start_up(&sp);
     let (_, ready) = get(&format!("{}/health/ready", server.base));
     assert_eq!(ready["status"], "ready", "{ready}");
     // The same record, 1,500 times "yes", then 600 times "no": whatever a model learned first, its errors rise after.
@@ -159,7 +132,7 @@ fn a_drift_on_the_live_errors_makes_ready_degraded_and_status_says_why() {
         |i: u64, label: &str| event(i, "drift").replace(r#""converted": "yes""#, &format!(r#""converted": "{label}""#));
     for (first, n, label) in [(0u64, 500u64, "yes"), (500, 500, "yes"), (1_000, 500, "yes"), (10_000, 600, "no")] {
         let body: Vec<String> = (first..first + n).map(|i| labelled(i, label)).collect();
-        let (status, ack) = post(&format!("http://127.0.0.1:{ingest}/v1/events"), &body.join("\n"));
+        let (status, ack) = post(&format!("{ingest}/v1/events"), &body.join("\n"));
         assert_eq!((status, ack["accepted"].as_u64()), (200, Some(n)), "{ack}");
     }
     // The windows are refreshed at each checkpoint tick: poll, never sleep-and-assert.

@@ -248,15 +248,7 @@ impl PageHinkley {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (self.0 >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::testing::Lcg;
 
     /// Mistakes (1) at rate `before` for `change` values, then at rate `after`.
     fn errors(seed: u64, change: usize, n: usize, before: f64, after: f64) -> Vec<f64> {

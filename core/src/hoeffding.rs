@@ -521,15 +521,7 @@ mod tests {
     use super::*;
     use crate::model::{Family, LinearModel};
     use crate::online::AdaptiveLinear;
-
-    struct Lcg(u64);
-
-    impl Lcg {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (self.0 >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::testing::Lcg;
 
     /// Five inputs in [-1, 1); the label is an exclusive or of two thresholds, which no linear model separates.
     fn rule_stream(n: usize, seed: u64) -> Vec<(Vec<f64>, Target)> {

@@ -27,6 +27,8 @@ pub mod registry;
 pub mod schema;
 pub mod spec;
 pub mod state;
+#[cfg(test)]
+mod testing;
 pub mod trees;
 pub mod views;
 

@@ -64,6 +64,17 @@ pub fn start(args: &[&str], port: u16, ready_path: &str) -> Server {
     server
 }
 
+/// `lambda-ml up` on two free ports, once ready: the server (serving) and the ingest URL of its speed layer.
+#[allow(dead_code)]
+pub fn start_up(spec: &str) -> (Server, String) {
+    let (port, ingest) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{port}");
+    let ingest_listen = format!("127.0.0.1:{ingest}");
+    let server =
+        start(&["up", "--spec", spec, "--listen", &listen, "--ingest-listen", &ingest_listen], port, "/health/ready");
+    (server, format!("http://{ingest_listen}"))
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().into()
 }
