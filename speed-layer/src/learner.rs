@@ -715,13 +715,12 @@ impl Learner {
                                     match r {
                                         Ok(done) => Ok(Some(done)),
                                         Err(Unlearnable::UnknownClass) => Ok(None),
-                                        Err(e) => Err(e),
+                                        Err(Unlearnable::NonFinite(why)) => Err(why),
                                     }
                                 }
                             };
                             match learned {
-                                Err(Unlearnable::NonFinite(why)) => (line, format!("refused: {why}"), raw.to_string()),
-                                Err(Unlearnable::UnknownClass) => unreachable!("mapped to Ok(None) above"),
+                                Err(why) => (line, format!("refused: {why}"), raw.to_string()),
                                 Ok(done) => {
                                     updates += u64::from(matches!(done, Some((true, _, _))));
                                     group_ids.insert(h);
