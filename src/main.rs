@@ -488,7 +488,7 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
     let Some(c) = checkpoint::read(&spec.paths.state)? else {
         anyhow::bail!("no speed-layer checkpoint in {}; start `lambda-ml speed` first", spec.paths.state.display());
     };
-    let w = WindowStatuses::of(c.windows.as_ref(), c.learners.as_ref());
+    let w = WindowStatuses::of(c.windows.as_ref(), c.learners.as_ref(), c.blend.as_ref());
     println!(
         "speed layer on batch version {} (watermark {}), last seq {}, {} accepted, {} rejected",
         c.base_version, c.base_watermark, c.last_seq, c.stats.accepted, c.stats.rejected
@@ -505,7 +505,8 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
         .iter()
         .map(|s| ("speed (linear)".to_string(), s))
         .chain(w.batch.iter().map(|b| ("batch".to_string(), b)))
-        .chain(w.learners.iter().map(|(n, s)| (n.clone(), s)));
+        .chain(w.learners.iter().map(|(n, s)| (n.clone(), s)))
+        .chain(w.blend.iter().map(|b| ("blend".to_string(), b)));
     println!("{:<16} {:>7}  {:<48} {:<34} page-hinkley", "model", "window", "metrics", "adwin");
     for (name, s) in rows {
         let n = s.metrics.get("rows").copied().unwrap_or(0.0);
@@ -514,6 +515,11 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
     for l in LearnerStatus::all(c.learners.as_ref()) {
         let loss = l.prequential_loss.map_or("-".into(), |v| format!("{v:.4}"));
         println!("{}: {} labelled events, mean prequential loss {loss}, {}", l.name, l.labelled, l.size);
+    }
+    if let Some(b) = &c.blend {
+        let weights: Vec<String> =
+            b.weights.names.iter().zip(&b.weights.weights).map(|(n, w)| format!("{n} {w:.3}")).collect();
+        println!("blend weights over the latest {} events: {}", b.weights.events, weights.join(", "));
     }
     let alerts = w.alerts();
     if alerts.is_empty() {

@@ -198,7 +198,10 @@ fn batch_speed_and_serving_agree_end_to_end() {
         get(&format!("{}/v1/views/{some_key}", server.base)).1["speed_seq"] == 4000 + accepted
     });
     assert_views_match(&server.base, &expected);
-    let (_, p) = post(&format!("{}/v1/predict", server.base), r#"{"amount": 20.0, "country": "fr", "mobile": true}"#);
+    let (_, p) = post(
+        &format!("{}/v1/predict?model=speed", server.base),
+        r#"{"amount": 20.0, "country": "fr", "mobile": true}"#,
+    );
     assert_eq!(p["model_version"], "v000001");
     assert!(p["speed_update"].as_u64().unwrap() > 0, "{p}");
 
@@ -218,14 +221,15 @@ fn batch_speed_and_serving_agree_end_to_end() {
 fn up_makes_a_posted_event_visible_as_soon_as_its_ingest_call_answers() {
     let dir = tempfile::tempdir().unwrap();
     let spec_path = spec_in(dir.path());
-    // The speed layer's model answers when it continues a linear champion.
+    // Asked for by name, the speed layer's model answers, warm-started from a linear champion.
     pin_families(&spec_path, &["linear"]);
     let sp = spec_path.to_str().unwrap();
     let stream = dir.path().join("stream.ndjson");
     run_ok(&["generate", "--spec", sp, "--rows", "2000", "--stream-rows", "10", "--stream", stream.to_str().unwrap()]);
     let (server, ingest) = start_up(sp);
     let record = r#"{"amount": 35.5, "country": "us", "mobile": false, "session_seconds": 80}"#;
-    let (_, before) = post(&format!("{}/v1/predict", server.base), record);
+    let predict = format!("{}/v1/predict?model=speed", server.base);
+    let (_, before) = post(&predict, record);
     let (status, _) = get(&format!("{}/v1/views/new-user", server.base));
     assert_eq!(status, 404);
     let event = r#"{"event_id": "live-1", "user_id": "new-user", "ts": 1769904000000, "amount": 35.5, "country": "us", "mobile": false, "session_seconds": 80, "converted": "yes"}"#;
@@ -235,8 +239,8 @@ fn up_makes_a_posted_event_visible_as_soon_as_its_ingest_call_answers() {
     let (status, view) = get(&format!("{}/v1/views/new-user", server.base));
     assert_eq!((status, view["count"].as_u64()), (200, Some(1)), "{view}");
     assert!(view["speed_seq"].as_u64() >= ack["last_seq"].as_u64(), "{view} {ack}");
-    let (_, after) = post(&format!("{}/v1/predict", server.base), record);
-    assert_eq!(after["speed_update"], 1, "{after}");
+    let (_, after) = post(&predict, record);
+    assert_eq!((after["model"].as_str(), after["speed_update"].as_u64()), (Some("speed"), Some(1)), "{after}");
     let (b, a) = (
         before["prediction"]["probabilities"]["yes"].as_f64().unwrap(),
         after["prediction"]["probabilities"]["yes"].as_f64().unwrap(),

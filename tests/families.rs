@@ -54,19 +54,25 @@ fn check(family: &str, leaderboard_name: &str) {
     let n = scored.height().min(200);
     let body = records(&read(&input), n);
 
-    // The speed layer learns from the stream; a linear champion's online model would then answer instead.
+    // The speed layer learns from the stream; the batch champion still answers when asked for by name.
     run_ok(&["speed", "--spec", sp, "--source", &format!("file:{s}"), "--once"]);
     let port = free_port();
     let server = start(&["serve", "--spec", sp, "--listen", &format!("127.0.0.1:{port}")], port, "/health/ready");
-    let (status, answer) = post(&format!("{}/v1/predict", server.base), &body);
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["model_family"], leaderboard_name, "{answer}");
     let (_, models) = get(&format!("{}/v1/models", server.base));
     assert!(models["speed"]["updates"].as_u64().unwrap() > 0, "{models}");
-    if family == "linear" {
-        assert!(answer["speed_update"].as_u64().unwrap() > 0, "{answer}");
-        return;
-    }
+    let (status, online) = post(&format!("{}/v1/predict?model=speed", server.base), &body);
+    assert_eq!(status, 200, "{online}");
+    assert!(online["speed_update"].as_u64().unwrap() > 0, "{online}");
+    // The blend names its components, the champion among them, with weights that sum to one.
+    let (status, blend) = post(&format!("{}/v1/predict", server.base), &body);
+    assert_eq!((status, blend["model"].as_str()), (200, Some("blend")), "{blend}");
+    let components = blend["components"].as_array().unwrap();
+    assert_eq!(components[0]["family"], leaderboard_name, "{blend}");
+    let total: f64 = components.iter().map(|c| c["weight"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-9, "{blend}");
+    let (status, answer) = post(&format!("{}/v1/predict?model=batch", server.base), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["model_family"], leaderboard_name, "{answer}");
     assert!(answer["speed_update"].is_null(), "{answer}");
     let p_yes = scored.column("probability_yes").unwrap().f64().unwrap().clone();
     let labels = scored.column("prediction").unwrap().str().unwrap().clone();

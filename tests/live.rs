@@ -49,7 +49,7 @@ fn a_reader_in_another_process_reads_its_own_writes_with_min_seq() {
         let (status, view) = get(&format!("{}/v1/views/reader?min_seq={seq}", serve.base));
         assert_eq!((status, view["count"].as_u64()), (200, Some(i + 1)), "{view}");
         assert!(view["speed_seq"].as_u64().unwrap() >= seq);
-        let (status, p) = post(&format!("{}/v1/predict?min_seq={seq}", serve.base), r#"{"amount": 20.0}"#);
+        let (status, p) = post(&format!("{}/v1/predict?min_seq={seq}&model=speed", serve.base), r#"{"amount": 20.0}"#);
         assert_eq!(status, 200, "{p}");
         assert!(p["speed_seq"].as_u64().unwrap() >= seq && p["speed_update"].as_u64().unwrap() > i, "{p}");
     }

@@ -16,10 +16,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
+use crate::blend::{Blend, Weights};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::LinearModel;
-use crate::online::{NagState, Tracked};
+use crate::online::{NagState, OnlineLearner, Tracked};
 use crate::prequential::{DetectorStatus, Window};
 use crate::realtime::{Chunk, Realtime};
 use crate::registry::{Published, Registry};
@@ -115,6 +116,9 @@ pub struct Checkpoint {
     /// The speed and the batch model's windowed records: the fourth record, written only after the third.
     #[serde(skip)]
     pub windows: Option<[Window; 2]>,
+    /// The live blend's weights and record: the fifth record, written only after the fourth.
+    #[serde(skip)]
+    pub blend: Option<Blend>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -149,6 +153,9 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
             frames.push(state::encode(learners)?);
             if let Some(windows) = &c.windows {
                 frames.push(state::encode(windows)?);
+                if let Some(blend) = &c.blend {
+                    frames.push(state::encode(blend)?);
+                }
             }
         }
     }
@@ -172,6 +179,9 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     }
     if let Some(windows) = frames.get(3) {
         c.windows = Some(state::decode(&path, windows)?);
+    }
+    if let Some(blend) = frames.get(4) {
+        c.blend = Some(state::decode(&path, blend)?);
     }
     Ok(Some(c))
 }
@@ -309,6 +319,33 @@ pub struct SpeedModel {
     pub learners: Vec<LearnerStatus>,
     /// The models' windows, refreshed at each checkpoint tick (computing them costs more than a group commit).
     pub windows: Arc<WindowStatuses>,
+    /// The live blend's weights over the batch model, this model and `learner_models`.
+    pub weights: Arc<Weights>,
+    /// The other online learners, as of the last checkpoint tick (copying them costs more than a group commit).
+    pub learner_models: Arc<Vec<OnlineLearner>>,
+}
+
+impl SpeedModel {
+    /// The model a checkpoint describes.
+    pub fn of(c: &Checkpoint) -> SpeedModel {
+        let learners = c.learners.as_ref();
+        let weights = match &c.blend {
+            Some(b) => b.weights.clone(),
+            None => Weights::batch_only(crate::blend::component_names(
+                learners.into_iter().flatten().map(|t| t.learner.name()),
+            )),
+        };
+        SpeedModel {
+            model: c.model.clone(),
+            updates: c.updates,
+            seq: c.last_seq,
+            stats: c.stats.clone(),
+            learners: LearnerStatus::all(learners),
+            windows: Arc::new(WindowStatuses::of(c.windows.as_ref(), learners, c.blend.as_ref())),
+            weights: Arc::new(weights),
+            learner_models: Arc::new(learners.into_iter().flatten().map(|t| t.learner.clone()).collect()),
+        }
+    }
 }
 
 /// What the serving layer shows of one online learner besides the linear model.
@@ -333,6 +370,8 @@ pub struct WindowStatuses {
     pub batch: Option<WindowStatus>,
     /// Each other online learner's, by name.
     pub learners: Vec<(String, WindowStatus)>,
+    /// The live blend's.
+    pub blend: Option<WindowStatus>,
 }
 
 impl WindowStatuses {
@@ -343,7 +382,8 @@ impl WindowStatuses {
             .iter()
             .map(|w| ("speed", w))
             .chain(self.batch.iter().map(|w| ("batch", w)))
-            .chain(self.learners.iter().map(|(n, w)| (n.as_str(), w)));
+            .chain(self.learners.iter().map(|(n, w)| (n.as_str(), w)))
+            .chain(self.blend.iter().map(|w| ("blend", w)));
         let mut out = Vec::new();
         for (name, w) in named {
             for (detector, d) in [("ADWIN", &w.adwin), ("Page-Hinkley", &w.page_hinkley)] {
@@ -357,13 +397,14 @@ impl WindowStatuses {
     }
 
     /// The statuses of these windows.
-    pub fn of(windows: Option<&[Window; 2]>, learners: Option<&Vec<Tracked>>) -> WindowStatuses {
+    pub fn of(windows: Option<&[Window; 2]>, learners: Option<&Vec<Tracked>>, blend: Option<&Blend>) -> WindowStatuses {
         WindowStatuses {
             speed: windows.map(|w| WindowStatus::of(&w[0])),
             batch: windows.map(|w| WindowStatus::of(&w[1])),
             learners: learners
                 .map(|l| l.iter().map(|t| (t.learner.name().to_string(), WindowStatus::of(&t.window))).collect())
                 .unwrap_or_default(),
+            blend: blend.map(|b| WindowStatus::of(&b.window)),
         }
     }
 }
@@ -440,14 +481,7 @@ impl SpeedSide {
             base_version: c.base_version.clone(),
             base_watermark: c.base_watermark,
             realtime,
-            model: ArcSwap::from_pointee(SpeedModel {
-                model: c.model.clone(),
-                updates: c.updates,
-                seq: c.last_seq,
-                stats: c.stats.clone(),
-                learners: LearnerStatus::all(c.learners.as_ref()),
-                windows: Arc::new(WindowStatuses::of(c.windows.as_ref(), c.learners.as_ref())),
-            }),
+            model: ArcSwap::from_pointee(SpeedModel::of(c)),
         })
     }
 }
@@ -525,6 +559,7 @@ mod tests {
             online,
             learners: None,
             windows: None,
+            blend: None,
         }
     }
 
@@ -538,9 +573,19 @@ mod tests {
         let classes: Vec<String> = vec!["a".into(), "b".into()];
         let tree = crate::online::OnlineLearner::new("hoeffding_tree", &classes, 2).unwrap();
         let window = crate::prequential::Window::new(10, classes, 1.0);
-        let with_tree = Checkpoint { learners: Some(vec![Tracked::new(tree, window)]), ..c.clone() };
+        let with_tree = Checkpoint { learners: Some(vec![Tracked::new(tree, window.clone())]), ..c.clone() };
         write(dir.path(), &with_tree).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), with_tree);
+        let mut blend = Blend::new(crate::blend::component_names(["hoeffding_tree"]), window.clone());
+        blend.weights.weights = vec![0.5, 0.25, 0.25];
+        let everything =
+            Checkpoint { windows: Some([window.clone(), window]), blend: Some(blend), ..with_tree.clone() };
+        write(dir.path(), &everything).unwrap();
+        let back = read(dir.path()).unwrap().unwrap();
+        assert_eq!(back, everything);
+        assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25]);
+        // Written before the blend: its weights start on the batch model.
+        assert_eq!(SpeedModel::of(&with_tree).weights.weights, vec![1.0, 0.0, 0.0]);
         // What the build before the adaptive update wrote: one record, format version 1.
         let old = Kind { version: 1, ..MANIFEST };
         state::write_document(&manifest_path(dir.path()), old, &[state::encode(&c).unwrap()]).unwrap();

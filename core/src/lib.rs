@@ -11,6 +11,7 @@
 //! both.
 
 pub mod bayes;
+pub mod blend;
 pub mod checkpoint;
 pub mod drift;
 pub mod encoder;

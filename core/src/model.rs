@@ -154,6 +154,15 @@ impl LinearModel {
         loss(&self.classes, prediction, target)
     }
 
+    /// The family's name in leaderboards and manifests.
+    pub fn family_name(&self) -> &'static str {
+        match self.family {
+            Family::Logistic => "logistic_regression",
+            Family::Softmax => "softmax_regression",
+            Family::Linear => "ridge_regression",
+        }
+    }
+
     /// The gradient of the loss of (`x`, `target`) with respect to each output score; `None` when the label is not
     /// one the model knows (or of the other task).
     pub fn score_gradients(&self, x: &[f64], target: &Target) -> Option<Vec<f64>> {
@@ -316,11 +325,7 @@ impl Model {
     /// The family's name in leaderboards and manifests.
     pub fn family(&self) -> &'static str {
         match self {
-            Model::Linear(m) => match m.family {
-                Family::Logistic => "logistic_regression",
-                Family::Softmax => "softmax_regression",
-                Family::Linear => "ridge_regression",
-            },
+            Model::Linear(m) => m.family_name(),
             Model::Trees(t) => t.family.name(),
             Model::NaiveBayes(_) => "naive_bayes",
         }

@@ -309,13 +309,26 @@ impl Tracked {
     /// overflow the sum) is not counted.
     pub fn observe(&mut self, classes: &[String], x: &[f64], target: &Target, seq: u64, ms: i64) {
         let p = self.learner.predict(x);
-        if let Some(l) = crate::model::loss(classes, &p, target) {
+        self.observe_scored(classes, x, &p, target, seq, ms);
+    }
+
+    /// [`Tracked::observe`] with the learner's prediction of `x` already made.
+    pub fn observe_scored(
+        &mut self,
+        classes: &[String],
+        x: &[f64],
+        p: &Prediction,
+        target: &Target,
+        seq: u64,
+        ms: i64,
+    ) {
+        if let Some(l) = crate::model::loss(classes, p, target) {
             if (self.loss_sum + l).is_finite() {
                 self.loss_sum += l;
                 self.labelled += 1;
             }
         }
-        self.window.record(&p, target, seq, ms);
+        self.window.record(p, target, seq, ms);
         self.learner.learn(x, target);
     }
 

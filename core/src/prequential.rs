@@ -33,6 +33,18 @@ impl Scored {
             Prediction::Probabilities(self.probabilities.clone())
         }
     }
+
+    /// Its loss as [`crate::model::loss`] gives it, without building a prediction.
+    fn loss(&self, classes: &[String]) -> Option<f64> {
+        match &self.target {
+            Target::Class(c) if !self.probabilities.is_empty() => {
+                let i = classes.iter().position(|k| k == c)?;
+                Some(-self.probabilities.get(i)?.clamp(1e-15, 1.0).ln())
+            }
+            Target::Value(y) if self.probabilities.is_empty() => Some((self.value - y) * (self.value - y)),
+            _ => None,
+        }
+    }
 }
 
 /// A change detector's state with when it last changed. A drift stays the state for a window's worth of events
@@ -161,6 +173,20 @@ impl Window {
         self.adwin_status.set(if rose { DriftState::Drift } else { DriftState::Stable }, at, hold, seq, ms);
         let ph = self.page_hinkley.update(error);
         self.page_hinkley_status.set(ph, at, hold, seq, ms);
+    }
+
+    /// The summed loss (log loss, or squared error) of its latest `k` events, with the events it held if fewer.
+    pub fn latest_loss(&self, k: usize) -> (f64, usize) {
+        let skip = self.scored.len().saturating_sub(k);
+        let mut sum = 0.0;
+        let mut n = 0;
+        for s in self.scored.iter().skip(skip) {
+            if let Some(l) = s.loss(&self.classes) {
+                sum += l;
+                n += 1;
+            }
+        }
+        (sum, n)
     }
 
     /// The window's metrics: accuracy, log loss and AUC, or RMSE, MAE and R²; empty when it holds no event.

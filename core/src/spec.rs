@@ -365,6 +365,10 @@ pub struct ServingSettings {
     pub max_batch: usize,
     /// How long a request with `min_seq` waits for the speed layer to reach it before answering 409.
     pub min_seq_wait: String,
+    /// Which model answers `/v1/predict`: "blend" (the batch champion, the speed layer's linear model and its
+    /// online learners, weighted by their latest losses), "batch", "speed", or one of `speed.learners`. A request
+    /// may ask for another with `?model=`.
+    pub model: String,
 }
 
 impl Default for ServingSettings {
@@ -375,6 +379,7 @@ impl Default for ServingSettings {
             max_body_bytes: 4 * 1024 * 1024,
             max_batch: 10_000,
             min_seq_wait: "1s".into(),
+            model: crate::blend::BLEND.into(),
         }
     }
 }
@@ -498,6 +503,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 impl RawSpec {
+    /// The names `serving.model` and `?model=` accept.
+    fn serving_models(&self) -> impl Iterator<Item = &str> {
+        use crate::blend::{BATCH, BLEND, SPEED};
+        [BLEND, BATCH, SPEED].into_iter().chain(self.speed.learners.iter().map(String::as_str))
+    }
+
     /// Checks the spec once; every error names the key at fault.
     pub fn check(self, source: &Path, base: &Path) -> Result<Spec> {
         let fail = |message: String| Error::Spec { path: source.to_path_buf(), message };
@@ -617,6 +628,13 @@ impl RawSpec {
         }
         if s.window == 0 {
             return Err(fail("`speed.window` = 0: the metrics window needs at least one event".into()));
+        }
+        let answering = &self.serving.model;
+        if !self.serving_models().any(|m| m == answering) {
+            return Err(fail(format!(
+                "`serving.model` = {answering:?}; it can be {}",
+                self.serving_models().collect::<Vec<_>>().join(", ")
+            )));
         }
         if !(s.l2.is_finite() && s.l2 >= 0.0) {
             return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
@@ -765,6 +783,7 @@ state = "run/state"
             ("[speed]\nupdate = \"newton\"\n", "update"),
             ("[speed]\nlearners = [\"forest\"]\n", "speed.learners"),
             ("[speed]\nwindow = 0\n", "speed.window"),
+            ("[serving]\nmodel = \"forest\"\n", "serving.model"),
             ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),

@@ -21,8 +21,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lambda_core::blend::{Weights, BATCH, BLEND, NEGLIGIBLE, SPEED};
 use lambda_core::checkpoint::{self, BatchSide, Checkpoint, Live, LiveState, SpeedModel, SpeedSide};
-use lambda_core::model::{argmax, Prediction};
+use lambda_core::model::{argmax, LinearModel, Model, Prediction};
+use lambda_core::online::OnlineLearner;
 use lambda_core::registry::Registry;
 use lambda_core::schema::Mode;
 use lambda_core::spec::Spec;
@@ -179,14 +181,7 @@ fn apply_deltas(state: &std::path::Path, c: &Checkpoint, side: &SpeedSide) -> Re
         checkpoint::read_view_file(state, f, &side.realtime)?;
     }
     side.realtime.set_applied(c.last_seq);
-    side.model.store(Arc::new(SpeedModel {
-        model: c.model.clone(),
-        updates: c.updates,
-        seq: c.last_seq,
-        stats: c.stats.clone(),
-        learners: lambda_core::checkpoint::LearnerStatus::all(c.learners.as_ref()),
-        windows: Arc::new(lambda_core::checkpoint::WindowStatuses::of(c.windows.as_ref(), c.learners.as_ref())),
-    }));
+    side.model.store(Arc::new(SpeedModel::of(c)));
     Ok(())
 }
 
@@ -241,10 +236,106 @@ async fn ready(State(s): State<Arc<Serving>>) -> Response {
     }
 }
 
-/// `?min_seq=N`: answer only from state that has applied event `N`.
+/// `?min_seq=N`: answer only from state that has applied event `N`; `?model=M`: which model answers a prediction
+/// (`serving.model` by default).
 #[derive(Debug, Deserialize)]
 struct ReadParams {
     min_seq: Option<u64>,
+    model: Option<String>,
+}
+
+/// What a model can answer with.
+enum Answerer<'a> {
+    Batch(&'a Model),
+    Speed(&'a LinearModel),
+    Learner(&'a OnlineLearner),
+}
+
+impl Answerer<'_> {
+    fn predict(&self, x: &[f64]) -> Prediction {
+        match self {
+            Answerer::Batch(m) => m.predict(x),
+            Answerer::Speed(m) => m.predict(x),
+            Answerer::Learner(m) => m.predict(x),
+        }
+    }
+}
+
+/// One model of a prediction's answer, with its weight in it.
+struct Component<'a> {
+    name: String,
+    family: &'a str,
+    version: &'a str,
+    weight: f64,
+    window_loss: Option<f64>,
+    /// Events it learned online (the batch model: none).
+    learned: Option<u64>,
+    model: Answerer<'a>,
+}
+
+impl Component<'_> {
+    fn describe(&self) -> Value {
+        json!({"name": self.name, "family": self.family, "version": self.version, "weight": self.weight,
+               "window_loss": self.window_loss, "learned": self.learned})
+    }
+}
+
+/// The models that answer a prediction when `asked` answers, with their weights, and the name of what answers:
+/// the blend's weights as the speed layer last measured them, or all on the one model asked for. Without a speed
+/// layer (or before it has the model asked for) the batch champion answers alone.
+fn components<'a>(st: &'a LiveState, speed: Option<&'a SpeedModel>, asked: &str) -> (String, Vec<Component<'a>>) {
+    let batch = &st.batch.published;
+    let version = batch.manifest.version.as_str();
+    let champion = &batch.artifact.model;
+    let mut out = vec![Component {
+        name: BATCH.into(),
+        family: champion.family(),
+        version,
+        weight: 0.0,
+        window_loss: None,
+        learned: None,
+        model: Answerer::Batch(champion),
+    }];
+    if let Some(m) = speed {
+        out.push(Component {
+            name: SPEED.into(),
+            family: m.model.family_name(),
+            version,
+            weight: 0.0,
+            window_loss: None,
+            learned: Some(m.updates),
+            model: Answerer::Speed(&m.model),
+        });
+        for l in m.learner_models.iter() {
+            out.push(Component {
+                name: l.name().into(),
+                family: l.name(),
+                version,
+                weight: 0.0,
+                window_loss: None,
+                learned: m.learners.iter().find(|s| s.name == l.name()).map(|s| s.labelled),
+                model: Answerer::Learner(l),
+            });
+        }
+        for c in out.iter_mut() {
+            if let Some(i) = m.weights.names.iter().position(|n| *n == c.name) {
+                c.window_loss = m.weights.losses.get(i).copied().flatten();
+                if asked == BLEND {
+                    c.weight = m.weights.weights[i];
+                }
+            }
+        }
+    }
+    if asked != BLEND {
+        out.iter_mut().filter(|c| c.name == asked).for_each(|c| c.weight = 1.0);
+    }
+    let total: f64 = out.iter().map(|c| c.weight).sum();
+    if total >= NEGLIGIBLE {
+        out.iter_mut().for_each(|c| c.weight /= total);
+        return (asked.to_string(), out);
+    }
+    out.iter_mut().for_each(|c| c.weight = if c.name == BATCH { 1.0 } else { 0.0 });
+    (BATCH.to_string(), out)
 }
 
 /// Waits (up to `serving.min_seq_wait`) until `ok` holds for the served state, or answers 409.
@@ -334,6 +425,12 @@ async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, bod
             Err(rej) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("record {i}: {rej}")),
         }
     }
+    let asked = q.model.as_deref().unwrap_or(&s.spec.serving.model);
+    let known: Vec<&str> =
+        [BLEND, BATCH, SPEED].into_iter().chain(s.spec.speed.learners.iter().map(String::as_str)).collect();
+    if !known.contains(&asked) {
+        return error(StatusCode::BAD_REQUEST, format!("unknown model {asked:?}; it can be {}", known.join(", ")));
+    }
     let (st, speed_model, seq) = match wait_for(&s, q.min_seq, |st| match &st.speed {
         Some(sp) => {
             let m = sp.model.load_full();
@@ -349,26 +446,37 @@ async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, bod
     };
     let batch = &st.batch.published;
     let encoder = &batch.artifact.encoder;
-    let champion = &batch.artifact.model;
-    // The speed layer's model answers when it continues the champion (a linear one); a champion of another family
-    // answers itself.
-    let (predictions, speed_update, family): (Vec<Value>, Option<u64>, &str) = match &speed_model {
-        Some(m) if champion.as_linear().is_some() => (
-            events.iter().map(|e| prediction_json(&m.model.classes, &m.model.predict(&encoder.encode(e)))).collect(),
-            Some(m.updates),
-            champion.family(),
-        ),
-        _ => (
-            events.iter().map(|e| prediction_json(champion.classes(), &champion.predict(&encoder.encode(e)))).collect(),
-            None,
-            champion.family(),
-        ),
+    let (answered, components) = components(&st, speed_model.as_deref(), asked);
+    let weights = Weights {
+        names: components.iter().map(|c| c.name.clone()).collect(),
+        weights: components.iter().map(|c| c.weight).collect(),
+        events: 0,
+        losses: Vec::new(),
     };
+    let classes = batch.artifact.model.classes();
+    let mut predictions = Vec::with_capacity(events.len());
+    for e in &events {
+        let x = encoder.encode(e);
+        let each: Vec<Option<Prediction>> =
+            components.iter().map(|c| (c.weight >= NEGLIGIBLE).then(|| c.model.predict(&x))).collect();
+        let present: Vec<Option<&Prediction>> = each.iter().map(Option::as_ref).collect();
+        match weights.combine(&present) {
+            Some(p) => predictions.push(prediction_json(classes, &p)),
+            None => return error(StatusCode::INTERNAL_SERVER_ERROR, "no model could answer"),
+        }
+    }
+    let speed_update = components.iter().find(|c| c.name == SPEED && c.weight >= NEGLIGIBLE).and(speed_model.as_ref());
     let mut out = json!({
+        "model": answered,
         "model_version": batch.manifest.version,
-        "model_family": family,
-        "speed_update": speed_update,
-        "speed_seq": seq
+        "model_family": if answered == BLEND {
+            BLEND
+        } else {
+            components.iter().find(|c| c.name == answered).map_or("", |c| c.family)
+        },
+        "speed_update": speed_update.map(|m| m.updates),
+        "speed_seq": seq,
+        "components": components.iter().map(|c| c.describe()).collect::<Vec<_>>(),
     });
     if single {
         out["prediction"] = predictions.into_iter().next().unwrap_or(Value::Null);
@@ -436,7 +544,7 @@ async fn models(State(s): State<Arc<Serving>>) -> Response {
                "keys": sp.realtime.len(), "accepted": stats.accepted, "rejected": stats.rejected, "duplicates": stats.duplicates,
                "labelled": stats.labelled, "refused_updates": stats.refused_updates,
                "prequential_loss": {"speed": mean(stats.speed_loss_sum), "batch": mean(stats.batch_loss_sum)},
-               "learners": m.learners, "windows": m.windows})
+               "learners": m.learners, "windows": m.windows, "blend": m.weights})
     });
     Json(json!({
         "current": current.as_ref().map(|m| m.version.clone()),

@@ -120,9 +120,19 @@ async fn predicts_one_record_or_a_list_and_answers_views_and_models() {
     let p = &v["prediction"]["probabilities"];
     assert!((p["yes"].as_f64().unwrap() + p["no"].as_f64().unwrap() - 1.0).abs() < 1e-12);
     assert_eq!(v["prediction"]["label"], "yes");
+    // Without a speed layer the blend is the batch champion alone, and says so.
+    assert_eq!(v["model"], "batch", "{v}");
+    assert_eq!(v["components"][0]["name"], "batch", "{v}");
+    assert_eq!(v["components"][0]["weight"], 1.0, "{v}");
     let (s, v) = call(&router, "POST", "/v1/predict", r#"[{"amount": 0}, {"amount": 19, "country": null}]"#).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["predictions"].as_array().unwrap().len(), 2);
+    // A model asked for by name: one not loaded yet falls back to the batch champion; an unknown name is refused.
+    let (s, v) = call(&router, "POST", "/v1/predict?model=speed", r#"{"amount": 19, "country": "fr"}"#).await;
+    assert_eq!((s, v["model"].as_str()), (StatusCode::OK, Some("batch")), "{v}");
+    let (s, v) = call(&router, "POST", "/v1/predict?model=forest", r#"{"amount": 19}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("\"forest\"; it can be blend, batch, speed"), "{v}");
     let (s, v) = call(&router, "GET", "/v1/views/u0", "").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!((v["count"].as_u64(), v["features"]["amount"]["sum"].as_f64()), (Some(10), Some(90.0)), "{v}");

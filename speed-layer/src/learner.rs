@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use lambda_core::blend::Weights;
 use lambda_core::checkpoint::{
     self, BatchSide, Checkpoint, LearnerStatus, Live, LiveState, SpeedModel, SpeedSide, SpeedStats, ViewFile,
     WindowStatuses,
 };
 use lambda_core::master;
 use lambda_core::model::{LinearModel, NonFinite, Prediction};
-use lambda_core::online::{AdaptiveLinear, NagState, OnlineLearner, Tracked};
-use lambda_core::prequential::Window;
+use lambda_core::online::{AdaptiveLinear, NagState, OnlineLearner};
 use lambda_core::realtime::Realtime;
 use lambda_core::registry::{now_millis, ModelArtifact, Published, Registry};
 use lambda_core::schema::{Event, Target};
@@ -35,6 +35,7 @@ use crate::archive;
 use crate::dedup::{id_hash, Dedup};
 use crate::ingest::Incoming;
 use crate::log::{Log, Record};
+use crate::records::Records;
 use crate::worker::{Done, Job, Worker};
 use crate::{Error, Result};
 
@@ -171,12 +172,12 @@ pub struct Learner {
     batch: Published,
     side: Arc<SpeedSide>,
     model: AdaptiveLinear,
-    /// The other online learners (`speed.learners`), learned from every accepted labelled event in order.
-    extra: Vec<Tracked>,
-    /// The speed (linear) and the batch model's windowed records, on the same events.
-    windows: [Window; 2],
+    /// The other learners, the windows and the blend.
+    records: Records,
     /// What the windows said at the last refresh.
     window_status: Arc<WindowStatuses>,
+    /// The other learners' models as of the last refresh.
+    learner_models: Arc<Vec<OnlineLearner>>,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -305,49 +306,8 @@ fn resume_model(spec: &Spec, batch: &Published, c: &Checkpoint) -> Result<Adapti
     Ok(model)
 }
 
-/// The spec's online learners, each taken from `kept` when it holds one of that name that fits, else new.
-fn learners_for(spec: &Spec, batch: &ModelArtifact, kept: Option<&Vec<Tracked>>) -> Vec<Tracked> {
-    let model = batch.speed_start();
-    spec.speed
-        .learners
-        .iter()
-        .filter_map(|name| {
-            let found = kept.and_then(|k| k.iter().find(|t| t.learner.name() == name));
-            match found {
-                Some(t) if t.learner.validate(&model.classes, model.dim).is_ok() => Some(t.clone()),
-                _ => OnlineLearner::new(name, &model.classes, model.dim)
-                    .map(|l| Tracked::new(l, Window::new(spec.speed.window, model.classes.clone(), target_std(batch)))),
-            }
-        })
-        .collect()
-}
-
-/// Scores and learns one labelled event in every one of `learners`.
-fn observe_all(learners: &mut [Tracked], classes: &[String], x: &[f64], target: &Target, seq: u64, ms: i64) {
-    for t in learners {
-        t.observe(classes, x, target, seq, ms);
-    }
-}
-
 /// The speed and the batch model's predictions of an accepted labelled event, made before it was learned.
 type Predicted = Option<(Prediction, Prediction)>;
-
-/// Records the speed and the batch model's predictions of one event in their windows.
-fn record(windows: &mut [Window; 2], ps: &Prediction, pb: &Prediction, target: &Target, seq: u64, ms: i64) {
-    windows[0].record(ps, target, seq, ms);
-    windows[1].record(pb, target, seq, ms);
-}
-
-/// Empty windows for the speed and the batch model.
-fn new_windows(spec: &Spec, batch: &ModelArtifact) -> [Window; 2] {
-    let w = || Window::new(spec.speed.window, batch.speed_start().classes.clone(), target_std(batch));
-    [w(), w()]
-}
-
-/// The history's deviation of a regression target (1 for classes).
-fn target_std(batch: &ModelArtifact) -> f64 {
-    batch.encoder.target.map_or(1.0, |t| t.std)
-}
 
 fn template(spec: &Spec, model: &LinearModel) -> ViewTable {
     ViewTable::new(spec).with_classes(&model.classes)
@@ -420,10 +380,10 @@ impl Learner {
                     log,
                     dedup,
                     dead,
-                    extra: learners_for(&spec, &batch.artifact, c.learners.as_ref()),
-                    windows: c.windows.clone().unwrap_or_else(|| new_windows(&spec, &batch.artifact)),
+                    records: Records::resume(&spec, &batch.artifact, Some(&c)),
                     batch,
                     window_status: Arc::default(),
+                    learner_models: Arc::default(),
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -463,6 +423,8 @@ impl Learner {
                         stats: SpeedStats::default(),
                         learners: Vec::new(),
                         windows: Arc::default(),
+                        weights: Arc::new(Weights::batch_only(Vec::new())),
+                        learner_models: Arc::default(),
                     },
                 );
                 let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
@@ -474,10 +436,10 @@ impl Learner {
                     log,
                     dedup,
                     dead,
-                    extra: learners_for(&spec, &batch.artifact, None),
-                    windows: new_windows(&spec, &batch.artifact),
+                    records: Records::new(&spec, &batch.artifact),
                     batch,
                     window_status: Arc::default(),
+                    learner_models: Arc::default(),
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
@@ -573,15 +535,20 @@ impl Learner {
         if let Some(target) = &r.event.target {
             self.x.resize(self.batch.artifact.encoder.dim(), 0.0);
             self.batch.artifact.encoder.encode_row(&r.event, &mut self.x);
-            match learn(&mut self.model, &self.batch.artifact, &self.x, target, &self.spec, &mut self.stats) {
-                Ok((updated, ps, pb)) => {
-                    self.updates += u64::from(updated);
-                    record(&mut self.windows, &ps, &pb, target, r.seq, r.event.time);
-                }
-                Err(Unlearnable::UnknownClass) => {}
-                Err(Unlearnable::NonFinite(_)) => self.stats.refused_updates += 1,
-            }
-            observe_all(&mut self.extra, &self.model.model.classes, &self.x, target, r.seq, r.event.time);
+            let predicted =
+                match learn(&mut self.model, &self.batch.artifact, &self.x, target, &self.spec, &mut self.stats) {
+                    Ok((updated, ps, pb)) => {
+                        self.updates += u64::from(updated);
+                        Some((ps, pb))
+                    }
+                    Err(Unlearnable::UnknownClass) => None,
+                    Err(Unlearnable::NonFinite(_)) => {
+                        self.stats.refused_updates += 1;
+                        None
+                    }
+                };
+            let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
+            self.records.observe(&self.model.model.classes, &self.x, predicted, target, r.seq, r.event.time);
         }
         self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
         self.last_seq = r.seq;
@@ -763,12 +730,10 @@ impl Learner {
         let encoder = &self.batch.artifact.encoder;
         for (_, _, r, predicted) in &accepted {
             if let Some(target) = &r.event.target {
-                if let Some((ps, pb)) = predicted {
-                    record(&mut self.windows, ps, pb, target, r.seq, r.event.time);
-                }
                 self.x.resize(encoder.dim(), 0.0);
                 encoder.encode_row(&r.event, &mut self.x);
-                observe_all(&mut self.extra, &self.model.model.classes, &self.x, target, r.seq, r.event.time);
+                let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
+                self.records.observe(&self.model.model.classes, &self.x, predicted, target, r.seq, r.event.time);
             }
         }
         for (request, h, r, _) in accepted {
@@ -796,14 +761,17 @@ impl Learner {
             updates: self.updates,
             seq: self.last_seq,
             stats: self.stats.clone(),
-            learners: self.extra.iter().map(LearnerStatus::of).collect(),
+            learners: self.records.learner_statuses(),
             windows: self.window_status.clone(),
+            weights: Arc::new(self.records.blend.weights.clone()),
+            learner_models: self.learner_models.clone(),
         }));
     }
 
-    /// Recomputes what the windows say and serves it.
+    /// Recomputes what the windows say, copies the other learners for serving, and serves both.
     fn refresh_windows(&mut self) {
-        self.window_status = Arc::new(WindowStatuses::of(Some(&self.windows), Some(&self.extra)));
+        self.window_status = Arc::new(self.records.statuses());
+        self.learner_models = Arc::new(self.records.models());
         self.publish_model();
     }
 
@@ -1074,8 +1042,8 @@ impl Learner {
             speed_loss: (self.stats.labelled > 0).then(|| self.stats.speed_loss_sum / self.stats.labelled as f64),
             batch_loss: (self.stats.labelled > 0).then(|| self.stats.batch_loss_sum / self.stats.labelled as f64),
             resident_bytes: resident_bytes(),
-            learners: self.extra.iter().map(LearnerStatus::of).collect(),
-            windows: WindowStatuses::of(Some(&self.windows), Some(&self.extra)),
+            learners: self.records.learner_statuses(),
+            windows: self.records.statuses(),
         }
     }
 
@@ -1127,8 +1095,9 @@ impl Learner {
             written_ms: now_millis(),
             model: self.model.model.clone(),
             online: Some(self.model.state.clone()),
-            learners: Some(self.extra.clone()),
-            windows: Some(self.windows.clone()),
+            learners: Some(self.records.extra.clone()),
+            windows: Some(self.records.windows.clone()),
+            blend: Some(self.records.blend.clone()),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
@@ -1201,25 +1170,27 @@ impl Learner {
         let encoder = &published.artifact.encoder;
         let mut x = vec![0.0; encoder.dim()];
         let spec = &self.spec;
-        // The other learners start over on the new version's encoding, from the same events.
-        let mut extra = learners_for(spec, &published.artifact, None);
-        // So do the windows: the new batch model and its speed model, scored on the events after its watermark.
-        let mut windows = new_windows(spec, &published.artifact);
+        // The other learners, the windows and the blend start over on the new version's encoding, from the same
+        // events: the new batch model and its speed model, scored on the events after its watermark.
+        let mut records = Records::new(spec, &published.artifact);
         let classes = model.model.classes.clone();
         let champion = &published.artifact.model;
         let mut apply = |seq: u64, e: &Event| {
             realtime.observe(&e.key, e.time, seq, e, e.target.as_ref());
             if let Some(t) = &e.target {
                 encoder.encode_row(e, &mut x);
-                observe_all(&mut extra, &classes, &x, t, seq, e.time);
                 let (ps, pb) = (model.predict(&x), champion.predict(&x));
-                match update(&mut model, &x, t, spec) {
+                let learned = match update(&mut model, &x, t, spec) {
                     Ok(updated) => {
                         updates += u64::from(updated);
-                        record(&mut windows, &ps, &pb, t, seq, e.time);
+                        true
                     }
-                    Err(_) => refused += 1,
-                }
+                    Err(_) => {
+                        refused += 1;
+                        false
+                    }
+                };
+                records.observe(&classes, &x, learned.then_some((&ps, &pb)), t, seq, e.time);
             }
         };
         let archived = self.archived_through;
@@ -1255,8 +1226,10 @@ impl Learner {
                 updates,
                 seq: self.last_seq,
                 stats: stats.clone(),
-                learners: extra.iter().map(LearnerStatus::of).collect(),
-                windows: Arc::new(WindowStatuses::of(Some(&windows), Some(&extra))),
+                learners: records.learner_statuses(),
+                windows: Arc::new(records.statuses()),
+                weights: Arc::new(records.blend.weights.clone()),
+                learner_models: Arc::new(records.models()),
             },
         );
         tracing::info!(
@@ -1270,8 +1243,8 @@ impl Learner {
         );
         self.side = new_side;
         self.model = model;
-        self.extra = extra;
-        self.windows = windows;
+        self.records = records;
+        self.learner_models = Arc::new(self.records.models());
         self.updates = updates;
         self.stats = stats;
         self.batch = published;

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod learner;
 pub mod log;
+pub mod records;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -523,3 +523,47 @@ fn a_concept_flip_in_the_live_stream_moves_the_drift_detectors_and_not_before() 
     let learner = Learner::open(spec.clone(), None).unwrap();
     assert_eq!(learner.status().windows, after);
 }
+
+#[test]
+fn after_a_concept_flip_the_blend_moves_its_weight_from_the_batch_model_to_the_models_that_learn() {
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let flipped = |range: std::ops::Range<u64>| -> Vec<Incoming> {
+        range
+            .map(|i| {
+                let mut e = event(i);
+                e["label"] = json!(if e["label"] == "yes" { "no" } else { "yes" });
+                parse_line(&spec, 1, &e.to_string())
+            })
+            .collect()
+    };
+    let weight = |l: &Learner, name: &str| {
+        let m = l.side().model.load_full();
+        let i = m.weights.names.iter().position(|n| n == name).unwrap();
+        m.weights.weights[i]
+    };
+    learner.ingest(items(&spec, 0..50)).unwrap();
+    // Too few events to judge: the batch champion answers alone.
+    assert_eq!(learner.side().model.load_full().weights.events, 0);
+    assert_eq!(weight(&learner, "batch"), 1.0);
+    learner.ingest(items(&spec, 50..3_000)).unwrap();
+    let m = learner.side().model.load_full();
+    assert_eq!(m.weights.names, ["batch", "speed", "hoeffding_tree"]);
+    assert_eq!(m.weights.events, 1_000);
+    assert!(weight(&learner, "batch") > 0.0);
+    learner.ingest(flipped(3_000..6_000)).unwrap();
+    // The batch model is wrong on every flipped event; the models that learn took its weight, and the blend's own
+    // record is as good as the best of them.
+    assert!(weight(&learner, "batch") < 1e-6, "{:?}", learner.side().model.load_full().weights);
+    learner.checkpoint().unwrap();
+    let w = learner.status().windows;
+    let accuracy = |s: &lambda_core::checkpoint::WindowStatus| s.metrics["accuracy"];
+    let blend = accuracy(w.blend.as_ref().unwrap());
+    let best = accuracy(w.speed.as_ref().unwrap()).max(accuracy(&w.learners[0].1));
+    assert!(accuracy(w.batch.as_ref().unwrap()) < 0.1 && blend > 0.8 && blend > best - 0.02, "{w:?}");
+    // The weights survive a restart.
+    let before = common::summary(&learner.side());
+    drop(learner);
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(common::summary(&learner.side()).blend, before.blend);
+}

@@ -117,6 +117,8 @@ pub struct Summary {
     pub losses: (u64, u64),
     /// Each other online learner: name, events scored, mean prequential loss (bits), size.
     pub learners: Vec<(String, u64, Option<u64>, String)>,
+    /// The blend's components, weights (bits) and the events they were measured on.
+    pub blend: (Vec<String>, Vec<u64>, usize),
     pub views: ViewTable,
 }
 
@@ -133,6 +135,7 @@ pub fn summary(side: &SpeedSide) -> Summary {
             .iter()
             .map(|l| (l.name.clone(), l.labelled, l.prequential_loss.map(f64::to_bits), l.size.clone()))
             .collect(),
+        blend: (m.weights.names.clone(), m.weights.weights.iter().map(|w| w.to_bits()).collect(), m.weights.events),
         views: side.realtime.to_table(),
     }
 }

@@ -1,0 +1,286 @@
+//! The live blend: the batch champion, the speed layer's linear model and its other online learners, combined for
+//! each prediction with weights from their losses on the same latest events.
+//!
+//! The weights are the exponentially weighted average forecaster's (Hedge) over a sliding window, at the rate at
+//! which it is the Bayesian model average of the window: `w_m ∝ exp(−L_m)`, where `L_m` is component `m`'s summed
+//! log loss over the latest `k` events that every component scored (for values: its summed squared error over
+//! twice the smallest mean squared error among them, the Gaussian log-likelihood with one shared noise level).
+//! Why this rule: log loss is exp-concave at rate 1, so the mixture's log loss over the window is within `ln M`
+//! nats of the best component's whatever the data (Cesa-Bianchi and Lugosi, "Prediction, Learning, and Games",
+//! 2006, section 3.3), with no rate to tune; and a window instead of all history lets a component that fell behind
+//! win its weight back as soon as its latest events say so: after a drift the online learners take over, and a new
+//! batch version takes back. The weights are measured again every [`REWEIGH_EVERY`] scored events (not on a timer,
+//! so that a replay ends with the same weights), and until every component has scored [`MIN_EVENTS`] of the same
+//! events the batch champion answers alone.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Prediction;
+use crate::prequential::Window;
+use crate::schema::Target;
+
+/// The batch champion's name among the components.
+pub const BATCH: &str = "batch";
+/// The speed layer's linear model's name.
+pub const SPEED: &str = "speed";
+/// The blend's own name (for pinning and status).
+pub const BLEND: &str = "blend";
+/// Scored events between two measures of the weights.
+pub const REWEIGH_EVERY: u64 = 100;
+/// Events every component must have scored before the weights leave the batch champion.
+pub const MIN_EVENTS: usize = 100;
+/// A weight below this is left out of predictions (so that a component the window rules out costs no time).
+pub const NEGLIGIBLE: f64 = 1e-6;
+
+/// The components' names: the batch champion, the speed layer's linear model, then the other online learners.
+pub fn component_names<'a>(learners: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    [BATCH, SPEED].into_iter().chain(learners).map(String::from).collect()
+}
+
+/// The components' weights, as last measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Weights {
+    /// Component names: [`BATCH`], [`SPEED`], then the online learners' names.
+    pub names: Vec<String>,
+    /// Their weights; they sum to 1.
+    pub weights: Vec<f64>,
+    /// Events the weights were measured on (0: not enough yet, the batch champion answers alone).
+    pub events: usize,
+    /// Each component's mean loss over those events (log loss, or squared error).
+    pub losses: Vec<Option<f64>>,
+}
+
+impl Weights {
+    /// All the weight on the batch champion.
+    pub fn batch_only(names: Vec<String>) -> Weights {
+        let weights = names.iter().map(|n| if n == BATCH { 1.0 } else { 0.0 }).collect();
+        let losses = vec![None; names.len()];
+        Weights { names, weights, events: 0, losses }
+    }
+
+    /// The weights the components' windows (in [`Weights::names`] order) give now.
+    pub fn measure(names: Vec<String>, windows: &[&Window]) -> Weights {
+        let least = windows.iter().map(|w| w.size).min().unwrap_or(0).min(MIN_EVENTS);
+        let k = windows.iter().map(|w| w.len()).min().unwrap_or(0);
+        if windows.len() != names.len() || k == 0 || k < least {
+            return Weights::batch_only(names);
+        }
+        let sums: Vec<(f64, usize)> = windows.iter().map(|w| w.latest_loss(k)).collect();
+        let means: Vec<Option<f64>> =
+            sums.iter().map(|&(s, n)| (n > 0 && s.is_finite()).then(|| s / n as f64)).collect();
+        let regression = windows.iter().all(|w| w.classes.is_empty());
+        // The exponent of each component's likelihood over the window.
+        let scale = if regression {
+            let best = means.iter().flatten().copied().fold(f64::INFINITY, f64::min);
+            2.0 * best.max(f64::MIN_POSITIVE)
+        } else {
+            1.0
+        };
+        let exponents: Vec<Option<f64>> =
+            sums.iter().zip(&means).map(|(&(s, _), m)| m.map(|_| s / scale).filter(|e| e.is_finite())).collect();
+        let Some(low) = exponents.iter().flatten().copied().reduce(f64::min) else {
+            return Weights::batch_only(names);
+        };
+        let raw: Vec<f64> = exponents.iter().map(|e| e.map_or(0.0, |e| (low - e).exp())).collect();
+        let total: f64 = raw.iter().sum();
+        Weights { names, weights: raw.iter().map(|w| w / total).collect(), events: k, losses: means }
+    }
+
+    /// The components worth predicting with, as (index, weight).
+    pub fn active(&self) -> impl Iterator<Item = (usize, f64)> + '_ {
+        self.weights.iter().copied().enumerate().filter(|(_, w)| *w >= NEGLIGIBLE)
+    }
+
+    /// The weighted mixture of the components' predictions (in [`Weights::names`] order; `None` where a component
+    /// was not asked), renormalized over those present; `None` when none is.
+    pub fn combine(&self, predictions: &[Option<&Prediction>]) -> Option<Prediction> {
+        let mut total = 0.0;
+        let mut out: Option<Prediction> = None;
+        for (i, w) in self.active() {
+            let Some(p) = predictions.get(i).copied().flatten() else { continue };
+            match (&mut out, p) {
+                (None, Prediction::Probabilities(p)) => {
+                    out = Some(Prediction::Probabilities(p.iter().map(|v| v * w).collect()))
+                }
+                (None, Prediction::Value(v)) => out = Some(Prediction::Value(v * w)),
+                (Some(Prediction::Probabilities(acc)), Prediction::Probabilities(p)) if acc.len() == p.len() => {
+                    acc.iter_mut().zip(p).for_each(|(a, v)| *a += v * w)
+                }
+                (Some(Prediction::Value(acc)), Prediction::Value(v)) => *acc += v * w,
+                _ => continue,
+            }
+            total += w;
+        }
+        match out? {
+            Prediction::Probabilities(p) => Some(Prediction::Probabilities(p.into_iter().map(|v| v / total).collect())),
+            Prediction::Value(v) => Some(Prediction::Value(v / total)),
+        }
+    }
+}
+
+/// The blend of the speed layer: its weights and its own prequential record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Blend {
+    /// The weights now.
+    pub weights: Weights,
+    /// The blend's windowed record and change detectors.
+    pub window: Window,
+    /// Events it scored.
+    pub scored: u64,
+}
+
+impl Blend {
+    /// A blend of the named components that has scored nothing: the batch champion answers alone.
+    pub fn new(names: Vec<String>, window: Window) -> Blend {
+        Blend { weights: Weights::batch_only(names), window, scored: 0 }
+    }
+
+    /// Scores the blend on an event before any component learned it, from the components' predictions in
+    /// [`Weights::names`] order.
+    pub fn record(&mut self, predictions: &[&Prediction], target: &Target, seq: u64, ms: i64) {
+        let asked: Vec<Option<&Prediction>> = predictions.iter().copied().map(Some).collect();
+        if let Some(p) = self.weights.combine(&asked) {
+            self.window.record(&p, target, seq, ms);
+            self.scored += 1;
+        }
+    }
+
+    /// Measures the weights again when [`REWEIGH_EVERY`] events were scored since the last time, from the
+    /// components' windows in [`Weights::names`] order.
+    pub fn reweigh_if_due(&mut self, windows: &[&Window]) {
+        if self.scored > 0 && self.scored.is_multiple_of(REWEIGH_EVERY) {
+            self.weights = Weights::measure(self.weights.names.clone(), windows);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Lcg;
+
+    fn names() -> Vec<String> {
+        vec![BATCH.into(), SPEED.into(), "tree".into()]
+    }
+
+    fn classes() -> Vec<String> {
+        vec!["no".into(), "yes".into()]
+    }
+
+    fn p(yes: f64) -> Prediction {
+        Prediction::Probabilities(vec![1.0 - yes, yes])
+    }
+
+    /// Three windows over the same events: a component right with probability 0.9, one at 0.6, one at 0.5.
+    fn windows(n: usize, seed: u64) -> Vec<Window> {
+        let mut rng = Lcg(seed);
+        let mut w: Vec<Window> = (0..3).map(|_| Window::new(1000, classes(), 1.0)).collect();
+        for i in 0..n {
+            let yes = rng.next() < 0.5;
+            let t = Target::Class(if yes { "yes" } else { "no" }.into());
+            let sure = |q: f64| if yes { q } else { 1.0 - q };
+            for (w, q) in w.iter_mut().zip([0.9, 0.6, 0.5]) {
+                w.record(&p(sure(q)), &t, i as u64, 0);
+            }
+        }
+        w
+    }
+
+    #[test]
+    fn the_weights_are_the_window_s_likelihoods_and_stay_on_the_batch_model_until_there_is_evidence() {
+        let w = windows(MIN_EVENTS - 1, 1);
+        let refs: Vec<&Window> = w.iter().collect();
+        assert_eq!(Weights::measure(names(), &refs), Weights::batch_only(names()));
+        let w = windows(500, 1);
+        let refs: Vec<&Window> = w.iter().collect();
+        let m = Weights::measure(names(), &refs);
+        assert_eq!(m.events, 500);
+        assert!((m.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        // Over 500 events the first component's log-likelihood is ahead by 500 * (ln 0.9 - ln 0.6) nats.
+        assert!(m.weights[0] > 1.0 - 1e-12, "{m:?}");
+        let (l0, l1) = (m.losses[0].unwrap(), m.losses[1].unwrap());
+        assert!((l0 + 0.9f64.ln()).abs() < 1e-12 && (l1 + 0.6f64.ln()).abs() < 1e-12);
+        assert_eq!(m.active().map(|(i, _)| i).collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn close_components_share_the_weight_by_their_likelihood_ratio() {
+        let classes = classes();
+        let (mut a, mut b) = (Window::new(200, classes.clone(), 1.0), Window::new(200, classes, 1.0));
+        // Both always say 0.7 for "yes"; `a` says it on 100 events, `b` 0.69 on one of them.
+        for i in 0..100u64 {
+            let t = Target::Class("yes".into());
+            a.record(&p(0.7), &t, i, 0);
+            b.record(&p(if i == 0 { 0.69 } else { 0.7 }), &t, i, 0);
+        }
+        let m = Weights::measure(vec![BATCH.into(), SPEED.into()], &[&a, &b]);
+        let ratio = m.weights[1] / m.weights[0];
+        assert!((ratio - 0.69 / 0.7).abs() < 1e-12, "{m:?}");
+    }
+
+    #[test]
+    fn regression_weights_follow_the_squared_error_over_the_shared_noise() {
+        let (mut a, mut b) = (Window::new(1000, vec![], 1.0), Window::new(1000, vec![], 1.0));
+        for i in 0..200u64 {
+            let y = (i % 7) as f64;
+            a.record(&Prediction::Value(y + 1.0), &Target::Value(y), i, 0);
+            b.record(&Prediction::Value(y + 1.1), &Target::Value(y), i, 0);
+        }
+        let m = Weights::measure(vec![BATCH.into(), SPEED.into()], &[&a, &b]);
+        // exp(-(200 * 1.21 - 200 * 1) / 2)
+        let expected = 1.0 / (1.0 + (-21.0f64).exp());
+        assert!((m.weights[0] - expected).abs() < 1e-9, "{m:?}");
+        // Scaling every value by 1000 changes nothing: the noise level scales with them.
+        let (mut a2, mut b2) = (Window::new(1000, vec![], 1.0), Window::new(1000, vec![], 1.0));
+        for i in 0..200u64 {
+            let y = (i % 7) as f64 * 1000.0;
+            a2.record(&Prediction::Value(y + 1000.0), &Target::Value(y), i, 0);
+            b2.record(&Prediction::Value(y + 1100.0), &Target::Value(y), i, 0);
+        }
+        let m2 = Weights::measure(vec![BATCH.into(), SPEED.into()], &[&a2, &b2]);
+        assert!((m2.weights[0] - m.weights[0]).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_mixture_renormalizes_over_the_components_asked_and_skips_a_mismatch() {
+        let w = Weights { names: names(), weights: vec![0.5, 0.25, 0.25], events: 100, losses: vec![None, None, None] };
+        let (a, b, c) = (p(0.8), p(0.4), Prediction::Value(3.0));
+        let Some(Prediction::Probabilities(m)) = w.combine(&[Some(&a), Some(&b), None]) else { panic!() };
+        assert!((m[1] - (0.5 * 0.8 + 0.25 * 0.4) / 0.75).abs() < 1e-12);
+        let Some(Prediction::Probabilities(m)) = w.combine(&[Some(&a), Some(&b), Some(&c)]) else { panic!() };
+        assert!((m[1] - (0.5 * 0.8 + 0.25 * 0.4) / 0.75).abs() < 1e-12);
+        assert_eq!(w.combine(&[None, None, None]), None);
+    }
+
+    #[test]
+    fn after_a_drift_the_weight_moves_to_the_component_that_is_right_now() {
+        // The batch component is right on the first 2,000 events and wrong after; the other the reverse.
+        let mut blend = Blend::new(vec![BATCH.into(), SPEED.into()], Window::new(1000, classes(), 1.0));
+        let mut w: Vec<Window> = (0..2).map(|_| Window::new(1000, classes(), 1.0)).collect();
+        let mut rng = Lcg(5);
+        let mut moved_at = None;
+        for i in 0..4000u64 {
+            let yes = rng.next() < 0.5;
+            let t = Target::Class(if yes { "yes" } else { "no" }.into());
+            let right = |good: bool| p(if good == yes { 0.8 } else { 0.2 });
+            let preds = [right(i < 2000), right(i >= 2000)];
+            blend.record(&[&preds[0], &preds[1]], &t, i, 0);
+            for (w, p) in w.iter_mut().zip(&preds) {
+                w.record(p, &t, i, 0);
+            }
+            blend.reweigh_if_due(&[&w[0], &w[1]]);
+            if i == 1999 {
+                assert!(blend.weights.weights[0] > 0.99, "{:?}", blend.weights);
+            }
+            if moved_at.is_none() && blend.weights.weights[1] > 0.99 {
+                moved_at = Some(i);
+            }
+        }
+        // The second component leads once its window's evidence does: about half a window after the change.
+        let at = moved_at.expect("the weight moved");
+        assert!((2000..2700).contains(&at), "moved at {at}");
+        assert_eq!(blend.scored, 4000);
+        let m = blend.window.metrics();
+        assert!(m["accuracy"] > 0.95, "{m:?}");
+    }
+}
