@@ -521,7 +521,17 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
             b.weights.names.iter().zip(&b.weights.weights).map(|(n, w)| format!("{n} {w:.3}")).collect();
         println!("blend weights over the latest {} events: {}", b.weights.events, weights.join(", "));
     }
-    let alerts = w.alerts();
+    let mut alerts = w.alerts();
+    if let Some(q) = &c.quality {
+        let r = q.rates();
+        println!(
+            "input over the latest {} records: rejected {:.3}, out of range {:.3}, unknown labels {:.3}; {} freezes",
+            r.records, r.rejected, r.out_of_range, r.unknown_labels, q.freezes
+        );
+        if let Some(z) = &q.frozen {
+            alerts.push(format!("online updates frozen since seq {}: {}", z.since_seq, z.reason));
+        }
+    }
     if alerts.is_empty() {
         println!("status: ready");
     } else {

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::model::LinearModel;
 use crate::online::{NagState, OnlineLearner, Tracked};
 use crate::prequential::{DetectorStatus, Window};
+use crate::quality::{Frozen, Quality};
 use crate::realtime::{Chunk, Realtime};
 use crate::registry::{Published, Registry};
 use crate::spec::Spec;
@@ -119,6 +120,9 @@ pub struct Checkpoint {
     /// The live blend's weights and record: the fifth record, written only after the fourth.
     #[serde(skip)]
     pub blend: Option<Blend>,
+    /// The input's quality and the freeze: the sixth record, written only after the fifth.
+    #[serde(skip)]
+    pub quality: Option<Quality>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +159,9 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
                 frames.push(state::encode(windows)?);
                 if let Some(blend) = &c.blend {
                     frames.push(state::encode(blend)?);
+                    if let Some(quality) = &c.quality {
+                        frames.push(state::encode(quality)?);
+                    }
                 }
             }
         }
@@ -182,6 +189,9 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     }
     if let Some(blend) = frames.get(4) {
         c.blend = Some(state::decode(&path, blend)?);
+    }
+    if let Some(quality) = frames.get(5) {
+        c.quality = Some(state::decode(&path, quality)?);
     }
     Ok(Some(c))
 }
@@ -323,9 +333,20 @@ pub struct SpeedModel {
     pub weights: Arc<Weights>,
     /// The other online learners, as of the last checkpoint tick (copying them costs more than a group commit).
     pub learner_models: Arc<Vec<OnlineLearner>>,
+    /// Set while bad input keeps the online updates frozen.
+    pub frozen: Option<Frozen>,
 }
 
 impl SpeedModel {
+    /// What makes the service degraded: each drift detector not stable, and a freeze of the online updates.
+    pub fn alerts(&self) -> Vec<String> {
+        let mut out = self.windows.alerts();
+        if let Some(z) = &self.frozen {
+            out.push(format!("online updates frozen since seq {}: {}", z.since_seq, z.reason));
+        }
+        out
+    }
+
     /// The model a checkpoint describes.
     pub fn of(c: &Checkpoint) -> SpeedModel {
         let learners = c.learners.as_ref();
@@ -344,6 +365,7 @@ impl SpeedModel {
             windows: Arc::new(WindowStatuses::of(c.windows.as_ref(), learners, c.blend.as_ref())),
             weights: Arc::new(weights),
             learner_models: Arc::new(learners.into_iter().flatten().map(|t| t.learner.clone()).collect()),
+            frozen: c.quality.as_ref().and_then(|q| q.frozen.clone()),
         }
     }
 }
@@ -560,6 +582,7 @@ mod tests {
             learners: None,
             windows: None,
             blend: None,
+            quality: None,
         }
     }
 

@@ -291,6 +291,14 @@ impl Encoder {
         Ok(())
     }
 
+    /// Whether a numeric value lies outside the range seen in history (a sign of shifted input when many do).
+    pub fn outside_history<R: RowSource + ?Sized>(&self, row: &R) -> bool {
+        self.features.iter().enumerate().any(|(i, f)| match (f, row.cell(i)) {
+            (FeatureEncoder::Numeric { min, max, .. }, CellRef::Num(Some(x))) => x < *min || x > *max,
+            _ => false,
+        })
+    }
+
     /// Checks a regression target against the range of the training targets, like [`Encoder::check_ranges`].
     pub fn check_target(&self, field: &str, target: &Target) -> Result<(), Rejection> {
         if let (Some(r), Target::Value(y)) = (&self.target, target) {

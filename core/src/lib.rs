@@ -23,6 +23,7 @@ pub mod model;
 pub mod online;
 pub mod prequential;
 pub mod publish;
+pub mod quality;
 pub mod realtime;
 pub mod registry;
 pub mod schema;

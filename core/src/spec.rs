@@ -326,6 +326,39 @@ pub struct SpeedSettings {
     pub max_queued: usize,
     /// How long a request waits for room at the learner before it is answered 503 with `Retry-After`.
     pub ingest_wait: String,
+    /// When bad input freezes the online updates ([`crate::quality`]).
+    pub freeze: FreezeSettings,
+}
+
+/// The `[speed.freeze]` table: limits on the latest records' quality past which online updates freeze.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FreezeSettings {
+    /// Whether bad input freezes updates at all.
+    pub enabled: bool,
+    /// Latest records received that the shares are taken over; updates resume after this many clean ones. Short,
+    /// so that bad input is caught before much of it is learned (10% bad records pass a 5% limit after about half
+    /// a window).
+    pub window: usize,
+    /// Largest share of rejected records.
+    pub max_rejected: f64,
+    /// Largest share of accepted records with a numeric value outside the range seen in history.
+    pub max_out_of_range: f64,
+    /// Largest share of accepted labels the model does not know (`dataset.allow_new_classes`; otherwise they are
+    /// rejected and count as such).
+    pub max_unknown_labels: f64,
+}
+
+impl Default for FreezeSettings {
+    fn default() -> Self {
+        FreezeSettings {
+            enabled: true,
+            window: 200,
+            max_rejected: 0.2,
+            max_out_of_range: 0.05,
+            max_unknown_labels: 0.05,
+        }
+    }
 }
 
 impl Default for SpeedSettings {
@@ -347,6 +380,7 @@ impl Default for SpeedSettings {
             max_parsing: 4,
             max_queued: 64,
             ingest_wait: "1s".into(),
+            freeze: FreezeSettings::default(),
         }
     }
 }
@@ -629,6 +663,19 @@ impl RawSpec {
         if s.window == 0 {
             return Err(fail("`speed.window` = 0: the metrics window needs at least one event".into()));
         }
+        let f = &s.freeze;
+        if f.window == 0 {
+            return Err(fail("`speed.freeze.window` = 0: the input's shares need at least one record".into()));
+        }
+        for (key, v) in [
+            ("max_rejected", f.max_rejected),
+            ("max_out_of_range", f.max_out_of_range),
+            ("max_unknown_labels", f.max_unknown_labels),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(fail(format!("`speed.freeze.{key}` = {v} must be a share between 0 and 1")));
+            }
+        }
         let answering = &self.serving.model;
         if !self.serving_models().any(|m| m == answering) {
             return Err(fail(format!(
@@ -784,6 +831,8 @@ state = "run/state"
             ("[speed]\nlearners = [\"forest\"]\n", "speed.learners"),
             ("[speed]\nwindow = 0\n", "speed.window"),
             ("[serving]\nmodel = \"forest\"\n", "serving.model"),
+            ("[speed.freeze]\nmax_out_of_range = 1.5\n", "speed.freeze.max_out_of_range"),
+            ("[speed.freeze]\nwindow = 0\n", "speed.freeze.window"),
             ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),

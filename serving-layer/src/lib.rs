@@ -225,7 +225,7 @@ async fn ready(State(s): State<Arc<Serving>>) -> Response {
     match s.state() {
         Some(st) => {
             // A drift on a model's live errors makes the service degraded, never not ready: it still answers.
-            let alerts = st.speed.as_ref().map(|sp| sp.model.load().windows.alerts()).unwrap_or_default();
+            let alerts = st.speed.as_ref().map(|sp| sp.model.load().alerts()).unwrap_or_default();
             let status = if alerts.is_empty() { "ready" } else { "degraded" };
             Json(
                 json!({"status": status, "model_version": st.batch.version(), "speed_seq": st.seq(), "alerts": alerts}),
@@ -544,7 +544,7 @@ async fn models(State(s): State<Arc<Serving>>) -> Response {
                "keys": sp.realtime.len(), "accepted": stats.accepted, "rejected": stats.rejected, "duplicates": stats.duplicates,
                "labelled": stats.labelled, "refused_updates": stats.refused_updates,
                "prequential_loss": {"speed": mean(stats.speed_loss_sum), "batch": mean(stats.batch_loss_sum)},
-               "learners": m.learners, "windows": m.windows, "blend": m.weights})
+               "learners": m.learners, "windows": m.windows, "blend": m.weights, "frozen": m.frozen})
     });
     Json(json!({
         "current": current.as_ref().map(|m| m.version.clone()),

@@ -8,7 +8,7 @@
 //! adopted by rebuilding the realtime view and the warm-started model from every event after its watermark, read
 //! back from the master dataset and the log.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,7 @@ use crate::log::{Log, Record};
 use crate::records::Records;
 use crate::worker::{Done, Job, Worker};
 use crate::{Error, Result};
+use lambda_core::quality::{Frozen, Quality, Rates};
 
 /// What one ingest call did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -139,6 +140,7 @@ fn learn(
     target: &Target,
     spec: &Spec,
     stats: &mut SpeedStats,
+    frozen: bool,
 ) -> std::result::Result<(bool, Prediction, Prediction), Unlearnable> {
     let ps = model.predict(x);
     let pb = batch.model.predict(x);
@@ -152,7 +154,9 @@ fn learn(
     if !sums.0.is_finite() || !sums.1.is_finite() {
         return Err(Unlearnable::NonFinite("the summed loss would overflow".into()));
     }
-    match update(model, x, target, spec) {
+    // Frozen: scored (the windows tell when the input is clean again), not learned.
+    let learned = if frozen { Ok(false) } else { update(model, x, target, spec) };
+    match learned {
         Ok(updated) => {
             stats.labelled += 1;
             (stats.speed_loss_sum, stats.batch_loss_sum) = sums;
@@ -178,6 +182,12 @@ pub struct Learner {
     window_status: Arc<WindowStatuses>,
     /// The other learners' models as of the last refresh.
     learner_models: Arc<Vec<OnlineLearner>>,
+    /// The input's quality and whether updates are frozen.
+    quality: Quality,
+    /// Online states taken while the input was clean, newest last: a freeze goes back to the oldest.
+    good: VecDeque<Good>,
+    /// Records received since the newest of them.
+    since_good: u64,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -266,6 +276,12 @@ pub struct Status {
     pub learners: Vec<LearnerStatus>,
     /// Each model's metrics over its latest labelled events, and its drift detectors.
     pub windows: WindowStatuses,
+    /// The shares of bad records over the latest ones received (since the last restart).
+    pub input: Rates,
+    /// Set while bad input keeps the online updates frozen.
+    pub frozen: Option<Frozen>,
+    /// Freezes since the state was created.
+    pub freezes: u64,
 }
 
 /// Resident memory of this process, from `/proc/self/statm`.
@@ -304,6 +320,12 @@ fn resume_model(spec: &Spec, batch: &Published, c: &Checkpoint) -> Result<Adapti
     let model = AdaptiveLinear { model: c.model.clone(), state };
     model.validate().map_err(|e| Error::State(format!("the checkpoint's incremental model: {e}")))?;
     Ok(model)
+}
+
+/// An online state taken while the input was clean.
+struct Good {
+    model: AdaptiveLinear,
+    learners: Vec<OnlineLearner>,
 }
 
 /// The speed and the batch model's predictions of an accepted labelled event, made before it was learned.
@@ -384,6 +406,9 @@ impl Learner {
                     batch,
                     window_status: Arc::default(),
                     learner_models: Arc::default(),
+                    quality: c.quality.clone().unwrap_or_else(|| Quality::new(spec.speed.freeze.window)),
+                    good: VecDeque::new(),
+                    since_good: 0,
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -425,6 +450,7 @@ impl Learner {
                         windows: Arc::default(),
                         weights: Arc::new(Weights::batch_only(Vec::new())),
                         learner_models: Arc::default(),
+                        frozen: None,
                     },
                 );
                 let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
@@ -440,6 +466,9 @@ impl Learner {
                     batch,
                     window_status: Arc::default(),
                     learner_models: Arc::default(),
+                    quality: Quality::new(spec.speed.freeze.window),
+                    good: VecDeque::new(),
+                    since_good: 0,
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
@@ -463,6 +492,9 @@ impl Learner {
         };
         archive::remove_partial_files(&learner.spec)?;
         learner.recover()?;
+        if learner.quality.frozen.is_none() {
+            learner.keep_good();
+        }
         if fresh_gap {
             // A first start after events the last batch run did not cover (history appended since, or an earlier
             // speed layer's archive): the realtime view and the warm start take them in, and their ids the window.
@@ -532,23 +564,28 @@ impl Learner {
 
     /// Applies a logged event: the same learning step as at ingest (so replays are bit-identical), then the view.
     fn apply_logged(&mut self, r: Record) {
+        // The input's record goes on with the accepted events (the rejected ones after the checkpoint are not in
+        // the log); a replay never freezes or resumes: each change of that kind was checkpointed when it happened.
+        let unknown = matches!(&r.event.target, Some(Target::Class(c)) if self.model.model.class_index(c).is_none());
+        self.quality.push(false, self.batch.artifact.encoder.outside_history(&r.event), unknown);
         if let Some(target) = &r.event.target {
             self.x.resize(self.batch.artifact.encoder.dim(), 0.0);
             self.batch.artifact.encoder.encode_row(&r.event, &mut self.x);
-            let predicted =
-                match learn(&mut self.model, &self.batch.artifact, &self.x, target, &self.spec, &mut self.stats) {
-                    Ok((updated, ps, pb)) => {
-                        self.updates += u64::from(updated);
-                        Some((ps, pb))
-                    }
-                    Err(Unlearnable::UnknownClass) => None,
-                    Err(Unlearnable::NonFinite(_)) => {
-                        self.stats.refused_updates += 1;
-                        None
-                    }
-                };
+            let frozen = self.frozen();
+            let (batch, spec) = (&self.batch.artifact, &self.spec);
+            let predicted = match learn(&mut self.model, batch, &self.x, target, spec, &mut self.stats, frozen) {
+                Ok((updated, ps, pb)) => {
+                    self.updates += u64::from(updated);
+                    Some((ps, pb))
+                }
+                Err(Unlearnable::UnknownClass) => None,
+                Err(Unlearnable::NonFinite(_)) => {
+                    self.stats.refused_updates += 1;
+                    None
+                }
+            };
             let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
-            self.records.observe(&self.model.model.classes, &self.x, predicted, target, r.seq, r.event.time);
+            self.records.observe(&self.model.model.classes, &self.x, predicted, target, r.seq, r.event.time, !frozen);
         }
         self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
         self.last_seq = r.seq;
@@ -636,12 +673,20 @@ impl Learner {
         let mut x = std::mem::take(&mut self.x);
         let encoder = &self.batch.artifact.encoder;
         let target_field = &self.spec.dataset.target;
+        let frozen = self.frozen();
+        // Per record received, in order: rejected, out of the history's range, of an unknown label.
+        let mut flags: Vec<(bool, bool, bool)> = Vec::new();
         for (request, items) in requests.into_iter().enumerate() {
             let mut report = IngestReport::default();
             for item in items {
                 let (line, error, raw) = match item {
-                    Incoming::Rejected { line, error, raw } => (line, error, raw),
+                    Incoming::Rejected { line, error, raw } => {
+                        flags.push((true, false, false));
+                        (line, error, raw)
+                    }
                     Incoming::Accepted { line, event, raw } => {
+                        let unknown = matches!(&event.target,
+                            Some(Target::Class(c)) if self.model.model.class_index(c).is_none());
                         let check = encoder.check_ranges(&event).map_err(|r| r.to_string()).and_then(|()| match &event
                             .target
                         {
@@ -661,6 +706,7 @@ impl Learner {
                             _ => Ok(()),
                         });
                         if let Err(e) = check {
+                            flags.push((true, false, false));
                             (line, e, raw.to_string())
                         } else {
                             let h = id_hash(&event.id);
@@ -675,7 +721,7 @@ impl Learner {
                                     encoder.encode_row(&event, &mut x);
                                     let m = working.get_or_insert_with(|| self.model.clone());
                                     let mut s = stats.clone();
-                                    let r = learn(m, &self.batch.artifact, &x, target, &self.spec, &mut s);
+                                    let r = learn(m, &self.batch.artifact, &x, target, &self.spec, &mut s, frozen);
                                     if r.is_ok() {
                                         stats = s;
                                     }
@@ -687,8 +733,12 @@ impl Learner {
                                 }
                             };
                             match learned {
-                                Err(why) => (line, format!("refused: {why}"), raw.to_string()),
+                                Err(why) => {
+                                    flags.push((true, false, false));
+                                    (line, format!("refused: {why}"), raw.to_string())
+                                }
                                 Ok(done) => {
+                                    flags.push((false, encoder.outside_history(&event), unknown));
                                     updates += u64::from(matches!(done, Some((true, _, _))));
                                     group_ids.insert(h);
                                     let seq = self.last_seq + 1 + accepted.len() as u64;
@@ -733,7 +783,8 @@ impl Learner {
                 self.x.resize(encoder.dim(), 0.0);
                 encoder.encode_row(&r.event, &mut self.x);
                 let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
-                self.records.observe(&self.model.model.classes, &self.x, predicted, target, r.seq, r.event.time);
+                let classes = &self.model.model.classes;
+                self.records.observe(classes, &self.x, predicted, target, r.seq, r.event.time, !frozen);
             }
         }
         for (request, h, r, _) in accepted {
@@ -750,9 +801,61 @@ impl Learner {
         if any {
             self.side.realtime.set_applied(self.last_seq);
         }
+        self.since_good += flags.len() as u64;
+        for (rejected, out_of_range, unknown) in flags {
+            self.quality.push(rejected, out_of_range, unknown);
+        }
         self.publish_model();
         self.dirty = true;
+        self.judge_input()?;
         Ok(reports)
+    }
+
+    /// Whether online updates are frozen now.
+    fn frozen(&self) -> bool {
+        self.spec.speed.freeze.enabled && self.quality.frozen.is_some()
+    }
+
+    /// After a group: freezes the online updates when the input went bad (back to the oldest good state kept), or
+    /// resumes them once it is clean again; either way checkpoints at once, so that a replay after a crash learns
+    /// exactly what this run learned. While the input is clean, keeps a good state every window of records.
+    fn judge_input(&mut self) -> Result<()> {
+        let limits = &self.spec.speed.freeze;
+        if !limits.enabled {
+            return Ok(());
+        }
+        let verdict = self.quality.verdict(limits);
+        match self.quality.decide(verdict, self.last_seq, now_millis()) {
+            Some(true) => {
+                if let Some(good) = self.good.pop_front() {
+                    self.model = good.model;
+                    self.records.restore(good.learners);
+                    self.good.clear();
+                }
+                let why = self.quality.frozen.as_ref().map(|z| z.reason.clone()).unwrap_or_default();
+                tracing::warn!(seq = self.last_seq, reason = %why, "bad input: online updates frozen, last good state restored");
+                self.publish_model();
+                self.checkpoint()?;
+            }
+            Some(false) => {
+                tracing::info!(seq = self.last_seq, "the input is clean again: online updates resume");
+                self.keep_good();
+                self.publish_model();
+                self.checkpoint()?;
+            }
+            None if self.quality.frozen.is_none() && self.since_good >= limits.window as u64 => self.keep_good(),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Keeps the online state now as a good one (three at most: a freeze goes back two to three windows).
+    fn keep_good(&mut self) {
+        if self.good.len() == 3 {
+            self.good.pop_front();
+        }
+        self.good.push_back(Good { model: self.model.clone(), learners: self.records.models() });
+        self.since_good = 0;
     }
 
     fn publish_model(&self) {
@@ -765,6 +868,7 @@ impl Learner {
             windows: self.window_status.clone(),
             weights: Arc::new(self.records.blend.weights.clone()),
             learner_models: self.learner_models.clone(),
+            frozen: self.quality.frozen.clone(),
         }));
     }
 
@@ -1044,6 +1148,9 @@ impl Learner {
             resident_bytes: resident_bytes(),
             learners: self.records.learner_statuses(),
             windows: self.records.statuses(),
+            input: self.quality.rates(),
+            frozen: self.quality.frozen.clone(),
+            freezes: self.quality.freezes,
         }
     }
 
@@ -1098,6 +1205,7 @@ impl Learner {
             learners: Some(self.records.extra.clone()),
             windows: Some(self.records.windows.clone()),
             blend: Some(self.records.blend.clone()),
+            quality: Some(self.quality.clone()),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
@@ -1190,7 +1298,7 @@ impl Learner {
                         false
                     }
                 };
-                records.observe(&classes, &x, learned.then_some((&ps, &pb)), t, seq, e.time);
+                records.observe(&classes, &x, learned.then_some((&ps, &pb)), t, seq, e.time, true);
             }
         };
         let archived = self.archived_through;
@@ -1230,6 +1338,7 @@ impl Learner {
                 windows: Arc::new(records.statuses()),
                 weights: Arc::new(records.blend.weights.clone()),
                 learner_models: Arc::new(records.models()),
+                frozen: self.quality.frozen.clone(),
             },
         );
         tracing::info!(
@@ -1245,6 +1354,9 @@ impl Learner {
         self.model = model;
         self.records = records;
         self.learner_models = Arc::new(self.records.models());
+        // The good states kept were of the old version's encoding.
+        self.good.clear();
+        self.keep_good();
         self.updates = updates;
         self.stats = stats;
         self.batch = published;

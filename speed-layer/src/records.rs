@@ -41,8 +41,10 @@ impl Records {
         Records { extra, windows, blend }
     }
 
-    /// Scores one labelled event in every model, then has the other learners learn it. `predicted` holds the
-    /// linear and the batch model's predictions made before the linear model learned it (none when it could not).
+    /// Scores one labelled event in every model, then has the other learners learn it (unless `learn` is false:
+    /// updates are frozen). `predicted` holds the linear and the batch model's predictions made before the linear
+    /// model learned it (none when it could not).
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
         classes: &[String],
@@ -51,6 +53,7 @@ impl Records {
         target: &Target,
         seq: u64,
         ms: i64,
+        learn: bool,
     ) {
         let others: Vec<Prediction> = self.extra.iter().map(|t| t.learner.predict(x)).collect();
         if let Some((ps, pb)) = predicted {
@@ -60,12 +63,23 @@ impl Records {
             self.windows[1].record(pb, target, seq, ms);
         }
         for (t, p) in self.extra.iter_mut().zip(&others) {
-            t.observe_scored(classes, x, p, target, seq, ms);
+            if learn {
+                t.observe_scored(classes, x, p, target, seq, ms);
+            } else {
+                t.window.record(p, target, seq, ms);
+            }
         }
         if predicted.is_some() {
             let windows: Vec<&Window> =
                 [&self.windows[1], &self.windows[0]].into_iter().chain(self.extra.iter().map(|t| &t.window)).collect();
             self.blend.reweigh_if_due(&windows);
+        }
+    }
+
+    /// Puts back the other learners' models of a good state (in the same order).
+    pub fn restore(&mut self, models: Vec<OnlineLearner>) {
+        for (t, m) in self.extra.iter_mut().zip(models) {
+            t.learner = m;
         }
     }
 

@@ -72,8 +72,12 @@ fn run_step(learner: &mut Learner, spec: &Spec, step: &Step) {
 }
 
 /// Runs the schedule without a crash and returns what a user compares.
+/// The freeze is off here: a freeze decided on records rejected after the last checkpoint is not replayed after a
+/// crash (rejected records are not in the log), so with it a crash may move the freeze by a group.
+const NO_FREEZE: &str = "[speed.freeze]\nenabled = false\n";
+
 fn reference(steps: &[Step]) -> (Summary, Vec<(u64, String)>) {
-    let (_dir, spec) = setup();
+    let (_dir, spec) = setup_with(NO_FREEZE);
     let mut learner = Learner::open(spec.clone(), None).unwrap();
     for step in steps {
         run_step(&mut learner, &spec, step);
@@ -85,7 +89,7 @@ fn reference(steps: &[Step]) -> (Summary, Vec<(u64, String)>) {
 /// Runs the schedule with a crash at the `hit`-th pass through `point`; the crashed step is sent again after the
 /// restart (a client that got no answer retries), then the schedule goes on.
 fn crashed(steps: &[Step], point: &str, hit: usize) -> (Summary, Vec<(u64, String)>, bool) {
-    let (_dir, spec) = setup();
+    let (_dir, spec) = setup_with(NO_FREEZE);
     let mut learner = Some(Learner::open(spec.clone(), None).unwrap());
     let action = if hit == 0 { "panic".to_string() } else { format!("{hit}*off->panic") };
     fail::cfg(point, &action).unwrap();

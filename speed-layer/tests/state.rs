@@ -567,3 +567,66 @@ fn after_a_concept_flip_the_blend_moves_its_weight_from_the_batch_model_to_the_m
     let learner = Learner::open(spec.clone(), None).unwrap();
     assert_eq!(common::summary(&learner.side()).blend, before.blend);
 }
+
+/// Streams 6,000 events in groups of 100 where every tenth one from event 2,000 on is `garbage`; returns the served
+/// speed model's accuracy on the clean events (each predicted before its group was ingested), and the status.
+fn accuracy_with_garbage(
+    extra: &str,
+    garbage: impl Fn(&mut serde_json::Value),
+) -> (f64, lambda_speed::Status, tempfile::TempDir, Spec) {
+    let (dir, spec) = setup_with(extra);
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let (mut right, mut clean) = (0u64, 0u64);
+    let encoder = Registry::open(&spec.paths.registry).load("v000001").unwrap().artifact.encoder;
+    for start in (0..6_000u64).step_by(100) {
+        let model = learner.side().model.load_full();
+        let mut group = Vec::new();
+        for i in start..start + 100 {
+            let mut e = event(i);
+            if i >= 2_000 && i % 10 == 9 {
+                garbage(&mut e);
+            } else {
+                let parsed = spec.parse_record(&e, Mode::Event).unwrap();
+                let p = model.model.predict(&encoder.encode(&parsed));
+                let lambda_core::model::Prediction::Probabilities(p) = p else { panic!("a classifier") };
+                right += u64::from((p[1] > 0.5) == (e["label"] == "yes"));
+                clean += 1;
+            }
+            group.push(parse_line(&spec, 1, &e.to_string()));
+        }
+        learner.ingest(group).unwrap();
+    }
+    let status = learner.status();
+    // `/health/ready` says degraded, and why.
+    if let Some(z) = &status.frozen {
+        let alerts = learner.side().model.load().alerts();
+        assert!(alerts.iter().any(|a| a.contains("online updates frozen") && a.contains(&z.reason)), "{alerts:?}");
+    }
+    (right as f64 / clean as f64, status, dir, spec)
+}
+
+#[test]
+fn ten_percent_garbage_freezes_the_online_updates_and_costs_at_most_a_point_of_live_accuracy() {
+    let (clean, status, _d, _s) = accuracy_with_garbage("", |_| {});
+    assert_eq!((status.freezes, status.frozen.as_ref()), (0, None), "a clean stream never freezes");
+    // Shifted features: an amount beyond anything in history (but not absurd, so accepted).
+    let shift = |e: &mut serde_json::Value| e["amount"] = json!(e["amount"].as_f64().unwrap() + 30.0);
+    let (shifted, status, _d, spec) = accuracy_with_garbage("", shift);
+    let z = status.frozen.as_ref().expect("frozen while the garbage goes on");
+    assert!(z.reason.starts_with("out-of-range rate") && z.since_seq > 2_000 && z.since_seq <= 2_200, "{z:?}");
+    assert!(shifted >= clean - 0.01, "clean {clean}, with 10% shifted events {shifted}");
+    // Nothing lost: every event was accepted, logged and counted in the views.
+    assert_eq!(status.accepted, 6_000);
+    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
+    assert!(c.quality.unwrap().frozen.is_some(), "the freeze is checkpointed");
+    // Without the freeze the same stream costs more.
+    let (unfrozen, status, _d, _s) = accuracy_with_garbage("[speed.freeze]\nenabled = false\n", shift);
+    assert_eq!(status.freezes, 0);
+    eprintln!("clean {clean:.4}, shifted with freeze {shifted:.4}, without {unfrozen:.4}");
+    assert!(unfrozen < shifted, "without the freeze {unfrozen}, with {shifted}");
+    // Wrong labels on one event in ten: no share says so, so nothing freezes; the linear model does not take the
+    // noise for a concept, and it costs no more than the point either.
+    let flip = |e: &mut serde_json::Value| e["label"] = json!(if e["label"] == "yes" { "no" } else { "yes" });
+    let (flipped, _, _d, _s) = accuracy_with_garbage("", flip);
+    assert!(flipped >= clean - 0.01, "clean {clean}, with 10% wrong labels {flipped}");
+}

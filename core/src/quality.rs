@@ -1,0 +1,195 @@
+//! Whether the live input is fit to learn from: the share of rejected records, of accepted records with a value
+//! outside the range seen in history, and of accepted labels the model does not know, over the latest records
+//! received. When one of them passes its limit the speed layer freezes its online updates and goes back to its last
+//! good state, and resumes once a whole window of records is clean.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::FreezeSettings;
+
+const REJECTED: u8 = 1;
+const OUT_OF_RANGE: u8 = 2;
+const UNKNOWN_LABEL: u8 = 4;
+
+/// Why and since when the online updates are frozen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frozen {
+    /// Sequence number of the last event accepted before the freeze.
+    pub since_seq: u64,
+    /// When it froze (milliseconds since the Unix epoch).
+    pub since_ms: i64,
+    /// What was wrong.
+    pub reason: String,
+    /// Records received since.
+    pub records: u64,
+}
+
+/// The latest records' flags and the freeze state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    size: usize,
+    flags: VecDeque<u8>,
+    counts: [u64; 3],
+    /// Set while online updates are frozen.
+    pub frozen: Option<Frozen>,
+    /// Freezes since the record started.
+    pub freezes: u64,
+}
+
+/// The rates a verdict is taken on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Rates {
+    /// Records in the window.
+    pub records: usize,
+    /// Share rejected.
+    pub rejected: f64,
+    /// Share with a numeric value outside the history's range.
+    pub out_of_range: f64,
+    /// Share with a label the model does not know.
+    pub unknown_labels: f64,
+}
+
+impl Quality {
+    /// An empty record over the latest `size` records.
+    pub fn new(size: usize) -> Quality {
+        Quality { size: size.max(1), flags: VecDeque::new(), counts: [0; 3], frozen: None, freezes: 0 }
+    }
+
+    /// Counts one record received.
+    pub fn push(&mut self, rejected: bool, out_of_range: bool, unknown_label: bool) {
+        let f = u8::from(rejected) * REJECTED
+            + u8::from(out_of_range) * OUT_OF_RANGE
+            + u8::from(unknown_label) * UNKNOWN_LABEL;
+        if self.flags.len() == self.size {
+            if let Some(old) = self.flags.pop_front() {
+                self.count(old, false);
+            }
+        }
+        self.flags.push_back(f);
+        self.count(f, true);
+        if let Some(z) = &mut self.frozen {
+            z.records += 1;
+        }
+    }
+
+    fn count(&mut self, f: u8, add: bool) {
+        for (i, bit) in [REJECTED, OUT_OF_RANGE, UNKNOWN_LABEL].into_iter().enumerate() {
+            if f & bit != 0 {
+                if add {
+                    self.counts[i] += 1;
+                } else {
+                    self.counts[i] -= 1;
+                }
+            }
+        }
+    }
+
+    /// The shares over the window.
+    pub fn rates(&self) -> Rates {
+        let n = self.flags.len().max(1) as f64;
+        Rates {
+            records: self.flags.len(),
+            rejected: self.counts[0] as f64 / n,
+            out_of_range: self.counts[1] as f64 / n,
+            unknown_labels: self.counts[2] as f64 / n,
+        }
+    }
+
+    /// What is wrong with the input now, if anything: a share above its limit, once half a window of records is in.
+    pub fn verdict(&self, limits: &FreezeSettings) -> Option<String> {
+        let r = self.rates();
+        if r.records * 2 < self.size {
+            return None;
+        }
+        let over = [
+            ("rejected", r.rejected, limits.max_rejected),
+            ("out-of-range", r.out_of_range, limits.max_out_of_range),
+            ("unknown-label", r.unknown_labels, limits.max_unknown_labels),
+        ];
+        let (what, rate, limit) = over.into_iter().find(|(_, rate, limit)| rate > limit)?;
+        Some(format!("{what} rate {rate:.3} > {limit} over the latest {} records", r.records))
+    }
+
+    /// Takes the verdict on the input after the record of sequence `seq`: returns `Some(true)` when the updates
+    /// freeze now, `Some(false)` when they resume (a whole window of records since the freeze and nothing wrong).
+    pub fn decide(&mut self, verdict: Option<String>, seq: u64, now_ms: i64) -> Option<bool> {
+        match (&self.frozen, verdict) {
+            (None, Some(reason)) => {
+                self.frozen = Some(Frozen { since_seq: seq, since_ms: now_ms, reason, records: 0 });
+                self.freezes += 1;
+                Some(true)
+            }
+            (Some(z), None) if z.records >= self.size as u64 => {
+                self.frozen = None;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> FreezeSettings {
+        FreezeSettings::default()
+    }
+
+    #[test]
+    fn a_share_above_its_limit_freezes_and_a_clean_window_resumes() {
+        let mut q = Quality::new(100);
+        for i in 0..100 {
+            // 3% out of range: under the 5% limit.
+            q.push(false, i % 33 == 0, false);
+        }
+        assert_eq!(q.verdict(&limits()), None);
+        for i in 0..30 {
+            q.push(false, i % 2 == 0, false);
+        }
+        let why = q.verdict(&limits()).unwrap();
+        assert!(why.starts_with("out-of-range rate 0.1"), "{why}");
+        assert_eq!(q.decide(Some(why.clone()), 130, 7), Some(true));
+        assert_eq!(q.decide(Some(why), 131, 8), None);
+        // Clean records: the rate falls under the limit before a whole window has passed, but updates resume only
+        // after one.
+        for _ in 0..99 {
+            q.push(false, false, false);
+        }
+        assert_eq!(q.verdict(&limits()), None);
+        assert_eq!(q.decide(None, 230, 9), None);
+        q.push(false, false, false);
+        assert_eq!(q.decide(None, 231, 10), Some(false));
+        assert_eq!((q.frozen.as_ref(), q.freezes), (None, 1));
+    }
+
+    #[test]
+    fn rejections_and_unknown_labels_are_each_a_reason() {
+        let mut q = Quality::new(10);
+        for _ in 0..4 {
+            q.push(true, false, false);
+        }
+        // Less than half a window: no verdict yet.
+        assert_eq!(q.verdict(&limits()), None);
+        q.push(false, false, false);
+        assert!(q.verdict(&limits()).unwrap().starts_with("rejected rate 0.8"));
+        let mut q = Quality::new(10);
+        for i in 0..10 {
+            q.push(false, false, i == 0);
+        }
+        assert!(q.verdict(&limits()).unwrap().starts_with("unknown-label rate 0.1"));
+    }
+
+    #[test]
+    fn the_counts_stay_exact_over_a_long_stream() {
+        let mut q = Quality::new(1000);
+        for i in 0..1_000_000u64 {
+            q.push(i % 7 == 0, i % 11 == 0, i % 13 == 0);
+        }
+        let r = q.rates();
+        let exact = |m: u64| (999_000..1_000_000u64).filter(|i| i % m == 0).count() as f64 / 1000.0;
+        assert_eq!((r.records, r.rejected, r.out_of_range, r.unknown_labels), (1000, exact(7), exact(11), exact(13)));
+    }
+}
