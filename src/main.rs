@@ -303,6 +303,7 @@ fn models(command: ModelsCommand) -> Result<()> {
 /// Moves `CURRENT` to a kept version after checking that it loads under this spec.
 fn make_current(spec: &Spec, version: &str) -> Result<()> {
     let registry = Registry::open(&spec.paths.registry);
+    let _lock = registry.lock()?;
     let published = registry.load(version).with_context(|| format!("cannot make {version} current"))?;
     published.artifact.validate(spec).with_context(|| format!("cannot make {version} current"))?;
     let from = registry.current_version()?;

@@ -175,6 +175,9 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
 
     phases.start("publishing");
     let registry = Registry::open(&spec.paths.registry);
+    // From the champion's reading to the publication: another run publishing meanwhile would be judged against a
+    // champion that is no longer current, or take the same version name.
+    let _lock = registry.lock()?;
     let champion = registry.current_version()?.map(|v| registry.load(&v).map_err(|e| (v, e.to_string())));
     let gate = gate::judge(spec, c, &split, &search, champion, force);
     let version = registry.next_version()?;

@@ -265,10 +265,33 @@ fn parse_artifact(path: &Path, bytes: &[u8]) -> Result<ModelArtifact> {
     serde_json::from_value(value).map_err(|e| Error::Format { path: path.to_path_buf(), message: e.to_string() })
 }
 
+/// The registry's lock, held until dropped.
+#[derive(Debug)]
+pub struct RegistryLock {
+    _file: std::fs::File,
+}
+
 impl Registry {
     /// The registry at `root`.
     pub fn open(root: impl AsRef<Path>) -> Self {
         Registry { publisher: Publisher::new(root.as_ref(), "v") }
+    }
+
+    /// Waits for, then holds, the registry's lock (`.lock`, an exclusive file lock the system drops when the
+    /// process dies): whoever compares against the current version and publishes does so holding it, so that two
+    /// runs (the nightly batch job and a retraining started by the speed layer, say) never publish over each other.
+    pub fn lock(&self) -> Result<RegistryLock> {
+        let root = self.publisher.root();
+        crate::state::create_dir_synced(root)?;
+        let path = root.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        file.lock().map_err(|e| Error::io(&path, e))?;
+        Ok(RegistryLock { _file: file })
     }
 
     /// The version the next publication will get.
@@ -378,6 +401,33 @@ mod tests {
             search: None,
             online_rows: None,
         }
+    }
+
+    #[test]
+    fn runs_that_publish_under_the_lock_never_publish_over_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec();
+        // Four writers at once, each reading the current watermark and publishing the next one under the lock:
+        // every publication gets its own version and sees the one before it.
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    let r = Registry::open(dir.path());
+                    for _ in 0..10 {
+                        let _lock = r.lock().unwrap();
+                        let last = r.load_current(&s).unwrap().map_or(0, |p| p.manifest.watermark);
+                        r.publish(&artifact(&s, 1.0), manifest(&s, last + 1)).unwrap();
+                    }
+                });
+            }
+        });
+        let r = Registry::open(dir.path());
+        let manifests = r.manifests().unwrap();
+        assert_eq!(manifests.len(), 40);
+        let mut watermarks: Vec<u64> = manifests.iter().map(|m| m.watermark).collect();
+        watermarks.sort_unstable();
+        assert_eq!(watermarks, (1..=40).collect::<Vec<u64>>());
+        assert_eq!(r.load_current(&s).unwrap().unwrap().manifest.watermark, 40);
     }
 
     #[test]
