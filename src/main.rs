@@ -359,8 +359,29 @@ fn replay_source(speed: &Speed, source: &str) -> Result<lambda_speed::ingest::So
     Ok(report)
 }
 
+/// Retraining on the fly through the batch layer, in the speed layer's process.
+struct BatchRetrainer;
+
+impl lambda_speed::Retrainer for BatchRetrainer {
+    fn retrain(&self, spec: &Spec, since_seq: u64) -> std::result::Result<lambda_speed::Retrained, String> {
+        let options = lambda_batch::RunOptions {
+            force: false,
+            since_seq: Some(since_seq),
+            history_rows: spec.speed.retrain.history_rows,
+            time_budget: Some(spec.retrain_budget),
+        };
+        let out = lambda_batch::run_with(spec, &options).map_err(|e| e.to_string())?;
+        let reason = out.manifest.gate.as_ref().map(|g| g.reason.clone()).unwrap_or_default();
+        Ok(lambda_speed::Retrained { version: out.manifest.version, published: out.published, reason })
+    }
+}
+
+fn start_speed(spec: &Spec, live: Option<Arc<Live>>) -> Result<Speed> {
+    Ok(Speed::start_with(spec.clone(), live, Some(Arc::new(BatchRetrainer)))?)
+}
+
 async fn speed(spec: Spec, source: Option<String>, once: bool) -> Result<()> {
-    let speed = Arc::new(tokio::task::block_in_place(|| Speed::start(spec.clone(), None))?);
+    let speed = Arc::new(tokio::task::block_in_place(|| start_speed(&spec, None))?);
     if once {
         if let Some(src) = &source {
             tokio::task::block_in_place(|| -> Result<()> {
@@ -417,7 +438,7 @@ async fn serve(spec: Spec) -> Result<()> {
 
 async fn up(spec: Spec) -> Result<()> {
     let live = Arc::new(Live::empty());
-    let speed = Arc::new(tokio::task::block_in_place(|| Speed::start(spec.clone(), Some(live.clone())))?);
+    let speed = Arc::new(tokio::task::block_in_place(|| start_speed(&spec, Some(live.clone())))?);
     let serving = Serving::new(spec.clone(), Some(live));
     serving.reload()?;
     tokio::spawn(lambda_serving::reload_loop(serving.clone()));

@@ -85,9 +85,37 @@ pub struct Outcome {
     pub published: bool,
 }
 
+/// How a run chooses its training rows and budget.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Publish whatever the gate says.
+    pub force: bool,
+    /// Train on the labelled rows after this sequence number only (a retraining on the fly after a drift)...
+    pub since_seq: Option<u64>,
+    /// ...plus this many of the most recent labelled rows before it.
+    pub history_rows: usize,
+    /// The search's time budget instead of `batch.time_budget`.
+    pub time_budget: Option<std::time::Duration>,
+}
+
 /// Runs the batch layer once: read, split, fit, search, refit, view, then publish the new version if it is at
 /// least as good as the champion (or `force`), else keep it without moving `CURRENT`. Writes nothing on error.
 pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
+    run_with(spec, &RunOptions { force, ..RunOptions::default() })
+}
+
+/// [`run`] with options. The batch view always covers every row; the encoder is fitted on every row too.
+pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
+    let mut budgeted;
+    let spec = match options.time_budget {
+        Some(b) => {
+            budgeted = spec.clone();
+            budgeted.time_budget = b;
+            &budgeted
+        }
+        None => spec,
+    };
+    let force = options.force;
     let phases = Phases::new(6);
     phases.start("reading master dataset");
     let data = read::read_master(spec)?;
@@ -95,7 +123,10 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     tracing::info!(rows = data.columns.len(), files = data.files, watermark = data.watermark, "master dataset read");
 
     phases.start("splitting by event time");
-    let split = train::split(spec, &data.columns)?;
+    let split = match options.since_seq {
+        None => train::split(spec, &data.columns)?,
+        Some(since) => train::split_recent(spec, &data.columns, since, options.history_rows)?,
+    };
     phases.done();
 
     phases.start("searching models on the holdout");

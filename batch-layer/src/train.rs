@@ -245,8 +245,25 @@ const EARLY_STOP_ROWS: usize = 10_000;
 
 /// Orders labelled rows by event time (then ingestion order) and holds out the most recent share.
 pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
+    split_recent(spec, columns, 0, usize::MAX)
+}
+
+/// [`split`] over the labelled rows ingested after `since_seq` and the `history_rows` most recent before them.
+pub fn split_recent(spec: &Spec, columns: &Columns, since_seq: u64, history_rows: usize) -> Result<Split> {
     let mut labelled: Vec<usize> = (0..columns.len()).filter(|&r| columns.targets.is_set(r)).collect();
     labelled.sort_by_key(|&r| (columns.times[r], columns.seqs[r]));
+    if since_seq > 0 {
+        let before = labelled.iter().filter(|&&r| columns.seqs[r] <= since_seq).count();
+        let mut kept = 0;
+        // Of the rows before the window, the most recent (in event time) `history_rows`.
+        labelled.retain(|&r| {
+            if columns.seqs[r] > since_seq {
+                return true;
+            }
+            kept += 1;
+            before - kept < history_rows
+        });
+    }
     if labelled.len() < 10 {
         return Err(Error::Data(format!(
             "the master dataset has {} labelled rows (`{}` set); at least 10 are needed to train and evaluate",

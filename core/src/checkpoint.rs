@@ -335,6 +335,8 @@ pub struct SpeedModel {
     pub learner_models: Arc<Vec<OnlineLearner>>,
     /// Set while bad input keeps the online updates frozen.
     pub frozen: Option<Frozen>,
+    /// The retraining on the fly (in the speed layer's process only).
+    pub retrain: RetrainStatus,
 }
 
 impl SpeedModel {
@@ -366,8 +368,49 @@ impl SpeedModel {
             weights: Arc::new(weights),
             learner_models: Arc::new(learners.into_iter().flatten().map(|t| t.learner.clone()).collect()),
             frozen: c.quality.as_ref().and_then(|q| q.frozen.clone()),
+            retrain: RetrainStatus::default(),
         }
     }
+}
+
+/// Where a retraining on the fly stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetrainState {
+    /// None asked for.
+    #[default]
+    Idle,
+    /// A confirmed drift asked for one; waiting for `speed.retrain.min_events` events after it.
+    Waiting,
+    /// The batch pipeline runs.
+    Running,
+    /// The last run published a new version (adopted as any other).
+    Published,
+    /// The last run's model did not pass the gate; kept, not published.
+    Held,
+    /// The last run failed.
+    Failed,
+}
+
+/// The speed layer's retraining on the fly ([`crate::spec::RetrainSettings`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrainStatus {
+    /// Where it stands.
+    pub state: RetrainState,
+    /// Runs started since the process started.
+    pub runs: u64,
+    /// Sequence number at which the drift that asked for the last run was confirmed.
+    pub drift_seq: Option<u64>,
+    /// The run trains on the events after this sequence number (and `history_rows` before).
+    pub since_seq: Option<u64>,
+    /// When the last run started (milliseconds since the Unix epoch).
+    pub started_ms: Option<i64>,
+    /// How long it took.
+    pub seconds: Option<f64>,
+    /// The version it made.
+    pub version: Option<String>,
+    /// The gate's reason, or the error.
+    pub reason: Option<String>,
 }
 
 /// What the serving layer shows of one online learner besides the linear model.

@@ -328,6 +328,28 @@ pub struct SpeedSettings {
     pub ingest_wait: String,
     /// When bad input freezes the online updates ([`crate::quality`]).
     pub freeze: FreezeSettings,
+    /// Retraining on the fly after a confirmed drift.
+    pub retrain: RetrainSettings,
+}
+
+/// The `[speed.retrain]` table: the batch pipeline run by the speed layer on recent events after a drift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrainSettings {
+    /// Whether a confirmed drift (both detectors on the batch model's errors) starts a run.
+    pub on_drift: bool,
+    /// Its search's time budget, e.g. "30s".
+    pub time_budget: String,
+    /// Events to wait for after the drift before starting, so that the new concept has rows to learn from.
+    pub min_events: u64,
+    /// Labelled rows from before the drift window kept for training (the most recent ones); 0 cuts history.
+    pub history_rows: usize,
+}
+
+impl Default for RetrainSettings {
+    fn default() -> Self {
+        RetrainSettings { on_drift: true, time_budget: "30s".into(), min_events: 2000, history_rows: 0 }
+    }
 }
 
 /// The `[speed.freeze]` table: limits on the latest records' quality past which online updates freeze.
@@ -381,6 +403,7 @@ impl Default for SpeedSettings {
             max_queued: 64,
             ingest_wait: "1s".into(),
             freeze: FreezeSettings::default(),
+            retrain: RetrainSettings::default(),
         }
     }
 }
@@ -460,6 +483,8 @@ pub struct Spec {
     pub speed: SpeedSettings,
     /// Time budget of the batch search.
     pub time_budget: Duration,
+    /// Time budget of a retraining on the fly.
+    pub retrain_budget: Duration,
     /// Checkpoint interval of the speed layer.
     pub checkpoint_interval: Duration,
     /// Age at which an archive file is closed.
@@ -687,6 +712,8 @@ impl RawSpec {
             return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
         }
         let time_budget = duration(&self.batch.time_budget).map_err(|m| fail(format!("`batch.time_budget`: {m}")))?;
+        let retrain_budget =
+            duration(&self.speed.retrain.time_budget).map_err(|m| fail(format!("`speed.retrain.time_budget`: {m}")))?;
         let checkpoint_interval =
             duration(&s.checkpoint_interval).map_err(|m| fail(format!("`speed.checkpoint_interval`: {m}")))?;
         let reload_interval =
@@ -736,6 +763,7 @@ impl RawSpec {
             batch: self.batch,
             speed: self.speed,
             time_budget,
+            retrain_budget,
             checkpoint_interval,
             archive_max_age,
             dedup_window,

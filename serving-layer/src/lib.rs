@@ -544,7 +544,8 @@ async fn models(State(s): State<Arc<Serving>>) -> Response {
                "keys": sp.realtime.len(), "accepted": stats.accepted, "rejected": stats.rejected, "duplicates": stats.duplicates,
                "labelled": stats.labelled, "refused_updates": stats.refused_updates,
                "prequential_loss": {"speed": mean(stats.speed_loss_sum), "batch": mean(stats.batch_loss_sum)},
-               "learners": m.learners, "windows": m.windows, "blend": m.weights, "frozen": m.frozen})
+               "learners": m.learners, "windows": m.windows, "blend": m.weights, "frozen": m.frozen,
+               "retrain": m.retrain})
     });
     Json(json!({
         "current": current.as_ref().map(|m| m.version.clone()),

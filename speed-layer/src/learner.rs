@@ -17,8 +17,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use lambda_core::blend::Weights;
 use lambda_core::checkpoint::{
-    self, BatchSide, Checkpoint, LearnerStatus, Live, LiveState, SpeedModel, SpeedSide, SpeedStats, ViewFile,
-    WindowStatuses,
+    self, BatchSide, Checkpoint, LearnerStatus, Live, LiveState, RetrainState, RetrainStatus, SpeedModel, SpeedSide,
+    SpeedStats, ViewFile, WindowStatuses,
 };
 use lambda_core::master;
 use lambda_core::model::{LinearModel, NonFinite, Prediction};
@@ -36,6 +36,7 @@ use crate::dedup::{id_hash, Dedup};
 use crate::ingest::Incoming;
 use crate::log::{Log, Record};
 use crate::records::Records;
+use crate::retrain::{Retrained, Retrainer};
 use crate::worker::{Done, Job, Worker};
 use crate::{Error, Result};
 use lambda_core::quality::{Frozen, Quality, Rates};
@@ -188,6 +189,14 @@ pub struct Learner {
     good: VecDeque<Good>,
     /// Records received since the newest of them.
     since_good: u64,
+    /// Runs the batch pipeline after a confirmed drift, when given.
+    retrainer: Option<Arc<dyn Retrainer>>,
+    /// Where retraining stands.
+    retrain: RetrainStatus,
+    /// The run in progress.
+    retrain_job: Option<std::thread::JoinHandle<std::result::Result<Retrained, String>>>,
+    /// The last confirmed drift acted on (its sequence number).
+    retrain_drift: u64,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -282,6 +291,8 @@ pub struct Status {
     pub frozen: Option<Frozen>,
     /// Freezes since the state was created.
     pub freezes: u64,
+    /// Retraining on the fly.
+    pub retrain: RetrainStatus,
 }
 
 /// Resident memory of this process, from `/proc/self/statm`.
@@ -409,6 +420,10 @@ impl Learner {
                     quality: c.quality.clone().unwrap_or_else(|| Quality::new(spec.speed.freeze.window)),
                     good: VecDeque::new(),
                     since_good: 0,
+                    retrainer: None,
+                    retrain: RetrainStatus::default(),
+                    retrain_job: None,
+                    retrain_drift: 0,
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -451,6 +466,7 @@ impl Learner {
                         weights: Arc::new(Weights::batch_only(Vec::new())),
                         learner_models: Arc::default(),
                         frozen: None,
+                        retrain: RetrainStatus::default(),
                     },
                 );
                 let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
@@ -469,6 +485,10 @@ impl Learner {
                     quality: Quality::new(spec.speed.freeze.window),
                     good: VecDeque::new(),
                     since_good: 0,
+                    retrainer: None,
+                    retrain: RetrainStatus::default(),
+                    retrain_job: None,
+                    retrain_drift: 0,
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
@@ -869,6 +889,7 @@ impl Learner {
             weights: Arc::new(self.records.blend.weights.clone()),
             learner_models: self.learner_models.clone(),
             frozen: self.quality.frozen.clone(),
+            retrain: self.retrain.clone(),
         }));
     }
 
@@ -897,8 +918,87 @@ impl Learner {
         }))
     }
 
+    /// Hands over what runs the batch pipeline after a confirmed drift (`speed.retrain.on_drift`).
+    pub fn set_retrainer(&mut self, retrainer: Arc<dyn Retrainer>) {
+        self.retrainer = Some(retrainer);
+    }
+
+    /// Where retraining on the fly stands.
+    pub fn retrain_status(&self) -> &RetrainStatus {
+        &self.retrain
+    }
+
+    /// Takes the result of a finished run; notices a new confirmed drift; starts a run once enough events have
+    /// come after it (archiving first, so that the run reads them).
+    fn retrain_step(&mut self, wait: bool) -> Result<()> {
+        let done = self.retrain_job.take_if(|j| wait || j.is_finished());
+        if let Some(job) = done {
+            let out = job.join().unwrap_or_else(|_| Err("the retraining thread panicked".into()));
+            let r = &mut self.retrain;
+            r.seconds = r.started_ms.map(|t| (now_millis() - t) as f64 / 1000.0);
+            match out {
+                Ok(x) => {
+                    r.state = if x.published { RetrainState::Published } else { RetrainState::Held };
+                    (r.version, r.reason) = (Some(x.version), Some(x.reason));
+                }
+                Err(e) => (r.state, r.reason) = (RetrainState::Failed, Some(e)),
+            }
+            tracing::info!(state = ?r.state, version = ?r.version, reason = ?r.reason, "retraining on the fly finished");
+            self.publish_model();
+        }
+        let Some(retrainer) = self.retrainer.clone() else { return Ok(()) };
+        if self.retrain_job.is_some() || !self.spec.speed.retrain.on_drift {
+            return Ok(());
+        }
+        let w = &self.records.windows[1];
+        let (a, p) = (&w.adwin_status, &w.page_hinkley_status);
+        let confirmed = a.last_drift_seq.max(p.last_drift_seq);
+        if a.drifts > 0 && p.drifts > 0 && confirmed > self.retrain_drift {
+            self.retrain_drift = confirmed;
+            // ADWIN's window after its cut holds the events since the change (labelled ones: at least that recent).
+            let since = self.last_seq.saturating_sub(w.adwin.width());
+            self.retrain.state = RetrainState::Waiting;
+            (self.retrain.drift_seq, self.retrain.since_seq) = (Some(confirmed), Some(since));
+            tracing::warn!(
+                drift_seq = confirmed,
+                "confirmed drift of the batch model: retraining once enough events are in"
+            );
+        }
+        let due = self.retrain.drift_seq.is_some_and(|d| self.last_seq >= d + self.spec.speed.retrain.min_events);
+        if self.retrain.state == RetrainState::Waiting && due {
+            // The run reads the master dataset: everything accepted so far goes there first.
+            self.archive_due(now_millis(), true)?;
+            let since = self.retrain.since_seq.unwrap_or(0);
+            let spec = self.spec.clone();
+            let job = std::thread::Builder::new()
+                .name("speed-retrain".into())
+                .spawn(move || retrainer.retrain(&spec, since))
+                .map_err(|e| Error::State(format!("cannot start the retraining thread: {e}")))?;
+            self.retrain_job = Some(job);
+            self.retrain.state = RetrainState::Running;
+            self.retrain.runs += 1;
+            self.retrain.started_ms = Some(now_millis());
+            (self.retrain.version, self.retrain.reason, self.retrain.seconds) = (None, None, None);
+            tracing::info!(since_seq = since, "retraining on the fly started");
+            self.publish_model();
+        }
+        Ok(())
+    }
+
+    /// Waits for a retraining in progress, then adopts what it published.
+    pub fn finish_retraining(&mut self) -> Result<()> {
+        if self.retrain_job.is_some() {
+            self.retrain_step(true)?;
+            self.poll_batch()?;
+        }
+        Ok(())
+    }
+
     /// Periodic work: adopt a new batch version, archive what is due, checkpoint what changed.
     pub fn tick(&mut self) -> Result<()> {
+        if let Err(e) = self.retrain_step(false) {
+            tracing::error!(error = %e, "retraining on the fly could not start");
+        }
         if let Err(e) = self.poll_batch() {
             tracing::error!(error = %e, "cannot adopt the current batch version; staying on {}", self.batch.manifest.version);
         }
@@ -1151,6 +1251,7 @@ impl Learner {
             input: self.quality.rates(),
             frozen: self.quality.frozen.clone(),
             freezes: self.quality.freezes,
+            retrain: self.retrain.clone(),
         }
     }
 
@@ -1339,6 +1440,7 @@ impl Learner {
                 weights: Arc::new(records.blend.weights.clone()),
                 learner_models: Arc::new(records.models()),
                 frozen: self.quality.frozen.clone(),
+                retrain: self.retrain.clone(),
             },
         );
         tracing::info!(

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod learner;
 pub mod log;
 pub mod records;
+pub mod retrain;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use ingest::Incoming;
 pub use learner::{IngestReport, Learner, Status};
+pub use retrain::{Retrained, Retrainer};
 
 /// Result with the speed [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -120,8 +122,16 @@ impl Speed {
     /// `live`, when given, receives the served pair (batch and speed side of one version), which an in-process
     /// serving layer reads; the learner updates it in place, so an acknowledged event is visible at once.
     pub fn start(spec: Spec, live: Option<Arc<Live>>) -> Result<Speed> {
+        Speed::start_with(spec, live, None)
+    }
+
+    /// [`Speed::start`] with what runs the batch pipeline after a confirmed drift ([`retrain`]).
+    pub fn start_with(spec: Spec, live: Option<Arc<Live>>, retrainer: Option<Arc<dyn Retrainer>>) -> Result<Speed> {
         let spec = Arc::new(spec);
         let mut learner = Learner::open((*spec).clone(), live)?;
+        if let Some(r) = retrainer {
+            learner.set_retrainer(r);
+        }
         learner.work_in_background()?;
         let status = Arc::new(arc_swap::ArcSwap::from_pointee(learner.status()));
         let (tx, rx) = crossbeam_channel::bounded(spec.speed.max_queued + BLOCKING_ROOM);
@@ -305,6 +315,10 @@ fn run(
                 status.store(Arc::new(learner.status()));
             },
         }
+    }
+    // A retraining in progress is waited for (its time budget bounds it) and what it published adopted.
+    if let Err(e) = learner.finish_retraining() {
+        tracing::error!(error = %e, "retraining on the fly did not finish");
     }
     learner.checkpoint()?;
     tracing::info!(last_seq = learner.last_seq(), "speed layer stopped after a final checkpoint");
