@@ -542,6 +542,15 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
         let weights: Vec<String> =
             b.weights.names.iter().zip(&b.weights.weights).map(|(n, w)| format!("{n} {w:.3}")).collect();
         println!("blend weights over the latest {} events: {}", b.weights.events, weights.join(", "));
+        if b.scored > 0 {
+            let n = b.scored as f64;
+            let record = if b.window.classes.is_empty() {
+                format!("mae {:.4}", b.errors / n)
+            } else {
+                format!("accuracy {:.4}, log_loss {:.4}", 1.0 - b.errors / n, b.loss / n)
+            };
+            println!("blend since it started: {record} over {} events", b.scored);
+        }
     }
     let mut alerts = w.alerts();
     if let Some(q) = &c.quality {

@@ -127,21 +127,39 @@ pub struct Blend {
     pub window: Window,
     /// Events it scored.
     pub scored: u64,
+    /// Of those, its mistakes (classes) or summed absolute error (values): its prequential record since it started.
+    pub errors: f64,
+    /// Its summed loss on them (log loss, or squared error).
+    pub loss: f64,
 }
 
 impl Blend {
     /// A blend of the named components that has scored nothing: the batch champion answers alone.
     pub fn new(names: Vec<String>, window: Window) -> Blend {
-        Blend { weights: Weights::batch_only(names), window, scored: 0 }
+        Blend { weights: Weights::batch_only(names), window, scored: 0, errors: 0.0, loss: 0.0 }
     }
 
     /// Scores the blend on an event before any component learned it, from the components' predictions in
     /// [`Weights::names`] order.
     pub fn record(&mut self, predictions: &[&Prediction], target: &Target, seq: u64, ms: i64) {
         let asked: Vec<Option<&Prediction>> = predictions.iter().copied().map(Some).collect();
-        if let Some(p) = self.weights.combine(&asked) {
-            self.window.record(&p, target, seq, ms);
-            self.scored += 1;
+        let Some(p) = self.weights.combine(&asked) else { return };
+        let classes = &self.window.classes;
+        let error = match (&p, target) {
+            (Prediction::Probabilities(ps), Target::Class(c)) => {
+                classes.iter().position(|k| k == c).map(|i| f64::from(crate::model::argmax(ps) != i))
+            }
+            (Prediction::Value(v), Target::Value(y)) => Some((v - y).abs()),
+            _ => None,
+        };
+        let loss = crate::model::loss(classes, &p, target);
+        if let (Some(e), Some(l)) = (error, loss) {
+            if (self.errors + e).is_finite() && (self.loss + l).is_finite() {
+                self.window.record(&p, target, seq, ms);
+                self.scored += 1;
+                self.errors += e;
+                self.loss += l;
+            }
         }
     }
 
@@ -280,6 +298,9 @@ mod tests {
         let at = moved_at.expect("the weight moved");
         assert!((2000..2700).contains(&at), "moved at {at}");
         assert_eq!(blend.scored, 4000);
+        // Its record since the start: right on all but the events before the weight moved after the change.
+        let wrong = blend.errors as u64;
+        assert!(wrong > 0 && wrong < 700, "{wrong} mistakes");
         let m = blend.window.metrics();
         assert!(m["accuracy"] > 0.95, "{m:?}");
     }
