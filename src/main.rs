@@ -364,13 +364,7 @@ struct BatchRetrainer;
 
 impl lambda_speed::Retrainer for BatchRetrainer {
     fn retrain(&self, spec: &Spec, since_seq: u64) -> std::result::Result<lambda_speed::Retrained, String> {
-        let options = lambda_batch::RunOptions {
-            force: false,
-            since_seq: Some(since_seq),
-            history_rows: spec.speed.retrain.history_rows,
-            time_budget: Some(spec.retrain_budget),
-        };
-        let out = lambda_batch::run_with(spec, &options).map_err(|e| e.to_string())?;
+        let out = lambda_batch::retrain(spec, since_seq).map_err(|e| e.to_string())?;
         let reason = out.manifest.gate.as_ref().map(|g| g.reason.clone()).unwrap_or_default();
         Ok(lambda_speed::Retrained { version: out.manifest.version, published: out.published, reason })
     }

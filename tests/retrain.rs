@@ -19,13 +19,7 @@ struct Batch;
 
 impl Retrainer for Batch {
     fn retrain(&self, spec: &Spec, since_seq: u64) -> Result<Retrained, String> {
-        let options = lambda_batch::RunOptions {
-            force: false,
-            since_seq: Some(since_seq),
-            history_rows: spec.speed.retrain.history_rows,
-            time_budget: Some(spec.retrain_budget),
-        };
-        let out = lambda_batch::run_with(spec, &options).map_err(|e| e.to_string())?;
+        let out = lambda_batch::retrain(spec, since_seq).map_err(|e| e.to_string())?;
         let reason = out.manifest.gate.map(|g| g.reason).unwrap_or_default();
         Ok(Retrained { version: out.manifest.version, published: out.published, reason })
     }

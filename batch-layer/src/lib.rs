@@ -104,6 +104,15 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
     run_with(spec, &RunOptions { force, ..RunOptions::default() })
 }
 
+/// A retraining on the fly for the speed layer: the rows after `since_seq` (and `speed.retrain.history_rows`
+/// before), within `speed.retrain.time_budget`, through the gate.
+pub fn retrain(spec: &Spec, since_seq: u64) -> Result<Outcome> {
+    let history_rows = spec.speed.retrain.history_rows;
+    let options =
+        RunOptions { force: false, since_seq: Some(since_seq), history_rows, time_budget: Some(spec.retrain_budget) };
+    run_with(spec, &options)
+}
+
 /// [`run`] with options. The batch view always covers every row; the encoder is fitted on every row too.
 pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
     let mut budgeted;

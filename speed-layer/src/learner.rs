@@ -189,14 +189,8 @@ pub struct Learner {
     good: VecDeque<Good>,
     /// Records received since the newest of them.
     since_good: u64,
-    /// Runs the batch pipeline after a confirmed drift, when given.
-    retrainer: Option<Arc<dyn Retrainer>>,
-    /// Where retraining stands.
-    retrain: RetrainStatus,
-    /// The run in progress.
-    retrain_job: Option<std::thread::JoinHandle<std::result::Result<Retrained, String>>>,
-    /// The last confirmed drift acted on (its sequence number).
-    retrain_drift: u64,
+    /// Retraining on the fly.
+    retraining: Retraining,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -333,6 +327,17 @@ fn resume_model(spec: &Spec, batch: &Published, c: &Checkpoint) -> Result<Adapti
     Ok(model)
 }
 
+/// Retraining on the fly: what runs it, where it stands, the run in progress.
+#[derive(Default)]
+struct Retraining {
+    /// Runs the batch pipeline after a confirmed drift, when given.
+    retrainer: Option<Arc<dyn Retrainer>>,
+    status: RetrainStatus,
+    job: Option<std::thread::JoinHandle<std::result::Result<Retrained, String>>>,
+    /// The last confirmed drift acted on (its sequence number).
+    drift: u64,
+}
+
 /// An online state taken while the input was clean.
 struct Good {
     model: AdaptiveLinear,
@@ -420,10 +425,7 @@ impl Learner {
                     quality: c.quality.clone().unwrap_or_else(|| Quality::new(spec.speed.freeze.window)),
                     good: VecDeque::new(),
                     since_good: 0,
-                    retrainer: None,
-                    retrain: RetrainStatus::default(),
-                    retrain_job: None,
-                    retrain_drift: 0,
+                    retraining: Retraining::default(),
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -485,10 +487,7 @@ impl Learner {
                     quality: Quality::new(spec.speed.freeze.window),
                     good: VecDeque::new(),
                     since_good: 0,
-                    retrainer: None,
-                    retrain: RetrainStatus::default(),
-                    retrain_job: None,
-                    retrain_drift: 0,
+                    retraining: Retraining::default(),
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
@@ -889,7 +888,7 @@ impl Learner {
             weights: Arc::new(self.records.blend.weights.clone()),
             learner_models: self.learner_models.clone(),
             frozen: self.quality.frozen.clone(),
-            retrain: self.retrain.clone(),
+            retrain: self.retraining.status.clone(),
         }));
     }
 
@@ -920,21 +919,21 @@ impl Learner {
 
     /// Hands over what runs the batch pipeline after a confirmed drift (`speed.retrain.on_drift`).
     pub fn set_retrainer(&mut self, retrainer: Arc<dyn Retrainer>) {
-        self.retrainer = Some(retrainer);
+        self.retraining.retrainer = Some(retrainer);
     }
 
     /// Where retraining on the fly stands.
     pub fn retrain_status(&self) -> &RetrainStatus {
-        &self.retrain
+        &self.retraining.status
     }
 
     /// Takes the result of a finished run; notices a new confirmed drift; starts a run once enough events have
     /// come after it (archiving first, so that the run reads them).
     fn retrain_step(&mut self, wait: bool) -> Result<()> {
-        let done = self.retrain_job.take_if(|j| wait || j.is_finished());
+        let done = self.retraining.job.take_if(|j| wait || j.is_finished());
         if let Some(job) = done {
             let out = job.join().unwrap_or_else(|_| Err("the retraining thread panicked".into()));
-            let r = &mut self.retrain;
+            let r = &mut self.retraining.status;
             r.seconds = r.started_ms.map(|t| (now_millis() - t) as f64 / 1000.0);
             match out {
                 Ok(x) => {
@@ -946,39 +945,41 @@ impl Learner {
             tracing::info!(state = ?r.state, version = ?r.version, reason = ?r.reason, "retraining on the fly finished");
             self.publish_model();
         }
-        let Some(retrainer) = self.retrainer.clone() else { return Ok(()) };
-        if self.retrain_job.is_some() || !self.spec.speed.retrain.on_drift {
+        let Some(retrainer) = self.retraining.retrainer.clone() else { return Ok(()) };
+        if self.retraining.job.is_some() || !self.spec.speed.retrain.on_drift {
             return Ok(());
         }
         let w = &self.records.windows[1];
         let (a, p) = (&w.adwin_status, &w.page_hinkley_status);
         let confirmed = a.last_drift_seq.max(p.last_drift_seq);
-        if a.drifts > 0 && p.drifts > 0 && confirmed > self.retrain_drift {
-            self.retrain_drift = confirmed;
+        if a.drifts > 0 && p.drifts > 0 && confirmed > self.retraining.drift {
+            self.retraining.drift = confirmed;
             // ADWIN's window after its cut holds the events since the change (labelled ones: at least that recent).
             let since = self.last_seq.saturating_sub(w.adwin.width());
-            self.retrain.state = RetrainState::Waiting;
-            (self.retrain.drift_seq, self.retrain.since_seq) = (Some(confirmed), Some(since));
+            self.retraining.status.state = RetrainState::Waiting;
+            (self.retraining.status.drift_seq, self.retraining.status.since_seq) = (Some(confirmed), Some(since));
             tracing::warn!(
                 drift_seq = confirmed,
                 "confirmed drift of the batch model: retraining once enough events are in"
             );
         }
-        let due = self.retrain.drift_seq.is_some_and(|d| self.last_seq >= d + self.spec.speed.retrain.min_events);
-        if self.retrain.state == RetrainState::Waiting && due {
+        let due =
+            self.retraining.status.drift_seq.is_some_and(|d| self.last_seq >= d + self.spec.speed.retrain.min_events);
+        if self.retraining.status.state == RetrainState::Waiting && due {
             // The run reads the master dataset: everything accepted so far goes there first.
             self.archive_due(now_millis(), true)?;
-            let since = self.retrain.since_seq.unwrap_or(0);
+            let since = self.retraining.status.since_seq.unwrap_or(0);
             let spec = self.spec.clone();
             let job = std::thread::Builder::new()
                 .name("speed-retrain".into())
                 .spawn(move || retrainer.retrain(&spec, since))
                 .map_err(|e| Error::State(format!("cannot start the retraining thread: {e}")))?;
-            self.retrain_job = Some(job);
-            self.retrain.state = RetrainState::Running;
-            self.retrain.runs += 1;
-            self.retrain.started_ms = Some(now_millis());
-            (self.retrain.version, self.retrain.reason, self.retrain.seconds) = (None, None, None);
+            self.retraining.job = Some(job);
+            self.retraining.status.state = RetrainState::Running;
+            self.retraining.status.runs += 1;
+            self.retraining.status.started_ms = Some(now_millis());
+            (self.retraining.status.version, self.retraining.status.reason, self.retraining.status.seconds) =
+                (None, None, None);
             tracing::info!(since_seq = since, "retraining on the fly started");
             self.publish_model();
         }
@@ -987,7 +988,7 @@ impl Learner {
 
     /// Waits for a retraining in progress, then adopts what it published.
     pub fn finish_retraining(&mut self) -> Result<()> {
-        if self.retrain_job.is_some() {
+        if self.retraining.job.is_some() {
             self.retrain_step(true)?;
             self.poll_batch()?;
         }
@@ -1251,7 +1252,7 @@ impl Learner {
             input: self.quality.rates(),
             frozen: self.quality.frozen.clone(),
             freezes: self.quality.freezes,
-            retrain: self.retrain.clone(),
+            retrain: self.retraining.status.clone(),
         }
     }
 
@@ -1440,7 +1441,7 @@ impl Learner {
                 weights: Arc::new(records.blend.weights.clone()),
                 learner_models: Arc::new(records.models()),
                 frozen: self.quality.frozen.clone(),
-                retrain: self.retrain.clone(),
+                retrain: self.retraining.status.clone(),
             },
         );
         tracing::info!(

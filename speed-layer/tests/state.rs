@@ -490,19 +490,22 @@ mod http {
     }
 }
 
+/// The test events of `range` with their labels the other way round: an abrupt change of concept.
+fn flipped_items(spec: &Spec, range: std::ops::Range<u64>) -> Vec<Incoming> {
+    range
+        .map(|i| {
+            let mut e = event(i);
+            e["label"] = json!(if e["label"] == "yes" { "no" } else { "yes" });
+            parse_line(spec, 1, &e.to_string())
+        })
+        .collect()
+}
+
 #[test]
 fn a_concept_flip_in_the_live_stream_moves_the_drift_detectors_and_not_before() {
     let (_dir, spec) = setup();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
-    let flipped = |range: std::ops::Range<u64>| -> Vec<Incoming> {
-        range
-            .map(|i| {
-                let mut e = event(i);
-                e["label"] = json!(if e["label"] == "yes" { "no" } else { "yes" });
-                parse_line(&spec, 1, &e.to_string())
-            })
-            .collect()
-    };
+    let flipped = |range| flipped_items(&spec, range);
     learner.ingest(items(&spec, 0..3_000)).unwrap();
     let before = learner.status().windows;
     for w in [before.speed.as_ref().unwrap(), before.batch.as_ref().unwrap(), &before.learners[0].1] {
@@ -528,15 +531,7 @@ fn a_concept_flip_in_the_live_stream_moves_the_drift_detectors_and_not_before() 
 fn after_a_concept_flip_the_blend_moves_its_weight_from_the_batch_model_to_the_models_that_learn() {
     let (_dir, spec) = setup();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
-    let flipped = |range: std::ops::Range<u64>| -> Vec<Incoming> {
-        range
-            .map(|i| {
-                let mut e = event(i);
-                e["label"] = json!(if e["label"] == "yes" { "no" } else { "yes" });
-                parse_line(&spec, 1, &e.to_string())
-            })
-            .collect()
-    };
+    let flipped = |range| flipped_items(&spec, range);
     let weight = |l: &Learner, name: &str| {
         let m = l.side().model.load_full();
         let i = m.weights.names.iter().position(|n| n == name).unwrap();
