@@ -19,10 +19,11 @@ def synth():
     return __import__("river.datasets.synth", fromlist=["x"])
 
 
-def drifting(make_before, make_after, position, width):
+def drifting(make_before, make_after, position):
     s = synth()
+    # As abrupt as River's sigmoid allows without overflowing: a change over n/150 events.
     return lambda n: s.ConceptDriftStream(stream=make_before(), drift_stream=make_after(), position=position(n),
-                                          width=width, seed=7)
+                                          width=max(50, n // 150), seed=7)
 
 
 STREAMS = {
@@ -30,10 +31,10 @@ STREAMS = {
     # Agrawal's rule 2 becomes rule 5 abruptly a third of the way into the live part.
     "agrawal_drift": lambda n: drifting(lambda: synth().Agrawal(classification_function=1, seed=42),
                                         lambda: synth().Agrawal(classification_function=4, seed=43),
-                                        lambda n: int(n * (HISTORY + (1 - HISTORY) / 3)), 50)(n),
+                                        lambda n: int(n * (HISTORY + (1 - HISTORY) / 3)))(n),
     # SEA's threshold moves (variant 0 to 3) at the same point.
     "sea_drift": lambda n: drifting(lambda: synth().SEA(variant=0, seed=42), lambda: synth().SEA(variant=3, seed=43),
-                                    lambda n: int(n * (HISTORY + (1 - HISTORY) / 3)), 50)(n),
+                                    lambda n: int(n * (HISTORY + (1 - HISTORY) / 3)))(n),
     # Centroids that move all along.
     "rbf_moving": lambda n: synth().RandomRBFDrift(seed_model=42, seed_sample=42, n_classes=4, n_features=10,
                                                    n_centroids=50, change_speed=0.001, n_drift_centroids=25),
@@ -114,9 +115,21 @@ def peers(d):
     labels = sorted({y for _, y in data})
     binary = len(labels) == 2
 
+    class Binary:
+        """River's binary logistic regression learns booleans: the second label is True."""
+
+        def __init__(self):
+            self.m = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+        def learn_one(self, x, y):
+            self.m.learn_one(x, y == labels[1])
+
+        def predict_proba_one(self, x):
+            p = self.m.predict_proba_one(x).get(True, 0.5)
+            return {labels[1]: p, labels[0]: 1 - p}
+
     def logistic():
-        m = preprocessing.StandardScaler() | linear_model.LogisticRegression()
-        return m if binary else preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(
+        return Binary() if binary else preprocessing.StandardScaler() | multiclass.OneVsRestClassifier(
             linear_model.LogisticRegression())
 
     models = {
@@ -183,9 +196,15 @@ def lightgbm(d):
     x = np.array([[float(v) for v in row[:-1]] for row in data])
     y = np.array([labels.index(row[-1]) for row in data])
     started = time.perf_counter()
-    m = lgb.LGBMClassifier(n_estimators=300, learning_rate=0.1, num_leaves=63, verbose=-1)
-    m.fit(x[:cut], y[:cut])
-    p = m.predict_proba(x[cut:])
+    params = {"learning_rate": 0.1, "num_leaves": 63, "verbose": -1}
+    if len(labels) == 2:
+        params["objective"] = "binary"
+    else:
+        params.update(objective="multiclass", num_class=len(labels))
+    m = lgb.train(params, lgb.Dataset(x[:cut], y[:cut]), num_boost_round=300)
+    p = m.predict(x[cut:])
+    if len(labels) == 2:
+        p = np.column_stack([1 - p, p])
     seconds = time.perf_counter() - started
     n = len(data) - cut
     right = int((p.argmax(axis=1) == y[cut:]).sum())

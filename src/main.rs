@@ -344,6 +344,7 @@ async fn bind(addr: &str, what: &str) -> Result<tokio::net::TcpListener> {
 }
 
 fn replay_source(speed: &Speed, source: &str) -> Result<lambda_speed::ingest::SourceReport> {
+    let started = std::time::Instant::now();
     let report = if source == "stdin" {
         lambda_speed::ingest::replay(speed, std::io::stdin().lock(), 1000)?
     } else if let Some(path) = source.strip_prefix("file:") {
@@ -352,9 +353,13 @@ fn replay_source(speed: &Speed, source: &str) -> Result<lambda_speed::ingest::So
     } else {
         bail!("--source must be `file:PATH` or `stdin`, got {source:?}");
     };
+    let seconds = started.elapsed().as_secs_f64();
     println!(
-        "source {source}: {} accepted, {} duplicates, {} rejected",
-        report.accepted, report.duplicates, report.rejected
+        "source {source}: {} accepted, {} duplicates, {} rejected in {seconds:.3} s ({:.0} events/s)",
+        report.accepted,
+        report.duplicates,
+        report.rejected,
+        (report.accepted + report.duplicates + report.rejected) as f64 / seconds.max(1e-9)
     );
     Ok(report)
 }

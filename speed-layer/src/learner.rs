@@ -827,6 +827,10 @@ impl Learner {
         self.publish_model();
         self.dirty = true;
         self.judge_input()?;
+        // Counted in events, not ticks, so that a fast replay starts a retraining where a live stream would.
+        if let Err(e) = self.retrain_step(false) {
+            tracing::error!(error = %e, "retraining on the fly could not start");
+        }
         Ok(reports)
     }
 
@@ -1455,6 +1459,10 @@ impl Learner {
         );
         self.side = new_side;
         self.model = model;
+        // The blend's record since it started is of what it answered live; the replay above re-scored events it
+        // had already counted.
+        let old = &self.records.blend;
+        (records.blend.scored, records.blend.errors, records.blend.loss) = (old.scored, old.errors, old.loss);
         self.records = records;
         self.learner_models = Arc::new(self.records.models());
         // The good states kept were of the old version's encoding.
