@@ -11,6 +11,8 @@
 //! standardized, so a quarter of a standard deviation), scored by variance reduction, with FIMT-DD's test on the
 //! ratio of the two best; a leaf predicts its mean. The tree stops growing at `max_depth` and `max_leaves`, so its
 //! memory is bounded whatever the stream.
+//!
+//! [`HoeffdingAdaptiveTree`] grows the same leaves and replaces subtrees whose error rose (see [`adaptive`]).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{argmax, Prediction};
 use crate::schema::Target;
+
+pub mod adaptive;
+
+pub use adaptive::{AdaptiveSettings, HoeffdingAdaptiveTree};
 
 /// How a Hoeffding tree grows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
