@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use lambda_core::hoeffding::{HoeffdingTree, TreeSettings};
+use lambda_core::hoeffding::{AdaptiveSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings};
 use lambda_core::model::{argmax, Family, LinearModel, Prediction};
 use lambda_core::online::AdaptiveLinear;
 use lambda_core::schema::Target;
@@ -66,6 +66,19 @@ fn main() {
         p
     });
     eprintln!("tree: {} leaves, depth {}", tree.leaves(), tree.depth());
+    let mut hat = HoeffdingAdaptiveTree::new(classes.clone(), dim, AdaptiveSettings::default());
+    run("lambda-ml Hoeffding adaptive tree", &data, &classes, |x, y| {
+        let p = hat.predict(x);
+        hat.learn(x, y);
+        p
+    });
+    let (started, switched, dropped) = hat.history();
+    eprintln!(
+        "adaptive tree: {} leaves, depth {}, {} alternates; {started} started, {switched} switched, {dropped} dropped",
+        hat.leaves(),
+        hat.depth(),
+        hat.alternates()
+    );
 }
 
 fn run(

@@ -89,6 +89,34 @@ impl Adwin {
         self.rows.iter().map(Vec::len).sum()
     }
 
+    /// Checks the settings and that the buckets add up to the window, as after loading from disk.
+    pub fn validate(&self) -> crate::Result<()> {
+        // A row index of 64 or more would overflow the shift that counts its buckets' values.
+        let counted = (self.rows.len() < 64).then(|| {
+            self.rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.len() as u64).saturating_mul(1 << i))
+                .fold(0u64, u64::saturating_add)
+        });
+        let finite = self.rows.iter().flatten().all(|b| b.total.is_finite() && b.variance.is_finite());
+        let sound = self.delta > 0.0
+            && self.delta < 1.0
+            && counted == Some(self.width)
+            && finite
+            && self.total.is_finite()
+            && self.variance.is_finite();
+        if !sound {
+            return Err(crate::Error::Data(format!(
+                "ADWIN: delta {}, {} rows of buckets for a window of {}",
+                self.delta,
+                self.rows.len(),
+                self.width
+            )));
+        }
+        Ok(())
+    }
+
     /// Adds a value; `true` when the window was cut (a change in the mean). Non-finite values are ignored.
     pub fn update(&mut self, x: f64) -> bool {
         if !x.is_finite() {

@@ -11,6 +11,8 @@
 //! standardized, so a quarter of a standard deviation), scored by variance reduction, with FIMT-DD's test on the
 //! ratio of the two best; a leaf predicts its mean. The tree stops growing at `max_depth` and `max_leaves`, so its
 //! memory is bounded whatever the stream.
+//!
+//! [`HoeffdingAdaptiveTree`] grows the same leaves and replaces subtrees whose error rose (see [`adaptive`]).
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{argmax, Prediction};
 use crate::schema::Target;
+
+pub mod adaptive;
+
+pub use adaptive::{AdaptiveSettings, HoeffdingAdaptiveTree};
 
 /// How a Hoeffding tree grows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +98,10 @@ impl Moments {
             0.0
         }
     }
+
+    fn is_finite(&self) -> bool {
+        self.n.is_finite() && self.mean.is_finite() && self.m2.is_finite()
+    }
 }
 
 /// The standard normal distribution function (Abramowitz and Stegun 7.1.26; absolute error below 1.5e-7).
@@ -129,6 +139,34 @@ struct ClassStats {
     nb_right: f64,
 }
 
+impl ClassStats {
+    fn majority(&self) -> Vec<f64> {
+        let n: f64 = self.counts.iter().sum();
+        let k = self.counts.len() as f64;
+        self.counts.iter().map(|c| if n > 0.0 { c / n } else { 1.0 / k }).collect()
+    }
+
+    fn naive_bayes(&self, x: &[f64]) -> Vec<f64> {
+        let k = self.counts.len();
+        let n: f64 = self.counts.iter().sum();
+        let mut logp: Vec<f64> = self.counts.iter().map(|c| ((c + 1.0) / (n + k as f64)).ln()).collect();
+        for (j, v) in x.iter().enumerate() {
+            for (c, lp) in logp.iter_mut().enumerate() {
+                let g = &self.gauss[j * k + c];
+                if g.n > 0.0 {
+                    // A variance floor: a constant input within a class gives a finite density.
+                    let var = g.variance() + 1e-3;
+                    *lp += -0.5 * ((v - g.mean) * (v - g.mean) / var + var.ln());
+                }
+            }
+        }
+        let top = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = logp.iter().map(|l| (l - top).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.into_iter().map(|v| v / sum).collect()
+    }
+}
+
 /// One bin of a regression leaf's histogram of an input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Bin {
@@ -149,12 +187,286 @@ enum Stats {
     Value(ValueStats),
 }
 
+impl Stats {
+    fn empty(classes: usize, dim: usize) -> Stats {
+        if classes > 0 {
+            Stats::Class(ClassStats {
+                counts: vec![0.0; classes],
+                gauss: vec![Moments::default(); dim * classes],
+                lo: vec![f64::INFINITY; dim * classes],
+                hi: vec![f64::NEG_INFINITY; dim * classes],
+                mc_right: 0.0,
+                nb_right: 0.0,
+            })
+        } else {
+            Stats::Value(ValueStats { y: Moments::default(), bins: vec![BTreeMap::new(); dim] })
+        }
+    }
+
+    fn seen(&self) -> f64 {
+        match self {
+            Stats::Class(s) => s.counts.iter().sum(),
+            Stats::Value(s) => s.y.n,
+        }
+    }
+}
+
+/// A leaf: what reached it, and when it last tried to split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Leaf {
     depth: u32,
     /// Events seen when the last split attempt was made.
     attempted_at: f64,
     stats: Stats,
+}
+
+/// What learning one event changes at a leaf, computed before anything changes.
+enum Update {
+    /// The class's index and its new Gaussians, input by input.
+    Class(usize, Vec<Moments>),
+    /// The target's new moments and each input's new bin.
+    Value(Moments, Vec<(i32, Bin)>),
+}
+
+/// A split a leaf decided on: inputs `<= threshold` go to the first side.
+struct Split {
+    input: u32,
+    threshold: f64,
+    sides: [Leaf; 2],
+}
+
+/// The best split of one input: merit, threshold, and what each side would start with.
+struct Candidate {
+    merit: f64,
+    input: usize,
+    threshold: f64,
+    sides: [Stats; 2],
+}
+
+/// Most of a bin index either side of zero: inputs beyond `radius × BIN_SPAN` share the outermost bins.
+const BIN_SPAN: i32 = 40;
+
+/// A share of the uniform distribution mixed into every classification answer, so that one confident wrong leaf
+/// costs a bounded log loss.
+const SMOOTHING: f64 = 1e-3;
+
+impl Leaf {
+    fn new(classes: usize, dim: usize, depth: u32) -> Leaf {
+        Leaf { depth, attempted_at: 0.0, stats: Stats::empty(classes, dim) }
+    }
+
+    /// Whether the statistics fit `classes` classes (0 for regression) and `dim` inputs.
+    fn fits(&self, classes: usize, dim: usize) -> bool {
+        match &self.stats {
+            Stats::Class(s) => {
+                s.counts.len() == classes && s.gauss.len() == classes * dim && s.lo.len() == classes * dim
+            }
+            Stats::Value(s) => classes == 0 && s.bins.len() == dim,
+        }
+    }
+
+    fn predict(&self, x: &[f64]) -> Prediction {
+        match &self.stats {
+            Stats::Class(s) => {
+                let p = if s.nb_right > s.mc_right { s.naive_bayes(x) } else { s.majority() };
+                let k = p.len() as f64;
+                Prediction::Probabilities(p.into_iter().map(|v| (1.0 - SMOOTHING) * v + SMOOTHING / k).collect())
+            }
+            Stats::Value(s) => Prediction::Value(s.y.mean),
+        }
+    }
+
+    /// What learning (`x`, `target`) would change; `None` when the label is not one of `classes` or of the other
+    /// task, or a new moment would not be finite (1e200 squared). `x` has the leaf's dimension, every value finite.
+    fn plan(&self, classes: &[String], x: &[f64], target: &Target, radius: f64) -> Option<Update> {
+        match (&self.stats, target) {
+            (Stats::Class(s), Target::Class(label)) => {
+                let c = classes.iter().position(|k| k == label)?;
+                let k = classes.len();
+                let next: Vec<Moments> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| {
+                        let mut g = s.gauss[j * k + c];
+                        g.add(*v);
+                        g
+                    })
+                    .collect();
+                next.iter().all(Moments::is_finite).then_some(Update::Class(c, next))
+            }
+            (Stats::Value(s), Target::Value(y)) => {
+                let mut ys = s.y;
+                ys.add(*y);
+                let next: Vec<(i32, Bin)> = s
+                    .bins
+                    .iter()
+                    .zip(x)
+                    .map(|(bins, v)| {
+                        let at = bin_of(*v, radius);
+                        let mut b = bins.get(&at).copied().unwrap_or_default();
+                        b.x_sum += v;
+                        b.y.add(*y);
+                        (at, b)
+                    })
+                    .collect();
+                let fine = ys.is_finite() && next.iter().all(|(_, b)| b.x_sum.is_finite() && b.y.is_finite());
+                fine.then_some(Update::Value(ys, next))
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies what [`Leaf::plan`] computed for the same `x`.
+    fn apply(&mut self, x: &[f64], update: Update) {
+        match (&mut self.stats, update) {
+            (Stats::Class(s), Update::Class(c, next)) => {
+                let k = s.counts.len();
+                s.mc_right += f64::from(argmax(&s.majority()) == c);
+                s.nb_right += f64::from(argmax(&s.naive_bayes(x)) == c);
+                s.counts[c] += 1.0;
+                for (j, (v, g)) in x.iter().zip(next).enumerate() {
+                    let i = j * k + c;
+                    s.gauss[i] = g;
+                    s.lo[i] = s.lo[i].min(*v);
+                    s.hi[i] = s.hi[i].max(*v);
+                }
+            }
+            (Stats::Value(s), Update::Value(ys, next)) => {
+                s.y = ys;
+                for (bins, (at, b)) in s.bins.iter_mut().zip(next) {
+                    bins.insert(at, b);
+                }
+            }
+            // A plan is only made from the leaf's own statistics.
+            _ => {}
+        }
+    }
+
+    /// Whether the leaf may try to split: a grace period has passed since the last attempt, and it is not too deep.
+    fn due(&self, set: &TreeSettings) -> bool {
+        self.stats.seen() - self.attempted_at >= f64::from(set.grace_period) && self.depth < set.max_depth
+    }
+
+    /// Scores the best split of each input and returns the best one if the Hoeffding bound picks it; otherwise
+    /// notes the attempt.
+    fn split(&mut self, classes: usize, dim: usize, set: &TreeSettings) -> Option<Split> {
+        let seen = self.stats.seen();
+        // The best split of each input, best first; the null split (merit 0) competes too.
+        let mut best: Vec<Candidate> = (0..dim)
+            .filter_map(|j| best_split(&self.stats, j, classes, dim, set.split_points))
+            .filter(|c| c.merit.is_finite() && c.threshold.is_finite())
+            .collect();
+        best.sort_by(|a, b| b.merit.total_cmp(&a.merit).then(a.input.cmp(&b.input)));
+        let second = best.get(1).map_or(0.0, |c| c.merit.max(0.0));
+        let decide = match (&self.stats, best.first()) {
+            (_, None) => false,
+            (_, Some(top)) if top.merit <= 0.0 => false,
+            (Stats::Class(_), Some(top)) => {
+                let range = (classes.max(2) as f64).log2();
+                let eps = (range * range * (1.0 / set.delta).ln() / (2.0 * seen)).sqrt();
+                top.merit - second > eps || eps < set.tie_threshold
+            }
+            (Stats::Value(_), Some(top)) => {
+                let eps = ((1.0 / set.delta).ln() / (2.0 * seen)).sqrt();
+                second / top.merit < 1.0 - eps || eps < set.tie_threshold
+            }
+        };
+        if !decide {
+            self.attempted_at = seen;
+            return None;
+        }
+        let top = best.swap_remove(0);
+        let [l, r] = top.sides;
+        let side = |stats: Stats| Leaf { depth: self.depth + 1, attempted_at: stats.seen(), stats };
+        Some(Split { input: top.input as u32, threshold: top.threshold, sides: [side(l), side(r)] })
+    }
+}
+
+fn bin_of(v: f64, radius: f64) -> i32 {
+    ((v / radius).floor().clamp(-(BIN_SPAN as f64), BIN_SPAN as f64)) as i32
+}
+
+/// The best split of input `j` at a leaf of `k` classes (0 for regression) and `dim` inputs, with the statistics
+/// each side starts from (estimated class counts, exact target moments), or `None` when the input cannot split it.
+fn best_split(stats: &Stats, j: usize, k: usize, dim: usize, split_points: u32) -> Option<Candidate> {
+    match stats {
+        Stats::Class(s) => {
+            let range = (j * k..(j + 1) * k).filter(|&i| s.gauss[i].n > 0.0);
+            let lo = range.clone().map(|i| s.lo[i]).fold(f64::INFINITY, f64::min);
+            let hi = range.map(|i| s.hi[i]).fold(f64::NEG_INFINITY, f64::max);
+            if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
+                return None;
+            }
+            let n: f64 = s.counts.iter().sum();
+            let parent = entropy(&s.counts);
+            let points = split_points.max(1);
+            let mut best: Option<(f64, f64, Vec<f64>, Vec<f64>)> = None;
+            for p in 1..=points {
+                let v = lo + (hi - lo) * f64::from(p) / f64::from(points + 1);
+                let mut left = vec![0.0; k];
+                for (c, l) in left.iter_mut().enumerate() {
+                    let (g, i) = (&s.gauss[j * k + c], j * k + c);
+                    *l = if g.n == 0.0 || v < s.lo[i] {
+                        0.0
+                    } else if v >= s.hi[i] {
+                        g.n
+                    } else {
+                        let sd = g.variance().sqrt();
+                        if sd > 0.0 {
+                            g.n * normal_cdf((v - g.mean) / sd)
+                        } else {
+                            g.n
+                        }
+                    };
+                }
+                let right: Vec<f64> = s.counts.iter().zip(&left).map(|(t, l)| (t - l).max(0.0)).collect();
+                let (nl, nr) = (left.iter().sum::<f64>(), right.iter().sum::<f64>());
+                // Each side must hold at least 1% of the leaf.
+                if nl < 0.01 * n || nr < 0.01 * n {
+                    continue;
+                }
+                let gain = parent - (nl / n) * entropy(&left) - (nr / n) * entropy(&right);
+                if best.as_ref().is_none_or(|b| gain > b.0) {
+                    best = Some((gain, v, left, right));
+                }
+            }
+            let (merit, threshold, left, right) = best?;
+            let side = |counts: Vec<f64>| {
+                let mut e = Stats::empty(k, dim);
+                if let Stats::Class(s) = &mut e {
+                    s.counts = counts;
+                }
+                e
+            };
+            Some(Candidate { merit, input: j, threshold, sides: [side(left), side(right)] })
+        }
+        Stats::Value(s) => {
+            let bins: Vec<&Bin> = s.bins[j].values().collect();
+            if bins.len() < 2 || s.y.n == 0.0 {
+                return None;
+            }
+            let total = s.y;
+            let mut left = Moments::default();
+            let mut best: Option<(f64, f64, Moments, Moments)> = None;
+            for w in 0..bins.len() - 1 {
+                left = left.merge(&bins[w].y);
+                let right = bins[w + 1..].iter().fold(Moments::default(), |m, b| m.merge(&b.y));
+                if left.n < 0.01 * total.n || right.n < 0.01 * total.n {
+                    continue;
+                }
+                let reduction =
+                    total.variance() - (left.n / total.n) * left.variance() - (right.n / total.n) * right.variance();
+                // Between the two bins' mean inputs.
+                let threshold = 0.5 * (bins[w].x_sum / bins[w].y.n + bins[w + 1].x_sum / bins[w + 1].y.n);
+                if best.as_ref().is_none_or(|b| reduction > b.0) {
+                    best = Some((reduction, threshold, left, right));
+                }
+            }
+            let (merit, threshold, left, right) = best?;
+            let side = |y: Moments| Stats::Value(ValueStats { y, bins: vec![BTreeMap::new(); dim] });
+            Some(Candidate { merit, input: j, threshold, sides: [side(left), side(right)] })
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,14 +479,6 @@ enum Node {
         right: u32,
     },
     Leaf(Leaf),
-}
-
-/// The best split of one input: merit, threshold, and what each side would start with.
-struct Candidate {
-    merit: f64,
-    input: usize,
-    threshold: f64,
-    sides: [Stats; 2],
 }
 
 /// A Hoeffding tree classifier (with `classes`) or regressor (without).
@@ -190,33 +494,11 @@ pub struct HoeffdingTree {
     leaves: u32,
 }
 
-/// Most of a bin index either side of zero: inputs beyond `radius × BIN_SPAN` share the outermost bins.
-const BIN_SPAN: i32 = 40;
-
-/// A share of the uniform distribution mixed into every classification answer, so that one confident wrong leaf
-/// costs a bounded log loss.
-const SMOOTHING: f64 = 1e-3;
-
 impl HoeffdingTree {
     /// A tree of one empty leaf.
     pub fn new(classes: Vec<String>, dim: usize, settings: TreeSettings) -> HoeffdingTree {
-        let root = Leaf { depth: 0, attempted_at: 0.0, stats: Self::empty_stats(classes.len(), dim) };
+        let root = Leaf::new(classes.len(), dim, 0);
         HoeffdingTree { classes, dim, settings, nodes: vec![Node::Leaf(root)], leaves: 1 }
-    }
-
-    fn empty_stats(classes: usize, dim: usize) -> Stats {
-        if classes > 0 {
-            Stats::Class(ClassStats {
-                counts: vec![0.0; classes],
-                gauss: vec![Moments::default(); dim * classes],
-                lo: vec![f64::INFINITY; dim * classes],
-                hi: vec![f64::NEG_INFINITY; dim * classes],
-                mc_right: 0.0,
-                nb_right: 0.0,
-            })
-        } else {
-            Stats::Value(ValueStats { y: Moments::default(), bins: vec![BTreeMap::new(); dim] })
-        }
     }
 
     /// Leaves of the tree.
@@ -243,14 +525,7 @@ impl HoeffdingTree {
                 }
                 Node::Leaf(l) => {
                     leaves += 1;
-                    let fits = match &l.stats {
-                        Stats::Class(s) => {
-                            let k = self.classes.len();
-                            s.counts.len() == k && s.gauss.len() == k * self.dim && s.lo.len() == k * self.dim
-                        }
-                        Stats::Value(s) => self.classes.is_empty() && s.bins.len() == self.dim,
-                    };
-                    if !fits {
+                    if !l.fits(self.classes.len(), self.dim) {
                         return bad("a leaf's statistics do not fit its inputs and classes".into());
                     }
                 }
@@ -273,40 +548,7 @@ impl HoeffdingTree {
     /// Predicts one encoded vector.
     pub fn predict(&self, x: &[f64]) -> Prediction {
         let Node::Leaf(leaf) = &self.nodes[self.leaf_of(x)] else { unreachable!("leaf_of ends at a leaf") };
-        match &leaf.stats {
-            Stats::Class(s) => {
-                let p = if s.nb_right > s.mc_right { Self::naive_bayes(s, x) } else { Self::majority(s) };
-                let k = p.len() as f64;
-                Prediction::Probabilities(p.into_iter().map(|v| (1.0 - SMOOTHING) * v + SMOOTHING / k).collect())
-            }
-            Stats::Value(s) => Prediction::Value(s.y.mean),
-        }
-    }
-
-    fn majority(s: &ClassStats) -> Vec<f64> {
-        let n: f64 = s.counts.iter().sum();
-        let k = s.counts.len() as f64;
-        s.counts.iter().map(|c| if n > 0.0 { c / n } else { 1.0 / k }).collect()
-    }
-
-    fn naive_bayes(s: &ClassStats, x: &[f64]) -> Vec<f64> {
-        let k = s.counts.len();
-        let n: f64 = s.counts.iter().sum();
-        let mut logp: Vec<f64> = s.counts.iter().map(|c| ((c + 1.0) / (n + k as f64)).ln()).collect();
-        for (j, v) in x.iter().enumerate() {
-            for (c, lp) in logp.iter_mut().enumerate() {
-                let g = &s.gauss[j * k + c];
-                if g.n > 0.0 {
-                    // A variance floor: a constant input within a class gives a finite density.
-                    let var = g.variance() + 1e-3;
-                    *lp += -0.5 * ((v - g.mean) * (v - g.mean) / var + var.ln());
-                }
-            }
-        }
-        let top = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = logp.iter().map(|l| (l - top).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        e.into_iter().map(|v| v / sum).collect()
+        leaf.predict(x)
     }
 
     /// Learns one labelled vector. `false` (nothing changed) when the label is not one of the classes or of the
@@ -316,203 +558,26 @@ impl HoeffdingTree {
             return false;
         }
         let at = self.leaf_of(x);
-        let radius = self.settings.radius;
         let Node::Leaf(leaf) = &mut self.nodes[at] else { unreachable!("leaf_of ends at a leaf") };
         // Every new moment is computed first: a value that would overflow one (1e200 squared) changes nothing.
-        let finite = |m: &Moments| m.n.is_finite() && m.mean.is_finite() && m.m2.is_finite();
-        match (&mut leaf.stats, target) {
-            (Stats::Class(s), Target::Class(label)) => {
-                let Some(c) = self.classes.iter().position(|k| k == label) else { return false };
-                let k = self.classes.len();
-                let next: Vec<Moments> = x
-                    .iter()
-                    .enumerate()
-                    .map(|(j, v)| {
-                        let mut g = s.gauss[j * k + c];
-                        g.add(*v);
-                        g
-                    })
-                    .collect();
-                if !next.iter().all(finite) {
-                    return false;
-                }
-                s.mc_right += f64::from(argmax(&Self::majority(s)) == c);
-                s.nb_right += f64::from(argmax(&Self::naive_bayes(s, x)) == c);
-                s.counts[c] += 1.0;
-                for (j, (v, g)) in x.iter().zip(next).enumerate() {
-                    let i = j * k + c;
-                    s.gauss[i] = g;
-                    s.lo[i] = s.lo[i].min(*v);
-                    s.hi[i] = s.hi[i].max(*v);
-                }
-            }
-            (Stats::Value(s), Target::Value(y)) => {
-                let mut ys = s.y;
-                ys.add(*y);
-                let next: Vec<(i32, Bin)> = s
-                    .bins
-                    .iter()
-                    .zip(x)
-                    .map(|(bins, v)| {
-                        let at = Self::bin_of(*v, radius);
-                        let mut b = bins.get(&at).copied().unwrap_or_default();
-                        b.x_sum += v;
-                        b.y.add(*y);
-                        (at, b)
-                    })
-                    .collect();
-                if !finite(&ys) || !next.iter().all(|(_, b)| b.x_sum.is_finite() && finite(&b.y)) {
-                    return false;
-                }
-                s.y = ys;
-                for (bins, (at, b)) in s.bins.iter_mut().zip(next) {
-                    bins.insert(at, b);
-                }
-            }
-            _ => return false,
-        }
+        let Some(update) = leaf.plan(&self.classes, x, target, self.settings.radius) else { return false };
+        leaf.apply(x, update);
         self.attempt_split(at);
         true
     }
 
-    fn bin_of(v: f64, radius: f64) -> i32 {
-        ((v / radius).floor().clamp(-(BIN_SPAN as f64), BIN_SPAN as f64)) as i32
-    }
-
-    fn seen(stats: &Stats) -> f64 {
-        match stats {
-            Stats::Class(s) => s.counts.iter().sum(),
-            Stats::Value(s) => s.y.n,
-        }
-    }
-
     fn attempt_split(&mut self, at: usize) {
-        let set = &self.settings;
-        let Node::Leaf(leaf) = &self.nodes[at] else { return };
-        let seen = Self::seen(&leaf.stats);
-        if seen - leaf.attempted_at < f64::from(set.grace_period)
-            || leaf.depth >= set.max_depth
-            || self.leaves >= set.max_leaves
-        {
+        let (k, dim) = (self.classes.len(), self.dim);
+        let Node::Leaf(leaf) = &mut self.nodes[at] else { return };
+        if !leaf.due(&self.settings) || self.leaves >= self.settings.max_leaves {
             return;
         }
-        let depth = leaf.depth;
-        // The best split of each input, best first; the null split (merit 0) competes too.
-        let mut best: Vec<Candidate> = (0..self.dim)
-            .filter_map(|j| self.best_split(&leaf.stats, j))
-            .filter(|c| c.merit.is_finite() && c.threshold.is_finite())
-            .collect();
-        best.sort_by(|a, b| b.merit.total_cmp(&a.merit).then(a.input.cmp(&b.input)));
-        let second = best.get(1).map_or(0.0, |c| c.merit.max(0.0));
-        let decide = match (&leaf.stats, best.first()) {
-            (_, None) => false,
-            (_, Some(top)) if top.merit <= 0.0 => false,
-            (Stats::Class(_), Some(top)) => {
-                let range = (self.classes.len().max(2) as f64).log2();
-                let eps = (range * range * (1.0 / set.delta).ln() / (2.0 * seen)).sqrt();
-                top.merit - second > eps || eps < set.tie_threshold
-            }
-            (Stats::Value(_), Some(top)) => {
-                let eps = ((1.0 / set.delta).ln() / (2.0 * seen)).sqrt();
-                second / top.merit < 1.0 - eps || eps < set.tie_threshold
-            }
-        };
-        if !decide {
-            if let Node::Leaf(leaf) = &mut self.nodes[at] {
-                leaf.attempted_at = seen;
-            }
-            return;
-        }
-        let top = best.swap_remove(0);
-        let [l, r] = top.sides;
+        let Some(Split { input, threshold, sides: [l, r] }) = leaf.split(k, dim, &self.settings) else { return };
         let left = self.nodes.len() as u32;
-        self.nodes.push(Node::Leaf(Leaf { depth: depth + 1, attempted_at: Self::seen(&l), stats: l }));
-        self.nodes.push(Node::Leaf(Leaf { depth: depth + 1, attempted_at: Self::seen(&r), stats: r }));
-        self.nodes[at] = Node::Split { input: top.input as u32, threshold: top.threshold, left, right: left + 1 };
+        self.nodes.push(Node::Leaf(l));
+        self.nodes.push(Node::Leaf(r));
+        self.nodes[at] = Node::Split { input, threshold, left, right: left + 1 };
         self.leaves += 1;
-    }
-
-    /// The best split of input `j` at a leaf, with the statistics each side starts from (estimated class counts,
-    /// exact target moments), or `None` when the input cannot split it.
-    fn best_split(&self, stats: &Stats, j: usize) -> Option<Candidate> {
-        match stats {
-            Stats::Class(s) => {
-                let k = self.classes.len();
-                let range = (j * k..(j + 1) * k).filter(|&i| s.gauss[i].n > 0.0);
-                let lo = range.clone().map(|i| s.lo[i]).fold(f64::INFINITY, f64::min);
-                let hi = range.map(|i| s.hi[i]).fold(f64::NEG_INFINITY, f64::max);
-                if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
-                    return None;
-                }
-                let n: f64 = s.counts.iter().sum();
-                let parent = entropy(&s.counts);
-                let points = self.settings.split_points.max(1);
-                let mut best: Option<(f64, f64, Vec<f64>, Vec<f64>)> = None;
-                for p in 1..=points {
-                    let v = lo + (hi - lo) * f64::from(p) / f64::from(points + 1);
-                    let mut left = vec![0.0; k];
-                    for (c, l) in left.iter_mut().enumerate() {
-                        let (g, i) = (&s.gauss[j * k + c], j * k + c);
-                        *l = if g.n == 0.0 || v < s.lo[i] {
-                            0.0
-                        } else if v >= s.hi[i] {
-                            g.n
-                        } else {
-                            let sd = g.variance().sqrt();
-                            if sd > 0.0 {
-                                g.n * normal_cdf((v - g.mean) / sd)
-                            } else {
-                                g.n
-                            }
-                        };
-                    }
-                    let right: Vec<f64> = s.counts.iter().zip(&left).map(|(t, l)| (t - l).max(0.0)).collect();
-                    let (nl, nr) = (left.iter().sum::<f64>(), right.iter().sum::<f64>());
-                    // Each side must hold at least 1% of the leaf.
-                    if nl < 0.01 * n || nr < 0.01 * n {
-                        continue;
-                    }
-                    let gain = parent - (nl / n) * entropy(&left) - (nr / n) * entropy(&right);
-                    if best.as_ref().is_none_or(|b| gain > b.0) {
-                        best = Some((gain, v, left, right));
-                    }
-                }
-                let (merit, threshold, left, right) = best?;
-                let side = |counts: Vec<f64>| {
-                    let Stats::Class(mut e) = Self::empty_stats(k, self.dim) else { unreachable!("classes") };
-                    e.counts = counts;
-                    Stats::Class(e)
-                };
-                Some(Candidate { merit, input: j, threshold, sides: [side(left), side(right)] })
-            }
-            Stats::Value(s) => {
-                let bins: Vec<&Bin> = s.bins[j].values().collect();
-                if bins.len() < 2 || s.y.n == 0.0 {
-                    return None;
-                }
-                let total = s.y;
-                let mut left = Moments::default();
-                let mut best: Option<(f64, f64, Moments, Moments)> = None;
-                for w in 0..bins.len() - 1 {
-                    left = left.merge(&bins[w].y);
-                    let right = bins[w + 1..].iter().fold(Moments::default(), |m, b| m.merge(&b.y));
-                    if left.n < 0.01 * total.n || right.n < 0.01 * total.n {
-                        continue;
-                    }
-                    let reduction = total.variance()
-                        - (left.n / total.n) * left.variance()
-                        - (right.n / total.n) * right.variance();
-                    // Between the two bins' mean inputs.
-                    let threshold = 0.5 * (bins[w].x_sum / bins[w].y.n + bins[w + 1].x_sum / bins[w + 1].y.n);
-                    if best.as_ref().is_none_or(|b| reduction > b.0) {
-                        best = Some((reduction, threshold, left, right));
-                    }
-                }
-                let (merit, threshold, left, right) = best?;
-                let side = |y: Moments| Stats::Value(ValueStats { y, bins: vec![BTreeMap::new(); self.dim] });
-                Some(Candidate { merit, input: j, threshold, sides: [side(left), side(right)] })
-            }
-        }
     }
 }
 

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::hoeffding::{HoeffdingTree, TreeSettings};
+use crate::hoeffding::{AdaptiveSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings};
 use crate::model::{LinearModel, NonFinite, Prediction};
 use crate::prequential::Window;
 use crate::schema::Target;
@@ -225,10 +225,12 @@ impl AdaptiveLinear {
 pub enum OnlineLearner {
     /// A Hoeffding tree ([`crate::hoeffding`]).
     HoeffdingTree(HoeffdingTree),
+    /// A Hoeffding adaptive tree ([`crate::hoeffding::adaptive`]), boxed: it is larger than the other variant.
+    HoeffdingAdaptiveTree(Box<HoeffdingAdaptiveTree>),
 }
 
 /// The names `speed.learners` accepts.
-pub const LEARNERS: [&str; 1] = ["hoeffding_tree"];
+pub const LEARNERS: [&str; 2] = ["hoeffding_tree", "hoeffding_adaptive_tree"];
 
 impl OnlineLearner {
     /// A learner that has seen nothing, by its name in [`LEARNERS`], for inputs of `dim` and `classes` (empty for
@@ -238,6 +240,9 @@ impl OnlineLearner {
             "hoeffding_tree" => {
                 Some(OnlineLearner::HoeffdingTree(HoeffdingTree::new(classes.to_vec(), dim, TreeSettings::default())))
             }
+            "hoeffding_adaptive_tree" => Some(OnlineLearner::HoeffdingAdaptiveTree(Box::new(
+                HoeffdingAdaptiveTree::new(classes.to_vec(), dim, AdaptiveSettings::default()),
+            ))),
             _ => None,
         }
     }
@@ -246,6 +251,7 @@ impl OnlineLearner {
     pub fn name(&self) -> &'static str {
         match self {
             OnlineLearner::HoeffdingTree(_) => "hoeffding_tree",
+            OnlineLearner::HoeffdingAdaptiveTree(_) => "hoeffding_adaptive_tree",
         }
     }
 
@@ -253,6 +259,7 @@ impl OnlineLearner {
     pub fn predict(&self, x: &[f64]) -> Prediction {
         match self {
             OnlineLearner::HoeffdingTree(t) => t.predict(x),
+            OnlineLearner::HoeffdingAdaptiveTree(t) => t.predict(x),
         }
     }
 
@@ -260,21 +267,25 @@ impl OnlineLearner {
     pub fn learn(&mut self, x: &[f64], target: &Target) -> bool {
         match self {
             OnlineLearner::HoeffdingTree(t) => t.learn(x, target),
+            OnlineLearner::HoeffdingAdaptiveTree(t) => t.learn(x, target),
         }
     }
 
     /// Checks the stored shapes, as after loading from disk.
     pub fn validate(&self, classes: &[String], dim: usize) -> Result<()> {
+        let (their_classes, their_dim) = match self {
+            OnlineLearner::HoeffdingTree(t) => (&t.classes, t.dim),
+            OnlineLearner::HoeffdingAdaptiveTree(t) => (&t.classes, t.dim),
+        };
+        if their_classes != classes || their_dim != dim {
+            return Err(Error::Data(format!(
+                "a {} of {their_dim} inputs and classes {their_classes:?} for a model of {dim} and {classes:?}",
+                self.name()
+            )));
+        }
         match self {
-            OnlineLearner::HoeffdingTree(t) => {
-                if t.classes != classes || t.dim != dim {
-                    return Err(Error::Data(format!(
-                        "a Hoeffding tree of {} inputs and classes {:?} for a model of {dim} and {classes:?}",
-                        t.dim, t.classes
-                    )));
-                }
-                t.validate()
-            }
+            OnlineLearner::HoeffdingTree(t) => t.validate(),
+            OnlineLearner::HoeffdingAdaptiveTree(t) => t.validate(),
         }
     }
 
@@ -282,6 +293,16 @@ impl OnlineLearner {
     pub fn describe(&self) -> String {
         match self {
             OnlineLearner::HoeffdingTree(t) => format!("{} leaves, depth {}", t.leaves(), t.depth()),
+            OnlineLearner::HoeffdingAdaptiveTree(t) => {
+                let (_, switched, _) = t.history();
+                format!(
+                    "{} leaves, depth {}, {} alternates ({} leaves), {switched} subtrees replaced",
+                    t.leaves(),
+                    t.depth(),
+                    t.alternates(),
+                    t.all_leaves() - t.leaves()
+                )
+            }
         }
     }
 }
