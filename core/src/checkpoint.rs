@@ -536,11 +536,19 @@ mod tests {
         write(dir.path(), &c).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), c);
         let classes: Vec<String> = vec!["a".into(), "b".into()];
-        let tree = crate::online::OnlineLearner::new("hoeffding_tree", &classes, 2).unwrap();
-        let window = crate::prequential::Window::new(10, classes, 1.0);
-        let with_tree = Checkpoint { learners: Some(vec![Tracked::new(tree, window)]), ..c.clone() };
-        write(dir.path(), &with_tree).unwrap();
-        assert_eq!(read(dir.path()).unwrap().unwrap(), with_tree);
+        let encoder = crate::encoder::Encoder {
+            features: vec![crate::encoder::FeatureEncoder::Boolean { name: "b".into() }],
+            target: None,
+        };
+        let mut learners = Vec::new();
+        for name in crate::online::LEARNERS {
+            let mut l = crate::online::OnlineLearner::new(name, &classes, &encoder, None).unwrap();
+            assert!(l.learn(&[1.0, 0.0], &Target::Class("b".into())));
+            learners.push(Tracked::new(l, crate::prequential::Window::new(10, classes.clone(), 1.0)));
+        }
+        let with_learners = Checkpoint { learners: Some(learners), ..c.clone() };
+        write(dir.path(), &with_learners).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap(), with_learners);
         // What the build before the adaptive update wrote: one record, format version 1.
         let old = Kind { version: 1, ..MANIFEST };
         state::write_document(&manifest_path(dir.path()), old, &[state::encode(&c).unwrap()]).unwrap();

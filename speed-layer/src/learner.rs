@@ -315,7 +315,7 @@ fn learners_for(spec: &Spec, batch: &ModelArtifact, kept: Option<&Vec<Tracked>>)
             let found = kept.and_then(|k| k.iter().find(|t| t.learner.name() == name));
             match found {
                 Some(t) if t.learner.validate(&model.classes, model.dim).is_ok() => Some(t.clone()),
-                _ => OnlineLearner::new(name, &model.classes, model.dim)
+                _ => OnlineLearner::new(name, &model.classes, &batch.encoder, batch.online_bayes.as_ref())
                     .map(|l| Tracked::new(l, Window::new(spec.speed.window, model.classes.clone(), target_std(batch)))),
             }
         })

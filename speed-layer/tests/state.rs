@@ -220,6 +220,7 @@ fn regression_target_1e200_cannot_stop_a_restart() {
         model: Model::Linear(model),
         online: None,
         online_prior: None,
+        online_bayes: None,
     };
     ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
     Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();
