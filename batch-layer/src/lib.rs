@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use lambda_core::encoder::Encoder;
 use lambda_core::online::GradientPrior;
+use lambda_core::online_bayes::{self, BayesStats};
 use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
 use lambda_core::spec::Spec;
 use lambda_core::views::{batch_view_path, ViewTable};
@@ -197,6 +198,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
         _ => None,
     };
     let online_prior = start.map(|(m, rows)| gradient_prior(m, &encoder, c, &split.labelled, rows));
+    let online_bayes = (!split.classes.is_empty()).then(|| bayes_stats(&encoder, &split.classes, c, &split.labelled));
     let artifact = ModelArtifact {
         format_version: FORMAT_VERSION,
         schema_hash: spec.schema_hash(),
@@ -204,6 +206,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
         model,
         online,
         online_prior,
+        online_bayes,
     };
     artifact.validate(spec)?;
     phases.done();
@@ -275,4 +278,28 @@ fn gradient_prior(
         }
     }
     prior
+}
+
+/// Rows encoded at once for the naive Bayes statistics.
+const BAYES_CHUNK: usize = 8192;
+
+/// Naive Bayes' statistics over every labelled row in time order, exactly as the speed layer would hold them had it
+/// learned each row ([`lambda_core::online_bayes`]): its warm start. `classes` are the speed layer's starting model's.
+fn bayes_stats(
+    encoder: &Encoder,
+    classes: &[String],
+    columns: &lambda_core::schema::Columns,
+    labelled: &[usize],
+) -> BayesStats {
+    let (layout, dim) = (online_bayes::layout(encoder), encoder.dim());
+    let mut stats = BayesStats::empty(classes.len(), &layout);
+    let cart::Labels::Classes(ys, _) = train::labels(columns, labelled, classes) else { return stats };
+    for (rows, ys) in labelled.chunks(BAYES_CHUNK).zip(ys.chunks(BAYES_CHUNK)) {
+        // Bit for bit what encoding each row alone gives.
+        let xs = encoder.encode_rows(columns, rows.iter().copied());
+        for (x, &y) in xs.chunks_exact(dim.max(1)).zip(ys) {
+            stats.add(&layout, dim, x, y);
+        }
+    }
+    stats
 }

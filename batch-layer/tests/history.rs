@@ -259,6 +259,57 @@ fn multiclass_and_regression_learn_their_targets() {
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert!(m.metrics["r2"] > 0.95, "{:?}", m.metrics);
     assert!(m.metrics["rmse"] < 10.0, "{:?}", m.metrics);
+    let p = Registry::open(&s.paths.registry).load_current(&s).unwrap().unwrap();
+    assert!(p.artifact.online_bayes.is_none(), "naive Bayes statistics for a regression");
+}
+
+#[test]
+fn the_published_naive_bayes_statistics_equal_learning_every_labelled_row_online() {
+    use lambda_core::online_bayes::OnlineBayes;
+    let dir = tempfile::tempdir().unwrap();
+    // Two categories in the vocabulary, so that "c" lands in the unseen slot.
+    let s = spec(dir.path(), &(base() + "max_categories = 2\n"));
+    let rows: Vec<(u64, Event)> = events(600, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" })
+        .into_iter()
+        .map(|(seq, mut e)| {
+            let i = seq - 1;
+            e.features[1] = Cell::Cat(match i % 7 {
+                0 => None,
+                1 => Some("c".into()),
+                k => Some(["a", "b"][(k % 2) as usize].into()),
+            });
+            if i % 11 == 0 {
+                e.features[2] = Cell::Bool(None);
+            }
+            if i % 13 == 0 {
+                e.target = None;
+            }
+            (seq, e)
+        })
+        .collect();
+    write(&s, &rows[..350], "a.parquet");
+    write(&s, &rows[350..], "b.parquet");
+    lambda_batch::run(&s, false).unwrap();
+    let p = Registry::open(&s.paths.registry).load_current(&s).unwrap().unwrap();
+    let stats = p.artifact.online_bayes.as_ref().expect("naive Bayes statistics");
+    // The speed layer's learner, learning every labelled history row in event-time order with the published encoder.
+    let classes = p.artifact.speed_start().classes.clone();
+    let mut online = OnlineBayes::new(classes, &p.artifact.encoder, None);
+    let mut labelled = 0;
+    for (_, e) in &rows {
+        if let Some(t) = &e.target {
+            assert!(online.learn(&p.artifact.encoder.encode(e), t));
+            labelled += 1;
+        }
+    }
+    assert_eq!(&online.stats, stats);
+    assert_eq!(stats.counts.iter().sum::<u64>(), labelled);
+    // Every country slot was used: a, b, the unseen "c", missing; the missing mobile flags were skipped.
+    assert!(stats.slots.iter().all(|k| *k > 0), "{:?}", stats.slots);
+    assert!(stats.moments[1].n < stats.counts[0], "{:?}", stats.moments);
+    // What the speed layer starts from.
+    let warm = OnlineBayes::new(p.artifact.speed_start().classes.clone(), &p.artifact.encoder, Some(stats));
+    assert_eq!(warm, online);
 }
 
 #[test]

@@ -6,9 +6,11 @@
 
 use std::time::Instant;
 
+use lambda_core::encoder::{Encoder, FeatureEncoder};
 use lambda_core::hoeffding::{AdaptiveSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings};
 use lambda_core::model::{argmax, Family, LinearModel, Prediction};
 use lambda_core::online::AdaptiveLinear;
+use lambda_core::online_bayes::OnlineBayes;
 use lambda_core::schema::Target;
 
 fn main() {
@@ -79,6 +81,23 @@ fn main() {
         hat.depth(),
         hat.alternates()
     );
+    if !classes.is_empty() {
+        // Every input numeric and never missing: the encoder's layout is each value, then a zero missing flag.
+        let features = (0..dim)
+            .map(|j| FeatureEncoder::Numeric { name: format!("x{j}"), mean: 0.0, std: 1.0, min: 0.0, max: 0.0 })
+            .collect();
+        let encoder = Encoder { features, target: None };
+        let mut bayes = OnlineBayes::new(classes.clone(), &encoder, None);
+        let mut encoded = vec![0.0; 2 * dim];
+        run("lambda-ml naive Bayes", &data, &classes, |x, y| {
+            for (j, v) in x.iter().enumerate() {
+                encoded[2 * j] = *v;
+            }
+            let p = bayes.predict(&encoded);
+            bayes.learn(&encoded, y);
+            p
+        });
+    }
 }
 
 fn run(

@@ -637,21 +637,31 @@ mod tests {
         write(dir.path(), &c).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), c);
         let classes: Vec<String> = vec!["a".into(), "b".into()];
-        let tree = crate::online::OnlineLearner::new("hoeffding_tree", &classes, 2).unwrap();
-        let window = crate::prequential::Window::new(10, classes, 1.0);
-        let with_tree = Checkpoint { learners: Some(vec![Tracked::new(tree, window.clone())]), ..c.clone() };
-        write(dir.path(), &with_tree).unwrap();
-        assert_eq!(read(dir.path()).unwrap().unwrap(), with_tree);
-        let mut blend = Blend::new(crate::blend::component_names(["hoeffding_tree"]), window.clone());
-        blend.weights.weights = vec![0.5, 0.25, 0.25];
+        let encoder = crate::encoder::Encoder {
+            features: vec![crate::encoder::FeatureEncoder::Boolean { name: "b".into() }],
+            target: None,
+        };
+        let mut learners = Vec::new();
+        for name in crate::online::LEARNERS {
+            let mut l = crate::online::OnlineLearner::new(name, &classes, &encoder, None).unwrap();
+            assert!(l.learn(&[1.0, 0.0], &Target::Class("b".into())));
+            learners.push(Tracked::new(l, crate::prequential::Window::new(10, classes.clone(), 1.0)));
+        }
+        let names: Vec<&str> = learners.iter().map(|t| t.learner.name()).collect();
+        let window = crate::prequential::Window::new(10, classes.clone(), 1.0);
+        let with_learners = Checkpoint { learners: Some(learners.clone()), ..c.clone() };
+        write(dir.path(), &with_learners).unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap(), with_learners);
+        let mut blend = Blend::new(crate::blend::component_names(names), window.clone());
+        blend.weights.weights = vec![0.5, 0.25, 0.25, 0.0, 0.0];
         let everything =
-            Checkpoint { windows: Some([window.clone(), window]), blend: Some(blend), ..with_tree.clone() };
+            Checkpoint { windows: Some([window.clone(), window]), blend: Some(blend), ..with_learners.clone() };
         write(dir.path(), &everything).unwrap();
         let back = read(dir.path()).unwrap().unwrap();
         assert_eq!(back, everything);
-        assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25]);
+        assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0]);
         // Written before the blend: its weights start on the batch model.
-        assert_eq!(SpeedModel::of(&with_tree).weights.weights, vec![1.0, 0.0, 0.0]);
+        assert_eq!(SpeedModel::of(&with_learners).weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0]);
         // What the build before the adaptive update wrote: one record, format version 1.
         let old = Kind { version: 1, ..MANIFEST };
         state::write_document(&manifest_path(dir.path()), old, &[state::encode(&c).unwrap()]).unwrap();

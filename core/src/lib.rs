@@ -21,6 +21,7 @@ pub mod master;
 pub mod metrics;
 pub mod model;
 pub mod online;
+pub mod online_bayes;
 pub mod prequential;
 pub mod publish;
 pub mod quality;

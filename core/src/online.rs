@@ -15,9 +15,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::hoeffding::{AdaptiveSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings};
 use crate::model::{LinearModel, NonFinite, Prediction};
+use crate::online_bayes::{BayesStats, OnlineBayes};
 use crate::prequential::Window;
 use crate::schema::Target;
 
@@ -220,28 +222,44 @@ impl AdaptiveLinear {
     }
 }
 
-/// A learner of the speed layer beside its linear model, learned from the stream alone.
+/// A learner of the speed layer beside its linear model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OnlineLearner {
-    /// A Hoeffding tree ([`crate::hoeffding`]).
+    /// A Hoeffding tree ([`crate::hoeffding`]), learned from the stream alone.
     HoeffdingTree(HoeffdingTree),
-    /// A Hoeffding adaptive tree ([`crate::hoeffding::adaptive`]), boxed: it is larger than the other variant.
+    /// A Hoeffding adaptive tree ([`crate::hoeffding::adaptive`]), boxed: it is larger than the other variants.
     HoeffdingAdaptiveTree(Box<HoeffdingAdaptiveTree>),
+    /// Naive Bayes ([`crate::online_bayes`]), warm-started from history's statistics when the batch layer has them.
+    NaiveBayes(OnlineBayes),
 }
 
 /// The names `speed.learners` accepts.
-pub const LEARNERS: [&str; 2] = ["hoeffding_tree", "hoeffding_adaptive_tree"];
+pub const LEARNERS: [&str; 3] = ["hoeffding_tree", "hoeffding_adaptive_tree", "naive_bayes"];
+
+/// The learners of [`LEARNERS`] that classify only.
+pub const CLASSIFIERS_ONLY: [&str; 1] = ["naive_bayes"];
 
 impl OnlineLearner {
-    /// A learner that has seen nothing, by its name in [`LEARNERS`], for inputs of `dim` and `classes` (empty for
-    /// regression).
-    pub fn new(name: &str, classes: &[String], dim: usize) -> Option<OnlineLearner> {
+    /// A learner by its name in [`LEARNERS`], for `encoder`'s vectors and `classes` (empty for regression). Naive
+    /// Bayes starts from `history` (the batch layer's statistics, [`crate::registry::ModelArtifact::online_bayes`])
+    /// when given, and is `None` for regression.
+    pub fn new(
+        name: &str,
+        classes: &[String],
+        encoder: &Encoder,
+        history: Option<&BayesStats>,
+    ) -> Option<OnlineLearner> {
         match name {
-            "hoeffding_tree" => {
-                Some(OnlineLearner::HoeffdingTree(HoeffdingTree::new(classes.to_vec(), dim, TreeSettings::default())))
+            "hoeffding_tree" => Some(OnlineLearner::HoeffdingTree(HoeffdingTree::new(
+                classes.to_vec(),
+                encoder.dim(),
+                TreeSettings::default(),
+            ))),
+            "naive_bayes" if !classes.is_empty() => {
+                Some(OnlineLearner::NaiveBayes(OnlineBayes::new(classes.to_vec(), encoder, history)))
             }
             "hoeffding_adaptive_tree" => Some(OnlineLearner::HoeffdingAdaptiveTree(Box::new(
-                HoeffdingAdaptiveTree::new(classes.to_vec(), dim, AdaptiveSettings::default()),
+                HoeffdingAdaptiveTree::new(classes.to_vec(), encoder.dim(), AdaptiveSettings::default()),
             ))),
             _ => None,
         }
@@ -252,6 +270,7 @@ impl OnlineLearner {
         match self {
             OnlineLearner::HoeffdingTree(_) => "hoeffding_tree",
             OnlineLearner::HoeffdingAdaptiveTree(_) => "hoeffding_adaptive_tree",
+            OnlineLearner::NaiveBayes(_) => "naive_bayes",
         }
     }
 
@@ -260,6 +279,7 @@ impl OnlineLearner {
         match self {
             OnlineLearner::HoeffdingTree(t) => t.predict(x),
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.predict(x),
+            OnlineLearner::NaiveBayes(b) => b.predict(x),
         }
     }
 
@@ -268,24 +288,27 @@ impl OnlineLearner {
         match self {
             OnlineLearner::HoeffdingTree(t) => t.learn(x, target),
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.learn(x, target),
+            OnlineLearner::NaiveBayes(b) => b.learn(x, target),
         }
     }
 
     /// Checks the stored shapes, as after loading from disk.
     pub fn validate(&self, classes: &[String], dim: usize) -> Result<()> {
-        let (their_classes, their_dim) = match self {
+        let (own_classes, own_dim) = match self {
             OnlineLearner::HoeffdingTree(t) => (&t.classes, t.dim),
             OnlineLearner::HoeffdingAdaptiveTree(t) => (&t.classes, t.dim),
+            OnlineLearner::NaiveBayes(b) => (&b.classes, b.dim),
         };
-        if their_classes != classes || their_dim != dim {
+        if own_classes != classes || own_dim != dim {
             return Err(Error::Data(format!(
-                "a {} of {their_dim} inputs and classes {their_classes:?} for a model of {dim} and {classes:?}",
+                "a {} learner of {own_dim} inputs and classes {own_classes:?} for a model of {dim} and {classes:?}",
                 self.name()
             )));
         }
         match self {
             OnlineLearner::HoeffdingTree(t) => t.validate(),
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.validate(),
+            OnlineLearner::NaiveBayes(b) => b.validate(),
         }
     }
 
@@ -303,6 +326,7 @@ impl OnlineLearner {
                     t.all_leaves() - t.leaves()
                 )
             }
+            OnlineLearner::NaiveBayes(b) => format!("{} events learned", b.events()),
         }
     }
 }
@@ -389,6 +413,26 @@ mod tests {
 
     fn mean_loss(m: &LinearModel, data: &[(Vec<f64>, Target)]) -> f64 {
         data.iter().map(|(x, y)| m.loss(&m.predict(x), y).unwrap()).sum::<f64>() / data.len() as f64
+    }
+
+    #[test]
+    fn naive_bayes_is_a_classifier_only_and_starts_from_the_statistics_it_is_given() {
+        let encoder = crate::encoder::Encoder {
+            features: vec![crate::encoder::FeatureEncoder::Boolean { name: "b".into() }],
+            target: None,
+        };
+        assert!(OnlineLearner::new("naive_bayes", &[], &encoder, None).is_none());
+        assert!(OnlineLearner::new("hoeffding_tree", &[], &encoder, None).is_some());
+        let classes: Vec<String> = vec!["no".into(), "yes".into()];
+        let mut cold = OnlineLearner::new("naive_bayes", &classes, &encoder, None).unwrap();
+        assert!(cold.learn(&[1.0, 0.0], &Target::Class("yes".into())));
+        assert!(cold.learn(&[0.0, 0.0], &Target::Class("no".into())));
+        let OnlineLearner::NaiveBayes(b) = &cold else { panic!("{cold:?}") };
+        let warm = OnlineLearner::new("naive_bayes", &classes, &encoder, Some(&b.stats)).unwrap();
+        assert_eq!(warm, cold);
+        warm.validate(&classes, 2).unwrap();
+        assert!(warm.validate(&classes, 3).is_err());
+        assert_eq!(warm.describe(), "2 events learned");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{LinearModel, Model};
 use crate::online::{AdaptiveLinear, GradientPrior};
+use crate::online_bayes::BayesStats;
 use crate::publish::Publisher;
 use crate::schema::{Event, RowSource};
 use crate::spec::Spec;
@@ -37,6 +38,10 @@ pub struct ModelArtifact {
     /// warm start ([`crate::online`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online_prior: Option<GradientPrior>,
+    /// Naive Bayes' exact statistics over every labelled training row, under `encoder` and the speed layer's
+    /// starting model's classes: the online naive Bayes learner's warm start ([`crate::online_bayes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_bayes: Option<BayesStats>,
 }
 
 impl ModelArtifact {
@@ -73,6 +78,10 @@ impl ModelArtifact {
             {
                 return Err(Error::Data("the speed layer's gradient prior does not fit its starting model".into()));
             }
+        }
+        if let Some(b) = &self.online_bayes {
+            b.check(self.speed_start().classes.len(), &crate::online_bayes::layout(&self.encoder))
+                .map_err(|e| Error::Data(format!("the speed layer's naive Bayes statistics: {e}")))?;
         }
         if let Some(online) = &self.online {
             if online.classes != self.model.classes() {
@@ -382,6 +391,7 @@ mod tests {
             model: Model::Linear(model),
             online: None,
             online_prior: None,
+            online_bayes: None,
         }
     }
 
@@ -517,6 +527,25 @@ mod tests {
         a.online = Some(artifact(&s, 1.0).speed_start().clone());
         a.validate(&s).unwrap();
         assert_eq!(a.speed_start().weights[0], 1.0);
+    }
+
+    #[test]
+    fn naive_bayes_statistics_round_trip_and_must_fit_the_encoder_and_classes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec();
+        let mut a = artifact(&s, 1.0);
+        let layout = crate::online_bayes::layout(&a.encoder);
+        let mut stats = BayesStats::empty(2, &layout);
+        let x = [0.3, 0.0, 0.0, 1.0, 1.0, 0.0];
+        assert!(stats.add(&layout, a.encoder.dim(), &x, 1));
+        a.online_bayes = Some(stats);
+        let r = Registry::open(dir.path());
+        r.publish(&a, manifest(&s, 1)).unwrap();
+        assert_eq!(r.load_current(&s).unwrap().unwrap().artifact, a);
+        // Statistics of three classes for a two-class model.
+        a.online_bayes = Some(BayesStats::empty(3, &layout));
+        let err = a.validate(&s).unwrap_err().to_string();
+        assert!(err.contains("naive Bayes statistics"), "{err}");
     }
 
     #[test]

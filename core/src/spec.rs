@@ -301,8 +301,8 @@ pub struct SpeedSettings {
     /// `adaptive` warm start: the online steps start as small as if the batch model had been learned online from
     /// this many of its training rows.
     pub prior_events: u64,
-    /// Online learners beside the linear model, learned from the stream alone (names in
-    /// [`crate::online::LEARNERS`]).
+    /// Online learners beside the linear model (names in [`crate::online::LEARNERS`]): `hoeffding_tree` learns from
+    /// the stream alone, `naive_bayes` (classification only) starts from history's statistics.
     pub learners: Vec<String>,
     /// Latest labelled events each model's windowed prequential metrics and drift state are taken over.
     pub window: usize,
@@ -685,6 +685,11 @@ impl RawSpec {
                 crate::online::LEARNERS.join(", ")
             )));
         }
+        if !self.dataset.task.is_classification() {
+            if let Some(l) = s.learners.iter().find(|l| crate::online::CLASSIFIERS_ONLY.contains(&l.as_str())) {
+                return Err(fail(format!("`speed.learners`: {l} classifies only; the task is regression")));
+            }
+        }
         if s.window == 0 {
             return Err(fail("`speed.window` = 0: the metrics window needs at least one event".into()));
         }
@@ -887,6 +892,17 @@ state = "run/state"
         assert_eq!(s.batch.gradient_boosting.rounds, [50, 500]);
         assert_eq!(s.batch.gradient_boosting.max_depth, BoostSpace::default().max_depth);
         assert_eq!(s.batch.random_forest, ForestSpace::default());
+    }
+
+    #[test]
+    fn naive_bayes_as_an_online_learner_of_a_regression_task_is_refused() {
+        let learners = "[speed]\nlearners = [\"hoeffding_tree\", \"naive_bayes\"]\n";
+        assert_eq!(parse(&(SAMPLE.to_string() + learners)).unwrap().speed.learners, ["hoeffding_tree", "naive_bayes"]);
+        let regression = SAMPLE.replace("task = \"binary_classification\"", "task = \"regression\"") + learners;
+        let err = parse(&regression).unwrap_err().to_string();
+        assert!(err.contains("speed.learners") && err.contains("naive_bayes") && err.contains("regression"), "{err}");
+        let tree_only = regression.replace(", \"naive_bayes\"", "");
+        assert_eq!(parse(&tree_only).unwrap().speed.learners, ["hoeffding_tree"]);
     }
 
     #[test]

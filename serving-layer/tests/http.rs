@@ -60,6 +60,7 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
             model: lambda_core::model::Model::Linear(model),
             online: None,
             online_prior: None,
+            online_bayes: None,
         };
         let mut view = ViewTable::new(&spec);
         for e in &events {

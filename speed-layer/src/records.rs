@@ -109,7 +109,8 @@ fn learners_for(spec: &Spec, batch: &ModelArtifact, kept: Option<&Vec<Tracked>>)
             let found = kept.and_then(|k| k.iter().find(|t| t.learner.name() == name));
             match found {
                 Some(t) if t.learner.validate(&model.classes, model.dim).is_ok() => Some(t.clone()),
-                _ => OnlineLearner::new(name, &model.classes, model.dim).map(|l| Tracked::new(l, window(spec, batch))),
+                _ => OnlineLearner::new(name, &model.classes, &batch.encoder, batch.online_bayes.as_ref())
+                    .map(|l| Tracked::new(l, window(spec, batch))),
             }
         })
         .collect()

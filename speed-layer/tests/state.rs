@@ -13,6 +13,8 @@ use common::*;
 use lambda_core::checkpoint;
 use lambda_core::encoder::Encoder;
 use lambda_core::model::{Family, LinearModel, Model};
+use lambda_core::online::OnlineLearner;
+use lambda_core::online_bayes::OnlineBayes;
 use lambda_core::registry::{ModelArtifact, Registry, FORMAT_VERSION};
 use lambda_core::schema::{Columns, Event, Mode, Target};
 use lambda_core::spec::Spec;
@@ -45,6 +47,54 @@ fn restarted_speed_layer_ends_like_one_that_never_stopped() {
     assert_eq!(sa.learners.len(), 1);
     assert_eq!((sa.learners[0].0.as_str(), sa.learners[0].1), ("hoeffding_tree", 300));
     assert_eq!(sa, sb);
+}
+
+/// A pipeline whose model carries naive Bayes statistics of 50 history events (ids from 10,000).
+fn setup_bayes() -> (tempfile::TempDir, Spec) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{SPEC}learners = [\"hoeffding_tree\", \"naive_bayes\"]\n");
+    let spec = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap();
+    let mut a = artifact(&spec, 0.5, 0.0);
+    let mut history = OnlineBayes::new(vec!["no".into(), "yes".into()], &a.encoder, None);
+    for i in 10_000..10_050 {
+        let e = spec.parse_record(&event(i), Mode::Event).unwrap();
+        assert!(history.learn(&a.encoder.encode(&e), e.target.as_ref().unwrap()));
+    }
+    a.online_bayes = Some(history.stats);
+    ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
+    Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();
+    (dir, spec)
+}
+
+#[test]
+fn naive_bayes_starts_from_history_s_statistics_and_a_restart_ends_where_no_restart_does() {
+    let (_a_dir, a) = setup_bayes();
+    let speed = Speed::start(a.clone(), None).unwrap();
+    speed.ingest_blocking(items(&a, 0..300)).unwrap();
+    speed.stop().unwrap();
+    let (_b_dir, b) = setup_bayes();
+    let speed = Speed::start(b.clone(), None).unwrap();
+    speed.ingest_blocking(items(&b, 0..130)).unwrap();
+    speed.stop().unwrap();
+    let speed = Speed::start(b.clone(), None).unwrap();
+    speed.ingest_blocking(items(&b, 130..300)).unwrap();
+    speed.stop().unwrap();
+    assert_eq!(on_disk(&a), on_disk(&b));
+    let learners = |s: &Spec| checkpoint::read(&s.paths.state).unwrap().unwrap().learners.unwrap();
+    let (la, lb) = (learners(&a), learners(&b));
+    assert_eq!(la, lb, "the learners' whole state, windows included");
+    let Some(OnlineLearner::NaiveBayes(nb)) = la.iter().map(|t| &t.learner).find(|l| l.name() == "naive_bayes") else {
+        panic!("no naive Bayes learner in {la:?}")
+    };
+    // Exactly what learning the history events, then the stream's, from nothing gives.
+    let encoder = &Registry::open(&a.paths.registry).load("v000001").unwrap().artifact.encoder;
+    let mut all = OnlineBayes::new(vec!["no".into(), "yes".into()], encoder, None);
+    for i in (10_000..10_050).chain(0..300) {
+        let e = a.parse_record(&event(i), Mode::Event).unwrap();
+        all.learn(&encoder.encode(&e), e.target.as_ref().unwrap());
+    }
+    assert_eq!(nb.events(), 350);
+    assert_eq!(nb, &all);
 }
 
 #[test]
@@ -220,6 +270,7 @@ fn regression_target_1e200_cannot_stop_a_restart() {
         model: Model::Linear(model),
         online: None,
         online_prior: None,
+        online_bayes: None,
     };
     ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
     Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();

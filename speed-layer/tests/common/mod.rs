@@ -62,6 +62,7 @@ pub fn artifact(spec: &Spec, w0: f64, bias: f64) -> ModelArtifact {
         model: lambda_core::model::Model::Linear(model),
         online: None,
         online_prior: None,
+        online_bayes: None,
     }
 }
 
