@@ -88,7 +88,7 @@ impl NaiveBayes {
         let d = self.dim;
         let total: f64 = self.counts.iter().sum();
         let var = self.variances();
-        let mut scores: Vec<f64> = (0..self.classes.len())
+        let scores: Vec<f64> = (0..self.classes.len())
             .map(|c| {
                 if self.counts[c] <= 0.0 {
                     return f64::NEG_INFINITY;
@@ -102,14 +102,7 @@ impl NaiveBayes {
                 s
             })
             .collect();
-        let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mut sum = 0.0;
-        for s in scores.iter_mut() {
-            *s = if m.is_finite() { (*s - m).exp() } else { 1.0 };
-            sum += *s;
-        }
-        scores.iter_mut().for_each(|s| *s /= sum);
-        scores
+        crate::model::softmax(scores)
     }
 
     /// Checks shapes and values.

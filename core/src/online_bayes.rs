@@ -242,7 +242,7 @@ impl OnlineBayes {
             (0..g).map(|j| (0..k).fold(Moments::default(), |acc, c| acc.merge(st.moments[c * g + j]))).collect();
         let largest = pooled.iter().map(Moments::variance).fold(0.0, f64::max);
         let epsilon = self.var_smoothing * largest.max(1e-12);
-        let mut scores: Vec<f64> = (0..k)
+        let scores: Vec<f64> = (0..k)
             .map(|c| {
                 let n = st.counts[c];
                 if n == 0 {
@@ -276,14 +276,7 @@ impl OnlineBayes {
                 score
             })
             .collect();
-        let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let mut sum = 0.0;
-        for v in scores.iter_mut() {
-            *v = if top.is_finite() { (*v - top).exp() } else { 1.0 };
-            sum += *v;
-        }
-        scores.iter_mut().for_each(|v| *v /= sum);
-        Prediction::Probabilities(scores)
+        Prediction::Probabilities(crate::model::softmax(scores))
     }
 
     /// Checks the stored shapes and numbers, as after loading from disk.

@@ -23,6 +23,15 @@ use lambda_speed::ingest::{parse_body, parse_line};
 use lambda_speed::{Incoming, Learner, Speed};
 use serde_json::json;
 
+/// Streams events 0..300 with a stop and a start after event 130.
+fn with_a_restart(spec: &Spec) {
+    for range in [0..130, 130..300] {
+        let speed = Speed::start(spec.clone(), None).unwrap();
+        speed.ingest_blocking(items(spec, range)).unwrap();
+        speed.stop().unwrap();
+    }
+}
+
 #[test]
 fn restarted_speed_layer_ends_like_one_that_never_stopped() {
     let (_a_dir, a) = setup();
@@ -31,14 +40,8 @@ fn restarted_speed_layer_ends_like_one_that_never_stopped() {
         speed.ingest_blocking(items(&a, chunk[0]..chunk[chunk.len() - 1] + 1)).unwrap();
     }
     speed.stop().unwrap();
-
     let (_b_dir, b) = setup();
-    let speed = Speed::start(b.clone(), None).unwrap();
-    speed.ingest_blocking(items(&b, 0..130)).unwrap();
-    speed.stop().unwrap();
-    let speed = Speed::start(b.clone(), None).unwrap();
-    speed.ingest_blocking(items(&b, 130..300)).unwrap();
-    speed.stop().unwrap();
+    with_a_restart(&b);
 
     let (sa, sb) = (on_disk(&a), on_disk(&b));
     assert_eq!(sa.last_seq, 300);
@@ -73,12 +76,7 @@ fn naive_bayes_starts_from_history_s_statistics_and_a_restart_ends_where_no_rest
     speed.ingest_blocking(items(&a, 0..300)).unwrap();
     speed.stop().unwrap();
     let (_b_dir, b) = setup_bayes();
-    let speed = Speed::start(b.clone(), None).unwrap();
-    speed.ingest_blocking(items(&b, 0..130)).unwrap();
-    speed.stop().unwrap();
-    let speed = Speed::start(b.clone(), None).unwrap();
-    speed.ingest_blocking(items(&b, 130..300)).unwrap();
-    speed.stop().unwrap();
+    with_a_restart(&b);
     assert_eq!(on_disk(&a), on_disk(&b));
     let learners = |s: &Spec| checkpoint::read(&s.paths.state).unwrap().unwrap().learners.unwrap();
     let (la, lb) = (learners(&a), learners(&b));
