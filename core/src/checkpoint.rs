@@ -178,22 +178,35 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     let (_, frames) = state::read_document(&path, MANIFEST)?;
     let first = frames.first().ok_or_else(|| Error::Format { path: path.clone(), message: "no record".into() })?;
     let mut c: Checkpoint = state::decode(&path, first)?;
-    if let Some(online) = frames.get(1) {
-        c.online = Some(state::decode(&path, online)?);
-    }
-    if let Some(learners) = frames.get(2) {
-        c.learners = Some(state::decode(&path, learners)?);
-    }
-    if let Some(windows) = frames.get(3) {
-        c.windows = Some(state::decode(&path, windows)?);
-    }
-    if let Some(blend) = frames.get(4) {
-        c.blend = Some(state::decode(&path, blend)?);
-    }
-    if let Some(quality) = frames.get(5) {
-        c.quality = Some(state::decode(&path, quality)?);
-    }
+    // The records after the first are state the speed layer can start afresh (learners warm-started again, empty
+    // windows): one that another build wrote in another layout is set aside with a warning, with the records after
+    // it (they describe it), instead of stopping the restart. The first record (model, watermark) must be read.
+    let mut ok = true;
+    c.online = optional(&path, frames.get(1), "the adaptive update's state", &mut ok);
+    c.learners = optional(&path, frames.get(2), "the online learners", &mut ok);
+    c.windows = optional(&path, frames.get(3), "the windowed records", &mut ok);
+    c.blend = optional(&path, frames.get(4), "the blend", &mut ok);
+    c.quality = optional(&path, frames.get(5), "the input's quality", &mut ok);
     Ok(Some(c))
+}
+
+/// Decodes an optional record of the manifest while `ok`; one that cannot be read is absent, with a warning, and
+/// clears `ok`.
+fn optional<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    frame: Option<&Vec<u8>>,
+    what: &str,
+    ok: &mut bool,
+) -> Option<T> {
+    let frame = frame.filter(|_| *ok)?;
+    match state::decode(path, frame) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!("{what} in the checkpoint cannot be read ({e}); starting it and what follows afresh");
+            *ok = false;
+            None
+        }
+    }
 }
 
 /// Identity of the manifest file as a cheap poll sees it: inode (each write is a new file), length and
@@ -630,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn the_online_state_round_trips_and_a_version_1_manifest_reads_without_it() {
+    fn the_records_round_trip_an_old_manifest_reads_without_them_and_one_of_another_layout_starts_afresh() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(super::dir(dir.path())).unwrap();
         let c = manifest(Some(NagState { scale: vec![1.0, 2.5], grad_sq: vec![0.5, 0.25, 1.0], norm: 3.0, seen: 2.0 }));
@@ -662,6 +675,21 @@ mod tests {
         assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0]);
         // Written before the blend: its weights start on the batch model.
         assert_eq!(SpeedModel::of(&with_learners).weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0]);
+        // Records in a layout another build wrote: the readable ones are kept, the rest start afresh.
+        let mut frames = vec![
+            state::encode(&c).unwrap(),
+            state::encode(everything.online.as_ref().unwrap()).unwrap(),
+            state::encode(everything.learners.as_ref().unwrap()).unwrap(),
+            vec![0xff; 3],
+        ];
+        frames.push(state::encode(everything.blend.as_ref().unwrap()).unwrap());
+        state::write_document(&manifest_path(dir.path()), MANIFEST, &frames).unwrap();
+        let back = read(dir.path()).unwrap().unwrap();
+        assert_eq!((back.learners, back.windows, back.blend), (everything.learners.clone(), None, None));
+        let mut frames = vec![vec![0xff; 3]];
+        frames.extend(frames.clone());
+        state::write_document(&manifest_path(dir.path()), MANIFEST, &frames).unwrap();
+        assert!(read(dir.path()).is_err(), "the first record must be read");
         // What the build before the adaptive update wrote: one record, format version 1.
         let old = Kind { version: 1, ..MANIFEST };
         state::write_document(&manifest_path(dir.path()), old, &[state::encode(&c).unwrap()]).unwrap();

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 pub enum DriftState {
     /// No change seen.
     Stable,
-    /// A change is building up (Page-Hinkley past half its threshold).
+    /// A change is building up: Page-Hinkley past half its threshold, or the warning ADWIN cut where the error rose
+    /// (held for a window of events unless a drift comes).
     Warning,
     /// A change was detected at the last value.
     Drift,

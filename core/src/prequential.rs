@@ -95,6 +95,10 @@ impl DetectorStatus {
     }
 }
 
+/// Confidence of the warning ADWIN: ten times the drift ADWIN's chance of a false cut, so that it cuts earlier on
+/// the same rise (as the adaptive random forest pairs a warning and a drift detector, Gomes et al. 2017).
+pub const WARNING_DELTA: f64 = 0.02;
+
 /// A model's windowed prequential record and detectors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
@@ -109,12 +113,17 @@ pub struct Window {
     pub recorded: u64,
     /// ADWIN on the error stream.
     pub adwin: Adwin,
-    /// Its state.
+    /// Its state, and the warning ADWIN's: drift from the first, warning from the second.
     pub adwin_status: DetectorStatus,
     /// Page-Hinkley on the error stream.
     pub page_hinkley: PageHinkley,
     /// Its state.
     pub page_hinkley_status: DetectorStatus,
+    // Last, so that a record written before them ends early and is refused rather than misread.
+    /// A second, more sensitive ADWIN ([`WARNING_DELTA`]) whose cuts where the error rose are warnings.
+    pub adwin_warning: Adwin,
+    /// Count of recorded events at its last such cut not yet followed by a drift (0: none).
+    warned_at: u64,
 }
 
 impl Window {
@@ -131,6 +140,8 @@ impl Window {
             adwin_status: DetectorStatus::default(),
             page_hinkley: PageHinkley::default(),
             page_hinkley_status: DetectorStatus::default(),
+            adwin_warning: Adwin::new(WARNING_DELTA),
+            warned_at: 0,
         }
     }
 
@@ -170,7 +181,19 @@ impl Window {
         // A cut after which the error is lower is the model getting better, not decay: not a drift.
         let before = self.adwin.mean();
         let rose = self.adwin.update(error) && self.adwin.mean() > before;
-        self.adwin_status.set(if rose { DriftState::Drift } else { DriftState::Stable }, at, hold, seq, ms);
+        let before = self.adwin_warning.mean();
+        if self.adwin_warning.update(error) && self.adwin_warning.mean() > before {
+            self.warned_at = at;
+        }
+        let raw = if rose {
+            self.warned_at = 0;
+            DriftState::Drift
+        } else if self.warned_at > 0 && at - self.warned_at < hold {
+            DriftState::Warning
+        } else {
+            DriftState::Stable
+        };
+        self.adwin_status.set(raw, at, hold, seq, ms);
         let ph = self.page_hinkley.update(error);
         self.page_hinkley_status.set(ph, at, hold, seq, ms);
     }
@@ -256,6 +279,47 @@ mod tests {
 
         let m = w.metrics();
         assert!((m["accuracy"] - 0.45).abs() < 0.06, "{m:?}");
+    }
+
+    /// States of the ADWIN status after each of `n` events, the `i`-th mistaken with chance `rate(i)`.
+    fn adwin_states(seed: u64, n: u64, rate: impl Fn(u64) -> f64) -> Vec<DriftState> {
+        let mut w = Window::new(1000, classes(), 1.0);
+        let mut r = crate::testing::Lcg(seed);
+        (0..n)
+            .map(|i| {
+                let label = if r.next() < rate(i) { "no" } else { "yes" };
+                w.record(&p(0.8), &Target::Class(label.into()), i + 1, i as i64);
+                w.adwin_status.state
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adwin_warns_before_it_signals_a_drift_on_a_slow_rise_of_the_error() {
+        for seed in 1..=10 {
+            // 10% mistakes, rising to 40% between events 20,000 and 30,000.
+            let rate = |i: u64| 0.1 + 0.3 * ((i as f64 - 20_000.0) / 10_000.0).clamp(0.0, 1.0);
+            let states = adwin_states(seed, 40_000, rate);
+            let first = |s| states.iter().position(|x| *x == s);
+            let (warning, drift) = (first(DriftState::Warning), first(DriftState::Drift));
+            let (Some(warning), Some(drift)) = (warning, drift) else {
+                panic!("seed {seed}: warning {warning:?}, drift {drift:?}")
+            };
+            assert!(warning >= 20_000 && warning < drift, "seed {seed}: warning at {warning}, drift at {drift}");
+        }
+    }
+
+    #[test]
+    fn adwin_raises_few_warnings_and_no_drift_on_a_stable_error() {
+        let mut warnings = 0;
+        for seed in 1..=5 {
+            let states = adwin_states(seed, 200_000, |_| 0.2);
+            assert!(!states.contains(&DriftState::Drift), "seed {seed}");
+            warnings +=
+                states.windows(2).filter(|w| w[0] != DriftState::Warning && w[1] == DriftState::Warning).count();
+        }
+        eprintln!("warnings in a million stable events: {warnings}");
+        assert!(warnings <= 5, "{warnings} warnings in a million stable events");
     }
 
     #[test]
