@@ -82,8 +82,65 @@ fn a_concept_change_is_retrained_on_the_fly_published_adopted_and_the_accuracy_r
     assert_ne!(learner.base_version(), first);
     assert_eq!(Some(learner.base_version()), r.version.as_deref());
 
+    // A restart keeps where retraining stands and does not run again for the drift already acted on.
+    drop(learner);
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.set_retrainer(Arc::new(Batch));
+    assert_eq!(learner.retrain_status(), &r);
+
     // The new batch model, on the events after it: as good as the old one was before the change.
     ingest(&mut learner, &spec, &after[4000..]);
     let recovered = batch_accuracy(&learner);
+    let again = learner.retrain_status();
+    assert_eq!((again.runs, again.drift_seq), (r.runs, r.drift_seq), "{again:?}");
     assert!(recovered >= settled - 0.03, "before the change {settled}, after the retraining {recovered}");
+}
+
+/// A batch layer whose runs are always held by the gate, counting them.
+struct Held(std::sync::atomic::AtomicU64);
+
+impl Retrainer for Held {
+    fn retrain(&self, _: &Spec, _: u64) -> Result<Retrained, String> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Ok(Retrained { version: format!("held{n}"), published: false, reason: "not better".into() })
+    }
+}
+
+#[test]
+fn a_restart_does_not_retrain_again_for_a_drift_already_acted_on() {
+    // Regression: the acted-on drift lived only in memory; after a restart the windows (checkpointed) still showed
+    // it, and a run held by the gate was started again for the same drift.
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = spec_in(dir.path());
+    let text = std::fs::read_to_string(&spec_path).unwrap().replace("[batch]\n", "[batch]\ntime_budget = \"2s\"\n")
+        + "\n[speed.retrain]\nmin_events = 500\n";
+    std::fs::write(&spec_path, text).unwrap();
+    let sp = spec_path.to_str().unwrap();
+    let stream = dir.path().join("stream.ndjson");
+    let s = stream.to_str().unwrap();
+    run_ok(&["generate", "--spec", sp, "--rows", "3000", "--stream-rows", "4000", "--stream", s, "--seed", "5"]);
+    run_ok(&["batch", "--spec", sp]);
+    let spec = Spec::from_file(&spec_path).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&stream).unwrap().lines().map(String::from).collect();
+    let (before, after) = lines.split_at(1000);
+    let after: Vec<String> = after.iter().map(|l| flipped(l)).collect();
+
+    let held = Arc::new(Held(0.into()));
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.set_retrainer(held.clone());
+    ingest(&mut learner, &spec, before);
+    ingest(&mut learner, &spec, &after[..2000]);
+    learner.finish_retraining().unwrap();
+    let r = learner.retrain_status().clone();
+    assert_eq!((r.state, r.runs), (RetrainState::Held, 1), "{r:?}");
+    learner.tick().unwrap();
+    drop(learner);
+
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.set_retrainer(held.clone());
+    assert_eq!(learner.retrain_status(), &r);
+    ingest(&mut learner, &spec, &after[2000..]);
+    learner.finish_retraining().unwrap();
+    let runs = held.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!((learner.retrain_status().runs, runs), (1, 1), "{:?}", learner.retrain_status());
 }

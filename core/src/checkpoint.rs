@@ -123,6 +123,9 @@ pub struct Checkpoint {
     /// The input's quality and the freeze: the sixth record, written only after the fifth.
     #[serde(skip)]
     pub quality: Option<Quality>,
+    /// Where retraining on the fly stands: the seventh record, written only after the sixth.
+    #[serde(skip)]
+    pub retrain: Option<RetrainStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +164,9 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
                     frames.push(state::encode(blend)?);
                     if let Some(quality) = &c.quality {
                         frames.push(state::encode(quality)?);
+                        if let Some(retrain) = &c.retrain {
+                            frames.push(state::encode(retrain)?);
+                        }
                     }
                 }
             }
@@ -187,6 +193,7 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     c.windows = optional(&path, frames.get(3), "the windowed records", &mut ok);
     c.blend = optional(&path, frames.get(4), "the blend", &mut ok);
     c.quality = optional(&path, frames.get(5), "the input's quality", &mut ok);
+    c.retrain = optional(&path, frames.get(6), "the retraining status", &mut ok);
     Ok(Some(c))
 }
 
@@ -410,7 +417,7 @@ pub enum RetrainState {
 pub struct RetrainStatus {
     /// Where it stands.
     pub state: RetrainState,
-    /// Runs started since the process started.
+    /// Runs started since the state was created.
     pub runs: u64,
     /// Sequence number at which the drift that asked for the last run was confirmed.
     pub drift_seq: Option<u64>,
@@ -639,6 +646,7 @@ mod tests {
             windows: None,
             blend: None,
             quality: None,
+            retrain: None,
         }
     }
 

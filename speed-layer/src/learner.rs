@@ -338,6 +338,18 @@ struct Retraining {
     drift: u64,
 }
 
+impl Retraining {
+    /// Where a checkpoint left it: the drift acted on stays acted on; a run the stop interrupted is asked for again.
+    fn resume(status: Option<RetrainStatus>) -> Retraining {
+        let Some(mut status) = status else { return Retraining::default() };
+        if status.state == RetrainState::Running {
+            status.state = RetrainState::Waiting;
+            status.reason = Some("the run in progress was interrupted by a restart; asked for again".into());
+        }
+        Retraining { retrainer: None, job: None, drift: status.drift_seq.unwrap_or(0), status }
+    }
+}
+
 /// An online state taken while the input was clean.
 struct Good {
     model: AdaptiveLinear,
@@ -425,7 +437,7 @@ impl Learner {
                     quality: c.quality.clone().unwrap_or_else(|| Quality::new(spec.speed.freeze.window)),
                     good: VecDeque::new(),
                     since_good: 0,
-                    retraining: Retraining::default(),
+                    retraining: Retraining::resume(c.retrain.clone()),
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -947,6 +959,7 @@ impl Learner {
                 Err(e) => (r.state, r.reason) = (RetrainState::Failed, Some(e)),
             }
             tracing::info!(state = ?r.state, version = ?r.version, reason = ?r.reason, "retraining on the fly finished");
+            self.dirty = true;
             self.publish_model();
         }
         let Some(retrainer) = self.retraining.retrainer.clone() else { return Ok(()) };
@@ -985,6 +998,7 @@ impl Learner {
             (self.retraining.status.version, self.retraining.status.reason, self.retraining.status.seconds) =
                 (None, None, None);
             tracing::info!(since_seq = since, "retraining on the fly started");
+            self.dirty = true;
             self.publish_model();
         }
         Ok(())
@@ -1312,6 +1326,7 @@ impl Learner {
             windows: Some(self.records.windows.clone()),
             blend: Some(self.records.blend.clone()),
             quality: Some(self.quality.clone()),
+            retrain: Some(self.retraining.status.clone()),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
