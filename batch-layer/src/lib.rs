@@ -87,16 +87,24 @@ pub struct Outcome {
 }
 
 /// How a run chooses its training rows and budget.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Publish whatever the gate says.
     pub force: bool,
     /// Train on the labelled rows after this sequence number only (a retraining on the fly after a drift)...
     pub since_seq: Option<u64>,
-    /// ...plus this many of the most recent labelled rows before it.
+    /// ...plus this many of the most recent labelled rows before it...
     pub history_rows: usize,
+    /// ...each kept with this chance (their weight against the recent rows).
+    pub history_weight: f64,
     /// The search's time budget instead of `batch.time_budget`.
     pub time_budget: Option<std::time::Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { force: false, since_seq: None, history_rows: 0, history_weight: 1.0, time_budget: None }
+    }
 }
 
 /// Runs the batch layer once: read, split, fit, search, refit, view, then publish the new version if it is at
@@ -106,11 +114,16 @@ pub fn run(spec: &Spec, force: bool) -> Result<Outcome> {
 }
 
 /// A retraining on the fly for the speed layer: the rows after `since_seq` (and `speed.retrain.history_rows`
-/// before), within `speed.retrain.time_budget`, through the gate.
+/// before, weighed by `speed.retrain.history_weight`), within `speed.retrain.time_budget`, through the gate.
 pub fn retrain(spec: &Spec, since_seq: u64) -> Result<Outcome> {
-    let history_rows = spec.speed.retrain.history_rows;
-    let options =
-        RunOptions { force: false, since_seq: Some(since_seq), history_rows, time_budget: Some(spec.retrain_budget) };
+    let r = &spec.speed.retrain;
+    let options = RunOptions {
+        force: false,
+        since_seq: Some(since_seq),
+        history_rows: r.history_rows,
+        history_weight: r.history_weight,
+        time_budget: Some(spec.retrain_budget),
+    };
     run_with(spec, &options)
 }
 
@@ -135,7 +148,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
     phases.start("splitting by event time");
     let split = match options.since_seq {
         None => train::split(spec, &data.columns)?,
-        Some(since) => train::split_recent(spec, &data.columns, since, options.history_rows)?,
+        Some(since) => train::split_recent(spec, &data.columns, since, options.history_rows, options.history_weight)?,
     };
     phases.done();
 

@@ -245,11 +245,28 @@ const EARLY_STOP_ROWS: usize = 10_000;
 
 /// Orders labelled rows by event time (then ingestion order) and holds out the most recent share.
 pub fn split(spec: &Spec, columns: &Columns) -> Result<Split> {
-    split_recent(spec, columns, 0, usize::MAX)
+    split_recent(spec, columns, 0, usize::MAX, 1.0)
 }
 
-/// [`split`] over the labelled rows ingested after `since_seq` and the `history_rows` most recent before them.
-pub fn split_recent(spec: &Spec, columns: &Columns, since_seq: u64, history_rows: usize) -> Result<Split> {
+/// Whether the row of sequence number `seq` is in a fixed sample of `share` of all rows: a hash of the number, so
+/// that the same rows are drawn on every run and the draw does not follow time or keys.
+pub fn sampled(seq: u64, share: f64) -> bool {
+    let mut z = seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    ((z >> 11) as f64 / (1u64 << 53) as f64) < share
+}
+
+/// [`split`] over the labelled rows ingested after `since_seq` and the `history_rows` most recent before them, of
+/// which a fixed sample of `history_weight` is kept (weighing history down against the recent rows).
+pub fn split_recent(
+    spec: &Spec,
+    columns: &Columns,
+    since_seq: u64,
+    history_rows: usize,
+    history_weight: f64,
+) -> Result<Split> {
     let mut labelled: Vec<usize> = (0..columns.len()).filter(|&r| columns.targets.is_set(r)).collect();
     labelled.sort_by_key(|&r| (columns.times[r], columns.seqs[r]));
     if since_seq > 0 {
@@ -261,7 +278,7 @@ pub fn split_recent(spec: &Spec, columns: &Columns, since_seq: u64, history_rows
                 return true;
             }
             kept += 1;
-            before - kept < history_rows
+            before - kept < history_rows && sampled(columns.seqs[r], history_weight)
         });
     }
     if labelled.len() < 10 {
@@ -861,6 +878,23 @@ mod tests {
             rolling_folds(&train, 30, 5).iter().map(|(fit, scored)| (fit.len(), scored.len())).collect();
         assert_eq!(spans, vec![(40, 30), (70, 30)]);
         assert!(rolling_folds(&train, 20, 1).is_empty());
+    }
+
+    #[test]
+    fn history_is_weighed_by_a_fixed_sample_of_the_share_asked_for() {
+        for share in [0.1, 0.3, 0.75] {
+            let kept: Vec<u64> = (1..=100_000u64).filter(|&s| sampled(s, share)).collect();
+            let got = kept.len() as f64 / 100_000.0;
+            assert!((got - share).abs() < 0.01, "{share}: {got}");
+            // Not bunched in time: each tenth of the rows holds its share too.
+            for tenth in 0..10u64 {
+                let n = kept.iter().filter(|&&s| (s - 1) / 10_000 == tenth).count() as f64 / 10_000.0;
+                assert!((n - share).abs() < 0.03, "{share}, tenth {tenth}: {n}");
+            }
+        }
+        // The same rows on every run, a smaller share within a larger one, and all of them at 1.
+        assert!((1..=10_000u64).all(|s| !sampled(s, 0.2) || sampled(s, 0.5)));
+        assert!((1..=10_000u64).all(|s| sampled(s, 1.0)));
     }
 
     #[test]

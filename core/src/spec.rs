@@ -344,11 +344,20 @@ pub struct RetrainSettings {
     pub min_events: u64,
     /// Labelled rows from before the drift window kept for training (the most recent ones); 0 cuts history.
     pub history_rows: usize,
+    /// Weight of those rows against the window's, in (0, 1]: each is kept with this chance (a fixed draw per row),
+    /// which weighs history down by it for every model family, weights or not.
+    pub history_weight: f64,
 }
 
 impl Default for RetrainSettings {
     fn default() -> Self {
-        RetrainSettings { on_drift: true, time_budget: "30s".into(), min_events: 2000, history_rows: 0 }
+        RetrainSettings {
+            on_drift: true,
+            time_budget: "30s".into(),
+            min_events: 2000,
+            history_rows: 0,
+            history_weight: 1.0,
+        }
     }
 }
 
@@ -716,6 +725,10 @@ impl RawSpec {
         if !(s.l2.is_finite() && s.l2 >= 0.0) {
             return Err(fail(format!("`speed.l2` = {} must be a finite number >= 0", s.l2)));
         }
+        let w = self.speed.retrain.history_weight;
+        if !(w > 0.0 && w <= 1.0) {
+            return Err(fail(format!("`speed.retrain.history_weight` = {w} must be in (0, 1]")));
+        }
         let time_budget = duration(&self.batch.time_budget).map_err(|m| fail(format!("`batch.time_budget`: {m}")))?;
         let retrain_budget =
             duration(&self.speed.retrain.time_budget).map_err(|m| fail(format!("`speed.retrain.time_budget`: {m}")))?;
@@ -866,6 +879,8 @@ state = "run/state"
             ("[serving]\nmodel = \"forest\"\n", "serving.model"),
             ("[speed.freeze]\nmax_out_of_range = 1.5\n", "speed.freeze.max_out_of_range"),
             ("[speed.freeze]\nwindow = 0\n", "speed.freeze.window"),
+            ("[speed.retrain]\nhistory_weight = 0.0\n", "speed.retrain.history_weight"),
+            ("[speed.retrain]\nhistory_weight = nan\n", "speed.retrain.history_weight"),
             ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),
