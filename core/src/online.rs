@@ -222,6 +222,12 @@ impl AdaptiveLinear {
     }
 }
 
+/// The deviation of history's target for a regression (1 for classes, or a target without spread): what NAG's step
+/// size is multiplied by, so that a linear model adapts at the same pace whatever the target's unit.
+pub fn target_scale(encoder: &Encoder) -> f64 {
+    encoder.target.map(|t| t.std).filter(|s| s.is_finite() && *s > 0.0).unwrap_or(1.0)
+}
+
 /// A learner of the speed layer beside its linear model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OnlineLearner {
@@ -455,6 +461,52 @@ mod tests {
             sb.sgd_update(xb, yb, 0.05, 0.0);
         }
         assert!((mean_loss(&sa, &data) - mean_loss(&sb, &scaled)).abs() > 0.01);
+    }
+
+    #[test]
+    fn nag_with_the_step_in_target_deviations_adapts_at_the_same_pace_whatever_the_target_s_unit() {
+        // Regression: the step moved a prediction by about the step size whatever the target's unit, so that a
+        // target in thousands adapted a thousand times slower after a shift than the same target in ones.
+        let model = |scale: f64| {
+            let m = LinearModel {
+                family: Family::Linear,
+                classes: Vec::new(),
+                dim: 2,
+                weights: vec![2.0 * scale, -scale],
+                bias: vec![0.0],
+            };
+            AdaptiveLinear::warm(m, vec![1.0, 1.0], None, 0.0)
+        };
+        let mut r = crate::testing::Lcg(3);
+        let data: Vec<(Vec<f64>, f64)> = (0..2000)
+            .map(|_| {
+                let x = vec![r.next() * 2.0 - 1.0, r.next() * 2.0 - 1.0];
+                // The concept shifts by 5 deviations of the target.
+                (x.clone(), 2.0 * x[0] - x[1] + 5.0)
+            })
+            .collect();
+        let mae_after = |scale: f64| {
+            let mut m = model(scale);
+            let mut errors = 0.0;
+            for (i, (x, y)) in data.iter().enumerate() {
+                let Prediction::Value(p) = m.predict(x) else { panic!("regression") };
+                if i >= 1000 {
+                    errors += (p / scale - y).abs();
+                }
+                m.learn(x, &Target::Value(y * scale), 0.5 * scale, 0.0).unwrap();
+            }
+            errors / 1000.0
+        };
+        let (ones, thousands) = (mae_after(1.0), mae_after(1000.0));
+        assert!(ones < 0.5, "{ones}");
+        assert!((ones - thousands).abs() < 1e-6 * ones.max(1.0), "{ones} vs {thousands}");
+        // Without the scale the target in thousands is still about 5 deviations off after 2,000 events.
+        let mut m = model(1000.0);
+        for (x, y) in &data {
+            m.learn(x, &Target::Value(y * 1000.0), 0.5, 0.0).unwrap();
+        }
+        let Prediction::Value(p) = m.predict(&data[0].0) else { panic!("regression") };
+        assert!((p / 1000.0 - data[0].1).abs() > 4.0, "{}", p / 1000.0);
     }
 
     #[test]

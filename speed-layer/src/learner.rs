@@ -125,10 +125,18 @@ enum Unlearnable {
 }
 
 /// One update of the incremental model, by the spec's rule. Nothing changes on `Err`.
-fn update(model: &mut AdaptiveLinear, x: &[f64], target: &Target, spec: &Spec) -> std::result::Result<bool, NonFinite> {
+fn update(
+    model: &mut AdaptiveLinear,
+    x: &[f64],
+    target: &Target,
+    spec: &Spec,
+    batch: &ModelArtifact,
+) -> std::result::Result<bool, NonFinite> {
     let (rate, l2) = (spec.speed.step_size(), spec.speed.l2);
     match spec.speed.update {
-        LinearUpdate::Adaptive => model.learn(x, target, rate, l2),
+        // NAG's steps are free of the inputs' scales but move a prediction by about the step size whatever the
+        // target's: in the target's deviations, a value in dollars adapts as fast as one in thousands of dollars.
+        LinearUpdate::Adaptive => model.learn(x, target, rate * lambda_core::online::target_scale(&batch.encoder), l2),
         LinearUpdate::Sgd => model.model.sgd_update_checked(x, target, rate, l2),
     }
 }
@@ -156,7 +164,7 @@ fn learn(
         return Err(Unlearnable::NonFinite("the summed loss would overflow".into()));
     }
     // Frozen: scored (the windows tell when the input is clean again), not learned.
-    let learned = if frozen { Ok(false) } else { update(model, x, target, spec) };
+    let learned = if frozen { Ok(false) } else { update(model, x, target, spec, batch) };
     match learned {
         Ok(updated) => {
             stats.labelled += 1;
@@ -1409,7 +1417,7 @@ impl Learner {
             if let Some(t) = &e.target {
                 encoder.encode_row(e, &mut x);
                 let (ps, pb) = (model.predict(&x), champion.predict(&x));
-                let learned = match update(&mut model, &x, t, spec) {
+                let learned = match update(&mut model, &x, t, spec, &published.artifact) {
                     Ok(updated) => {
                         updates += u64::from(updated);
                         true
