@@ -58,6 +58,9 @@ enum Command {
         /// Stop once the source is read (checkpointing first) instead of serving HTTP ingest.
         #[arg(long, requires = "source")]
         once: bool,
+        /// Read the source at most this many records a second (a recorded stream at a live pace).
+        #[arg(long, requires = "source")]
+        rate: Option<f64>,
         /// Ingest address, overriding `speed.listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -214,12 +217,12 @@ fn main() -> Result<()> {
             println!("wrote {} predictions of model {} to {}", r.rows, r.version, output.display());
             Ok(())
         }
-        Command::Speed { spec, source, once, listen } => {
+        Command::Speed { spec, source, once, rate, listen } => {
             let mut spec = load(&spec)?;
             if let Some(l) = listen {
                 spec.speed.listen = l.to_string();
             }
-            runtime()?.block_on(speed(spec, source, once))
+            runtime()?.block_on(speed(spec, source, once, rate))
         }
         Command::Serve { spec, listen } => {
             let mut spec = load(&spec)?;
@@ -343,13 +346,13 @@ async fn bind(addr: &str, what: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
 }
 
-fn replay_source(speed: &Speed, source: &str) -> Result<lambda_speed::ingest::SourceReport> {
+fn replay_source(speed: &Speed, source: &str, rate: Option<f64>) -> Result<lambda_speed::ingest::SourceReport> {
     let started = std::time::Instant::now();
     let report = if source == "stdin" {
-        lambda_speed::ingest::replay(speed, std::io::stdin().lock(), 1000)?
+        lambda_speed::ingest::replay(speed, std::io::stdin().lock(), 1000, rate)?
     } else if let Some(path) = source.strip_prefix("file:") {
         let f = std::fs::File::open(path).with_context(|| format!("cannot open source {path}"))?;
-        lambda_speed::ingest::replay(speed, BufReader::new(f), 1000)?
+        lambda_speed::ingest::replay(speed, BufReader::new(f), 1000, rate)?
     } else {
         bail!("--source must be `file:PATH` or `stdin`, got {source:?}");
     };
@@ -379,12 +382,15 @@ fn start_speed(spec: &Spec, live: Option<Arc<Live>>) -> Result<Speed> {
     Ok(Speed::start_with(spec.clone(), live, Some(Arc::new(BatchRetrainer)))?)
 }
 
-async fn speed(spec: Spec, source: Option<String>, once: bool) -> Result<()> {
+async fn speed(spec: Spec, source: Option<String>, once: bool, rate: Option<f64>) -> Result<()> {
+    if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        bail!("--rate must be a positive number of records a second, got {r}");
+    }
     let speed = Arc::new(tokio::task::block_in_place(|| start_speed(&spec, None))?);
     if once {
         if let Some(src) = &source {
             tokio::task::block_in_place(|| -> Result<()> {
-                replay_source(&speed, src)?;
+                replay_source(&speed, src, rate)?;
                 // A finite replay ends with every accepted event in the master dataset.
                 speed.archive_all_blocking()?;
                 Ok(())
@@ -397,7 +403,7 @@ async fn speed(spec: Spec, source: Option<String>, once: bool) -> Result<()> {
     if let Some(src) = source {
         let s = speed.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = replay_source(&s, &src) {
+            if let Err(e) = replay_source(&s, &src, rate) {
                 tracing::error!(error = %e, "source failed");
             }
         });

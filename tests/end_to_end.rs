@@ -185,8 +185,9 @@ fn batch_speed_and_serving_agree_end_to_end() {
         assert_eq!(served["label"].as_str(), labels.get(r), "row {r}");
     }
 
-    // The speed layer replays the later events; serving picks up its checkpoint.
-    let out = run_ok(&["speed", "--spec", sp, "--source", &format!("file:{}", stream.display()), "--once"]);
+    // The speed layer replays the later events (paced, as a live stream would come); serving picks up its checkpoint.
+    let src = format!("file:{}", stream.display());
+    let out = run_ok(&["speed", "--spec", sp, "--source", &src, "--once", "--rate", "5000"]);
     let (expected, accepted) = brute_force(&spec, &stream);
     assert!(out.contains(&format!("{accepted} accepted")), "{out}");
     let dead = std::fs::read_to_string(spec.paths.state.join("dead-letter.ndjson")).unwrap();
@@ -262,6 +263,8 @@ fn cli_reports_bad_specs_and_missing_models_clearly() {
 
     let spec_path = spec_in(dir.path());
     let sp = spec_path.to_str().unwrap();
+    let out = run(&["speed", "--spec", sp, "--source", "file:/nonexistent.ndjson", "--once", "--rate", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate must be a positive"), "{out:?}");
     let out = run(&["speed", "--spec", sp, "--source", "file:/nonexistent.ndjson", "--once"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

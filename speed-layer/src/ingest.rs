@@ -85,10 +85,17 @@ pub struct SourceReport {
     pub rejected: u64,
 }
 
-/// Feeds NDJSON from `reader` to the speed layer in chunks, waiting for each to be durable.
-pub fn replay(speed: &Speed, reader: impl BufRead, chunk: usize) -> Result<SourceReport> {
+/// Feeds NDJSON from `reader` to the speed layer in chunks, waiting for each to be durable; at most `rate` records
+/// a second when given (a replay at a live stream's pace, so that what runs beside ingest, such as retraining on
+/// the fly, has the time it would have).
+pub fn replay(speed: &Speed, reader: impl BufRead, chunk: usize, rate: Option<f64>) -> Result<SourceReport> {
     let spec = speed.spec().clone();
     let mut total = SourceReport::default();
+    let rate = rate.filter(|r| r.is_finite() && *r > 0.0);
+    // Paced chunks of about a tenth of a second's records, so that the pace is even.
+    let chunk = rate.map_or(chunk, |r| chunk.min((r / 10.0).ceil() as usize).max(1));
+    let started = std::time::Instant::now();
+    let mut sent = 0usize;
     let mut batch = Vec::with_capacity(chunk);
     let send = |batch: &mut Vec<Incoming>, total: &mut SourceReport| -> Result<()> {
         if batch.is_empty() {
@@ -117,6 +124,13 @@ pub fn replay(speed: &Speed, reader: impl BufRead, chunk: usize) -> Result<Sourc
         }
         batch.push(parse_line(&spec, i + 1, &line));
         if batch.len() >= chunk {
+            if let Some(r) = rate {
+                let due = std::time::Duration::from_secs_f64(sent as f64 / r);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            sent += batch.len();
             send(&mut batch, &mut total)?;
         }
     }
