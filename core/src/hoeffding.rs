@@ -275,9 +275,16 @@ impl Leaf {
     }
 
     fn predict(&self, x: &[f64]) -> Prediction {
+        self.predict_nb(x, false)
+    }
+
+    /// As [`Leaf::predict`]; with `ties_to_bayes`, naive Bayes also answers when it has been right as often as the
+    /// class counts (River's rule, which a fresh leaf's naive Bayes needs to be heard).
+    fn predict_nb(&self, x: &[f64], ties_to_bayes: bool) -> Prediction {
         match &self.stats {
             Stats::Class(s) => {
-                let p = if s.nb_right > s.mc_right { s.naive_bayes(x) } else { s.majority() };
+                let bayes = s.nb_right > s.mc_right || (ties_to_bayes && s.nb_right == s.mc_right);
+                let p = if bayes { s.naive_bayes(x) } else { s.majority() };
                 let k = p.len() as f64;
                 Prediction::Probabilities(p.into_iter().map(|v| (1.0 - SMOOTHING) * v + SMOOTHING / k).collect())
             }

@@ -15,6 +15,12 @@
 //! for classes; for values, River's: `y − ŷ` standardized by the deviation of the tree's errors so far,
 //! `(e + 3σ) / 6σ` (in [0, 1] if the errors are normal).
 //!
+//! One departure from River: for classes, a cut of a detector's window counts as a warning or drift only when the
+//! window's mean error rose (as in [`super::adaptive`]). River counts every cut, so a young tree whose error falls
+//! as it learns is replaced by a younger one; on a stationary random RBF stream (the tests' generator, 30,000 events,
+//! debug build) counting every cut replaced 143 trees and scored 0.735, counting rises none and 0.859, and 0.708 and
+//! 0.729 with moving centroids. A value's signed error may move either way, so for values every cut counts.
+//!
 //! Classification: each tree's class probabilities weighted by its accuracy since it started (a tree not yet scored
 //! weighs 1), summed and normalized. Regression: the median of the trees' predictions, unweighted (River's default;
 //! its leaves choose between their mean and a linear model, here they predict their mean).
@@ -169,7 +175,7 @@ impl Tree {
 
     fn predict(&self, x: &[f64]) -> Prediction {
         let Node::Leaf { inputs, leaf } = &self.nodes[self.leaf_of(x)] else { unreachable!("leaf_of ends at a leaf") };
-        leaf.predict(&project(x, inputs))
+        leaf.predict_nb(&project(x, inputs), true)
     }
 
     fn plan(&self, cx: &Cx, x: &[f64], target: &Target, w: f64) -> Option<Planned> {
@@ -529,12 +535,16 @@ impl AdaptiveRandomForest {
                 }
                 _ => miss,
             };
-            if member.warning.update(input) {
+            // For classes, only a rise of the error counts (see the module documentation); a value's signed error
+            // may move either way.
+            let (warned, drifted) = (member.warning.mean(), member.drift.mean());
+            let rose = |before: f64, after: f64| cx.classes.is_empty() || after > before;
+            if member.warning.update(input) && rose(warned, member.warning.mean()) {
                 member.background = Some(Tree::new(&cx, &mut rng));
                 member.warning = Adwin::new(set.warning_delta);
                 self.tally.warnings += 1;
             }
-            if member.drift.update(input) {
+            if member.drift.update(input) && rose(drifted, member.drift.mean()) {
                 match member.background.take() {
                     Some(b) => {
                         member.tree = b;
@@ -723,9 +733,9 @@ mod tests {
             let (f, forest) = forest_errors(&data, &k, 10);
             let (f, t, a) =
                 (1.0 - mean(&f), 1.0 - mean(&tree_errors(&data, &k, 10)), 1.0 - mean(&adaptive_errors(&data, &k, 10)));
-            // Measured: forest 0.695, 0.706, 0.732 against 0.519, 0.531, 0.598 for either tree (seeds 1 to 3).
-            assert!(f > t + 0.08 && f > a + 0.08, "seed {seed}: forest {f}, tree {t}, adaptive tree {a}");
-            assert!(forest.history().1 > 0 && forest.features_per_leaf() == 3, "seed {seed}: {:?}", forest.history());
+            // Measured: forest 0.723, 0.744, 0.756 against 0.519, 0.531, 0.598 for either tree (seeds 1 to 3).
+            assert!(f > t + 0.1 && f > a + 0.1, "seed {seed}: forest {f}, tree {t}, adaptive tree {a}");
+            assert_eq!(forest.features_per_leaf(), 3);
         }
     }
 
@@ -739,7 +749,8 @@ mod tests {
             let before = 1.0 - mean(&f[15_000..20_000]);
             // The first 1,000 events after the change are left for detection and regrowth.
             let (after, tree_after) = (1.0 - mean(&f[21_000..26_000]), 1.0 - mean(&t[21_000..26_000]));
-            // Measured: 0.983 → 0.970, 0.985 → 0.925, 0.992 → 0.957; the plain tree 0.55, 0.53, 0.57 after.
+            // Measured: 0.995 → 0.977, 0.993 → 0.950, 0.985 → 0.974, 10 trees replaced each time; the plain tree
+            // 0.55, 0.53, 0.57 after.
             assert!(before > 0.95 && after > 0.9 && after > before - 0.08, "seed {seed}: {before} → {after}");
             assert!(after > tree_after + 0.3, "seed {seed}: forest {after}, tree {tree_after}");
             let (_, replaced) = forest.history();
@@ -828,7 +839,7 @@ mod tests {
         }
         // Every voting tree filled up, and trees were still replaced at every change.
         assert!(most >= 40, "at most {most} leaves");
-        assert!(f.history().1 >= 40, "{:?}", f.history());
+        assert!(f.history().1 >= 30, "{:?}", f.history());
         // Leaves of 2 inputs, 2 classes: a few hundred bytes each, whatever the stream.
         assert!(sizes[1] < 80 * 600 + 4 * 20_000, "{sizes:?}");
         f.validate().unwrap();
