@@ -1,6 +1,7 @@
 """Online learners on public benchmark streams (River's generators), test-then-train, beside River and Vowpal Wabbit.
 
-    online.py gen OUT_DIR N         writes agrawal.csv, sea.csv, rbf.csv, friedman.csv (header, inputs, label last)
+    online.py gen OUT_DIR N         writes agrawal.csv, sea.csv, rbf.csv, rbf_moving.csv, friedman.csv (header, inputs,
+                                    label last)
     online.py peers TASK FILE.csv   runs River's learners and Vowpal Wabbit over the file; one JSON line each
 """
 import csv
@@ -14,6 +15,8 @@ STREAMS = {
     "agrawal": ("classification", lambda s: __import__("river.datasets.synth", fromlist=["x"]).Agrawal(classification_function=2, seed=s)),
     "sea": ("classification", lambda s: __import__("river.datasets.synth", fromlist=["x"]).SEA(variant=0, seed=s)),
     "rbf": ("classification", lambda s: __import__("river.datasets.synth", fromlist=["x"]).RandomRBF(seed_model=s, seed_sample=s, n_classes=4, n_features=10, n_centroids=50)),
+    # 25 of the 50 centroids move all along (as bench/pipeline.py's rbf_moving).
+    "rbf_moving": ("classification", lambda s: __import__("river.datasets.synth", fromlist=["x"]).RandomRBFDrift(seed_model=s, seed_sample=s, n_classes=4, n_features=10, n_centroids=50, change_speed=0.001, n_drift_centroids=25)),
     "friedman": ("regression", lambda s: __import__("river.datasets.synth", fromlist=["x"]).Friedman(seed=s)),
 }
 

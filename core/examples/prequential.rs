@@ -7,7 +7,9 @@
 use std::time::Instant;
 
 use lambda_core::encoder::{Encoder, FeatureEncoder};
-use lambda_core::hoeffding::{AdaptiveSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings};
+use lambda_core::hoeffding::{
+    AdaptiveRandomForest, AdaptiveSettings, ForestSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings,
+};
 use lambda_core::model::{argmax, Family, LinearModel, Prediction};
 use lambda_core::online::AdaptiveLinear;
 use lambda_core::online_bayes::OnlineBayes;
@@ -80,6 +82,20 @@ fn main() {
         hat.leaves(),
         hat.depth(),
         hat.alternates()
+    );
+    let mut forest = AdaptiveRandomForest::new(classes.clone(), dim, ForestSettings::default());
+    run("lambda-ml adaptive random forest (10 trees)", &data, &classes, |x, y| {
+        let p = forest.predict(x);
+        forest.learn(x, y);
+        p
+    });
+    let (warnings, replaced) = forest.history();
+    eprintln!(
+        "forest: {} leaves, depth {}, {} background trees ({} leaves), {warnings} warnings, {replaced} trees replaced",
+        forest.leaves(),
+        forest.depth(),
+        forest.backgrounds(),
+        forest.all_leaves() - forest.leaves()
     );
     if !classes.is_empty() {
         // Every input numeric and never missing: the encoder's layout is each value, then a zero missing flag.

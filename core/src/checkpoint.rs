@@ -674,15 +674,15 @@ mod tests {
         write(dir.path(), &with_learners).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), with_learners);
         let mut blend = Blend::new(crate::blend::component_names(names), window.clone());
-        blend.weights.weights = vec![0.5, 0.25, 0.25, 0.0, 0.0];
+        blend.weights.weights = vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0];
         let everything =
             Checkpoint { windows: Some([window.clone(), window]), blend: Some(blend), ..with_learners.clone() };
         write(dir.path(), &everything).unwrap();
         let back = read(dir.path()).unwrap().unwrap();
         assert_eq!(back, everything);
-        assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0]);
+        assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0]);
         // Written before the blend: its weights start on the batch model.
-        assert_eq!(SpeedModel::of(&with_learners).weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(SpeedModel::of(&with_learners).weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         // Records in a layout another build wrote: the readable ones are kept, the rest start afresh.
         let mut frames = vec![
             state::encode(&c).unwrap(),

@@ -23,8 +23,10 @@ use crate::model::{argmax, Prediction};
 use crate::schema::Target;
 
 pub mod adaptive;
+pub mod forest;
 
 pub use adaptive::{AdaptiveSettings, HoeffdingAdaptiveTree};
+pub use forest::{AdaptiveRandomForest, ForestSettings};
 
 /// How a Hoeffding tree grows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,10 +74,15 @@ pub struct Moments {
 
 impl Moments {
     fn add(&mut self, x: f64) {
-        self.n += 1.0;
+        self.add_weighted(x, 1.0);
+    }
+
+    /// Adds `x` as `w` observations at once (West 1979); with `w = 1` exactly what [`Moments::add`] does.
+    fn add_weighted(&mut self, x: f64, w: f64) {
+        self.n += w;
         let d = x - self.mean;
-        self.mean += d / self.n;
-        self.m2 += d * (x - self.mean);
+        self.mean += d * w / self.n;
+        self.m2 += w * d * (x - self.mean);
     }
 
     fn merge(&self, o: &Moments) -> Moments {
@@ -193,8 +200,10 @@ impl Stats {
             Stats::Class(ClassStats {
                 counts: vec![0.0; classes],
                 gauss: vec![Moments::default(); dim * classes],
-                lo: vec![f64::INFINITY; dim * classes],
-                hi: vec![f64::NEG_INFINITY; dim * classes],
+                // Finite, so that the statistics survive JSON (no input reaches them: inputs are finite, and a
+                // range is only read where its Gaussian has an observation).
+                lo: vec![f64::MAX; dim * classes],
+                hi: vec![f64::MIN; dim * classes],
                 mc_right: 0.0,
                 nb_right: 0.0,
             })
@@ -266,9 +275,16 @@ impl Leaf {
     }
 
     fn predict(&self, x: &[f64]) -> Prediction {
+        self.predict_nb(x, false)
+    }
+
+    /// As [`Leaf::predict`]; with `ties_to_bayes`, naive Bayes also answers when it has been right as often as the
+    /// class counts (River's rule, which a fresh leaf's naive Bayes needs to be heard).
+    fn predict_nb(&self, x: &[f64], ties_to_bayes: bool) -> Prediction {
         match &self.stats {
             Stats::Class(s) => {
-                let p = if s.nb_right > s.mc_right { s.naive_bayes(x) } else { s.majority() };
+                let bayes = s.nb_right > s.mc_right || (ties_to_bayes && s.nb_right == s.mc_right);
+                let p = if bayes { s.naive_bayes(x) } else { s.majority() };
                 let k = p.len() as f64;
                 Prediction::Probabilities(p.into_iter().map(|v| (1.0 - SMOOTHING) * v + SMOOTHING / k).collect())
             }
@@ -276,9 +292,10 @@ impl Leaf {
         }
     }
 
-    /// What learning (`x`, `target`) would change; `None` when the label is not one of `classes` or of the other
-    /// task, or a new moment would not be finite (1e200 squared). `x` has the leaf's dimension, every value finite.
-    fn plan(&self, classes: &[String], x: &[f64], target: &Target, radius: f64) -> Option<Update> {
+    /// What learning (`x`, `target`) as `w` events would change; `None` when the label is not one of `classes` or
+    /// of the other task, or a new moment would not be finite (1e200 squared). `x` has the leaf's dimension, every
+    /// value finite; `w` is positive.
+    fn plan(&self, classes: &[String], x: &[f64], target: &Target, radius: f64, w: f64) -> Option<Update> {
         match (&self.stats, target) {
             (Stats::Class(s), Target::Class(label)) => {
                 let c = classes.iter().position(|k| k == label)?;
@@ -288,7 +305,7 @@ impl Leaf {
                     .enumerate()
                     .map(|(j, v)| {
                         let mut g = s.gauss[j * k + c];
-                        g.add(*v);
+                        g.add_weighted(*v, w);
                         g
                     })
                     .collect();
@@ -296,7 +313,7 @@ impl Leaf {
             }
             (Stats::Value(s), Target::Value(y)) => {
                 let mut ys = s.y;
-                ys.add(*y);
+                ys.add_weighted(*y, w);
                 let next: Vec<(i32, Bin)> = s
                     .bins
                     .iter()
@@ -304,8 +321,8 @@ impl Leaf {
                     .map(|(bins, v)| {
                         let at = bin_of(*v, radius);
                         let mut b = bins.get(&at).copied().unwrap_or_default();
-                        b.x_sum += v;
-                        b.y.add(*y);
+                        b.x_sum += v * w;
+                        b.y.add_weighted(*y, w);
                         (at, b)
                     })
                     .collect();
@@ -316,14 +333,14 @@ impl Leaf {
         }
     }
 
-    /// Applies what [`Leaf::plan`] computed for the same `x`.
-    fn apply(&mut self, x: &[f64], update: Update) {
+    /// Applies what [`Leaf::plan`] computed for the same `x` and `w`.
+    fn apply(&mut self, x: &[f64], update: Update, w: f64) {
         match (&mut self.stats, update) {
             (Stats::Class(s), Update::Class(c, next)) => {
                 let k = s.counts.len();
-                s.mc_right += f64::from(argmax(&s.majority()) == c);
-                s.nb_right += f64::from(argmax(&s.naive_bayes(x)) == c);
-                s.counts[c] += 1.0;
+                s.mc_right += w * f64::from(argmax(&s.majority()) == c);
+                s.nb_right += w * f64::from(argmax(&s.naive_bayes(x)) == c);
+                s.counts[c] += w;
                 for (j, (v, g)) in x.iter().zip(next).enumerate() {
                     let i = j * k + c;
                     s.gauss[i] = g;
@@ -554,14 +571,22 @@ impl HoeffdingTree {
     /// Learns one labelled vector. `false` (nothing changed) when the label is not one of the classes or of the
     /// other task, or a value is not finite.
     pub fn learn(&mut self, x: &[f64], target: &Target) -> bool {
-        if x.len() != self.dim || x.iter().any(|v| !v.is_finite()) {
+        self.learn_weighted(x, target, 1)
+    }
+
+    /// Learns one labelled vector as `k` identical events at once (online bagging's weight, Oza and Russell 2001):
+    /// counts, moments and histograms grow by `k` in one update, and one split attempt follows. `false` (nothing
+    /// changed) as for [`HoeffdingTree::learn`], and for `k = 0`.
+    pub fn learn_weighted(&mut self, x: &[f64], target: &Target, k: u32) -> bool {
+        if k == 0 || x.len() != self.dim || x.iter().any(|v| !v.is_finite()) {
             return false;
         }
         let at = self.leaf_of(x);
         let Node::Leaf(leaf) = &mut self.nodes[at] else { unreachable!("leaf_of ends at a leaf") };
+        let w = f64::from(k);
         // Every new moment is computed first: a value that would overflow one (1e200 squared) changes nothing.
-        let Some(update) = leaf.plan(&self.classes, x, target, self.settings.radius) else { return false };
-        leaf.apply(x, update);
+        let Some(update) = leaf.plan(&self.classes, x, target, self.settings.radius, w) else { return false };
+        leaf.apply(x, update, w);
         self.attempt_split(at);
         true
     }
@@ -707,6 +732,48 @@ mod tests {
         }
         assert_eq!(a, b);
         assert!(a.leaves() > 1);
+    }
+
+    #[test]
+    fn learning_with_weight_k_is_learning_k_times_in_one_update() {
+        // No split within these events: the leaf's statistics alone are compared.
+        let settings = TreeSettings { grace_period: 100_000, ..TreeSettings::default() };
+        for classes in [classes(), vec![]] {
+            let (mut once, mut repeated) = (
+                HoeffdingTree::new(classes.clone(), 5, settings.clone()),
+                HoeffdingTree::new(classes.clone(), 5, settings.clone()),
+            );
+            let mut r = Lcg(4);
+            for (i, (x, y)) in rule_stream(2_000, 6).into_iter().enumerate() {
+                let y = if classes.is_empty() { Target::Value(x[0] * 3.0 + x[1]) } else { y };
+                let k = (r.next() * 4.0) as u32;
+                assert_eq!(once.learn_weighted(&x, &y, k), k > 0, "event {i}");
+                for _ in 0..k {
+                    assert!(repeated.learn(&x, &y));
+                }
+            }
+            let (Node::Leaf(a), Node::Leaf(b)) = (&once.nodes[0], &repeated.nodes[0]) else { panic!("one leaf") };
+            let close = |u: f64, v: f64| (u - v).abs() <= 1e-9 * (1.0 + u.abs().max(v.abs()));
+            let same_moments = |p: &Moments, q: &Moments| close(p.n, q.n) && close(p.mean, q.mean) && close(p.m2, q.m2);
+            match (&a.stats, &b.stats) {
+                (Stats::Class(p), Stats::Class(q)) => {
+                    assert_eq!(p.counts, q.counts);
+                    assert!(p.gauss.iter().zip(&q.gauss).all(|(g, h)| same_moments(g, h)));
+                    assert_eq!((&p.lo, &p.hi), (&q.lo, &q.hi));
+                }
+                (Stats::Value(p), Stats::Value(q)) => {
+                    assert!(same_moments(&p.y, &q.y));
+                    for (bp, bq) in p.bins.iter().zip(&q.bins) {
+                        assert_eq!(bp.keys().collect::<Vec<_>>(), bq.keys().collect::<Vec<_>>());
+                        assert!(bp
+                            .values()
+                            .zip(bq.values())
+                            .all(|(u, v)| close(u.x_sum, v.x_sum) && same_moments(&u.y, &v.y)));
+                    }
+                }
+                _ => panic!("one task"),
+            }
+        }
     }
 
     #[test]

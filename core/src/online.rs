@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
-use crate::hoeffding::{AdaptiveSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings};
+use crate::hoeffding::{
+    AdaptiveRandomForest, AdaptiveSettings, ForestSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings,
+};
 use crate::model::{LinearModel, NonFinite, Prediction};
 use crate::online_bayes::{BayesStats, OnlineBayes};
 use crate::prequential::Window;
@@ -237,10 +239,12 @@ pub enum OnlineLearner {
     HoeffdingAdaptiveTree(Box<HoeffdingAdaptiveTree>),
     /// Naive Bayes ([`crate::online_bayes`]), warm-started from history's statistics when the batch layer has them.
     NaiveBayes(OnlineBayes),
+    /// An adaptive random forest ([`crate::hoeffding::forest`]), boxed as the adaptive tree.
+    AdaptiveRandomForest(Box<AdaptiveRandomForest>),
 }
 
 /// The names `speed.learners` accepts.
-pub const LEARNERS: [&str; 3] = ["hoeffding_tree", "hoeffding_adaptive_tree", "naive_bayes"];
+pub const LEARNERS: [&str; 4] = ["hoeffding_tree", "hoeffding_adaptive_tree", "naive_bayes", "adaptive_random_forest"];
 
 /// The learners of [`LEARNERS`] that classify only.
 pub const CLASSIFIERS_ONLY: [&str; 1] = ["naive_bayes"];
@@ -267,6 +271,11 @@ impl OnlineLearner {
             "hoeffding_adaptive_tree" => Some(OnlineLearner::HoeffdingAdaptiveTree(Box::new(
                 HoeffdingAdaptiveTree::new(classes.to_vec(), encoder.dim(), AdaptiveSettings::default()),
             ))),
+            "adaptive_random_forest" => Some(OnlineLearner::AdaptiveRandomForest(Box::new(AdaptiveRandomForest::new(
+                classes.to_vec(),
+                encoder.dim(),
+                ForestSettings::default(),
+            )))),
             _ => None,
         }
     }
@@ -277,6 +286,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingTree(_) => "hoeffding_tree",
             OnlineLearner::HoeffdingAdaptiveTree(_) => "hoeffding_adaptive_tree",
             OnlineLearner::NaiveBayes(_) => "naive_bayes",
+            OnlineLearner::AdaptiveRandomForest(_) => "adaptive_random_forest",
         }
     }
 
@@ -286,6 +296,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingTree(t) => t.predict(x),
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.predict(x),
             OnlineLearner::NaiveBayes(b) => b.predict(x),
+            OnlineLearner::AdaptiveRandomForest(f) => f.predict(x),
         }
     }
 
@@ -295,6 +306,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingTree(t) => t.learn(x, target),
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.learn(x, target),
             OnlineLearner::NaiveBayes(b) => b.learn(x, target),
+            OnlineLearner::AdaptiveRandomForest(f) => f.learn(x, target),
         }
     }
 
@@ -304,6 +316,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingTree(t) => (&t.classes, t.dim),
             OnlineLearner::HoeffdingAdaptiveTree(t) => (&t.classes, t.dim),
             OnlineLearner::NaiveBayes(b) => (&b.classes, b.dim),
+            OnlineLearner::AdaptiveRandomForest(f) => (&f.classes, f.dim),
         };
         if own_classes != classes || own_dim != dim {
             return Err(Error::Data(format!(
@@ -315,6 +328,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingTree(t) => t.validate(),
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.validate(),
             OnlineLearner::NaiveBayes(b) => b.validate(),
+            OnlineLearner::AdaptiveRandomForest(f) => f.validate(),
         }
     }
 
@@ -333,6 +347,18 @@ impl OnlineLearner {
                 )
             }
             OnlineLearner::NaiveBayes(b) => format!("{} events learned", b.events()),
+            OnlineLearner::AdaptiveRandomForest(f) => {
+                let (warnings, replaced) = f.history();
+                format!(
+                    "{} trees, {} leaves, depth {}, {} background trees ({} leaves), {warnings} warnings, {replaced} \
+                     trees replaced",
+                    f.settings.n_models,
+                    f.leaves(),
+                    f.depth(),
+                    f.backgrounds(),
+                    f.all_leaves() - f.leaves()
+                )
+            }
         }
     }
 }
@@ -439,6 +465,28 @@ mod tests {
         warm.validate(&classes, 2).unwrap();
         assert!(warm.validate(&classes, 3).is_err());
         assert_eq!(warm.describe(), "2 events learned");
+    }
+
+    #[test]
+    fn the_forest_serves_both_tasks_and_describes_itself() {
+        let encoder = crate::encoder::Encoder {
+            features: vec![crate::encoder::FeatureEncoder::Boolean { name: "b".into() }],
+            target: None,
+        };
+        let mut reg = OnlineLearner::new("adaptive_random_forest", &[], &encoder, None).unwrap();
+        assert!(reg.learn(&[1.0, 0.0], &Target::Value(2.0)));
+        assert!(!reg.learn(&[1.0, 0.0], &Target::Class("yes".into())));
+        reg.validate(&[], 2).unwrap();
+        let classes: Vec<String> = vec!["no".into(), "yes".into()];
+        assert!(reg.validate(&classes, 2).is_err());
+        let mut cls = OnlineLearner::new("adaptive_random_forest", &classes, &encoder, None).unwrap();
+        assert!(cls.learn(&[1.0, 0.0], &Target::Class("yes".into())));
+        cls.validate(&classes, 2).unwrap();
+        assert_eq!(cls.name(), "adaptive_random_forest");
+        assert_eq!(
+            cls.describe(),
+            "10 trees, 10 leaves, depth 0, 0 background trees (0 leaves), 0 warnings, 0 trees replaced"
+        );
     }
 
     #[test]

@@ -301,8 +301,9 @@ pub struct SpeedSettings {
     /// `adaptive` warm start: the online steps start as small as if the batch model had been learned online from
     /// this many of its training rows.
     pub prior_events: u64,
-    /// Online learners beside the linear model (names in [`crate::online::LEARNERS`]): `hoeffding_tree` learns from
-    /// the stream alone, `naive_bayes` (classification only) starts from history's statistics.
+    /// Online learners beside the linear model (names in [`crate::online::LEARNERS`]): `hoeffding_tree`,
+    /// `hoeffding_adaptive_tree` and `adaptive_random_forest` learn from the stream alone, `naive_bayes`
+    /// (classification only) starts from history's statistics.
     pub learners: Vec<String>,
     /// Latest labelled events each model's windowed prequential metrics and drift state are taken over.
     pub window: usize,

@@ -96,6 +96,25 @@ fn naive_bayes_starts_from_history_s_statistics_and_a_restart_ends_where_no_rest
 }
 
 #[test]
+fn the_adaptive_random_forest_restarts_where_it_stopped_generator_included() {
+    let extra = "learners = [\"adaptive_random_forest\"]\n";
+    let (_a_dir, a) = setup_with(extra);
+    let speed = Speed::start(a.clone(), None).unwrap();
+    speed.ingest_blocking(items(&a, 0..300)).unwrap();
+    speed.stop().unwrap();
+    let (_b_dir, b) = setup_with(extra);
+    with_a_restart(&b);
+    assert_eq!(on_disk(&a), on_disk(&b));
+    let learners = |s: &Spec| checkpoint::read(&s.paths.state).unwrap().unwrap().learners.unwrap();
+    let (la, lb) = (learners(&a), learners(&b));
+    // The whole state: trees, detectors, records and the random generator's position.
+    assert_eq!(la, lb);
+    assert_eq!((la.len(), la[0].learner.name(), la[0].labelled), (1, "adaptive_random_forest", 300));
+    let OnlineLearner::AdaptiveRandomForest(f) = &la[0].learner else { panic!("{:?}", la[0].learner.name()) };
+    assert!(f.leaves() > 10, "{}", la[0].learner.describe());
+}
+
+#[test]
 fn the_online_tree_learns_what_the_linear_model_cannot_and_starts_over_on_a_new_version() {
     let (_dir, spec) = setup();
     let mut learner = Learner::open(spec.clone(), None).unwrap();

@@ -145,7 +145,7 @@ impl AdaNode {
                 return false;
             }
             match &at.kind {
-                Kind::Leaf(l) => return l.plan(cx.classes, x, target, cx.set.tree.radius).is_some(),
+                Kind::Leaf(l) => return l.plan(cx.classes, x, target, cx.set.tree.radius, 1.0).is_some(),
                 Kind::Split { input, threshold, children, alternate } => {
                     if alternate.as_ref().is_some_and(|a| !a.accepts(cx, x, target)) {
                         return false;
@@ -172,8 +172,8 @@ impl AdaNode {
             let rose = self.errors.update(e) && self.errors.mean() > before;
             let verdict = match &mut self.kind {
                 Kind::Leaf(leaf) => {
-                    if let Some(update) = leaf.plan(cx.classes, x, target, set.tree.radius) {
-                        leaf.apply(x, update);
+                    if let Some(update) = leaf.plan(cx.classes, x, target, set.tree.radius, 1.0) {
+                        leaf.apply(x, update, 1.0);
                     }
                     if leaf.due(&set.tree) && tally.leaves < set.tree.max_leaves {
                         if let Some(Split { input, threshold, sides: [l, r] }) = leaf.split(k, dim, &set.tree) {
