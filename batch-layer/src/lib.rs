@@ -253,6 +253,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
         gate: Some(gate.clone()),
         search: Some(search.report.clone()),
         online_rows,
+        trained_since: options.since_seq,
     };
     let manifest =
         if gate.published { registry.publish(&artifact, manifest)? } else { registry.keep(&artifact, manifest)? };

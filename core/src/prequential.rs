@@ -198,6 +198,22 @@ impl Window {
         self.page_hinkley_status.set(ph, at, hold, seq, ms);
     }
 
+    /// The mistakes among its latest `k` events (classes), with the events it held if fewer.
+    pub fn latest_mistakes(&self, k: usize) -> (f64, usize) {
+        let skip = self.scored.len().saturating_sub(k);
+        let mut sum = 0.0;
+        let mut n = 0;
+        for s in self.scored.iter().skip(skip) {
+            if let Target::Class(c) = &s.target {
+                if let Some(i) = self.classes.iter().position(|k| k == c) {
+                    sum += f64::from(argmax(&s.probabilities) != i);
+                    n += 1;
+                }
+            }
+        }
+        (sum, n)
+    }
+
     /// The summed loss (log loss, or squared error) of its latest `k` events, with the events it held if fewer.
     pub fn latest_loss(&self, k: usize) -> (f64, usize) {
         let skip = self.scored.len().saturating_sub(k);

@@ -180,6 +180,10 @@ pub struct Manifest {
     /// one the speed layer can update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online_rows: Option<u64>,
+    /// A retraining on the fly trained on the rows after this sequence number (the drift window): the speed
+    /// layer's tree learners start from those rows too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_since: Option<u64>,
 }
 
 /// How a model search went.
@@ -410,6 +414,7 @@ mod tests {
             gate: None,
             search: None,
             online_rows: None,
+            trained_since: None,
         }
     }
 

@@ -302,9 +302,12 @@ pub struct SpeedSettings {
     /// this many of its training rows.
     pub prior_events: u64,
     /// Online learners beside the linear model (names in [`crate::online::LEARNERS`]): `hoeffding_tree`,
-    /// `hoeffding_adaptive_tree` and `adaptive_random_forest` learn from the stream alone, `naive_bayes`
-    /// (classification only) starts from history's statistics.
+    /// `hoeffding_adaptive_tree` and `adaptive_random_forest` learn the latest `learner_history_rows` of history
+    /// then the stream, `naive_bayes` (classification only) starts from history's exact statistics.
     pub learners: Vec<String>,
+    /// Labelled rows before a batch version's watermark (the latest ones) that the tree learners learn when the
+    /// speed layer starts on that version, so that they start where history leaves off; 0: the stream alone.
+    pub learner_history_rows: u64,
     /// Latest labelled events each model's windowed prequential metrics and drift state are taken over.
     pub window: usize,
     /// How often what changed (model, realtime views) is checkpointed and published to other processes, e.g.
@@ -401,7 +404,8 @@ impl Default for SpeedSettings {
             learning_rate: None,
             l2: 0.0,
             prior_events: 10_000,
-            learners: vec!["hoeffding_tree".into()],
+            learners: vec!["hoeffding_tree".into(), "adaptive_random_forest".into()],
+            learner_history_rows: 0,
             window: 1000,
             checkpoint_interval: "200ms".into(),
             max_body_bytes: 16 * 1024 * 1024,

@@ -81,6 +81,7 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
             gate: None,
             search: None,
             online_rows: None,
+            trained_since: None,
         };
         Registry::open(&spec.paths.registry).publish(&artifact, manifest).unwrap();
     }

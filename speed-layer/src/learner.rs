@@ -500,7 +500,7 @@ impl Learner {
                     log,
                     dedup,
                     dead,
-                    records: Records::new(&spec, &batch.artifact),
+                    records: fresh_records(&spec, &batch)?,
                     batch,
                     window_status: Arc::default(),
                     learner_models: Arc::default(),
@@ -1409,7 +1409,7 @@ impl Learner {
         let spec = &self.spec;
         // The other learners, the windows and the blend start over on the new version's encoding, from the same
         // events: the new batch model and its speed model, scored on the events after its watermark.
-        let mut records = Records::new(spec, &published.artifact);
+        let mut records = fresh_records(spec, &published)?;
         let classes = model.model.classes.clone();
         let champion = &published.artifact.model;
         let mut apply = |seq: u64, e: &Event| {
@@ -1502,6 +1502,37 @@ impl Learner {
         self.checkpoint()?;
         Ok(())
     }
+}
+
+/// Records started afresh on `batch`, the tree learners having learned the latest `speed.learner_history_rows`
+/// rows of history up to its watermark, none from before the drift window a retraining on the fly trained on
+/// (read from the master dataset, in sequence order, so that every start on the same version gives the same
+/// learners).
+fn fresh_records(spec: &Spec, batch: &Published) -> Result<Records> {
+    let mut records = Records::new(spec, &batch.artifact);
+    let (n, w) = (spec.speed.learner_history_rows, batch.manifest.watermark);
+    let after = w.saturating_sub(n).max(batch.manifest.trained_since.unwrap_or(0));
+    if n == 0 || records.extra.iter().all(|t| matches!(t.learner, OnlineLearner::NaiveBayes(_))) {
+        return Ok(records);
+    }
+    let started = std::time::Instant::now();
+    let encoder = &batch.artifact.encoder;
+    let mut x = vec![0.0; encoder.dim()];
+    let mut learned = 0u64;
+    master::for_each_event_after(spec, after, |seq, e| {
+        if let Some(t) = e.target.as_ref().filter(|_| seq <= w) {
+            encoder.encode_row(&e, &mut x);
+            records.learn_history(&x, t);
+            learned += 1;
+        }
+        Ok(())
+    })?;
+    tracing::info!(
+        rows = learned,
+        seconds = started.elapsed().as_secs_f64(),
+        "online learners learned the latest history"
+    );
+    Ok(records)
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {

@@ -100,6 +100,18 @@ impl Records {
 }
 
 /// The spec's online learners, each taken from `kept` when it holds one of that name that fits, else new.
+impl Records {
+    /// Has the learners that start from nothing learn a row of history (not scored: the windows and the blend
+    /// are of the stream). Naive Bayes is left out: it already holds history's exact statistics.
+    pub fn learn_history(&mut self, x: &[f64], target: &Target) {
+        for t in &mut self.extra {
+            if !matches!(t.learner, OnlineLearner::NaiveBayes(_)) {
+                t.learner.learn(x, target);
+            }
+        }
+    }
+}
+
 fn learners_for(spec: &Spec, batch: &ModelArtifact, kept: Option<&Vec<Tracked>>) -> Vec<Tracked> {
     let model = batch.speed_start();
     spec.speed

@@ -46,9 +46,9 @@ fn restarted_speed_layer_ends_like_one_that_never_stopped() {
     let (sa, sb) = (on_disk(&a), on_disk(&b));
     assert_eq!(sa.last_seq, 300);
     assert!(sa.updates > 0);
-    // The Hoeffding tree scored and learned every labelled event, across the restart too.
-    assert_eq!(sa.learners.len(), 1);
-    assert_eq!((sa.learners[0].0.as_str(), sa.learners[0].1), ("hoeffding_tree", 300));
+    // The default learners scored and learned every labelled event, across the restart too.
+    let learners: Vec<(&str, u64)> = sa.learners.iter().map(|l| (l.0.as_str(), l.1)).collect();
+    assert_eq!(learners, [("hoeffding_tree", 300), ("adaptive_random_forest", 300)]);
     assert_eq!(sa, sb);
 }
 
@@ -382,6 +382,34 @@ fn rollback_of_current_rebuilds_the_realtime_view_from_the_archive() {
 }
 
 #[test]
+fn tree_learners_start_on_a_new_version_from_the_latest_history_rows_when_asked() {
+    let tree = |l: &Learner| {
+        let m = l.side().model.load_full();
+        let t = m.learners.iter().find(|t| t.name == "hoeffding_tree").unwrap().clone();
+        (t.labelled, t.size)
+    };
+    let mut sizes = Vec::new();
+    for rows in [0u64, 2_000] {
+        let (_dir, spec) = setup_with(&format!("learner_history_rows = {rows}\n"));
+        let mut learner = Learner::open(spec.clone(), None).unwrap();
+        learner.ingest(items(&spec, 0..3_000)).unwrap();
+        learner.archive_all().unwrap();
+        publish(&spec, 0.1, 0.0, 3_000);
+        assert!(learner.poll_batch().unwrap());
+        // History is learned, not scored: the learners' records start with the stream after the watermark.
+        let (labelled, size) = tree(&learner);
+        assert_eq!(labelled, 0);
+        sizes.push(size.clone());
+        // The same learners after a restart (from the checkpoint).
+        drop(learner);
+        let learner = Learner::open(spec.clone(), None).unwrap();
+        assert_eq!(tree(&learner).1, size);
+    }
+    assert_eq!(sizes[0], "1 leaves, depth 0");
+    assert_ne!(sizes[1], sizes[0], "the tree learned the history rows");
+}
+
+#[test]
 fn an_id_resent_after_a_batch_cut_is_still_a_duplicate() {
     // Regression: ids were forgotten at each batch cut, so an id re-sent after a batch was counted twice.
     let (_dir, spec) = setup();
@@ -611,7 +639,7 @@ fn after_a_concept_flip_the_blend_moves_its_weight_from_the_batch_model_to_the_m
     assert_eq!(weight(&learner, "batch"), 1.0);
     learner.ingest(items(&spec, 50..3_000)).unwrap();
     let m = learner.side().model.load_full();
-    assert_eq!(m.weights.names, ["batch", "speed", "hoeffding_tree"]);
+    assert_eq!(m.weights.names, ["batch", "speed", "hoeffding_tree", "adaptive_random_forest"]);
     assert_eq!(m.weights.events, 1_000);
     assert!(weight(&learner, "batch") > 0.0);
     learner.ingest(flipped(3_000..6_000)).unwrap();

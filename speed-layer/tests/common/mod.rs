@@ -81,6 +81,7 @@ pub fn manifest(spec: &Spec, watermark: u64) -> Manifest {
         gate: None,
         search: None,
         online_rows: None,
+        trained_since: None,
     }
 }
 
