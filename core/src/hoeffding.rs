@@ -533,10 +533,18 @@ impl HoeffdingTree {
         let bad = |m: String| Err(Error::Data(format!("Hoeffding tree: {m}")));
         let n = self.nodes.len() as u32;
         let mut leaves = 0;
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
             match node {
+                // Children come after their parent (a split appends them), so that no path loops.
                 Node::Split { input, threshold, left, right } => {
-                    if *input as usize >= self.dim || *left >= n || *right >= n || !threshold.is_finite() {
+                    let (l, r, i) = (*left as usize, *right as usize, i);
+                    if *input as usize >= self.dim
+                        || *left >= n
+                        || *right >= n
+                        || l <= i
+                        || r <= i
+                        || !threshold.is_finite()
+                    {
                         return bad(format!("a split on input {input} at {threshold} to nodes {left}, {right}"));
                     }
                 }
@@ -802,5 +810,29 @@ mod tests {
         assert!(cls.learn(&[1e200], &Target::Class("yes".into())));
         assert!(!cls.learn(&[-1e300], &Target::Class("yes".into())));
         cls.validate().unwrap();
+    }
+
+    #[test]
+    fn a_stored_tree_whose_splits_loop_is_refused() {
+        // Regression: a split pointing back at itself or an ancestor passed `validate`, and `predict` on the
+        // restored tree never returned.
+        let mut tree = HoeffdingTree::new(classes(), 2, TreeSettings { grace_period: 50, ..TreeSettings::default() });
+        let mut r = Lcg(4);
+        for _ in 0..3_000 {
+            let x = [r.next() * 2.0 - 1.0, r.next() * 2.0 - 1.0];
+            tree.learn(&x, &Target::Class(if x[0] > 0.3 { "yes" } else { "no" }.into()));
+        }
+        tree.validate().unwrap();
+        assert!(tree.leaves() > 1, "the tree split");
+        for target in [0u32, 1] {
+            let mut bad = tree.clone();
+            let Some(Node::Split { left, .. }) = bad.nodes.iter_mut().rev().find(|n| matches!(n, Node::Split { .. }))
+            else {
+                unreachable!("a split")
+            };
+            *left = target;
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains("a split on input"), "{err}");
+        }
     }
 }
