@@ -541,7 +541,12 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
     }
     for l in LearnerStatus::all(c.learners.as_ref()) {
         let loss = l.prequential_loss.map_or("-".into(), |v| format!("{v:.4}"));
-        println!("{}: {} labelled events, mean prequential loss {loss}, {}", l.name, l.labelled, l.size);
+        let metric = match (l.prequential_metric, c.model.classes.is_empty()) {
+            (Some(v), false) => format!(", accuracy {v:.4}"),
+            (Some(v), true) => format!(", mae {v:.4}"),
+            (None, _) => String::new(),
+        };
+        println!("{}: {} labelled events, mean prequential loss {loss}{metric}, {}", l.name, l.labelled, l.size);
     }
     if let Some(b) = &c.blend {
         let weights: Vec<String> =

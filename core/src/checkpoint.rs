@@ -442,6 +442,8 @@ pub struct LearnerStatus {
     pub labelled: u64,
     /// Their mean loss (log loss, or squared error).
     pub prequential_loss: Option<f64>,
+    /// Their accuracy (classes) or mean absolute error (values).
+    pub prequential_metric: Option<f64>,
     /// Its size.
     pub size: String,
 }
@@ -523,6 +525,7 @@ impl LearnerStatus {
             name: t.learner.name().into(),
             labelled: t.labelled,
             prequential_loss: t.mean_loss(),
+            prequential_metric: t.mean_error(),
             size: t.learner.describe(),
         }
     }

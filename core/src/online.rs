@@ -374,12 +374,15 @@ pub struct Tracked {
     pub loss_sum: f64,
     /// Its latest events' record and its change detectors.
     pub window: Window,
+    // Last, so that a record written before it ends early and is refused rather than misread.
+    /// Of the scored events, its mistakes (classes) or summed absolute error (values).
+    pub errors: f64,
 }
 
 impl Tracked {
     /// A learner that has seen nothing, with an empty window.
     pub fn new(learner: OnlineLearner, window: Window) -> Tracked {
-        Tracked { learner, labelled: 0, loss_sum: 0.0, window }
+        Tracked { learner, labelled: 0, loss_sum: 0.0, window, errors: 0.0 }
     }
 
     /// Scores the event (sequence `seq`, event time `ms`), then learns it. A loss that is not finite (or would
@@ -400,8 +403,16 @@ impl Tracked {
         ms: i64,
     ) {
         if let Some(l) = crate::model::loss(classes, p, target) {
-            if (self.loss_sum + l).is_finite() {
+            let error = match (p, target) {
+                (Prediction::Probabilities(q), Target::Class(c)) => {
+                    f64::from(classes.get(crate::model::argmax(q)).is_none_or(|k| k != c))
+                }
+                (Prediction::Value(v), Target::Value(y)) => (v - y).abs(),
+                _ => f64::NAN,
+            };
+            if (self.loss_sum + l).is_finite() && (self.errors + error).is_finite() {
                 self.loss_sum += l;
+                self.errors += error;
                 self.labelled += 1;
             }
         }
@@ -412,6 +423,13 @@ impl Tracked {
     /// Mean prequential loss, once it has scored an event.
     pub fn mean_loss(&self) -> Option<f64> {
         (self.labelled > 0).then(|| self.loss_sum / self.labelled as f64)
+    }
+
+    /// Prequential accuracy (classes) or mean absolute error (values), once it has scored an event.
+    pub fn mean_error(&self) -> Option<f64> {
+        let n = self.labelled as f64;
+        (self.labelled > 0)
+            .then(|| if self.window.classes.is_empty() { self.errors / n } else { 1.0 - self.errors / n })
     }
 }
 
@@ -509,6 +527,33 @@ mod tests {
             sb.sgd_update(xb, yb, 0.05, 0.0);
         }
         assert!((mean_loss(&sa, &data) - mean_loss(&sb, &scaled)).abs() > 0.01);
+    }
+
+    #[test]
+    fn a_tracked_learner_keeps_its_accuracy_or_mean_absolute_error_since_it_started() {
+        let classes: Vec<String> = vec!["no".into(), "yes".into()];
+        let mut r = crate::testing::Lcg(8);
+        let tree = |classes: &[String]| HoeffdingTree::new(classes.to_vec(), 1, TreeSettings::default());
+        let mut c = Tracked::new(
+            OnlineLearner::HoeffdingTree(tree(&classes)),
+            crate::prequential::Window::new(10, classes.clone(), 1.0),
+        );
+        let mut v =
+            Tracked::new(OnlineLearner::HoeffdingTree(tree(&[])), crate::prequential::Window::new(10, vec![], 1.0));
+        let (mut mistakes, mut abs) = (0.0, 0.0);
+        for i in 0..500u64 {
+            let x = [r.next()];
+            let label = if x[0] > 0.5 { "yes" } else { "no" };
+            let Prediction::Probabilities(p) = c.learner.predict(&x) else { panic!("classifier") };
+            mistakes += f64::from(classes[crate::model::argmax(&p)] != label);
+            c.observe(&classes, &x, &Target::Class(label.into()), i, 0);
+            let Prediction::Value(y) = v.learner.predict(&x) else { panic!("regressor") };
+            abs += (y - 3.0 * x[0]).abs();
+            v.observe(&[], &x, &Target::Value(3.0 * x[0]), i, 0);
+        }
+        assert_eq!(c.mean_error(), Some(1.0 - mistakes / 500.0));
+        assert!(mistakes > 0.0 && mistakes < 100.0, "{mistakes}");
+        assert!((v.mean_error().unwrap() - abs / 500.0).abs() < 1e-12);
     }
 
     #[test]
