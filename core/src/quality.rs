@@ -1,12 +1,21 @@
 //! Whether the live input is fit to learn from: the share of rejected records, of accepted records with a value
 //! outside the range seen in history, and of accepted labels the model does not know, over the latest records
-//! received. When one of them passes its limit the speed layer freezes its online updates and goes back to its last
-//! good state, and resumes once a whole window of records is clean.
+//! received; and whether what the speed model learned made it worse. When one of them passes its limit the speed
+//! layer freezes its online updates and goes back to its last good state, and resumes once a whole window of
+//! records is clean.
+//!
+//! The last test watches the speed model's errors against the batch model's on the same events: a Page-Hinkley
+//! test on their difference (mistake minus mistake, or the difference of absolute errors in three of history's
+//! deviations, clamped to [−1, 1]) signals when the speed model fell behind the batch model by more than it was.
+//! A change of the difference, not its level: a linear speed model beside a boosted champion is behind all along;
+//! and on a concept drift the batch model falls behind, not the speed model. What it catches is learning that
+//! hurt: labels or inputs wrong in a way the speed model follows, while the input's ranges look normal.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drift::{DriftState, PageHinkley};
 use crate::spec::FreezeSettings;
 
 const REJECTED: u8 = 1;
@@ -36,6 +45,11 @@ pub struct Quality {
     pub frozen: Option<Frozen>,
     /// Freezes since the record started.
     pub freezes: u64,
+    // Last, so that a record written before them ends early and is refused rather than misread.
+    /// Page-Hinkley on the speed model's error less the batch model's.
+    gap: PageHinkley,
+    /// Sequence number of the event at which it signalled, not yet acted on (0: none).
+    gap_seq: u64,
 }
 
 /// The rates a verdict is taken on.
@@ -54,7 +68,33 @@ pub struct Rates {
 impl Quality {
     /// An empty record over the latest `size` records.
     pub fn new(size: usize) -> Quality {
-        Quality { size: size.max(1), flags: VecDeque::new(), counts: [0; 3], frozen: None, freezes: 0 }
+        Quality {
+            size: size.max(1),
+            flags: VecDeque::new(),
+            counts: [0; 3],
+            frozen: None,
+            freezes: 0,
+            gap: PageHinkley::default(),
+            gap_seq: 0,
+        }
+    }
+
+    /// Starts the comparison of the speed and the batch model over (a new batch version and its speed model).
+    pub fn restart_gap(&mut self) {
+        self.gap = PageHinkley::default();
+        self.gap_seq = 0;
+    }
+
+    /// Counts one labelled event the speed and the batch model both scored: `gap` is the speed model's error less
+    /// the batch model's (see the module's documentation). While frozen the speed model does not learn, so what
+    /// it says then is not counted.
+    pub fn observe_gap(&mut self, gap: f64, seq: u64) {
+        if self.frozen.is_some() || !gap.is_finite() {
+            return;
+        }
+        if self.gap.update(gap.clamp(-1.0, 1.0)) == DriftState::Drift {
+            self.gap_seq = seq;
+        }
     }
 
     /// Counts one record received.
@@ -108,8 +148,15 @@ impl Quality {
             ("out-of-range", r.out_of_range, limits.max_out_of_range),
             ("unknown-label", r.unknown_labels, limits.max_unknown_labels),
         ];
-        let (what, rate, limit) = over.into_iter().find(|(_, rate, limit)| rate > limit)?;
-        Some(format!("{what} rate {rate:.3} > {limit} over the latest {} records", r.records))
+        if let Some((what, rate, limit)) = over.into_iter().find(|(_, rate, limit)| rate > limit) {
+            return Some(format!("{what} rate {rate:.3} > {limit} over the latest {} records", r.records));
+        }
+        (self.gap_seq > 0 && self.frozen.is_none()).then(|| {
+            format!(
+                "the speed model's errors rose above the batch model's (Page-Hinkley on their difference, at seq {})",
+                self.gap_seq
+            )
+        })
     }
 
     /// Takes the verdict on the input after the record of sequence `seq`: returns `Some(true)` when the updates
@@ -119,6 +166,8 @@ impl Quality {
             (None, Some(reason)) => {
                 self.frozen = Some(Frozen { since_seq: seq, since_ms: now_ms, reason, records: 0 });
                 self.freezes += 1;
+                // The rise is acted on: the good state put back starts a new comparison.
+                self.restart_gap();
                 Some(true)
             }
             (Some(z), None) if z.records >= self.size as u64 => {
@@ -136,6 +185,42 @@ mod tests {
 
     fn limits() -> FreezeSettings {
         FreezeSettings::default()
+    }
+
+    /// Feeds `n` labelled events to `q`: the speed model wrong with chance `speed(i)`, the batch model with `batch(i)`.
+    fn gaps(q: &mut Quality, seed: u64, n: u64, speed: impl Fn(u64) -> f64, batch: impl Fn(u64) -> f64) -> Vec<u64> {
+        let mut r = crate::testing::Lcg(seed);
+        let mut signals = Vec::new();
+        for i in 0..n {
+            q.push(false, false, false);
+            let d = f64::from(r.next() < speed(i)) - f64::from(r.next() < batch(i));
+            q.observe_gap(d, i + 1);
+            if q.verdict(&limits()).is_some() {
+                signals.push(i);
+                q.decide(q.verdict(&limits()), i + 1, 0);
+                q.frozen = None;
+            }
+        }
+        signals
+    }
+
+    #[test]
+    fn the_speed_model_falling_behind_the_batch_model_freezes_a_steady_gap_or_a_drift_does_not() {
+        for seed in 1..=5 {
+            // Behind by 10 points all along (a linear model beside a boosted champion): nothing in 200,000 events.
+            let mut q = Quality::new(200);
+            assert_eq!(gaps(&mut q, seed, 200_000, |_| 0.2, |_| 0.1), Vec::<u64>::new(), "seed {seed}");
+            // A concept drift: the batch model falls to 50% wrong, the speed model less so.
+            let mut q = Quality::new(200);
+            let drift = |i: u64| if i < 5_000 { 0.1 } else { 0.5 };
+            assert_eq!(gaps(&mut q, seed, 20_000, |i| drift(i) * 0.6, drift), Vec::<u64>::new(), "seed {seed}");
+            // What the speed model learned hurt it: from event 5,000 it is wrong 30% of the time, the batch 10%.
+            let mut q = Quality::new(200);
+            let signals = gaps(&mut q, seed, 10_000, |i| if i < 5_000 { 0.1 } else { 0.3 }, |_| 0.1);
+            let first = *signals.first().unwrap_or_else(|| panic!("seed {seed}: no signal"));
+            assert!((5_000..5_000 + 600).contains(&first), "seed {seed}: first at {first}");
+            assert!(q.verdict(&limits()).is_none(), "acted on once");
+        }
     }
 
     #[test]

@@ -624,6 +624,9 @@ impl Learner {
                 }
             };
             let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
+            if let Some(gap) = predicted.and_then(|(ps, pb)| self.records.gap(ps, pb, target)) {
+                self.quality.observe_gap(gap, r.seq);
+            }
             self.records.observe(&self.model.model.classes, &self.x, predicted, target, r.seq, r.event.time, !frozen);
         }
         self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
@@ -823,6 +826,9 @@ impl Learner {
                 encoder.encode_row(&r.event, &mut self.x);
                 let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
                 let classes = &self.model.model.classes;
+                if let Some(gap) = predicted.and_then(|(ps, pb)| self.records.gap(ps, pb, target)) {
+                    self.quality.observe_gap(gap, r.seq);
+                }
                 self.records.observe(classes, &self.x, predicted, target, r.seq, r.event.time, !frozen);
             }
         }
@@ -1488,8 +1494,10 @@ impl Learner {
         (records.blend.scored, records.blend.errors, records.blend.loss) = (old.scored, old.errors, old.loss);
         self.records = records;
         self.learner_models = Arc::new(self.records.models());
-        // The good states kept were of the old version's encoding.
+        // The good states kept were of the old version's encoding, and the speed model is compared with a new
+        // batch model.
         self.good.clear();
+        self.quality.restart_gap();
         self.keep_good();
         self.updates = updates;
         self.stats = stats;
