@@ -534,10 +534,10 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
         .chain(w.batch.iter().map(|b| ("batch".to_string(), b)))
         .chain(w.learners.iter().map(|(n, s)| (n.clone(), s)))
         .chain(w.blend.iter().map(|b| ("blend".to_string(), b)));
-    println!("{:<16} {:>7}  {:<48} {:<34} page-hinkley", "model", "window", "metrics", "adwin");
+    println!("{:<22} {:>7}  {:<48} {:<34} page-hinkley", "model", "window", "metrics", "adwin");
     for (name, s) in rows {
         let n = s.metrics.get("rows").copied().unwrap_or(0.0);
-        println!("{name:<16} {n:>7}  {:<48} {:<34} {}", metric(s), state(&s.adwin), state(&s.page_hinkley));
+        println!("{name:<22} {n:>7}  {:<48} {:<34} {}", metric(s), state(&s.adwin), state(&s.page_hinkley));
     }
     for l in LearnerStatus::all(c.learners.as_ref()) {
         let loss = l.prequential_loss.map_or("-".into(), |v| format!("{v:.4}"));
