@@ -389,45 +389,10 @@ impl HoeffdingAdaptiveTree {
 mod tests {
     use super::*;
     use crate::hoeffding::HoeffdingTree;
-    use crate::testing::Lcg;
+    use crate::testing::{flipping_classes, flipping_values};
 
     fn classes() -> Vec<String> {
         vec!["no".into(), "yes".into()]
-    }
-
-    /// Five inputs in [-1, 1); the label is an exclusive or of thresholds on x0 and x1 for the first `period`
-    /// events, on x2 and x3 for the next `period`, and so on alternately.
-    fn drifting(n: usize, period: usize, seed: u64) -> Vec<(Vec<f64>, Target)> {
-        let mut r = Lcg(seed);
-        (0..n)
-            .map(|i| {
-                let x: Vec<f64> = (0..5).map(|_| r.next() * 2.0 - 1.0).collect();
-                let yes = if (i / period).is_multiple_of(2) {
-                    (x[0] > 0.3) != (x[1] > -0.2)
-                } else {
-                    (x[2] > -0.4) != (x[3] > 0.1)
-                };
-                (x, Target::Class(if yes { "yes" } else { "no" }.into()))
-            })
-            .collect()
-    }
-
-    /// Three inputs in [-2, 2); a step function of x0 and x2 for the first `period` events, then of x1 and x0, with
-    /// uniform noise of width 1.
-    fn drifting_values(n: usize, period: usize, seed: u64) -> Vec<(Vec<f64>, Target)> {
-        let mut r = Lcg(seed);
-        (0..n)
-            .map(|i| {
-                let x: Vec<f64> = (0..3).map(|_| r.next() * 4.0 - 2.0).collect();
-                let noise = r.next() - 0.5;
-                let y = if (i / period).is_multiple_of(2) {
-                    (if x[0] > 0.5 { 5.0 } else { -3.0 }) + if x[2] > -1.0 { 2.0 } else { 0.0 }
-                } else {
-                    (if x[1] > -0.5 { -4.0 } else { 4.0 }) + if x[0] > 1.0 { 3.0 } else { 0.0 }
-                };
-                (x, Target::Value(y + noise))
-            })
-            .collect()
     }
 
     /// Per event of a predict-then-learn pass: 1 for a mistake (classes) or the absolute error (values).
@@ -472,7 +437,7 @@ mod tests {
     #[test]
     fn after_a_concept_change_the_adaptive_tree_replaces_its_stale_subtree() {
         for seed in 1..=5 {
-            let data = drifting(26_000, 20_000, seed);
+            let data = flipping_classes(26_000, 20_000, seed);
             let (plain, hat, tree) = both(&data, classes(), 5);
             // Before the change: the same tree. After it (the first 1,000 events left for detection and regrowth):
             // the plain tree's leaves still hold the old concept.
@@ -487,7 +452,7 @@ mod tests {
     #[test]
     fn after_a_change_of_the_target_function_the_adaptive_regressor_recovers() {
         for seed in 1..=5 {
-            let data = drifting_values(26_000, 20_000, seed);
+            let data = flipping_values(26_000, 20_000, seed);
             let (plain, hat, tree) = both(&data, vec![], 3);
             let before = (mean(&plain[15_000..20_000]), mean(&hat[15_000..20_000]));
             let after = (mean(&plain[21_000..26_000]), mean(&hat[21_000..26_000]));
@@ -505,7 +470,7 @@ mod tests {
         let mut hat =
             HoeffdingAdaptiveTree::new(classes(), 5, AdaptiveSettings { tree, ..AdaptiveSettings::default() });
         let mut most = 0;
-        for (i, (x, y)) in drifting(200_000, 20_000, 11).iter().enumerate() {
+        for (i, (x, y)) in flipping_classes(200_000, 20_000, 11).iter().enumerate() {
             assert!(hat.learn(x, y));
             if i % 100 == 0 {
                 let all = hat.all_leaves();
@@ -526,7 +491,7 @@ mod tests {
     #[test]
     fn a_tree_restored_from_its_bytes_mid_drift_learns_on_identically() {
         for (data, classes, dim) in
-            [(drifting(30_000, 20_000, 4), classes(), 5), (drifting_values(30_000, 20_000, 4), vec![], 3)]
+            [(flipping_classes(30_000, 20_000, 4), classes(), 5), (flipping_values(30_000, 20_000, 4), vec![], 3)]
         {
             let mut a = HoeffdingAdaptiveTree::new(classes.clone(), dim, AdaptiveSettings::default());
             let mut cut = 0;
@@ -561,7 +526,7 @@ mod tests {
     fn hostile_input_changes_nothing() {
         let mut cls = HoeffdingAdaptiveTree::new(classes(), 5, AdaptiveSettings::default());
         // Stopped while an alternate grows, so that its leaves are checked too.
-        for (i, (x, y)) in drifting(30_000, 20_000, 2).iter().enumerate() {
+        for (i, (x, y)) in flipping_classes(30_000, 20_000, 2).iter().enumerate() {
             cls.learn(x, y);
             if i > 20_000 && cls.alternates() > 0 {
                 break;
@@ -579,7 +544,7 @@ mod tests {
         assert!(!cls.learn(&[0.0; 4], &yes));
         assert_eq!(cls, before);
         let mut reg = HoeffdingAdaptiveTree::new(vec![], 3, AdaptiveSettings::default());
-        for (x, y) in drifting_values(21_000, 20_000, 2).iter() {
+        for (x, y) in flipping_values(21_000, 20_000, 2).iter() {
             reg.learn(x, y);
         }
         let before = reg.clone();

@@ -566,7 +566,7 @@ impl AdaptiveRandomForest {
 mod tests {
     use super::*;
     use crate::hoeffding::{AdaptiveSettings, HoeffdingAdaptiveTree, HoeffdingTree};
-    use crate::testing::Lcg;
+    use crate::testing::{flipping_classes, flipping_values, Lcg};
 
     fn gauss(r: &mut Lcg) -> f64 {
         // Box-Muller; 1 - u keeps the logarithm finite.
@@ -621,41 +621,6 @@ mod tests {
 
     fn class_names(k: usize) -> Vec<String> {
         (0..k).map(|c| format!("c{c}")).collect()
-    }
-
-    /// Five inputs in [-1, 1); an exclusive or of thresholds on x0 and x1 for `period` events, then on x2 and x3,
-    /// alternately (the adaptive tree's test stream).
-    fn flipping(n: usize, period: usize, seed: u64) -> Vec<(Vec<f64>, Target)> {
-        let mut r = Lcg(seed);
-        (0..n)
-            .map(|i| {
-                let x: Vec<f64> = (0..5).map(|_| r.next() * 2.0 - 1.0).collect();
-                let yes = if (i / period).is_multiple_of(2) {
-                    (x[0] > 0.3) != (x[1] > -0.2)
-                } else {
-                    (x[2] > -0.4) != (x[3] > 0.1)
-                };
-                (x, Target::Class(if yes { "yes" } else { "no" }.into()))
-            })
-            .collect()
-    }
-
-    /// Three inputs in [-2, 2); one step function of them for `period` events, then another, with uniform noise
-    /// of width 1.
-    fn flipping_values(n: usize, period: usize, seed: u64) -> Vec<(Vec<f64>, Target)> {
-        let mut r = Lcg(seed);
-        (0..n)
-            .map(|i| {
-                let x: Vec<f64> = (0..3).map(|_| r.next() * 4.0 - 2.0).collect();
-                let noise = r.next() - 0.5;
-                let y = if (i / period).is_multiple_of(2) {
-                    (if x[0] > 0.5 { 5.0 } else { -3.0 }) + if x[2] > -1.0 { 2.0 } else { 0.0 }
-                } else {
-                    (if x[1] > -0.5 { -4.0 } else { 4.0 }) + if x[0] > 1.0 { 3.0 } else { 0.0 }
-                };
-                (x, Target::Value(y + noise))
-            })
-            .collect()
     }
 
     /// Per event of a predict-then-learn pass: 1 for a mistake (classes) or the absolute error (values).
@@ -743,7 +708,7 @@ mod tests {
     fn after_an_abrupt_change_the_forest_replaces_its_trees_and_recovers() {
         let yes_no = vec!["no".to_string(), "yes".to_string()];
         for seed in 1..=3 {
-            let data = flipping(26_000, 20_000, seed);
+            let data = flipping_classes(26_000, 20_000, seed);
             let (f, forest) = forest_errors(&data, &yes_no, 5);
             let t = tree_errors(&data, &yes_no, 5);
             let before = 1.0 - mean(&f[15_000..20_000]);
@@ -781,7 +746,7 @@ mod tests {
     fn a_forest_restored_from_its_json_mid_drift_continues_as_if_it_had_not_stopped() {
         let yes_no = vec!["no".to_string(), "yes".to_string()];
         for (data, classes, dim) in
-            [(flipping(24_000, 20_000, 4), yes_no, 5), (flipping_values(24_000, 20_000, 4), vec![], 3)]
+            [(flipping_classes(24_000, 20_000, 4), yes_no, 5), (flipping_values(24_000, 20_000, 4), vec![], 3)]
         {
             let mut a = AdaptiveRandomForest::new(classes.clone(), dim, ForestSettings::default());
             let mut cut = 0;
@@ -827,7 +792,7 @@ mod tests {
         let bound = f.leaf_bound();
         assert_eq!(bound, 80);
         let (mut most, mut sizes) = (0, Vec::new());
-        for (i, (x, y)) in flipping(200_000, 20_000, 11).iter().enumerate() {
+        for (i, (x, y)) in flipping_classes(200_000, 20_000, 11).iter().enumerate() {
             assert!(f.learn(x, y));
             if i % 100 == 0 {
                 assert!(f.all_leaves() <= bound, "event {i}: {} leaves", f.all_leaves());
@@ -849,7 +814,7 @@ mod tests {
     fn hostile_input_changes_nothing_and_a_corrupted_forest_is_refused() {
         let yes_no = vec!["no".to_string(), "yes".to_string()];
         let mut cls = AdaptiveRandomForest::new(yes_no.clone(), 5, ForestSettings::default());
-        for (x, y) in &flipping(21_000, 20_000, 2) {
+        for (x, y) in &flipping_classes(21_000, 20_000, 2) {
             cls.learn(x, y);
         }
         let before = cls.clone();
