@@ -155,7 +155,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
     phases.start("searching models on the holdout");
     let metric = spec.metric().name();
     let bar = &phases.bar;
-    let search = train::search(spec, &data.columns, &split, &|p: &train::Progress| {
+    let mut search = train::search(spec, &data.columns, &split, &|p: &train::Progress| {
         let best = p.best.as_ref().map(|(name, v)| format!(", best {metric} {v:.4} ({name})")).unwrap_or_default();
         bar.set_message(format!(
             "searching, round {}: {}/{} trials{best}, {:.0} s of the budget left",
@@ -172,6 +172,10 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
         stopped = %search.report.stopped,
         "search done"
     );
+    let window = train::best_window(spec, &data.columns, &split, &mut search);
+    if let Some(w) = window {
+        tracing::info!(rows = w, "the newest training rows predict the holdout better than all of them: kept");
+    }
     phases.done();
     let best = &search.leaderboard[0];
     tracing::info!(algorithm = %best.algorithm, params = %best.params, metrics = ?best.metrics, "best candidate");
@@ -186,7 +190,9 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
         let rows = &split.labelled[split.labelled.len().saturating_sub(cap)..];
         train::fit_rows(spec, cand, &encoder, c, rows, &split.classes, cores).map(|m| (m, rows.len()))
     };
-    let (model, training_rows) = refit(&search.best, usize::MAX)?;
+    // A window of the newest training rows that won refits on the same span: those rows and the holdout after them.
+    let most = window.map_or(usize::MAX, |w| w + split.holdout.len());
+    let (model, training_rows) = refit(&search.best, most)?;
     // A champion the speed layer cannot update comes with the best linear candidate as its starting model. It is
     // a warm start the speed layer goes on learning from, so it refits on the newest rows as many as its furthest
     // search trial used (the winner's when no linear candidate was searched), not on all of them.
@@ -197,7 +203,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
                 train::Candidate::Linear { alpha: spec.batch.alphas[0] },
                 search.leaderboard[0].rows as usize,
             ));
-            match refit(&cand, rows)? {
+            match refit(&cand, rows.min(most))? {
                 (lambda_core::model::Model::Linear(m), rows) => Some((m, rows)),
                 _ => None,
             }

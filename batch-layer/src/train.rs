@@ -708,6 +708,7 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
         cut_by_time,
         stopped: format!("{stopped} in {rounds} round{}", if rounds == 1 { "" } else { "s" }),
         folds: folds.len() + 1,
+        window_rows: None,
     };
     // Leaderboard: furthest round first, then by the metric; on ties the earlier (cheaper) candidate.
     let mut order: Vec<usize> = (0..trials.len()).filter(|&t| trials[t].result.is_ok()).collect();
@@ -748,6 +749,59 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
         (c, _) => c,
     };
     Ok(Search { best, leaderboard, encoder, model, best_incremental, report })
+}
+
+/// Fewest training rows a window is tried on.
+const MIN_WINDOW_ROWS: usize = 1_000;
+
+/// How much better than all the training rows (relative to the metric's value) a window must score to be kept: a
+/// shorter window that is only as good costs rows for nothing.
+const WINDOW_MARGIN: f64 = 0.02;
+
+/// Whether the newest part of history predicts the holdout better than all of it, as when history holds a concept
+/// change: the winner refitted on the newest half, quarter and eighth of the training rows (while the budget
+/// lasts), each scored on the holdout. The best window that beats all the rows by [`WINDOW_MARGIN`] replaces the
+/// winner's model and its leaderboard line, and its rows are returned (the refit then uses that span of the newest
+/// rows). Not tried when the search did not fit the winner on every training row, or scored on folds (small data).
+pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut Search) -> Option<usize> {
+    let started = std::time::Instant::now();
+    let metric = spec.metric();
+    let n = split.train.len();
+    let first = search.leaderboard.first()?;
+    let full = first.metrics.get(metric.name()).copied().filter(|v| v.is_finite())?;
+    if first.rows as usize != n || search.report.folds > 1 {
+        return None;
+    }
+    let left = spec.time_budget.as_secs_f64() - search.report.seconds;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let scored = spread(&split.holdout, SCORED_ROWS);
+    let mut best: Option<(usize, Model, Metrics, f64)> = None;
+    for w in [n / 2, n / 4, n / 8].into_iter().filter(|&w| w >= MIN_WINDOW_ROWS) {
+        let estimate = first.fit_seconds * w as f64 / n as f64;
+        if started.elapsed().as_secs_f64() + estimate > left {
+            break;
+        }
+        let t0 = std::time::Instant::now();
+        let Ok(model) =
+            fit_rows(spec, &search.best, &search.encoder, columns, &split.train[n - w..], &split.classes, cores)
+        else {
+            continue;
+        };
+        let metrics = score(&model, &search.encoder, columns, &scored);
+        let seconds = t0.elapsed().as_secs_f64();
+        let Some(v) = metrics.get(metric.name()).copied().filter(|v| v.is_finite()) else { continue };
+        let gain = metric.gain(full, v);
+        tracing::info!(rows = w, metric = metric.name(), value = v, all_rows = full, seconds, "training window tried");
+        if gain > WINDOW_MARGIN * full.abs().max(1e-12) && best.as_ref().is_none_or(|b| gain > b.3) {
+            best = Some((w, model, metrics, gain));
+        }
+    }
+    let (w, model, metrics, _) = best?;
+    search.model = model;
+    let line = &mut search.leaderboard[0];
+    (line.metrics, line.rows) = (metrics, w as u64);
+    search.report.window_rows = Some(w as u64);
+    Some(w)
 }
 
 fn rank_of(trials: &[Trial], latest: &[Option<(usize, Model)>], metric: Metric, c: usize) -> f64 {

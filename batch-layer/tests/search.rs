@@ -269,3 +269,39 @@ fn a_fold_whose_rows_lack_a_class_does_not_fail_the_trial() {
     assert_eq!(report.failed, 0, "{:?}", m.leaderboard);
     assert!(m.leaderboard.iter().any(|e| e.algorithm == "logistic_regression"));
 }
+
+#[test]
+fn a_concept_change_inside_history_keeps_the_newest_rows_and_a_steady_history_keeps_them_all() {
+    // 8,000 rows; the label flips from row 4,800 on. The holdout is the newest 1,600 (all after the change), the
+    // training rows hold 4,800 before it and 1,600 after: the newest eighth of them is all after the change.
+    let flipped = |n: u64, from: u64| -> Vec<(u64, Event)> {
+        events(n)
+            .into_iter()
+            .map(|(seq, mut e)| {
+                if seq > from {
+                    let yes = e.target == Some(Target::Class("yes".into()));
+                    e.target = Some(Target::Class(if yes { "no" } else { "yes" }.into()));
+                }
+                (seq, e)
+            })
+            .collect()
+    };
+    let run = |rows: Vec<(u64, Event)>| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spec::from_toml(&format!("{}sample_rows = 1000\n", base()), &dir.path().join("spec.toml"), dir.path())
+            .unwrap();
+        write(&s, &rows, "a.parquet");
+        lambda_batch::run(&s, false).unwrap().manifest
+    };
+    let changed = run(flipped(8_000, 4_800));
+    let steady = run(flipped(8_000, 8_000));
+    let search = changed.search.unwrap();
+    assert_eq!(search.window_rows, Some(1_600), "{search:?}");
+    assert_eq!(changed.leaderboard[0].rows, 1_600);
+    // The model kept is the window's: right on most of the holdout, where one fitted on all rows was not.
+    assert!(changed.metrics["accuracy"] > 0.9, "{:?}", changed.metrics);
+    // The refit trains on the same span: the window's rows and the holdout after them.
+    assert_eq!(changed.training_rows, 1_600 + 1_600);
+    assert_eq!(steady.search.unwrap().window_rows, None);
+    assert_eq!(steady.training_rows, 8_000);
+}

@@ -207,6 +207,10 @@ pub struct SearchReport {
     /// Rolling-origin folds each trial was scored on (1: the holdout alone).
     #[serde(default = "one_fold")]
     pub folds: usize,
+    /// The newest training rows the winner was kept on when they predicted the holdout clearly better than all of
+    /// them (history drifted); absent when all of them were best.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_rows: Option<u64>,
 }
 
 fn one_fold() -> usize {
