@@ -182,8 +182,10 @@ pub fn candidates(spec: &Spec, inputs: usize) -> Vec<Candidate> {
 /// The outcome of the search.
 #[derive(Debug, Clone)]
 pub struct Search {
-    /// The best setting.
+    /// The best setting, as the refit uses it (boosting: the rounds early stopping kept, without stopping again).
     pub best: Candidate,
+    /// The best setting as it was searched (boosting: with its rounds and early stopping).
+    pub searched: Candidate,
     /// Every setting with its holdout metrics, best first.
     pub leaderboard: Vec<LeaderboardEntry>,
     /// The encoder fitted on the training rows.
@@ -741,14 +743,19 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
     };
     let best = trials[winner].cand;
     let model = latest[best].take().map(|(_, m)| m).ok_or_else(|| Error::Data("the winner's model was lost".into()))?;
-    // The refit boosts as many rounds as early stopping kept, without holding rows out again.
-    let best = match (cands[best], trials[winner].kept) {
+    let searched = cands[best];
+    let best = kept_rounds(searched, trials[winner].kept);
+    Ok(Search { best, searched, leaderboard, encoder, model, best_incremental, report })
+}
+
+/// The refit boosts as many rounds as early stopping kept, without holding rows out again.
+fn kept_rounds(c: Candidate, kept: Option<usize>) -> Candidate {
+    match (c, kept) {
         (Candidate::Boosting(p), Some(kept)) => {
             Candidate::Boosting(BoostParams { rounds: kept.max(1), patience: 0, ..p })
         }
         (c, _) => c,
-    };
-    Ok(Search { best, leaderboard, encoder, model, best_incremental, report })
+    }
 }
 
 /// Fewest training rows a window is tried on.
@@ -758,18 +765,19 @@ const MIN_WINDOW_ROWS: usize = 1_000;
 /// shorter window that is only as good costs rows for nothing.
 const WINDOW_MARGIN: f64 = 0.02;
 
-/// Whether the newest part of history predicts the holdout better than all of it, as when history holds a concept
-/// change: the winner refitted on the newest half, quarter and eighth of the training rows (while the budget
-/// lasts), each scored on the holdout. The best window that beats all the rows by [`WINDOW_MARGIN`] replaces the
-/// winner's model and its leaderboard line, and its rows are returned (the refit then uses that span of the newest
-/// rows). Not tried when the search did not fit the winner on every training row, or scored on folds (small data).
+/// Whether the newest part of history predicts the holdout better than more of it, as when history holds a concept
+/// change: the winner refitted on the newest half, quarter and eighth of the rows of its last trial (the most
+/// recent ones; all the training rows when the search got that far), while the budget lasts, each scored on the
+/// holdout. The best window that beats the trial's rows by [`WINDOW_MARGIN`] replaces the winner's model and its
+/// leaderboard line, and its rows are returned (the refit then uses that span of the newest rows). Not tried on
+/// small data (scored on folds).
 pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut Search) -> Option<usize> {
     let started = std::time::Instant::now();
     let metric = spec.metric();
-    let n = split.train.len();
     let first = search.leaderboard.first()?;
     let full = first.metrics.get(metric.name()).copied().filter(|v| v.is_finite())?;
-    if first.rows as usize != n || search.report.folds > 1 {
+    let n = (first.rows as usize).min(split.train.len());
+    if search.report.folds > 1 {
         return None;
     }
     let left = spec.time_budget.as_secs_f64() - search.report.seconds;
@@ -782,9 +790,9 @@ pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut S
             break;
         }
         let t0 = std::time::Instant::now();
-        let Ok(model) =
-            fit_rows(spec, &search.best, &search.encoder, columns, &split.train[n - w..], &split.classes, cores)
-        else {
+        // Fitted as the trial was (boosting: the rounds early stopping kept there), so that only the rows differ.
+        let rows = &split.train[split.train.len() - w..];
+        let Ok(model) = fit_rows(spec, &search.best, &search.encoder, columns, rows, &split.classes, cores) else {
             continue;
         };
         let metrics = score(&model, &search.encoder, columns, &scored);
@@ -796,10 +804,26 @@ pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut S
             best = Some((w, model, metrics, gain));
         }
     }
-    let (w, model, metrics, _) = best?;
+    let (w, mut model, mut metrics, _) = best?;
+    // The rounds early stopping kept on more rows (their newest tenth straddling the change, say) are not the
+    // window's: boosting is fitted again as searched, and kept when it scores better.
+    if search.searched != search.best {
+        let rows = &split.train[split.train.len() - w..];
+        if let Ok(again) = fit_rows(spec, &search.searched, &search.encoder, columns, rows, &split.classes, cores) {
+            let m = score(&again, &search.encoder, columns, &scored);
+            let better = match (m.get(metric.name()), metrics.get(metric.name())) {
+                (Some(a), Some(b)) => metric.gain(*b, *a) > 0.0,
+                _ => false,
+            };
+            if better {
+                (model, metrics) = (again, m);
+            }
+        }
+    }
+    search.best = kept_rounds(search.searched, rounds_of(&model));
     search.model = model;
     let line = &mut search.leaderboard[0];
-    (line.metrics, line.rows) = (metrics, w as u64);
+    (line.metrics, line.rows, line.rounds_kept) = (metrics, w as u64, rounds_of(&search.model));
     search.report.window_rows = Some(w as u64);
     Some(w)
 }

@@ -211,7 +211,7 @@ fn early_stopping_cuts_boosting_short_and_the_refit_boosts_the_rounds_it_kept() 
     write(&s, &noisy, "a.parquet");
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     let kept = m.leaderboard[0].rounds_kept.expect("boosting says how many rounds it kept");
-    assert!(kept < 400, "{kept}");
+    assert!(kept < 400, "{kept} {:?} {:?}", m.search, m.leaderboard);
     let published = lambda_core::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
     match &published.artifact.model {
         lambda_core::model::Model::Trees(t) => {
@@ -270,31 +270,34 @@ fn a_fold_whose_rows_lack_a_class_does_not_fail_the_trial() {
     assert!(m.leaderboard.iter().any(|e| e.algorithm == "logistic_regression"));
 }
 
+/// `n` rows of [`events`] whose label flips after sequence number `from`.
+fn flipped_after(n: u64, from: u64) -> Vec<(u64, Event)> {
+    events(n)
+        .into_iter()
+        .map(|(seq, mut e)| {
+            if seq > from {
+                let yes = e.target == Some(Target::Class("yes".into()));
+                e.target = Some(Target::Class(if yes { "no" } else { "yes" }.into()));
+            }
+            (seq, e)
+        })
+        .collect()
+}
+
+/// Runs the batch layer once on `rows` with `extra` batch settings.
+fn run_on(rows: Vec<(u64, Event)>, extra: &str) -> lambda_core::registry::Manifest {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Spec::from_toml(&format!("{}{extra}", base()), &dir.path().join("spec.toml"), dir.path()).unwrap();
+    write(&s, &rows, "a.parquet");
+    lambda_batch::run(&s, false).unwrap().manifest
+}
+
 #[test]
 fn a_concept_change_inside_history_keeps_the_newest_rows_and_a_steady_history_keeps_them_all() {
     // 8,000 rows; the label flips from row 4,800 on. The holdout is the newest 1,600 (all after the change), the
-    // training rows hold 4,800 before it and 1,600 after: the newest eighth of them is all after the change.
-    let flipped = |n: u64, from: u64| -> Vec<(u64, Event)> {
-        events(n)
-            .into_iter()
-            .map(|(seq, mut e)| {
-                if seq > from {
-                    let yes = e.target == Some(Target::Class("yes".into()));
-                    e.target = Some(Target::Class(if yes { "no" } else { "yes" }.into()));
-                }
-                (seq, e)
-            })
-            .collect()
-    };
-    let run = |rows: Vec<(u64, Event)>| {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Spec::from_toml(&format!("{}sample_rows = 1000\n", base()), &dir.path().join("spec.toml"), dir.path())
-            .unwrap();
-        write(&s, &rows, "a.parquet");
-        lambda_batch::run(&s, false).unwrap().manifest
-    };
-    let changed = run(flipped(8_000, 4_800));
-    let steady = run(flipped(8_000, 8_000));
+    // training rows hold 4,800 before it and 1,600 after: the newest quarter of them is all after the change.
+    let changed = run_on(flipped_after(8_000, 4_800), "sample_rows = 1000\n");
+    let steady = run_on(flipped_after(8_000, 8_000), "sample_rows = 1000\n");
     let search = changed.search.unwrap();
     assert_eq!(search.window_rows, Some(1_600), "{search:?}");
     assert_eq!(changed.leaderboard[0].rows, 1_600);
@@ -304,4 +307,18 @@ fn a_concept_change_inside_history_keeps_the_newest_rows_and_a_steady_history_ke
     assert_eq!(changed.training_rows, 1_600 + 1_600);
     assert_eq!(steady.search.unwrap().window_rows, None);
     assert_eq!(steady.training_rows, 8_000);
+}
+
+#[test]
+fn a_boosted_window_is_fitted_with_its_own_rounds_not_those_early_stopping_kept_on_all_rows() {
+    // Regression: the window was fitted with the rounds early stopping kept on all the training rows, whose newest
+    // tenth straddled the change; the window's model stopped after a few rounds and, though it ranked the holdout
+    // almost perfectly, was too unsure to be right on it.
+    let boosting =
+        "families = [\"gradient_boosting\"]\n[batch.gradient_boosting]\nrounds = [100]\nlearning_rate = [0.1]\n\
+                    max_depth = [4]\n";
+    let m = run_on(flipped_after(30_000, 21_000), boosting);
+    let search = m.search.unwrap();
+    assert!(search.window_rows.is_some(), "{search:?}");
+    assert!(m.metrics["accuracy"] > 0.9, "{:?} {:?}", m.metrics, m.leaderboard[0]);
 }
