@@ -22,6 +22,14 @@ const REJECTED: u8 = 1;
 const OUT_OF_RANGE: u8 = 2;
 const UNKNOWN_LABEL: u8 = 4;
 
+/// The Page-Hinkley test on the gap: a rise of up to 0.2 (the speed model wrong on a fifth more of the events
+/// than the batch model, relative to before) is tolerated. With 0.05, as for one model's errors, the linear model
+/// drifting behind the batch model on a stream whose classes move all along froze clean input twice in 15,000
+/// events (bench/pipeline, rbf_moving), and each freeze put the forest back to an older state.
+fn gap_test() -> PageHinkley {
+    PageHinkley::new(30, 0.2, 50.0, 1.0)
+}
+
 /// Why and since when the online updates are frozen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Frozen {
@@ -74,14 +82,14 @@ impl Quality {
             counts: [0; 3],
             frozen: None,
             freezes: 0,
-            gap: PageHinkley::default(),
+            gap: gap_test(),
             gap_seq: 0,
         }
     }
 
     /// Starts the comparison of the speed and the batch model over (a new batch version and its speed model).
     pub fn restart_gap(&mut self) {
-        self.gap = PageHinkley::default();
+        self.gap = gap_test();
         self.gap_seq = 0;
     }
 
@@ -214,11 +222,14 @@ mod tests {
             let mut q = Quality::new(200);
             let drift = |i: u64| if i < 5_000 { 0.1 } else { 0.5 };
             assert_eq!(gaps(&mut q, seed, 20_000, |i| drift(i) * 0.6, drift), Vec::<u64>::new(), "seed {seed}");
-            // What the speed model learned hurt it: from event 5,000 it is wrong 30% of the time, the batch 10%.
+            // Behind by 10 more points from event 5,000 (drifting behind on a stream that moves): tolerated.
             let mut q = Quality::new(200);
-            let signals = gaps(&mut q, seed, 10_000, |i| if i < 5_000 { 0.1 } else { 0.3 }, |_| 0.1);
+            assert_eq!(gaps(&mut q, seed, 20_000, |i| if i < 5_000 { 0.2 } else { 0.3 }, |_| 0.2), Vec::<u64>::new());
+            // What the speed model learned hurt it: from event 5,000 it is wrong 60% of the time, the batch 10%.
+            let mut q = Quality::new(200);
+            let signals = gaps(&mut q, seed, 10_000, |i| if i < 5_000 { 0.1 } else { 0.6 }, |_| 0.1);
             let first = *signals.first().unwrap_or_else(|| panic!("seed {seed}: no signal"));
-            assert!((5_000..5_000 + 600).contains(&first), "seed {seed}: first at {first}");
+            assert!((5_000..5_000 + 300).contains(&first), "seed {seed}: first at {first}");
             assert!(q.verdict(&limits()).is_none(), "acted on once");
         }
     }
