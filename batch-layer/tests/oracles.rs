@@ -75,7 +75,14 @@ fn learned_online(
     use lambda_core::encoder::{Encoder, FeatureEncoder};
     use lambda_core::online_bayes::OnlineBayes;
     let mut features: Vec<FeatureEncoder> = (0..numeric)
-        .map(|j| FeatureEncoder::Numeric { name: format!("x{j}"), mean: 0.0, std: 1.0, min: -9.0, max: 9.0 })
+        .map(|j| FeatureEncoder::Numeric {
+            name: format!("x{j}"),
+            mean: 0.0,
+            std: 1.0,
+            min: -9.0,
+            max: 9.0,
+            trend: 0.0,
+        })
         .collect();
     if categories > 0 {
         let vocabulary = (0..categories).map(|k| (format!("k{k}"), k)).collect();

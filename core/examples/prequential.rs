@@ -100,7 +100,14 @@ fn main() {
     if !classes.is_empty() {
         // Every input numeric and never missing: the encoder's layout is each value, then a zero missing flag.
         let features = (0..dim)
-            .map(|j| FeatureEncoder::Numeric { name: format!("x{j}"), mean: 0.0, std: 1.0, min: 0.0, max: 0.0 })
+            .map(|j| FeatureEncoder::Numeric {
+                name: format!("x{j}"),
+                mean: 0.0,
+                std: 1.0,
+                min: 0.0,
+                max: 0.0,
+                trend: 0.0,
+            })
             .collect();
         let encoder = Encoder { features, target: None };
         let mut bayes = OnlineBayes::new(classes.clone(), &encoder, None);

@@ -33,6 +33,10 @@ pub enum FeatureEncoder {
         min: f64,
         /// Largest training value.
         max: f64,
+        /// Correlation of the value with event time over the training rows (0 when not measured): a feature that
+        /// grows with time (a date, a running count) is expected past its largest training value.
+        #[serde(default)]
+        trend: f64,
     },
     /// One-hot encoding of a categorical feature.
     Categorical {
@@ -119,6 +123,34 @@ fn moments<'a>(values: impl Iterator<Item = &'a f64>) -> (f64, f64, f64, f64, f6
     (n, mean, m2, min, max)
 }
 
+/// A feature whose correlation with event time is beyond this in history trends: past its range in the trend's
+/// direction is not a sign of shifted input.
+pub const TREND: f64 = 0.9;
+
+/// Pearson correlation of the non-missing `values` of `rows` with their event `times` (0 without spread).
+fn time_correlation(values: &[f64], times: &[i64], rows: &[usize]) -> f64 {
+    let (mut n, mut mx, mut mt, mut cxx, mut ctt, mut cxt) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for &r in rows {
+        let (x, t) = (values[r], times[r] as f64);
+        if x.is_nan() {
+            continue;
+        }
+        n += 1.0;
+        let (dx, dt) = (x - mx, t - mt);
+        mx += dx / n;
+        mt += dt / n;
+        cxx += dx * (x - mx);
+        ctt += dt * (t - mt);
+        cxt += dx * (t - mt);
+    }
+    let c = cxt / (cxx * ctt).sqrt();
+    if c.is_finite() {
+        c
+    } else {
+        0.0
+    }
+}
+
 impl Encoder {
     /// Fits the encoder on every row of `columns`.
     pub fn fit(spec: &Spec, columns: &Columns) -> Result<Encoder> {
@@ -146,7 +178,8 @@ impl Encoder {
                     if n == 0.0 {
                         (min, max) = (0.0, 0.0);
                     }
-                    FeatureEncoder::Numeric { name: f.name.clone(), mean, std, min, max }
+                    let trend = time_correlation(values, &columns.times, rows);
+                    FeatureEncoder::Numeric { name: f.name.clone(), mean, std, min, max, trend }
                 }
                 (FeatureKind::Categorical, Column::Cat(values)) => {
                     let mut counts = vec![0u64; values.values.len()];
@@ -291,10 +324,13 @@ impl Encoder {
         Ok(())
     }
 
-    /// Whether a numeric value lies outside the range seen in history (a sign of shifted input when many do).
+    /// Whether a numeric value lies outside the range seen in history (a sign of shifted input when many do); past
+    /// the end a feature that trends with time in history moves to is not.
     pub fn outside_history<R: RowSource + ?Sized>(&self, row: &R) -> bool {
         self.features.iter().enumerate().any(|(i, f)| match (f, row.cell(i)) {
-            (FeatureEncoder::Numeric { min, max, .. }, CellRef::Num(Some(x))) => x < *min || x > *max,
+            (FeatureEncoder::Numeric { min, max, trend, .. }, CellRef::Num(Some(x))) => {
+                (x < *min && *trend > -TREND) || (x > *max && *trend < TREND)
+            }
             _ => false,
         })
     }
@@ -405,6 +441,29 @@ mod tests {
         let r = enc.check_ranges(&ev(Some(1e300), None, None)).unwrap_err();
         assert_eq!(r.field, "amount");
         assert!(enc.check_ranges(&ev(Some(-30.0), None, None)).is_err());
+    }
+
+    #[test]
+    fn a_feature_that_grows_with_time_is_not_out_of_range_past_its_end() {
+        // Regression: a date-like feature (River's TrumpApproval, `ordinal_date`) is past history's largest value on
+        // every live event; all of them counted out of range and froze online learning until the next batch.
+        let s = spec();
+        let ev = |t: i64, x: f64| Event {
+            id: format!("e{t}"),
+            key: "k".into(),
+            time: t,
+            features: vec![Cell::Num(Some(x)), Cell::Cat(None), Cell::Bool(None)],
+            target: None,
+        };
+        let rising: Vec<Event> = (0..100).map(|t| ev(t, 1_000.0 + t as f64 + (t % 3) as f64)).collect();
+        let enc = Encoder::fit(&s, &Columns::from_events(&s, rising.iter().map(|e| (0, e)))).unwrap();
+        assert!(!enc.outside_history(&ev(200, 1_150.0)), "past the end it grows to");
+        assert!(enc.outside_history(&ev(200, 900.0)), "before its start");
+        // Without a trend both sides count.
+        let flat: Vec<Event> = (0..100).map(|t| ev(t, 1_000.0 + ((t * 37) % 100) as f64)).collect();
+        let enc = Encoder::fit(&s, &Columns::from_events(&s, flat.iter().map(|e| (0, e)))).unwrap();
+        assert!(enc.outside_history(&ev(200, 1_150.0)) && enc.outside_history(&ev(200, 900.0)));
+        assert!(!enc.outside_history(&ev(200, 1_050.0)));
     }
 
     #[test]

@@ -313,7 +313,7 @@ mod tests {
         let vocabulary: BTreeMap<String, usize> = [("de".to_string(), 0), ("fr".to_string(), 1)].into();
         Encoder {
             features: vec![
-                FeatureEncoder::Numeric { name: "amount".into(), mean: 0.0, std: 1.0, min: -3.0, max: 3.0 },
+                FeatureEncoder::Numeric { name: "amount".into(), mean: 0.0, std: 1.0, min: -3.0, max: 3.0, trend: 0.0 },
                 FeatureEncoder::Categorical { name: "country".into(), vocabulary },
                 FeatureEncoder::Boolean { name: "mobile".into() },
             ],

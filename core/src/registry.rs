@@ -384,7 +384,7 @@ mod tests {
     fn artifact(spec: &Spec, w: f64) -> ModelArtifact {
         let encoder = Encoder {
             features: vec![
-                FeatureEncoder::Numeric { name: "amount".into(), mean: 0.0, std: 1.0, min: 0.0, max: 1.0 },
+                FeatureEncoder::Numeric { name: "amount".into(), mean: 0.0, std: 1.0, min: 0.0, max: 1.0, trend: 0.0 },
                 FeatureEncoder::Categorical { name: "country".into(), vocabulary: Default::default() },
                 FeatureEncoder::Boolean { name: "mobile".into() },
             ],
