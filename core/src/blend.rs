@@ -151,13 +151,7 @@ impl Blend {
         let asked: Vec<Option<&Prediction>> = predictions.iter().copied().map(Some).collect();
         let Some(p) = self.weights.combine(&asked) else { return };
         let classes = &self.window.classes;
-        let error = match (&p, target) {
-            (Prediction::Probabilities(ps), Target::Class(c)) => {
-                classes.iter().position(|k| k == c).map(|i| f64::from(crate::model::argmax(ps) != i))
-            }
-            (Prediction::Value(v), Target::Value(y)) => Some((v - y).abs()),
-            _ => None,
-        };
+        let error = crate::model::error(classes, &p, target);
         let loss = crate::model::loss(classes, &p, target);
         if let (Some(e), Some(l)) = (error, loss) {
             if (self.errors + e).is_finite() && (self.loss + l).is_finite() {

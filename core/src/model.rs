@@ -61,6 +61,18 @@ pub fn loss(classes: &[String], prediction: &Prediction, target: &Target) -> Opt
     }
 }
 
+/// The error of one prediction against its label: 1 for a mistake and 0 for a right class, or the absolute error
+/// of a value; `None` when the label is not one of the classes or of the other task.
+pub fn error(classes: &[String], prediction: &Prediction, target: &Target) -> Option<f64> {
+    match (prediction, target) {
+        (Prediction::Probabilities(p), Target::Class(c)) => {
+            classes.iter().position(|k| k == c).map(|i| f64::from(argmax(p) != i))
+        }
+        (Prediction::Value(v), Target::Value(y)) => Some((v - y).abs()),
+        _ => None,
+    }
+}
+
 /// Index of the largest value (the first one on ties); 0 for an empty slice.
 pub fn argmax(values: &[f64]) -> usize {
     values.iter().enumerate().fold(0, |best, (i, v)| if *v > values[best] { i } else { best })

@@ -402,14 +402,8 @@ impl Tracked {
         seq: u64,
         ms: i64,
     ) {
-        if let Some(l) = crate::model::loss(classes, p, target) {
-            let error = match (p, target) {
-                (Prediction::Probabilities(q), Target::Class(c)) => {
-                    f64::from(classes.get(crate::model::argmax(q)).is_none_or(|k| k != c))
-                }
-                (Prediction::Value(v), Target::Value(y)) => (v - y).abs(),
-                _ => f64::NAN,
-            };
+        let scored = crate::model::loss(classes, p, target).zip(crate::model::error(classes, p, target));
+        if let Some((l, error)) = scored {
             if (self.loss_sum + l).is_finite() && (self.errors + error).is_finite() {
                 self.loss_sum += l;
                 self.errors += error;

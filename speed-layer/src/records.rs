@@ -5,7 +5,7 @@
 
 use lambda_core::blend::{component_names, Blend};
 use lambda_core::checkpoint::{Checkpoint, LearnerStatus, WindowStatuses};
-use lambda_core::model::{argmax, Prediction};
+use lambda_core::model::{error, Prediction};
 use lambda_core::online::{OnlineLearner, Tracked};
 use lambda_core::prequential::Window;
 use lambda_core::registry::ModelArtifact;
@@ -105,16 +105,8 @@ impl Records {
     /// mistake, or the difference of absolute errors over the windows' error scale.
     pub fn gap(&self, speed: &Prediction, batch: &Prediction, target: &Target) -> Option<f64> {
         let w = &self.windows[0];
-        match (speed, batch, target) {
-            (Prediction::Probabilities(s), Prediction::Probabilities(b), Target::Class(c)) => {
-                let i = w.classes.iter().position(|k| k == c)?;
-                Some(f64::from(argmax(s) != i) - f64::from(argmax(b) != i))
-            }
-            (Prediction::Value(s), Prediction::Value(b), Target::Value(y)) => {
-                Some(((s - y).abs() - (b - y).abs()) / w.error_scale)
-            }
-            _ => None,
-        }
+        let scale = if w.classes.is_empty() { w.error_scale } else { 1.0 };
+        Some((error(&w.classes, speed, target)? - error(&w.classes, batch, target)?) / scale)
     }
 
     /// Has the learners that start from nothing learn a row of history (not scored: the windows and the blend
