@@ -1,7 +1,8 @@
 //! Prequential (predict, then learn) run of lambda-ml's online learners over a CSV stream, for `bench/online`.
 //!   prequential classification|regression FILE.csv
 //! The CSV has a header, numeric inputs, and the label last. Inputs are standardized with the first 1,000 rows'
-//! mean and deviation, as the batch encoder would from history. Prints one JSON line per learner.
+//! mean and deviation, as the batch encoder would from history. Prints one JSON line per learner. `FROM=N` scores
+//! the events from the N-th on only (every event is learned): a stream's tail after its history.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
@@ -131,8 +132,12 @@ fn run(
 ) {
     let started = Instant::now();
     let (mut right, mut abs, mut loss) = (0usize, 0.0, 0.0);
-    for (x, y) in data {
+    let from: usize = std::env::var("FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    for (i, (x, y)) in data.iter().enumerate() {
         let p = step(x, y);
+        if i < from {
+            continue;
+        }
         match (&p, y) {
             (Prediction::Probabilities(p), Target::Class(c)) => {
                 let i = classes.iter().position(|k| k == c).unwrap();
@@ -144,7 +149,7 @@ fn run(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let n = data.len() as f64;
+    let n = (data.len() - from) as f64;
     let metric = if classes.is_empty() {
         format!("\"mae\": {:.4}", abs / n)
     } else {

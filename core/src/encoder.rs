@@ -349,6 +349,19 @@ impl Encoder {
         Ok(())
     }
 
+    /// The encoded dimensions of each feature, in order: they cover `0..dim()` once.
+    pub fn feature_inputs(&self) -> Vec<Vec<u32>> {
+        let mut at = 0u32;
+        self.features
+            .iter()
+            .map(|f| {
+                let w = f.width() as u32;
+                at += w;
+                (at - w..at).collect()
+            })
+            .collect()
+    }
+
     /// Names of the encoded dimensions, for reports.
     pub fn dimension_names(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.dim());

@@ -5,7 +5,8 @@
 //! A leaf keeps statistics of what reached it; every `grace_period` events it scores the best split of each input
 //! and splits on the best one once the Hoeffding bound says, with probability `1 - delta`, that it stays the best
 //! (or the two best are tied within `tie_threshold`). Classification: per class and input a Gaussian (count, mean,
-//! squared deviations, min, max) from which `split_points` thresholds per input are scored by information gain; a
+//! squared deviations, min, max) from which `split_points` thresholds per input are scored by information gain (whose
+//! range in the bound is log2 of the classes the leaf has seen, as River and MOA); a
 //! leaf predicts with its class counts or with naive Bayes over its Gaussians, whichever has been right more often
 //! there (River's "nba"). Regression: per input a histogram of the target over bins of `radius` (inputs are
 //! standardized, so a quarter of a standard deviation), scored by variance reduction, with FIMT-DD's test on the
@@ -212,6 +213,17 @@ impl Stats {
         }
     }
 
+    /// A split side's statistics (class counts or target moments only, nothing per input) for `dim` inputs.
+    fn resized(self, classes: usize, dim: usize) -> Stats {
+        let mut out = Stats::empty(classes, dim);
+        match (&mut out, self) {
+            (Stats::Class(o), Stats::Class(s)) => o.counts = s.counts,
+            (Stats::Value(o), Stats::Value(s)) => o.y = s.y,
+            (_, other) => return other,
+        }
+        out
+    }
+
     fn seen(&self) -> f64 {
         match self {
             Stats::Class(s) => s.counts.iter().sum(),
@@ -378,8 +390,11 @@ impl Leaf {
         let decide = match (&self.stats, best.first()) {
             (_, None) => false,
             (_, Some(top)) if top.merit <= 0.0 => false,
-            (Stats::Class(_), Some(top)) => {
-                let range = (classes.max(2) as f64).log2();
+            (Stats::Class(s), Some(top)) => {
+                // The gain's range over the classes this leaf has seen (River's and MOA's): a deep leaf that sees
+                // two of four classes splits on half the evidence.
+                let seen_classes = s.counts.iter().filter(|&&c| c > 0.0).count();
+                let range = (seen_classes.max(2) as f64).log2();
                 let eps = (range * range * (1.0 / set.delta).ln() / (2.0 * seen)).sqrt();
                 top.merit - second > eps || eps < set.tie_threshold
             }
@@ -675,6 +690,23 @@ mod tests {
         assert!(linear_acc < 0.75, "linear {linear_acc}");
         assert!(tree.leaves() >= 4 && tree.leaves() < 100, "{} leaves", tree.leaves());
         tree.validate().unwrap();
+    }
+
+    #[test]
+    fn a_leaf_judges_a_split_by_the_classes_it_has_seen_not_all_those_declared() {
+        // A 10%-noisy threshold on x0 between two of four declared classes. With the gain's range over the two
+        // classes seen (one bit) the tree splits at its second attempt (100 events); over all four (two bits) it
+        // took 400.
+        let four: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let settings = TreeSettings { grace_period: 50, tie_threshold: 0.0, ..TreeSettings::default() };
+        let mut tree = HoeffdingTree::new(four, 2, settings);
+        let mut r = Lcg(5);
+        for _ in 0..250 {
+            let x = vec![r.next() * 2.0 - 1.0, r.next() * 2.0 - 1.0];
+            let right = (x[0] > 0.0) == (r.next() > 0.1);
+            assert!(tree.learn(&x, &Target::Class(if right { "a" } else { "b" }.into())));
+        }
+        assert_eq!(tree.leaves(), 2);
     }
 
     #[test]

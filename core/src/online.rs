@@ -271,11 +271,13 @@ impl OnlineLearner {
             "hoeffding_adaptive_tree" => Some(OnlineLearner::HoeffdingAdaptiveTree(Box::new(
                 HoeffdingAdaptiveTree::new(classes.to_vec(), encoder.dim(), AdaptiveSettings::default()),
             ))),
-            "adaptive_random_forest" => Some(OnlineLearner::AdaptiveRandomForest(Box::new(AdaptiveRandomForest::new(
+            "adaptive_random_forest" => AdaptiveRandomForest::over_features(
                 classes.to_vec(),
-                encoder.dim(),
+                encoder.feature_inputs(),
                 ForestSettings::default(),
-            )))),
+            )
+            .ok()
+            .map(|f| OnlineLearner::AdaptiveRandomForest(Box::new(f))),
             _ => None,
         }
     }
@@ -499,6 +501,60 @@ mod tests {
             cls.describe(),
             "10 trees, 10 leaves, depth 0, 0 background trees (0 leaves), 0 warnings, 0 trees replaced"
         );
+    }
+
+    #[test]
+    fn the_forest_draws_whole_features_so_missing_flags_do_not_crowd_out_numbers() {
+        // Ten numbers, each encoded as its value and a missing flag; four classes by the nearest of 16 centroids.
+        let features = (0..10)
+            .map(|j| crate::encoder::FeatureEncoder::Numeric {
+                name: format!("x{j}"),
+                mean: 0.0,
+                std: 1.0,
+                min: -1.0,
+                max: 1.0,
+                trend: 0.0,
+            })
+            .collect();
+        let encoder = crate::encoder::Encoder { features, target: None };
+        let classes: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let mut r = crate::testing::Lcg(21);
+        let centroids: Vec<Vec<f64>> = (0..16).map(|_| (0..10).map(|_| r.next() * 2.0 - 1.0).collect()).collect();
+        let data: Vec<(Vec<f64>, Target)> = (0..20_000)
+            .map(|_| {
+                let x: Vec<f64> = (0..10).map(|_| r.next() * 2.0 - 1.0).collect();
+                let dist = |c: &Vec<f64>| c.iter().zip(&x).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+                let near = (0..16).min_by(|&a, &b| dist(&centroids[a]).total_cmp(&dist(&centroids[b]))).unwrap();
+                let encoded = x.iter().flat_map(|v| [*v, 0.0]).collect();
+                (encoded, Target::Class(classes[near % 4].clone()))
+            })
+            .collect();
+        let accuracy = |learner: &mut dyn FnMut(&[f64], &Target) -> Prediction| {
+            let right = data
+                .iter()
+                .filter(|(x, y)| {
+                    let Prediction::Probabilities(p) = learner(x, y) else { panic!("a classifier") };
+                    Target::Class(classes[crate::model::argmax(&p)].clone()) == *y
+                })
+                .count();
+            right as f64 / data.len() as f64
+        };
+        let mut by_feature = OnlineLearner::new("adaptive_random_forest", &classes, &encoder, None).unwrap();
+        let features = accuracy(&mut |x, y| {
+            let p = by_feature.predict(x);
+            by_feature.learn(x, y);
+            p
+        });
+        let mut by_input = AdaptiveRandomForest::new(classes.clone(), encoder.dim(), ForestSettings::default());
+        let inputs = accuracy(&mut |x, y| {
+            let p = by_input.predict(x);
+            by_input.learn(x, y);
+            p
+        });
+        let OnlineLearner::AdaptiveRandomForest(f) = &by_feature else { panic!("{by_feature:?}") };
+        assert_eq!(f.features_per_leaf(), 3);
+        by_feature.validate(&classes, 20).unwrap();
+        assert!(features > inputs + 0.02, "over features {features}, over inputs {inputs}");
     }
 
     #[test]
