@@ -198,30 +198,15 @@ impl Window {
         self.page_hinkley_status.set(ph, at, hold, seq, ms);
     }
 
-    /// The mistakes among its latest `k` events (classes), with the events it held if fewer.
-    pub fn latest_mistakes(&self, k: usize) -> (f64, usize) {
+    /// The summed errors of its latest `k` events (mistakes for classes, absolute errors for values), with the
+    /// events it held if fewer.
+    pub fn latest_errors(&self, k: usize) -> (f64, usize) {
         let skip = self.scored.len().saturating_sub(k);
         let mut sum = 0.0;
         let mut n = 0;
         for s in self.scored.iter().skip(skip) {
-            if let Target::Class(c) = &s.target {
-                if let Some(i) = self.classes.iter().position(|k| k == c) {
-                    sum += f64::from(argmax(&s.probabilities) != i);
-                    n += 1;
-                }
-            }
-        }
-        (sum, n)
-    }
-
-    /// The summed loss (log loss, or squared error) of its latest `k` events, with the events it held if fewer.
-    pub fn latest_loss(&self, k: usize) -> (f64, usize) {
-        let skip = self.scored.len().saturating_sub(k);
-        let mut sum = 0.0;
-        let mut n = 0;
-        for s in self.scored.iter().skip(skip) {
-            if let Some(l) = s.loss(&self.classes) {
-                sum += l;
+            if let Some(e) = crate::model::error(&self.classes, &s.prediction(), &s.target) {
+                sum += e;
                 n += 1;
             }
         }
