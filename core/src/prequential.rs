@@ -34,14 +34,13 @@ impl Scored {
         }
     }
 
-    /// Its loss as [`crate::model::loss`] gives it, without building a prediction.
-    fn loss(&self, classes: &[String]) -> Option<f64> {
+    /// Its error as [`crate::model::error`] gives it, without building a prediction.
+    fn error(&self, classes: &[String]) -> Option<f64> {
         match &self.target {
             Target::Class(c) if !self.probabilities.is_empty() => {
-                let i = classes.iter().position(|k| k == c)?;
-                Some(-self.probabilities.get(i)?.clamp(1e-15, 1.0).ln())
+                classes.iter().position(|k| k == c).map(|i| f64::from(argmax(&self.probabilities) != i))
             }
-            Target::Value(y) if self.probabilities.is_empty() => Some((self.value - y) * (self.value - y)),
+            Target::Value(y) if self.probabilities.is_empty() => Some((self.value - y).abs()),
             _ => None,
         }
     }
@@ -205,7 +204,7 @@ impl Window {
         let mut sum = 0.0;
         let mut n = 0;
         for s in self.scored.iter().skip(skip) {
-            if let Some(e) = crate::model::error(&self.classes, &s.prediction(), &s.target) {
+            if let Some(e) = s.error(&self.classes) {
                 sum += e;
                 n += 1;
             }
