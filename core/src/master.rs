@@ -370,8 +370,9 @@ pub fn for_each_event_after(spec: &Spec, after: u64, mut f: impl FnMut(u64, Even
     for (_, _, path) in &files {
         let ours = archive_range(path).is_some();
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| pq_err(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(path, e))?;
+        let groups = row_groups_after(builder.metadata(), after);
+        let reader = builder.with_row_groups(groups).build().map_err(|e| pq_err(path, e))?;
         for batch in reader {
             let batch = batch.map_err(|e| pq_err(path, e))?;
             let rows: Vec<(u64, Event)> =
@@ -391,6 +392,23 @@ pub fn for_each_event_after(spec: &Spec, after: u64, mut f: impl FnMut(u64, Even
     pending.sort_by_key(|(s, _)| *s);
     emit(pending, &mut n)?;
     Ok(n)
+}
+
+/// The row groups of a file that may hold a sequence number above `after`: those whose `_ingest_seq` statistics say
+/// so or that have none. Reading the latest rows of a large history file then decodes its last groups only.
+fn row_groups_after(meta: &parquet::file::metadata::ParquetMetaData, after: u64) -> Vec<usize> {
+    use parquet::file::statistics::Statistics;
+    let column = meta.file_metadata().schema_descr().columns().iter().position(|c| c.path().string() == SEQ_COLUMN);
+    (0..meta.num_row_groups())
+        .filter(|&i| {
+            let max = column.and_then(|c| match meta.row_group(i).column(c).statistics() {
+                Some(Statistics::Int64(s)) => s.max_opt().and_then(|m| u64::try_from(*m).ok()),
+                Some(Statistics::Int32(s)) => s.max_opt().and_then(|m| u64::try_from(*m).ok()),
+                _ => None,
+            });
+            max.is_none_or(|m| m > after)
+        })
+        .collect()
 }
 
 /// `YYYY-MM-DD` (UTC) of a time in milliseconds since the Unix epoch.
@@ -444,6 +462,46 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert_eq!(max_seq(dir.path()).unwrap(), 9);
         assert_eq!(read_batches(&files[0]).unwrap()[0].num_rows(), 2);
+    }
+
+    #[test]
+    fn reading_after_a_sequence_number_skips_the_row_groups_before_it_and_misses_nothing() {
+        let spec = Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let event = |i: u64| Event {
+            id: format!("e{i}"),
+            key: "k".into(),
+            time: i as i64,
+            features: vec![Cell::Num(Some(i as f64)), Cell::Cat(None), Cell::Bool(Some(true))],
+            target: Some(Target::Class("1".into())),
+        };
+        // A history file as other writers make it (not named by its range): 1,000 rows in groups of 100.
+        let events: Vec<Event> = (1..=1000).map(event).collect();
+        let rows: Vec<(u64, &Event)> = events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
+        let batch = to_batch(&spec, &rows).unwrap();
+        let path = dir.path().join("history.parquet");
+        let props = WriterProperties::builder().set_max_row_group_row_count(Some(100)).build();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap().metadata().clone();
+        assert_eq!(meta.num_row_groups(), 10);
+        assert_eq!(row_groups_after(&meta, 850), vec![8, 9]);
+        assert_eq!(row_groups_after(&meta, 900), vec![9]);
+        assert_eq!(row_groups_after(&meta, 0).len(), 10);
+        assert!(row_groups_after(&meta, 1000).is_empty());
+        let mut spec = spec;
+        spec.paths.master = dir.path().to_path_buf();
+        for after in [0, 850, 900, 999, 1000] {
+            let mut seen = Vec::new();
+            for_each_event_after(&spec, after, |seq, e| {
+                assert_eq!(e.id, format!("e{seq}"));
+                seen.push(seq);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(seen, (after + 1..=1000).collect::<Vec<u64>>(), "after {after}");
+        }
     }
 
     #[test]
