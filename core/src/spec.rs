@@ -307,6 +307,7 @@ pub struct SpeedSettings {
     pub learners: Vec<String>,
     /// Labelled rows before a batch version's watermark (the latest ones) that the tree learners learn when the
     /// speed layer starts on that version, so that they start where history leaves off; 0: the stream alone.
+    /// Default 50,000.
     pub learner_history_rows: u64,
     /// Latest labelled events each model's windowed prequential metrics and drift state are taken over.
     pub window: usize,
@@ -405,7 +406,7 @@ impl Default for SpeedSettings {
             l2: 0.0,
             prior_events: 10_000,
             learners: vec!["hoeffding_tree".into(), "adaptive_random_forest".into()],
-            learner_history_rows: 0,
+            learner_history_rows: 50_000,
             window: 1000,
             checkpoint_interval: "200ms".into(),
             max_body_bytes: 16 * 1024 * 1024,
