@@ -463,18 +463,23 @@ mod tests {
         assert!(enc.check_ranges(&ev(Some(-30.0), None, None)).is_err());
     }
 
-    #[test]
-    fn a_feature_that_grows_with_time_is_not_out_of_range_past_its_end() {
-        // Regression: a date-like feature (River's TrumpApproval, `ordinal_date`) is past history's largest value on
-        // every live event; all of them counted out of range and froze online learning until the next batch.
-        let s = spec();
-        let ev = |t: i64, x: f64| Event {
+    /// An event at time `t` with amount `x` and nothing else.
+    fn timed_amount(t: i64, x: f64) -> Event {
+        Event {
             id: format!("e{t}"),
             key: "k".into(),
             time: t,
             features: vec![Cell::Num(Some(x)), Cell::Cat(None), Cell::Bool(None)],
             target: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_feature_that_grows_with_time_is_not_out_of_range_past_its_end() {
+        // Regression: a date-like feature (River's TrumpApproval, `ordinal_date`) is past history's largest value on
+        // every live event; all of them counted out of range and froze online learning until the next batch.
+        let s = spec();
+        let ev = timed_amount;
         let rising: Vec<Event> = (0..100).map(|t| ev(t, 1_000.0 + t as f64 + (t % 3) as f64)).collect();
         let enc = Encoder::fit(&s, &Columns::from_events(&s, rising.iter().map(|e| (0, e)))).unwrap();
         assert!(!enc.outside_history(&ev(200, 1_150.0)), "past the end it grows to");
@@ -491,13 +496,7 @@ mod tests {
         // Regression: real data's ranges widen as it goes (River's TrumpApproval froze online learning at 7% of its
         // records a little past history's largest value).
         let s = spec();
-        let ev = |t: i64, x: f64| Event {
-            id: format!("e{t}"),
-            key: "k".into(),
-            time: t,
-            features: vec![Cell::Num(Some(x)), Cell::Cat(None), Cell::Bool(None)],
-            target: None,
-        };
+        let ev = timed_amount;
         let history: Vec<Event> = (0..100).map(|t| ev(t, ((t * 37) % 101) as f64 / 10.0)).collect();
         let enc = Encoder::fit(&s, &Columns::from_events(&s, history.iter().map(|e| (0, e)))).unwrap();
         for (x, outside) in [(10.5, false), (-0.5, false), (11.5, true), (-1.5, true), (5.0, false)] {
