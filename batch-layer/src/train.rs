@@ -197,6 +197,9 @@ pub struct Search {
     pub best_incremental: Option<(Candidate, usize)>,
     /// How the search went.
     pub report: SearchReport,
+    /// The best setting of each other family, as searched, with its leaderboard line: tried on a training window
+    /// too, since on history that holds a change a family can win on all the rows and lose on the newest.
+    pub runners_up: Vec<(Candidate, usize)>,
 }
 
 /// What the search tells its caller after each trial.
@@ -745,7 +748,16 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
     let model = latest[best].take().map(|(_, m)| m).ok_or_else(|| Error::Data("the winner's model was lost".into()))?;
     let searched = cands[best];
     let best = kept_rounds(searched, trials[winner].kept);
-    Ok(Search { best, searched, leaderboard, encoder, model, best_incremental, report })
+    let mut families = vec![searched.family(spec)];
+    let mut runners_up = Vec::new();
+    for (line, &t) in order.iter().enumerate() {
+        let c = cands[trials[t].cand];
+        if !families.contains(&c.family(spec)) {
+            families.push(c.family(spec));
+            runners_up.push((c, line));
+        }
+    }
+    Ok(Search { best, searched, leaderboard, encoder, model, best_incremental, report, runners_up })
 }
 
 /// The refit boosts as many rounds as early stopping kept, without holding rows out again.
@@ -766,11 +778,11 @@ const MIN_WINDOW_ROWS: usize = 1_000;
 const WINDOW_MARGIN: f64 = 0.02;
 
 /// Whether the newest part of history predicts the holdout better than more of it, as when history holds a concept
-/// change: the winner refitted on the newest half, quarter and eighth of the rows of its last trial (the most
-/// recent ones; all the training rows when the search got that far), while the budget lasts, each scored on the
-/// holdout. The best window that beats the trial's rows by [`WINDOW_MARGIN`] replaces the winner's model and its
-/// leaderboard line, and its rows are returned (the refit then uses that span of the newest rows). Not tried on
-/// small data (scored on folds).
+/// change: the winner and the best setting of each other family refitted on the newest eighth, quarter and half
+/// of the rows of the winner's last trial (the most recent ones; all the training rows when the search got that
+/// far), each while the budget lasts, each scored on the holdout. The best (setting, window) that beats the winner on
+/// its trial's rows by [`WINDOW_MARGIN`] becomes the winner, its model and its leaderboard line first, and its rows
+/// are returned (the refit then uses that span of the newest rows). Not tried on small data (scored on folds).
 pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut Search) -> Option<usize> {
     let started = std::time::Instant::now();
     let metric = spec.metric();
@@ -783,45 +795,74 @@ pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut S
     let left = spec.time_budget.as_secs_f64() - search.report.seconds;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let scored = spread(&split.holdout, SCORED_ROWS);
-    let mut best: Option<(usize, Model, Metrics, f64)> = None;
-    for w in [n / 2, n / 4, n / 8].into_iter().filter(|&w| w >= MIN_WINDOW_ROWS) {
-        let estimate = first.fit_seconds * w as f64 / n as f64;
-        if started.elapsed().as_secs_f64() + estimate > left {
-            break;
-        }
-        let t0 = std::time::Instant::now();
-        // Fitted as the trial was (boosting: the rounds early stopping kept there), so that only the rows differ.
-        let rows = &split.train[split.train.len() - w..];
-        let Ok(model) = fit_rows(spec, &search.best, &search.encoder, columns, rows, &split.classes, cores) else {
-            continue;
-        };
-        let metrics = score(&model, &search.encoder, columns, &scored);
-        let seconds = t0.elapsed().as_secs_f64();
-        let Some(v) = metrics.get(metric.name()).copied().filter(|v| v.is_finite()) else { continue };
-        let gain = metric.gain(full, v);
-        tracing::info!(rows = w, metric = metric.name(), value = v, all_rows = full, seconds, "training window tried");
-        if gain > WINDOW_MARGIN * full.abs().max(1e-12) && best.as_ref().is_none_or(|b| gain > b.3) {
-            best = Some((w, model, metrics, gain));
-        }
+    // The winner fitted as its trial was (boosting: the rounds early stopping kept there), so that only the rows
+    // differ; each other family's best as searched. On history that mixes two concepts a family can win on all the
+    // rows and lose by far on the newest (a linear model against boosting, on Friedman with a recurring change).
+    let mut tried: Vec<(Candidate, Option<usize>, f64, u64)> = vec![(search.best, None, first.fit_seconds, first.rows)];
+    for &(cand, line) in &search.runners_up {
+        let e = &search.leaderboard[line];
+        tried.push((cand, Some(line), e.fit_seconds, e.rows));
     }
-    let (w, mut model, mut metrics, _) = best?;
-    // The rounds early stopping kept on more rows (their newest tenth straddling the change, say) are not the
-    // window's: boosting is fitted again as searched, and kept when it scores better.
-    if search.searched != search.best {
+    let mut best: Option<(usize, usize, Model, Metrics, f64)> = None;
+    // The smallest windows first: they cost least, and after a change the newest rows say the most.
+    for w in [n / 8, n / 4, n / 2].into_iter().filter(|&w| w >= MIN_WINDOW_ROWS) {
         let rows = &split.train[split.train.len() - w..];
-        if let Ok(again) = fit_rows(spec, &search.searched, &search.encoder, columns, rows, &split.classes, cores) {
-            let m = score(&again, &search.encoder, columns, &scored);
-            let better = match (m.get(metric.name()), metrics.get(metric.name())) {
-                (Some(a), Some(b)) => metric.gain(*b, *a) > 0.0,
-                _ => false,
+        for (k, (cand, _, fit_seconds, fit_rows_n)) in tried.iter().enumerate() {
+            let estimate = fit_seconds * w as f64 / (*fit_rows_n).max(1) as f64;
+            if started.elapsed().as_secs_f64() + estimate > left {
+                continue;
+            }
+            let t0 = std::time::Instant::now();
+            let Ok(model) = fit_rows(spec, cand, &search.encoder, columns, rows, &split.classes, cores) else {
+                continue;
             };
-            if better {
-                (model, metrics) = (again, m);
+            let metrics = score(&model, &search.encoder, columns, &scored);
+            let seconds = t0.elapsed().as_secs_f64();
+            let Some(v) = metrics.get(metric.name()).copied().filter(|v| v.is_finite()) else { continue };
+            let gain = metric.gain(full, v);
+            let family = cand.family(spec);
+            tracing::info!(
+                rows = w,
+                family,
+                metric = metric.name(),
+                value = v,
+                all_rows = full,
+                seconds,
+                "training window tried"
+            );
+            if gain > WINDOW_MARGIN * full.abs().max(1e-12) && best.as_ref().is_none_or(|b| gain > b.4) {
+                best = Some((w, k, model, metrics, gain));
             }
         }
     }
-    search.best = kept_rounds(search.searched, rounds_of(&model));
+    let (w, k, mut model, mut metrics, _) = best?;
+    let rows = &split.train[split.train.len() - w..];
+    let (mut searched, line) = (tried[k].0, tried[k].1);
+    if k == 0 {
+        searched = search.searched;
+        // The rounds early stopping kept on more rows (their newest tenth straddling the change, say) are not the
+        // window's: boosting is fitted again as searched, and kept when it scores better.
+        if search.searched != search.best {
+            if let Ok(again) = fit_rows(spec, &search.searched, &search.encoder, columns, rows, &split.classes, cores) {
+                let m = score(&again, &search.encoder, columns, &scored);
+                let better = match (m.get(metric.name()), metrics.get(metric.name())) {
+                    (Some(a), Some(b)) => metric.gain(*b, *a) > 0.0,
+                    _ => false,
+                };
+                if better {
+                    (model, metrics) = (again, m);
+                }
+            }
+        }
+    }
+    search.searched = searched;
+    search.best = kept_rounds(searched, rounds_of(&model));
     search.model = model;
+    if let Some(line) = line {
+        // That family's line moves to the top, with the window's figures.
+        let entry = search.leaderboard.remove(line);
+        search.leaderboard.insert(0, entry);
+    }
     let line = &mut search.leaderboard[0];
     (line.metrics, line.rows, line.rounds_kept) = (metrics, w as u64, rounds_of(&search.model));
     search.report.window_rows = Some(w as u64);
