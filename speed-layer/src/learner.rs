@@ -500,7 +500,12 @@ impl Learner {
                     log,
                     dedup,
                     dead,
-                    records: fresh_records(&spec, &batch)?,
+                    // With a gap the warm start below starts the records (and reads the history rows) itself.
+                    records: if fresh_gap {
+                        Records::new(&spec, &batch.artifact)
+                    } else {
+                        fresh_records(&spec, &batch)?
+                    },
                     batch,
                     window_status: Arc::default(),
                     learner_models: Arc::default(),
