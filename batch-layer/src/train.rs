@@ -798,7 +798,12 @@ pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut S
     // The winner fitted as its trial was (boosting: the rounds early stopping kept there), so that only the rows
     // differ; each other family's best as searched. On history that mixes two concepts a family can win on all the
     // rows and lose by far on the newest (a linear model against boosting, on Friedman with a recurring change).
+    // The rounds early stopping kept on all the rows (their newest tenth straddling the change, say) are not the
+    // window's: boosting is also fitted as it was searched, with early stopping on the window.
     let mut tried: Vec<(Candidate, Option<usize>, f64, u64)> = vec![(search.best, None, first.fit_seconds, first.rows)];
+    if search.searched != search.best {
+        tried.push((search.searched, None, first.fit_seconds, first.rows));
+    }
     for &(cand, line) in &search.runners_up {
         let e = &search.leaderboard[line];
         tried.push((cand, Some(line), e.fit_seconds, e.rows));
@@ -835,28 +840,12 @@ pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut S
             }
         }
     }
-    let (w, k, mut model, mut metrics, _) = best?;
-    let rows = &split.train[split.train.len() - w..];
-    let (mut searched, line) = (tried[k].0, tried[k].1);
-    if k == 0 {
-        searched = search.searched;
-        // The rounds early stopping kept on more rows (their newest tenth straddling the change, say) are not the
-        // window's: boosting is fitted again as searched, and kept when it scores better.
-        if search.searched != search.best {
-            if let Ok(again) = fit_rows(spec, &search.searched, &search.encoder, columns, rows, &split.classes, cores) {
-                let m = score(&again, &search.encoder, columns, &scored);
-                let better = match (m.get(metric.name()), metrics.get(metric.name())) {
-                    (Some(a), Some(b)) => metric.gain(*b, *a) > 0.0,
-                    _ => false,
-                };
-                if better {
-                    (model, metrics) = (again, m);
-                }
-            }
-        }
+    let (w, k, model, metrics, _) = best?;
+    let line = tried[k].1;
+    if line.is_some() {
+        search.searched = tried[k].0;
     }
-    search.searched = searched;
-    search.best = kept_rounds(searched, rounds_of(&model));
+    search.best = kept_rounds(search.searched, rounds_of(&model));
     search.model = model;
     if let Some(line) = line {
         // That family's line moves to the top, with the window's figures.
