@@ -341,3 +341,16 @@ fn a_family_that_loses_on_all_rows_but_wins_on_the_newest_is_the_champion() {
         m.leaderboard.iter().filter(|e| e.rows > search.window_rows.unwrap()).map(|e| e.algorithm.as_str()).collect();
     assert_eq!(all_rows.first(), Some(&"logistic_regression"), "{:?}", m.leaderboard);
 }
+
+#[test]
+fn the_winner_is_judged_on_a_window_as_it_was_searched_not_by_the_rounds_it_kept_on_all_rows() {
+    // Regression: once other families were tried on the newest rows, boosting was judged there by its fit with the
+    // one round early stopping kept on all the rows, and a decision tree took the window (agrawal_drift with the
+    // change in history: 0.9383 against 0.9986).
+    let families = "families = [\"gradient_boosting\", \"decision_tree\"]\n[batch.gradient_boosting]\nrounds = [100]\n\
+                    learning_rate = [0.1]\nmax_depth = [4]\n[batch.decision_tree]\nmax_depth = [6]\n";
+    let m = run_on(flipped_after(30_000, 21_000), families);
+    assert!(m.search.unwrap().window_rows.is_some());
+    assert_eq!(m.leaderboard[0].algorithm, "gradient_boosting", "{:?}", m.leaderboard);
+    assert!(m.metrics["accuracy"] > 0.9, "{:?}", m.metrics);
+}
