@@ -20,8 +20,11 @@
 //! and 3% worse on two other sets, better on four). A window instead of all history
 //! lets a component that fell behind win its weight back as soon as its latest events say so: after a drift the
 //! online learners take over, and a new batch version takes back. The weights are measured again every
-//! [`REWEIGH_EVERY`] scored events (not on a timer, so that a replay ends with the same weights), and until every
-//! component has scored [`MIN_EVENTS`] of the same events the batch champion answers alone.
+//! [`REWEIGH_EVERY`] scored events (not on a timer, so that a replay ends with the same weights), every
+//! [`MIN_EVENTS`] before that, and until every component has scored [`MIN_EVENTS`] of the same events the batch
+//! champion answers alone. Ten, not a hundred: on a stream of 301 records (bench/pipeline, trump_approval) the
+//! batch model answering alone for the first hundred cost the blend 0.07 of MAE (0.362 against 0.292) where the
+//! linear model was better from the start; on the larger streams the blend's accuracy moved by 0.0002 at most.
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +41,7 @@ pub const BLEND: &str = "blend";
 /// Scored events between two measures of the weights.
 pub const REWEIGH_EVERY: u64 = 100;
 /// Events every component must have scored before the weights leave the batch champion.
-pub const MIN_EVENTS: usize = 100;
+pub const MIN_EVENTS: usize = 10;
 /// A weight below this is left out of predictions (so that a component the window rules out costs no time).
 pub const NEGLIGIBLE: f64 = 1e-6;
 
@@ -167,10 +170,11 @@ impl Blend {
         }
     }
 
-    /// Measures the weights again when [`REWEIGH_EVERY`] events were scored since the last time, from the
-    /// components' windows in [`Weights::names`] order.
+    /// Measures the weights again every [`MIN_EVENTS`] scored events up to [`REWEIGH_EVERY`], then every
+    /// [`REWEIGH_EVERY`], from the components' windows in [`Weights::names`] order.
     pub fn reweigh_if_due(&mut self, windows: &[&Window]) {
-        if self.scored > 0 && self.scored.is_multiple_of(REWEIGH_EVERY) {
+        let every = if self.scored < REWEIGH_EVERY { MIN_EVENTS as u64 } else { REWEIGH_EVERY };
+        if self.scored > 0 && self.scored.is_multiple_of(every) {
             self.weights = Weights::measure(self.weights.names.clone(), windows);
         }
     }
@@ -223,6 +227,29 @@ mod tests {
         let (l0, l1) = (m.losses[0].unwrap(), m.losses[1].unwrap());
         assert!((l0 - 0.1).abs() < 0.04 && (l1 - 0.4).abs() < 0.06, "{l0} {l1}");
         assert_eq!(m.active().map(|(i, _)| i).collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn on_a_short_stream_the_weights_leave_a_worse_batch_model_after_ten_events_not_a_hundred() {
+        // Regression: the batch model answered alone for the first hundred events of a 301-record stream where
+        // the linear model was better from the start.
+        let mut blend = Blend::new(vec![BATCH.into(), SPEED.into()], Window::new(1000, vec![], 1.0));
+        let mut w: Vec<Window> = (0..2).map(|_| Window::new(1000, vec![], 1.0)).collect();
+        for i in 0..100u64 {
+            let y = (i % 5) as f64;
+            let preds = [Prediction::Value(y + 1.0), Prediction::Value(y + 0.1)];
+            blend.record(&[&preds[0], &preds[1]], &Target::Value(y), i, 0);
+            for (w, p) in w.iter_mut().zip(&preds) {
+                w.record(p, &Target::Value(y), i, 0);
+            }
+            blend.reweigh_if_due(&[&w[0], &w[1]]);
+            if i == MIN_EVENTS as u64 - 1 {
+                assert!(blend.weights.weights[1] > 0.99, "{:?}", blend.weights);
+            }
+        }
+        // Ten events at the batch model's error, ninety at the linear model's.
+        let mae = blend.errors / blend.scored as f64;
+        assert!((mae - (10.0 * 1.0 + 90.0 * 0.1) / 100.0).abs() < 0.01, "{mae}");
     }
 
     #[test]

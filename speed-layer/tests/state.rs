@@ -677,11 +677,11 @@ fn after_a_concept_flip_the_blend_moves_its_weight_from_the_batch_model_to_the_m
         let i = m.weights.names.iter().position(|n| n == name).unwrap();
         m.weights.weights[i]
     };
-    learner.ingest(items(&spec, 0..50)).unwrap();
+    learner.ingest(items(&spec, 0..5)).unwrap();
     // Too few events to judge: the batch champion answers alone.
     assert_eq!(learner.side().model.load_full().weights.events, 0);
     assert_eq!(weight(&learner, "batch"), 1.0);
-    learner.ingest(items(&spec, 50..3_000)).unwrap();
+    learner.ingest(items(&spec, 5..3_000)).unwrap();
     let m = learner.side().model.load_full();
     assert_eq!(m.weights.names, ["batch", "speed", "hoeffding_tree", "adaptive_random_forest"]);
     assert_eq!(m.weights.events, 1_000);
