@@ -20,7 +20,7 @@ use crate::blend::{Blend, Weights};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::model::LinearModel;
-use crate::online::{NagState, OnlineLearner, Tracked};
+use crate::online::{AdaptiveLinear, NagState, OnlineLearner, Tracked};
 use crate::prequential::{DetectorStatus, Window};
 use crate::quality::{Frozen, Quality};
 use crate::realtime::{Chunk, Realtime};
@@ -126,6 +126,60 @@ pub struct Checkpoint {
     /// Where retraining on the fly stands: the seventh record, written only after the sixth.
     #[serde(skip)]
     pub retrain: Option<RetrainStatus>,
+    /// The good online states kept for a freeze and the dead letters counted: the eighth record, written only
+    /// after the seventh.
+    #[serde(skip)]
+    pub freeze: Option<FreezeRecord>,
+}
+
+/// What a restart needs to freeze as the run before it would have: the good online states kept while the input
+/// was clean, and how far the dead letters were counted into the input's quality. The good states are not written
+/// each time (a forest is megabytes, and they change every window of events): one of them, the snapshot, is
+/// written once in a file of its own, and a restart learns the logged events after it again to take the others
+/// where the run took them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FreezeRecord {
+    /// Sequence number of the snapshot's event; its file under [`goods_dir`] is named by [`good_name`] with the
+    /// checkpoint's generation.
+    pub snapshot: Option<u64>,
+    /// The sequence numbers the good states kept were taken after, oldest first (what the restart checks it took).
+    pub goods: Vec<u64>,
+    /// Number of the last dead letter written before the checkpoint.
+    pub dead_letters: u64,
+}
+
+/// The good online states' format: the linear model, its adaptive update's state, the other learners.
+pub const GOOD: Kind = Kind { magic: *b"LMGS", version: 1, name: "good online state" };
+
+/// The folder of the good online states' files.
+pub fn goods_dir(state: &Path) -> PathBuf {
+    dir(state).join("good")
+}
+
+/// The file name of the good state taken after the event of sequence `seq`, in `generation`.
+pub fn good_name(generation: u64, seq: u64) -> String {
+    format!("g{generation:06}-{seq:020}.good")
+}
+
+/// Writes a good online state (synced, then renamed into place); returns its size.
+pub fn write_good(state: &Path, name: &str, model: &AdaptiveLinear, learners: &[OnlineLearner]) -> Result<u64> {
+    let mut w = DocumentWriter::create(&goods_dir(state).join(name), GOOD)?;
+    w.frame(&state::encode(&model.model)?)?;
+    w.frame(&state::encode(&model.state)?)?;
+    w.frame(&state::encode(learners)?)?;
+    fail::fail_point!("checkpoint::good_before_rename", |_| Err(state::injected(&goods_dir(state).join(name))));
+    w.finish()
+}
+
+/// Reads a good online state written by [`write_good`].
+pub fn read_good(state: &Path, name: &str) -> Result<(AdaptiveLinear, Vec<OnlineLearner>)> {
+    let path = goods_dir(state).join(name);
+    let (_, frames) = state::read_document(&path, GOOD)?;
+    let [model, online, learners] = frames.as_slice() else {
+        return Err(Error::Format { path, message: format!("{} records, expected 3", frames.len()) });
+    };
+    let model = AdaptiveLinear { model: state::decode(&path, model)?, state: state::decode(&path, online)? };
+    Ok((model, state::decode(&path, learners)?))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +220,9 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
                         frames.push(state::encode(quality)?);
                         if let Some(retrain) = &c.retrain {
                             frames.push(state::encode(retrain)?);
+                            if let Some(freeze) = &c.freeze {
+                                frames.push(state::encode(freeze)?);
+                            }
                         }
                     }
                 }
@@ -194,6 +251,7 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     c.blend = optional(&path, frames.get(4), "the blend", &mut ok);
     c.quality = optional(&path, frames.get(5), "the input's quality", &mut ok);
     c.retrain = optional(&path, frames.get(6), "the retraining status", &mut ok);
+    c.freeze = optional(&path, frames.get(7), "the good states kept for a freeze", &mut ok);
     Ok(Some(c))
 }
 
@@ -650,6 +708,7 @@ mod tests {
             blend: None,
             quality: None,
             retrain: None,
+            freeze: None,
         }
     }
 
@@ -678,14 +737,27 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap().unwrap(), with_learners);
         let mut blend = Blend::new(crate::blend::component_names(names), window.clone());
         blend.weights.weights = vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0];
-        let everything =
-            Checkpoint { windows: Some([window.clone(), window]), blend: Some(blend), ..with_learners.clone() };
+        let everything = Checkpoint {
+            windows: Some([window.clone(), window]),
+            blend: Some(blend),
+            quality: Some(crate::quality::Quality::new(5)),
+            retrain: Some(RetrainStatus::default()),
+            freeze: Some(FreezeRecord { snapshot: Some(3), goods: vec![3, 9], dead_letters: 4 }),
+            ..with_learners.clone()
+        };
         write(dir.path(), &everything).unwrap();
         let back = read(dir.path()).unwrap().unwrap();
         assert_eq!(back, everything);
         assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0]);
         // Written before the blend: its weights start on the batch model.
         assert_eq!(SpeedModel::of(&with_learners).weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        // A good state kept for a freeze round-trips through its own file.
+        std::fs::create_dir_all(goods_dir(dir.path())).unwrap();
+        let model = AdaptiveLinear { model: c.model.clone(), state: c.online.clone().unwrap() };
+        let models: Vec<OnlineLearner> = learners.iter().map(|t| t.learner.clone()).collect();
+        write_good(dir.path(), &good_name(1, 9), &model, &models).unwrap();
+        assert_eq!(read_good(dir.path(), &good_name(1, 9)).unwrap(), (model, models));
+        assert!(read_good(dir.path(), &good_name(1, 3)).is_err());
         // Records in a layout another build wrote: the readable ones are kept, the rest start afresh.
         let mut frames = vec![
             state::encode(&c).unwrap(),

@@ -58,6 +58,8 @@ pub struct Quality {
     gap: PageHinkley,
     /// Sequence number of the event at which it signalled, not yet acted on (0: none).
     gap_seq: u64,
+    /// The keys of the rejected records in the window, oldest first (`None`: kept without one).
+    rejected_keys: VecDeque<Option<u64>>,
 }
 
 /// The rates a verdict is taken on.
@@ -84,6 +86,7 @@ impl Quality {
             freezes: 0,
             gap: gap_test(),
             gap_seq: 0,
+            rejected_keys: VecDeque::new(),
         }
     }
 
@@ -110,10 +113,32 @@ impl Quality {
         let f = u8::from(rejected) * REJECTED
             + u8::from(out_of_range) * OUT_OF_RANGE
             + u8::from(unknown_label) * UNKNOWN_LABEL;
+        self.push_flag(f, None);
+    }
+
+    /// Counts one rejected record, known by `key` (its event id's hash, or its line's), unless a record of the
+    /// same key is among the window's rejections: a client that got no answer (a crash) sends its request again,
+    /// and its rejected lines are the same records, as its accepted events are duplicates. Returns whether it
+    /// counted.
+    pub fn push_rejected(&mut self, key: u64) -> bool {
+        if self.rejected_keys.contains(&Some(key)) {
+            return false;
+        }
+        self.push_flag(REJECTED, Some(key));
+        true
+    }
+
+    fn push_flag(&mut self, f: u8, key: Option<u64>) {
         if self.flags.len() == self.size {
             if let Some(old) = self.flags.pop_front() {
                 self.count(old, false);
+                if old & REJECTED != 0 {
+                    self.rejected_keys.pop_front();
+                }
             }
+        }
+        if f & REJECTED != 0 {
+            self.rejected_keys.push_back(key);
         }
         self.flags.push_back(f);
         self.count(f, true);
@@ -276,6 +301,34 @@ mod tests {
             q.push(false, false, i == 0);
         }
         assert!(q.verdict(&limits()).unwrap().starts_with("unknown-label rate 0.1"));
+    }
+
+    #[test]
+    fn a_rejected_record_sent_again_counts_once_while_its_first_rejection_is_in_the_window() {
+        let mut q = Quality::new(10);
+        assert!(q.push_rejected(7));
+        q.push(false, false, false);
+        // The same record again (a client's retry after a crash): not counted.
+        assert!(!q.push_rejected(7));
+        assert!(q.push_rejected(8));
+        assert_eq!((q.rates().records, q.rates().rejected), (3, 2.0 / 3.0));
+        // Once its rejection left the window, the key is a new record again.
+        for _ in 0..10 {
+            q.push(false, false, false);
+        }
+        assert!(q.push_rejected(7));
+        assert_eq!(q.rates().rejected, 0.1);
+        // A million records later the keys kept are the window's rejections only.
+        for i in 0..1_000_000u64 {
+            if i % 3 == 0 {
+                q.push_rejected(i);
+            } else {
+                q.push(false, false, false);
+            }
+        }
+        let rejected = q.flags.iter().filter(|f| *f & REJECTED != 0).count();
+        assert_eq!(q.rejected_keys.len(), rejected);
+        assert!(!q.push_rejected(999_999) && q.push_rejected(999_000));
     }
 
     #[test]

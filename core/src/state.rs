@@ -87,6 +87,12 @@ pub fn decode<T: DeserializeOwned>(path: &Path, payload: &[u8]) -> Result<T> {
     postcard::from_bytes(payload).map_err(|e| corrupt(path, format!("undecodable record: {e}")))
 }
 
+/// Decodes a value from the start of a frame payload, and returns it with the bytes after it (what a later
+/// build appended to the record).
+pub fn decode_prefix<'a, T: DeserializeOwned>(path: &Path, payload: &'a [u8]) -> Result<(T, &'a [u8])> {
+    postcard::take_from_bytes(payload).map_err(|e| corrupt(path, format!("undecodable record: {e}")))
+}
+
 /// What reading the next frame found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {

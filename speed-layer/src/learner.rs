@@ -17,8 +17,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use lambda_core::blend::Weights;
 use lambda_core::checkpoint::{
-    self, BatchSide, Checkpoint, LearnerStatus, Live, LiveState, RetrainState, RetrainStatus, SpeedModel, SpeedSide,
-    SpeedStats, ViewFile, WindowStatuses,
+    self, BatchSide, Checkpoint, FreezeRecord, LearnerStatus, Live, LiveState, RetrainState, RetrainStatus, SpeedModel,
+    SpeedSide, SpeedStats, ViewFile, WindowStatuses,
 };
 use lambda_core::master;
 use lambda_core::model::{LinearModel, NonFinite, Prediction};
@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::archive;
 use crate::dedup::{id_hash, Dedup};
 use crate::ingest::Incoming;
-use crate::log::{Log, Record};
+use crate::log::{GroupMark, Log, Record};
 use crate::records::Records;
 use crate::retrain::{Retrained, Retrainer};
 use crate::worker::{Done, Job, Worker};
@@ -96,10 +96,44 @@ impl DeadLetters {
         if self.bytes > DEAD_LETTER_BYTES {
             self.rotate()?;
         }
-        self.file.write_all(text.as_bytes()).map_err(|e| Error::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| Error::io(&self.path, e))?;
+        let written = self.file.write_all(text.as_bytes()).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Lines of a failed append would be read back as counted after a crash: cut them (best effort; a
+            // torn last line is skipped when read).
+            let _ = self.file.set_len(self.bytes).and_then(|()| self.file.sync_data());
+            return Err(Error::io(&self.path, e));
+        }
         self.bytes += text.len() as u64;
         Ok(())
+    }
+
+    /// The number of the last dead letter written (0: none numbered).
+    fn last_n(&self) -> Result<u64> {
+        let text = fs::read_to_string(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(text.lines().rev().find_map(|l| serde_json::from_str::<DeadLetter>(l).ok()).map_or(0, |d| d.n))
+    }
+
+    /// The dead letters numbered after `n` of request groups that accepted nothing (the others' rejections are
+    /// in the log with their events), oldest first: from the current file, and from the rotated ones when it
+    /// starts after `n + 1`.
+    fn alone_after(&self, n: u64) -> Result<Vec<DeadLetter>> {
+        let mut out: Vec<DeadLetter> = Vec::new();
+        let files = [self.path.clone(), self.path.with_extension("1.ndjson"), self.path.with_extension("2.ndjson")];
+        for path in files {
+            if !path.exists() {
+                break;
+            }
+            let text = fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let lines: Vec<DeadLetter> =
+                text.lines().filter_map(|l| serde_json::from_str::<DeadLetter>(l).ok()).filter(|d| d.n > 0).collect();
+            let first = lines.first().map(|d| d.n);
+            out.splice(0..0, lines.into_iter().filter(|d| d.n > n && d.alone));
+            // An empty file was just rotated; one of unnumbered lines was written before the numbers.
+            if first.is_some_and(|f| f <= n + 1) || (first.is_none() && !text.is_empty()) {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn rotate(&mut self) -> Result<()> {
@@ -114,6 +148,42 @@ impl DeadLetters {
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// What a restart reads back of a dead letter (older lines, without a number, are not read back).
+#[derive(Debug, serde::Deserialize)]
+struct DeadLetter {
+    /// Its number among all dead letters written.
+    #[serde(default)]
+    n: u64,
+    /// The sequence number of the last event accepted before it.
+    #[serde(default)]
+    after_seq: u64,
+    /// Whether its request group accepted nothing (so its rejections are not in the log).
+    #[serde(default)]
+    alone: bool,
+    /// Its key for the input's quality ([`Quality::push_rejected`]), in hexadecimal.
+    #[serde(default)]
+    key: String,
+}
+
+impl DeadLetter {
+    fn key(&self) -> u64 {
+        u64::from_str_radix(&self.key, 16).unwrap_or(0)
+    }
+}
+
+/// The key a rejected record is counted by in the input's quality: its event id, or its line when it has none.
+fn rejected_key(id_or_line: &str) -> u64 {
+    id_hash(id_or_line) as u64
+}
+
+/// A record received, as the input's quality counts it.
+enum Received {
+    /// Rejected, with its key.
+    Rejected(u64),
+    /// Accepted: whether a value is outside the history's range, whether its label is unknown.
+    Accepted(bool, bool),
 }
 
 /// Why a labelled event cannot be learned.
@@ -193,10 +263,18 @@ pub struct Learner {
     learner_models: Arc<Vec<OnlineLearner>>,
     /// The input's quality and whether updates are frozen.
     quality: Quality,
-    /// Online states taken while the input was clean, newest last: a freeze goes back to the oldest.
+    /// Online states taken while the input was clean, at the end of the first request group a
+    /// `speed.freeze.window` of events after the one before, newest last: a freeze goes back to the oldest.
     good: VecDeque<Good>,
-    /// Records received since the newest of them.
-    since_good: u64,
+    /// The good state written for a restart: its sequence number and file name.
+    snapshot: Option<(u64, String)>,
+    /// At a restart, until the replay reaches the checkpoint: the snapshot learning the logged events after it
+    /// again, to take the good states the run took.
+    relearn: Option<Relearn>,
+    /// Snapshots' files the next checkpoint no longer lists.
+    goods_retired: Vec<PathBuf>,
+    /// Number of the last dead letter written.
+    dead_n: u64,
     /// Retraining on the fly.
     retraining: Retraining,
     updates: u64,
@@ -313,6 +391,8 @@ pub struct CheckpointReport {
     pub full: bool,
     /// Bytes of the manifest.
     pub manifest_bytes: u64,
+    /// Bytes of good states' files written (each once).
+    pub good_bytes: u64,
 }
 
 fn filter_budget(spec: &Spec) -> usize {
@@ -360,9 +440,27 @@ impl Retraining {
 
 /// An online state taken while the input was clean.
 struct Good {
+    /// Sequence number of the event after which it was taken.
+    seq: u64,
     model: AdaptiveLinear,
     learners: Vec<OnlineLearner>,
 }
+
+/// The snapshot's models learning the logged events after it again, up to the checkpoint.
+struct Relearn {
+    /// The snapshot's sequence number and file name.
+    snapshot: (u64, String),
+    model: AdaptiveLinear,
+    learners: Vec<OnlineLearner>,
+    stats: SpeedStats,
+    /// The good states the checkpoint says the run kept.
+    expected: Vec<u64>,
+}
+
+/// A new snapshot is written once the oldest good state is this many freeze windows past it (or once archiving
+/// would cut the log past it): a restart learns at most about as many events again (10,000 with the defaults),
+/// and a busy stream writes a snapshot every few checkpoints instead of three good states at each.
+const SNAPSHOT_WINDOWS: u64 = 50;
 
 /// The speed and the batch model's predictions of an accepted labelled event, made before it was learned.
 type Predicted = Option<(Prediction, Prediction)>;
@@ -432,6 +530,11 @@ impl Learner {
                 )?;
                 let log = Log::open(&state.join("log"), &schema_hash, c.last_seq + 1)?;
                 remove_unlisted_views(&state, &c.views)?;
+                let relearn = read_snapshot(&state, c.generation, c.freeze.as_ref())?;
+                let dead_n = match c.freeze.as_ref() {
+                    Some(f) => f.dead_letters,
+                    None => dead.last_n()?,
+                };
                 Learner {
                     spec: spec.clone(),
                     state: state.clone(),
@@ -444,7 +547,10 @@ impl Learner {
                     learner_models: Arc::default(),
                     quality: c.quality.clone().unwrap_or_else(|| Quality::new(spec.speed.freeze.window)),
                     good: VecDeque::new(),
-                    since_good: 0,
+                    snapshot: relearn.as_ref().map(|r| r.snapshot.clone()),
+                    relearn,
+                    goods_retired: Vec::new(),
+                    dead_n,
                     retraining: Retraining::resume(c.retrain.clone()),
                     model,
                     updates: c.updates,
@@ -494,6 +600,8 @@ impl Learner {
                 let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
                 let log = Log::open(&state.join("log"), &schema_hash, start + 1)?;
                 remove_unlisted_views(&state, &[])?;
+                read_snapshot(&state, generation, None)?;
+                let dead_n = dead.last_n()?;
                 Learner {
                     spec: spec.clone(),
                     state: state.clone(),
@@ -511,7 +619,10 @@ impl Learner {
                     learner_models: Arc::default(),
                     quality: Quality::new(spec.speed.freeze.window),
                     good: VecDeque::new(),
-                    since_good: 0,
+                    snapshot: None,
+                    relearn: None,
+                    goods_retired: Vec::new(),
+                    dead_n,
                     retraining: Retraining::default(),
                     model,
                     updates: 0,
@@ -536,8 +647,9 @@ impl Learner {
         };
         archive::remove_partial_files(&learner.spec)?;
         learner.recover()?;
-        if learner.quality.frozen.is_none() {
-            learner.keep_good();
+        if learner.good.is_empty() && learner.next_good().is_some() {
+            // A first start, or a checkpoint written before the good states were kept in it.
+            learner.keep_good(learner.last_seq, learner.model.clone());
         }
         if fresh_gap {
             // A first start after events the last batch run did not cover (history appended since, or an earlier
@@ -556,8 +668,16 @@ impl Learner {
     /// Replays the log after the checkpoint (the model, the realtime view and the de-duplication index), and
     /// takes over archive files written just before a crash.
     fn recover(&mut self) -> Result<()> {
-        let from = self.dedup.through().min(self.last_seq).min(self.archived_through);
+        let mut from = self.dedup.through().min(self.last_seq).min(self.archived_through);
         let (checkpointed, dedup_through, archived) = (self.last_seq, self.dedup.through(), self.archived_through);
+        if let (Some(rl), Some((seq, _))) = (&self.relearn, &self.snapshot) {
+            // The good states from the snapshot on are taken again as the events after it are learned again.
+            let (model, learners) = (rl.model.clone(), rl.learners.clone());
+            self.good = VecDeque::from([Good { seq: *seq, model, learners }]);
+            from = from.min(*seq);
+        }
+        // Rejections of request groups that accepted nothing, in the input's quality where they came.
+        let mut alone = self.dead.alone_after(self.dead_n)?.into_iter().peekable();
         let mut replayed = 0u64;
         let mut records = Vec::new();
         self.log.replay(from, |r| {
@@ -575,7 +695,15 @@ impl Learner {
                 if r.seq > archived && self.open_first_ms.is_none() {
                     self.open_first_ms = Some(r.ingest_ms);
                 }
+                if self.snapshot.as_ref().is_some_and(|(s, _)| r.seq > *s) && r.seq <= checkpointed {
+                    self.relearn(&r);
+                }
                 if r.seq > checkpointed {
+                    self.finish_relearn();
+                    while let Some(d) = alone.next_if(|d| d.after_seq < r.seq) {
+                        self.quality.push_rejected(d.key());
+                        self.stats.rejected += 1;
+                    }
                     self.apply_logged(r);
                     replayed += 1;
                 }
@@ -584,6 +712,16 @@ impl Learner {
                 records.push(r);
                 Ok(records.len() < 65_536)
             })?;
+        }
+        self.finish_relearn();
+        for d in alone {
+            self.quality.push_rejected(d.key());
+            self.stats.rejected += 1;
+        }
+        let dead_n = self.dead.last_n()?.max(self.dead_n);
+        if dead_n > self.dead_n {
+            self.dead_n = dead_n;
+            self.dirty = true;
         }
         self.side.realtime.set_applied(self.last_seq);
         self.publish_model();
@@ -607,11 +745,19 @@ impl Learner {
     }
 
     /// Applies a logged event: the same learning step as at ingest (so replays are bit-identical), then the view.
-    fn apply_logged(&mut self, r: Record) {
-        // The input's record goes on with the accepted events (the rejected ones after the checkpoint are not in
-        // the log); a replay never freezes or resumes: each change of that kind was checkpointed when it happened.
+    fn apply_logged(&mut self, mut r: Record) {
+        // The input's record goes on with the events and the rejections logged with them, in the order received;
+        // a replay never freezes or resumes: each change of that kind was checkpointed when it happened.
+        let mark = std::mem::take(&mut r.mark);
+        self.stats.rejected += (mark.rejected_before.len() + mark.rejected_after.len()) as u64;
+        for key in mark.rejected_before {
+            self.quality.push_rejected(key);
+        }
         let unknown = matches!(&r.event.target, Some(Target::Class(c)) if self.model.model.class_index(c).is_none());
         self.quality.push(false, self.batch.artifact.encoder.outside_history(&r.event), unknown);
+        for key in mark.rejected_after {
+            self.quality.push_rejected(key);
+        }
         if let Some(target) = &r.event.target {
             self.x.resize(self.batch.artifact.encoder.dim(), 0.0);
             self.batch.artifact.encoder.encode_row(&r.event, &mut self.x);
@@ -633,6 +779,9 @@ impl Learner {
                 self.quality.observe_gap(gap, r.seq);
             }
             self.records.observe(&self.model.model.classes, &self.x, predicted, target, r.seq, r.event.time, !frozen);
+        }
+        if mark.last && self.next_good().is_some_and(|g| r.seq >= g) {
+            self.keep_good(r.seq, self.model.clone());
         }
         self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
         self.last_seq = r.seq;
@@ -709,7 +858,8 @@ impl Learner {
     pub fn ingest_many(&mut self, requests: Vec<Vec<Incoming>>) -> Result<Vec<IngestReport>> {
         let now = now_millis();
         let mut reports = Vec::with_capacity(requests.len());
-        let mut dead = String::new();
+        // Rejections: line, reason, raw text, the sequence number accepted before it, its key.
+        let mut dead: Vec<(usize, String, String, u64, u64)> = Vec::new();
         let mut accepted: Vec<(usize, u128, Record, Predicted)> = Vec::new();
         let mut group_ids: HashSet<u128> = HashSet::new();
         let mut working: Option<AdaptiveLinear> = None;
@@ -721,15 +871,17 @@ impl Learner {
         let encoder = &self.batch.artifact.encoder;
         let target_field = &self.spec.dataset.target;
         let frozen = self.frozen();
-        // Per record received, in order: rejected, out of the history's range, of an unknown label.
-        let mut flags: Vec<(bool, bool, bool)> = Vec::new();
+        // Per record received, in order: the input's quality as the window counts it.
+        let mut received: Vec<Received> = Vec::new();
+        // Keys of the records rejected since the last accepted one, logged with the next (or the last) one.
+        let mut rejected_keys: Vec<u64> = Vec::new();
         for (request, items) in requests.into_iter().enumerate() {
             let mut report = IngestReport::default();
             for item in items {
-                let (line, error, raw) = match item {
+                let (line, error, raw, key) = match item {
                     Incoming::Rejected { line, error, raw } => {
-                        flags.push((true, false, false));
-                        (line, error, raw)
+                        let key = rejected_key(&raw);
+                        (line, error, raw, key)
                     }
                     Incoming::Accepted { line, event, raw } => {
                         let unknown = matches!(&event.target,
@@ -753,8 +905,7 @@ impl Learner {
                             _ => Ok(()),
                         });
                         if let Err(e) = check {
-                            flags.push((true, false, false));
-                            (line, e, raw.to_string())
+                            (line, e, raw.to_string(), rejected_key(&event.id))
                         } else {
                             let h = id_hash(&event.id);
                             if group_ids.contains(&h) || self.dedup.contains(h)? {
@@ -780,36 +931,50 @@ impl Learner {
                                 }
                             };
                             match learned {
-                                Err(why) => {
-                                    flags.push((true, false, false));
-                                    (line, format!("refused: {why}"), raw.to_string())
-                                }
+                                Err(why) => (line, format!("refused: {why}"), raw.to_string(), rejected_key(&event.id)),
                                 Ok(done) => {
-                                    flags.push((false, encoder.outside_history(&event), unknown));
+                                    received.push(Received::Accepted(encoder.outside_history(&event), unknown));
                                     updates += u64::from(matches!(done, Some((true, _, _))));
                                     group_ids.insert(h);
                                     let seq = self.last_seq + 1 + accepted.len() as u64;
                                     let predicted = done.map(|(_, ps, pb)| (ps, pb));
-                                    accepted.push((request, h, Record { seq, ingest_ms: now, event }, predicted));
+                                    let rejected_before = std::mem::take(&mut rejected_keys);
+                                    let mark = GroupMark { rejected_before, ..GroupMark::default() };
+                                    let record = Record { seq, ingest_ms: now, event, mark };
+                                    accepted.push((request, h, record, predicted));
                                     continue;
                                 }
                             }
                         }
                     }
                 };
-                dead.push_str(
-                    &serde_json::json!({"received_ms": now, "line": line, "error": error, "raw": raw}).to_string(),
-                );
-                dead.push('\n');
+                received.push(Received::Rejected(key));
+                rejected_keys.push(key);
+                dead.push((line, error.clone(), raw, self.last_seq + accepted.len() as u64, key));
                 report.rejected.push(RejectedLine { line, error });
             }
             reports.push(report);
         }
         self.x = x;
+        if let Some((_, _, last, _)) = accepted.last_mut() {
+            last.mark.rejected_after = rejected_keys;
+            last.mark.last = true;
+        }
         // Nothing is applied unless it is durable: dead letters first, then the log.
         if !dead.is_empty() {
-            self.dead.append(&dead)?;
+            let alone = accepted.is_empty();
+            let mut text = String::new();
+            for (i, (line, error, raw, after_seq, key)) in dead.iter().enumerate() {
+                let n = self.dead_n + 1 + i as u64;
+                let d = serde_json::json!({"received_ms": now, "line": line, "error": error, "raw": raw, "n": n,
+                    "after_seq": after_seq, "alone": alone, "key": format!("{key:016x}")});
+                text.push_str(&d.to_string());
+                text.push('\n');
+            }
+            self.dead.append(&text)?;
+            self.dead_n += dead.len() as u64;
         }
+        fail::fail_point!("learner::after_dead_letters");
         let records: Vec<Record> = accepted.iter().map(|(_, _, r, _)| r.clone()).collect();
         self.log.append(&records)?;
         if let Some(m) = working {
@@ -824,9 +989,9 @@ impl Learner {
             self.stats.duplicates += report.duplicates;
         }
         let any = !accepted.is_empty();
-        let encoder = &self.batch.artifact.encoder;
         for (_, _, r, predicted) in &accepted {
             if let Some(target) = &r.event.target {
+                let encoder = &self.batch.artifact.encoder;
                 self.x.resize(encoder.dim(), 0.0);
                 encoder.encode_row(&r.event, &mut self.x);
                 let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
@@ -851,13 +1016,22 @@ impl Learner {
         if any {
             self.side.realtime.set_applied(self.last_seq);
         }
-        self.since_good += flags.len() as u64;
-        for (rejected, out_of_range, unknown) in flags {
-            self.quality.push(rejected, out_of_range, unknown);
+        for r in received {
+            match r {
+                Received::Rejected(key) => {
+                    self.quality.push_rejected(key);
+                }
+                Received::Accepted(out_of_range, unknown) => self.quality.push(false, out_of_range, unknown),
+            }
         }
         self.publish_model();
         self.dirty = true;
         self.judge_input()?;
+        // A group the verdict found clean ends with a good state when one is due (a replay takes it at the
+        // group's last event: a group that froze or resumed was checkpointed, so no replay goes through it).
+        if any && self.next_good().is_some_and(|g| self.last_seq >= g) {
+            self.keep_good(self.last_seq, self.model.clone());
+        }
         // Counted in events, not ticks, so that a fast replay starts a retraining where a live stream would.
         if let Err(e) = self.retrain_step(false) {
             tracing::error!(error = %e, "retraining on the fly could not start");
@@ -884,7 +1058,7 @@ impl Learner {
                 if let Some(good) = self.good.pop_front() {
                     self.model = good.model;
                     self.records.restore(good.learners);
-                    self.good.clear();
+                    self.clear_goods();
                 }
                 let why = self.quality.frozen.as_ref().map(|z| z.reason.clone()).unwrap_or_default();
                 tracing::warn!(seq = self.last_seq, reason = %why, "bad input: online updates frozen, last good state restored");
@@ -893,23 +1067,67 @@ impl Learner {
             }
             Some(false) => {
                 tracing::info!(seq = self.last_seq, "the input is clean again: online updates resume");
-                self.keep_good();
+                self.keep_good(self.last_seq, self.model.clone());
                 self.publish_model();
                 self.checkpoint()?;
             }
-            None if self.quality.frozen.is_none() && self.since_good >= limits.window as u64 => self.keep_good(),
             None => {}
         }
         Ok(())
     }
 
-    /// Keeps the online state now as a good one (three at most: a freeze goes back two to three windows).
-    fn keep_good(&mut self) {
-        if self.good.len() == 3 {
-            self.good.pop_front();
+    /// The sequence number from which the next good state is due, at the end of a request group: a window of
+    /// events after the newest (none while frozen, or with the freeze off). A replay knows the groups' ends from
+    /// the log, so it keeps the states the run kept; once per group, since a grown forest takes milliseconds to
+    /// copy (one every 200 events halved a file replay's throughput on friedman_lea).
+    fn next_good(&self) -> Option<u64> {
+        let f = &self.spec.speed.freeze;
+        (f.enabled && self.quality.frozen.is_none()).then(|| self.good.back().map_or(0, |g| g.seq + f.window as u64))
+    }
+
+    /// Keeps `model` and the other learners now as the good state after the event `seq` (three at most: a
+    /// freeze goes back two to three windows).
+    fn keep_good(&mut self, seq: u64, model: AdaptiveLinear) {
+        let learners = self.records.models();
+        push_good(&mut self.good, Good { seq, model, learners });
+    }
+
+    /// Drops the good states and the snapshot (a freeze, an adoption): learning the events after it again would
+    /// no longer give the states kept.
+    fn clear_goods(&mut self) {
+        self.good.clear();
+        if let Some((_, name)) = self.snapshot.take() {
+            self.goods_retired.push(checkpoint::goods_dir(&self.state).join(name));
         }
-        self.good.push_back(Good { model: self.model.clone(), learners: self.records.models() });
-        self.since_good = 0;
+    }
+
+    /// At a restart, learns a logged event up to the checkpoint again from the snapshot, and takes a good state
+    /// where the run took one.
+    fn relearn(&mut self, r: &Record) {
+        let Some(rl) = self.relearn.as_mut() else { return };
+        if let Some(target) = &r.event.target {
+            let encoder = &self.batch.artifact.encoder;
+            self.x.resize(encoder.dim(), 0.0);
+            encoder.encode_row(&r.event, &mut self.x);
+            let _ = learn(&mut rl.model, &self.batch.artifact, &self.x, target, &self.spec, &mut rl.stats, false);
+            for l in &mut rl.learners {
+                l.learn(&self.x, target);
+            }
+        }
+        let window = self.spec.speed.freeze.window as u64;
+        if r.mark.last && self.good.back().is_some_and(|g| r.seq >= g.seq + window) {
+            push_good(&mut self.good, Good { seq: r.seq, model: rl.model.clone(), learners: rl.learners.clone() });
+        }
+    }
+
+    /// Ends learning again at the checkpoint: the good states taken must be the ones it lists.
+    fn finish_relearn(&mut self) {
+        if let Some(rl) = self.relearn.take() {
+            let took: Vec<u64> = self.good.iter().map(|g| g.seq).collect();
+            if took != rl.expected {
+                tracing::warn!(?took, expected = ?rl.expected, "the good states taken again differ from the checkpoint's");
+            }
+        }
     }
 
     fn publish_model(&self) {
@@ -1245,7 +1463,7 @@ impl Learner {
                 t.checkpoints += 1;
                 t.last_ms = ms;
                 t.max_ms = t.max_ms.max(ms);
-                t.last_bytes = report.view_bytes + report.manifest_bytes;
+                t.last_bytes = report.view_bytes + report.manifest_bytes + report.good_bytes;
                 t.manifest_bytes = report.manifest_bytes;
             }
             // Changed keys were taken for the delta that failed: only a full file is complete again.
@@ -1326,6 +1544,20 @@ impl Learner {
                 w.submit(Job::Compact { state, generation, template, files })?;
             }
         }
+        // The oldest good state becomes the snapshot when there is none yet, when a restart would learn too many
+        // events again after the one there is, or when it is all that keeps the log from being cut.
+        let window = self.spec.speed.freeze.window as u64;
+        let cut = self.archived_through.min(self.dedup.through()).min(seq);
+        if let Some(g0) = self.good.front() {
+            let due = self.snapshot.as_ref().is_none_or(|(s, _)| g0.seq >= s + SNAPSHOT_WINDOWS * window || *s < cut);
+            if due && self.snapshot.as_ref().is_none_or(|(s, _)| *s != g0.seq) {
+                let name = checkpoint::good_name(self.generation, g0.seq);
+                report.good_bytes += checkpoint::write_good(&self.state, &name, &g0.model, &g0.learners)?;
+                if let Some((_, old)) = self.snapshot.replace((g0.seq, name)) {
+                    self.goods_retired.push(checkpoint::goods_dir(&self.state).join(old));
+                }
+            }
+        }
         let view_done = std::time::Instant::now();
         let manifest = Checkpoint {
             generation: self.generation,
@@ -1346,6 +1578,11 @@ impl Learner {
             blend: Some(self.records.blend.clone()),
             quality: Some(self.quality.clone()),
             retrain: Some(self.retraining.status.clone()),
+            freeze: Some(FreezeRecord {
+                snapshot: self.snapshot.as_ref().map(|(s, _)| *s),
+                goods: self.good.iter().map(|g| g.seq).collect(),
+                dead_letters: self.dead_n,
+            }),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
@@ -1353,7 +1590,7 @@ impl Learner {
         self.dirty = false;
         self.need_full = false;
         // What the new checkpoint no longer refers to.
-        for path in self.dedup_retired.drain(..) {
+        for path in self.dedup_retired.drain(..).chain(self.goods_retired.drain(..)) {
             remove_if_present(&path)?;
         }
         let now = now_millis();
@@ -1363,7 +1600,9 @@ impl Learner {
         for (_, path) in due {
             remove_if_present(&path)?;
         }
-        let through = self.archived_through.min(self.dedup.through()).min(self.checkpointed_seq);
+        // The log keeps the events after the snapshot, for a restart to learn again.
+        let snapshot = self.snapshot.as_ref().map_or(u64::MAX, |(s, _)| *s);
+        let through = self.archived_through.min(self.dedup.through()).min(self.checkpointed_seq).min(snapshot);
         self.log.retire_through(through)?;
         let all = started.elapsed();
         if all.as_millis() >= SLOW_CHECKPOINT_MS {
@@ -1501,9 +1740,11 @@ impl Learner {
         self.learner_models = Arc::new(self.records.models());
         // The good states kept were of the old version's encoding, and the speed model is compared with a new
         // batch model.
-        self.good.clear();
+        self.clear_goods();
         self.quality.restart_gap();
-        self.keep_good();
+        if self.spec.speed.freeze.enabled {
+            self.keep_good(self.last_seq, self.model.clone());
+        }
         self.updates = updates;
         self.stats = stats;
         self.batch = published;
@@ -1553,6 +1794,40 @@ fn remove_if_present(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Keeps a good state, three at most.
+fn push_good(goods: &mut VecDeque<Good>, good: Good) {
+    if goods.len() == 3 {
+        goods.pop_front();
+    }
+    goods.push_back(good);
+}
+
+/// The snapshot a checkpoint lists, ready to learn the events after it again; removes the snapshots' files it
+/// does not list (left by a crash between writing one and the manifest). None when it cannot be read: a freeze
+/// then goes back to a state taken after the restart.
+fn read_snapshot(state: &Path, generation: u64, record: Option<&FreezeRecord>) -> Result<Option<Relearn>> {
+    let dir = checkpoint::goods_dir(state);
+    create_dir_synced(&dir)?;
+    let listed = record.and_then(|r| r.snapshot).map(|seq| (seq, checkpoint::good_name(generation, seq)));
+    for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+        let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        if listed.as_ref().is_none_or(|(_, name)| entry.file_name().to_string_lossy() != name.as_str()) {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    let (Some((seq, name)), Some(record)) = (listed, record) else { return Ok(None) };
+    match checkpoint::read_good(state, &name) {
+        Ok((model, learners)) => {
+            let expected = record.goods.clone();
+            Ok(Some(Relearn { snapshot: (seq, name), model, learners, stats: SpeedStats::default(), expected }))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the snapshot of a good state cannot be read; keeping none");
+            Ok(None)
+        }
     }
 }
 

@@ -34,6 +34,47 @@ pub struct Record {
     pub ingest_ms: i64,
     /// The checked event.
     pub event: Event,
+    /// What its request group says about it, written after the record in its frame when there is anything to say
+    /// (a reader of the record alone skips it).
+    #[serde(skip)]
+    pub mark: GroupMark,
+}
+
+/// What a logged event's request group says about it, so that a replay does what the run did: the records rejected
+/// just before it in the group (since the event accepted before it) and, for the group's last event, after it, by
+/// their keys in the order received (the input's quality, `Quality::push_rejected`); and whether it ended the group
+/// (where the run took its verdicts and good states).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMark {
+    /// Keys of the records rejected before the event.
+    pub rejected_before: Vec<u64>,
+    /// Keys of the records rejected after it (the group's last event only).
+    pub rejected_after: Vec<u64>,
+    /// Whether it is the last event of its group.
+    pub last: bool,
+}
+
+impl GroupMark {
+    /// Whether it says nothing.
+    pub fn is_empty(&self) -> bool {
+        self.rejected_before.is_empty() && self.rejected_after.is_empty() && !self.last
+    }
+}
+
+fn encode_record(r: &Record) -> Result<Vec<u8>> {
+    let mut payload = state::encode(r)?;
+    if !r.mark.is_empty() {
+        payload.extend(state::encode(&r.mark)?);
+    }
+    Ok(payload)
+}
+
+fn decode_record(path: &Path, payload: &[u8]) -> Result<Record> {
+    let (mut r, rest): (Record, &[u8]) = state::decode_prefix(path, payload)?;
+    if !rest.is_empty() {
+        r.mark = state::decode(path, rest)?;
+    }
+    Ok(r)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,7 +276,7 @@ impl Log {
         }
         let mut buf = Vec::with_capacity(records.len() * 96);
         for r in records {
-            state::put_frame(&mut buf, &state::encode(r)?);
+            state::put_frame(&mut buf, &encode_record(r)?);
         }
         let result = self.write_and_sync(&buf);
         if result.is_err() {
@@ -367,7 +408,7 @@ impl LogView {
                 }
                 match frames.next_frame()? {
                     Next::Frame(payload) => {
-                        let r: Record = state::decode(path, &payload)?;
+                        let r = decode_record(path, &payload)?;
                         if r.seq > after && !f(r)? {
                             return Ok(());
                         }
@@ -406,6 +447,7 @@ mod tests {
                 features: vec![Cell::Num(Some(seq as f64))],
                 target: None,
             },
+            mark: GroupMark::default(),
         }
     }
 
@@ -434,6 +476,26 @@ mod tests {
         assert_eq!(log.retire_through(5).unwrap(), 1);
         assert_eq!(all(&log, 0), (6..=9).collect::<Vec<_>>());
         assert_eq!(log.segments(), 1);
+    }
+
+    #[test]
+    fn what_the_group_says_about_an_event_comes_back_and_a_record_without_it_reads_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), "h", 1).unwrap();
+        let mut with = rec(2);
+        with.mark = GroupMark { rejected_before: vec![7, 8], rejected_after: vec![u64::MAX], last: true };
+        log.append(&[rec(1), with.clone(), rec(3)]).unwrap();
+        let mut back = Vec::new();
+        log.replay(0, |r| {
+            back.push(r);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(back, vec![rec(1), with.clone(), rec(3)]);
+        // The record alone, as a reader of the record without its rejections decodes it.
+        let payload = encode_record(&with).unwrap();
+        let alone: Record = state::decode(dir.path(), &payload).unwrap();
+        assert_eq!(alone, Record { mark: GroupMark::default(), ..with });
     }
 
     #[test]

@@ -19,7 +19,9 @@ use serde_json::json;
 
 /// Where a crash can land: each is a fail point on the path of an event or of a checkpoint.
 const CRASH_POINTS: &[&str] = &[
-    // Group commit: the records are written but not yet synced.
+    // Group commit: the rejections are in the dead letters, the events not yet in the log; then written but not
+    // yet synced.
+    "learner::after_dead_letters",
     "log::before_sync",
     // Archiving: the Parquet file is complete under its temporary name; then renamed but not yet checkpointed.
     "master::before_rename",
@@ -28,6 +30,8 @@ const CRASH_POINTS: &[&str] = &[
     "state::document_before_rename",
     "checkpoint::before_manifest",
     "checkpoint::full_before_rename",
+    // A good state kept for a freeze is written but not renamed.
+    "checkpoint::good_before_rename",
 ];
 
 /// One step of a schedule: a request of events (some bad, some replays), or a tick (archive + checkpoint).
@@ -52,8 +56,14 @@ fn schedule() -> impl Strategy<Value = Vec<Step>> {
             _ => e,
         }
     });
+    // Requests of rejected records only: their rejections are in the dead letters alone, not in the log.
+    let bad = (0u64..400).prop_map(|i| json!({"id": format!("bad{i}"), "user": "u", "ts": 1, "amount": "NaN"}));
     prop::collection::vec(
-        prop_oneof![4 => prop::collection::vec(record, 1..30).prop_map(Step::Request), 1 => Just(Step::Tick)],
+        prop_oneof![
+            4 => prop::collection::vec(record, 1..30).prop_map(Step::Request),
+            1 => prop::collection::vec(bad, 1..3).prop_map(Step::Request),
+            1 => Just(Step::Tick),
+        ],
         5..40,
     )
 }
@@ -71,25 +81,25 @@ fn run_step(learner: &mut Learner, spec: &Spec, step: &Step) {
     }
 }
 
-/// Runs the schedule without a crash and returns what a user compares.
-/// The freeze is off here: a freeze decided on records rejected after the last checkpoint is not replayed after a
-/// crash (rejected records are not in the log), so with it a crash may move the freeze by a group.
-const NO_FREEZE: &str = "[speed.freeze]\nenabled = false\n";
+/// The freeze on a short window at the schedules' share of bad records (one in ten), so that their input freezes
+/// the updates and clears again now and then: what a crash must not move.
+const FREEZE: &str = "[speed.freeze]\nwindow = 40\nmax_rejected = 0.1\n";
 
-fn reference(steps: &[Step]) -> (Summary, Vec<(u64, String)>) {
-    let (_dir, spec) = setup_with(NO_FREEZE);
+/// Runs the schedule without a crash and returns what a user compares, and the freezes.
+fn reference(steps: &[Step]) -> (Summary, Vec<(u64, String)>, u64) {
+    let (_dir, spec) = setup_with(FREEZE);
     let mut learner = Learner::open(spec.clone(), None).unwrap();
     for step in steps {
         run_step(&mut learner, &spec, step);
     }
     learner.archive_all().unwrap();
-    (summary(&learner.side()), master_rows(&spec))
+    (summary(&learner.side()), master_rows(&spec), learner.status().freezes)
 }
 
 /// Runs the schedule with a crash at the `hit`-th pass through `point`; the crashed step is sent again after the
 /// restart (a client that got no answer retries), then the schedule goes on.
-fn crashed(steps: &[Step], point: &str, hit: usize) -> (Summary, Vec<(u64, String)>, bool) {
-    let (_dir, spec) = setup_with(NO_FREEZE);
+fn crashed(steps: &[Step], point: &str, hit: usize) -> (Summary, Vec<(u64, String)>, u64, bool) {
+    let (_dir, spec) = setup_with(FREEZE);
     let mut learner = Some(Learner::open(spec.clone(), None).unwrap());
     let action = if hit == 0 { "panic".to_string() } else { format!("{hit}*off->panic") };
     fail::cfg(point, &action).unwrap();
@@ -130,7 +140,7 @@ fn crashed(steps: &[Step], point: &str, hit: usize) -> (Summary, Vec<(u64, Strin
         }
     };
     fail::cfg(point, "off").unwrap();
-    (summary(&l.side()), master_rows(&spec), crashed)
+    (summary(&l.side()), master_rows(&spec), l.status().freezes, crashed)
 }
 
 #[test]
@@ -140,6 +150,7 @@ fn a_crash_anywhere_equals_no_crash() {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let crashes = std::sync::atomic::AtomicUsize::new(0);
+    let froze = std::sync::atomic::AtomicUsize::new(0);
     // A fixed seed: how many of the cases reach their crash point depends on the schedules drawn, and a random
     // draw let that count fall below the bar now and then (20 of 48 in one CI run).
     let config = ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() };
@@ -149,13 +160,17 @@ fn a_crash_anywhere_equals_no_crash() {
         for p in CRASH_POINTS {
             fail::cfg(*p, "off").unwrap();
         }
-        let (want, want_rows) = reference(&steps);
-        let (got, got_rows, crashed) = crashed(&steps, CRASH_POINTS[point], hit);
+        let (want, want_rows, want_freezes) = reference(&steps);
+        let (got, got_rows, got_freezes, crashed) = crashed(&steps, CRASH_POINTS[point], hit);
         if crashed {
             crashes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if want_freezes > 0 {
+                froze.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         prop_assert_eq!(&got, &want, "crash at {} (pass {})", CRASH_POINTS[point], hit);
         prop_assert_eq!(&got_rows, &want_rows);
+        prop_assert_eq!(got_freezes, want_freezes);
         Ok(())
     });
     std::panic::set_hook(hook);
@@ -164,6 +179,9 @@ fn a_crash_anywhere_equals_no_crash() {
     // The cases must have crashed for real, not only passed by.
     let crashes = crashes.into_inner();
     assert!(crashes >= 24, "only {crashes} of 48 cases crashed");
+    // And crashed where the input froze the updates.
+    let froze = froze.into_inner();
+    assert!(froze >= 12, "only {froze} of the {crashes} crashed cases froze");
 }
 
 #[test]

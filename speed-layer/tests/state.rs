@@ -435,11 +435,14 @@ fn the_log_and_the_state_stay_bounded_without_a_batch_run() {
         learner.tick().unwrap();
         log_sizes.push(learner.log_bytes());
     }
-    // Every 50 events make one archive file; the log holds at most the open stretch.
+    // Every 50 events make one archive file; the log holds at most the open stretch and the events after the
+    // snapshot a restart learns again (the oldest good state kept for a freeze: three windows of 200 events).
     assert_eq!(learner.archived_through(), 1000);
     assert_eq!(master_rows(&spec).len(), 1000);
     let max = *log_sizes.iter().max().unwrap();
-    assert!(max == log_sizes[0] || max < 4 * log_sizes[0], "log grew: {log_sizes:?}");
+    let per_event = log_sizes[0] / 50;
+    assert!(max < (4 * 50 + 3 * 200 + 50) * per_event, "log grew: {log_sizes:?}");
+    assert!(log_sizes[15..].iter().all(|s| *s <= *log_sizes[..15].iter().max().unwrap()), "{log_sizes:?}");
     // Seven keys: seven views, whatever the number of events.
     assert_eq!(learner.side().realtime.len(), 7);
     let views = std::fs::read_dir(checkpoint::views_dir(&spec.paths.state)).unwrap().count();
@@ -764,4 +767,104 @@ fn ten_percent_garbage_freezes_the_online_updates_and_costs_at_most_a_point_of_l
     let flip = |e: &mut serde_json::Value| e["label"] = json!(if e["label"] == "yes" { "no" } else { "yes" });
     let (flipped, _, _d, _s) = accuracy_with_garbage("", flip);
     assert!(flipped >= clean - 0.01, "clean {clean}, with 10% wrong labels {flipped}");
+}
+
+fn nan_line(spec: &Spec, i: u64) -> Incoming {
+    parse_line(spec, 1, &json!({"id": format!("bad{i}"), "user": "u", "ts": 1, "amount": "NaN"}).to_string())
+}
+
+/// Events 30..33 with a rejected record before and after them.
+fn mixed(spec: &Spec) -> Vec<Incoming> {
+    let mut request = vec![nan_line(spec, 2)];
+    request.extend(items(spec, 30..33));
+    request.push(nan_line(spec, 3));
+    request
+}
+
+#[test]
+fn a_restart_counts_the_records_rejected_after_the_checkpoint_as_the_run_did() {
+    // Regression: rejected records were not logged, so the input's quality after a crash lacked those received
+    // since the last checkpoint, and a freeze came later or not at all. Rejections alone in their request (read
+    // back from the dead letters), then before and after accepted events (logged with them).
+    let (_dir, spec) = setup_with("[speed.freeze]\nwindow = 40\nmax_rejected = 0.5\n");
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..30)).unwrap();
+    learner.checkpoint().unwrap();
+    learner.ingest(vec![nan_line(&spec, 0), nan_line(&spec, 1)]).unwrap();
+    learner.ingest(mixed(&spec)).unwrap();
+    let before = learner.status().input;
+    assert_eq!((before.records, before.rejected), (37, 4.0 / 37.0));
+    drop(learner);
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(learner.status().input, before);
+    // A client that got no answer sends its request again: its events are duplicates, its rejected records the
+    // same records, counted once.
+    let r = learner.ingest(mixed(&spec)).unwrap();
+    assert_eq!((r.accepted, r.duplicates, r.rejected.len()), (0, 3, 2));
+    assert_eq!(learner.status().input, before);
+    assert_eq!(learner.status().rejected, 6, "the dead letters and the counter keep every rejection");
+}
+
+#[test]
+fn a_crash_before_the_checkpoint_does_not_move_the_freeze() {
+    // The same input with and without a crash after two rejections alone in their request: the next two freeze
+    // the updates in both (4 of 37 > 10%).
+    let run = |crash: bool| {
+        let (dir, spec) = setup_with("[speed.freeze]\nwindow = 40\nmax_rejected = 0.1\n");
+        let mut learner = Learner::open(spec.clone(), None).unwrap();
+        learner.ingest(items(&spec, 0..30)).unwrap();
+        learner.checkpoint().unwrap();
+        learner.ingest(vec![nan_line(&spec, 0), nan_line(&spec, 1)]).unwrap();
+        learner.ingest(items(&spec, 30..33)).unwrap();
+        if crash {
+            drop(learner);
+            learner = Learner::open(spec.clone(), None).unwrap();
+        }
+        learner.ingest(vec![nan_line(&spec, 2), nan_line(&spec, 3)]).unwrap();
+        let status = learner.status();
+        let frozen = status.frozen.map(|z| (z.since_seq, z.reason));
+        (status.freezes, frozen, summary(&learner.side()), dir)
+    };
+    let (want, got) = (run(false), run(true));
+    assert_eq!(want.0, 1, "{:?}", want.1);
+    assert_eq!((got.0, &got.1, &got.2), (want.0, &want.1, &want.2));
+}
+
+#[test]
+fn a_freeze_after_a_restart_goes_back_to_the_good_state_the_run_would_have() {
+    // Good states are taken at the end of the first request group a window (40) of events after the one before:
+    // with groups of 30, after events 60, 120, 180, 240... A restart takes them again from the log: those up to
+    // the checkpoint by learning the events after the snapshot again (the snapshot is the first good state, at the
+    // start), those after it in the replay. The bad input after the restart freezes the updates, back to the oldest
+    // good state kept: with the checkpoint after event 210, the one after 60, taken by learning again; with the
+    // checkpoint after event 30 and 300 events, the one after 180, taken in the replay.
+    let run = |checkpoint_after: u64, events: u64, crash: bool| {
+        let (dir, spec) = setup_with("[speed.freeze]\nwindow = 40\nmax_rejected = 0.1\n");
+        let mut learner = Learner::open(spec.clone(), None).unwrap();
+        for k in 0..events / 30 {
+            learner.ingest(items(&spec, k * 30..(k + 1) * 30)).unwrap();
+            if (k + 1) * 30 == checkpoint_after {
+                learner.checkpoint().unwrap();
+            }
+        }
+        let at_restart = summary(&learner.side()).weights;
+        if crash {
+            drop(learner);
+            learner = Learner::open(spec.clone(), None).unwrap();
+        }
+        let mut bad: Vec<Incoming> = (0..10).map(|i| nan_line(&spec, i)).collect();
+        bad.extend(items(&spec, events..events + 10));
+        learner.ingest(bad).unwrap();
+        assert_eq!(learner.status().freezes, 1);
+        learner.checkpoint().unwrap();
+        let m = learner.side().model.load_full();
+        (summary(&learner.side()), m.learner_models.clone(), at_restart, dir)
+    };
+    for (checkpoint_after, events) in [(210, 210), (30, 300)] {
+        let (want, got) = (run(checkpoint_after, events, false), run(checkpoint_after, events, true));
+        assert_eq!(got.0, want.0, "checkpoint after {checkpoint_after}");
+        assert!(got.1 == want.1, "the other learners differ after the restart (checkpoint after {checkpoint_after})");
+        // What was put back is an older state than the one at the restart.
+        assert_ne!(want.0.weights, want.2);
+    }
 }

@@ -122,6 +122,8 @@ pub struct Summary {
     /// The blend's components, weights (bits) and the events they were measured on.
     pub blend: (Vec<String>, Vec<u64>, usize),
     pub views: ViewTable,
+    /// The freeze, if frozen: since which event, why, records received since (not when: a clock time).
+    pub frozen: Option<(u64, String, u64)>,
 }
 
 pub fn summary(side: &SpeedSide) -> Summary {
@@ -139,6 +141,7 @@ pub fn summary(side: &SpeedSide) -> Summary {
             .collect(),
         blend: (m.weights.names.clone(), m.weights.weights.iter().map(|w| w.to_bits()).collect(), m.weights.events),
         views: side.realtime.to_table(),
+        frozen: m.frozen.as_ref().map(|z| (z.since_seq, z.reason.clone(), z.records)),
     }
 }
 
