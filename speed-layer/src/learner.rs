@@ -115,9 +115,10 @@ impl DeadLetters {
 
     /// The dead letters numbered after `n` of request groups that accepted nothing (the others' rejections are
     /// in the log with their events), oldest first: from the current file, and from the rotated ones when it
-    /// starts after `n + 1`.
-    fn alone_after(&self, n: u64) -> Result<Vec<DeadLetter>> {
+    /// starts after `n + 1`; and the number of the last one written.
+    fn alone_after(&self, n: u64) -> Result<(Vec<DeadLetter>, u64)> {
         let mut out: Vec<DeadLetter> = Vec::new();
+        let mut last = n;
         let files = [self.path.clone(), self.path.with_extension("1.ndjson"), self.path.with_extension("2.ndjson")];
         for path in files {
             if !path.exists() {
@@ -127,13 +128,14 @@ impl DeadLetters {
             let lines: Vec<DeadLetter> =
                 text.lines().filter_map(|l| serde_json::from_str::<DeadLetter>(l).ok()).filter(|d| d.n > 0).collect();
             let first = lines.first().map(|d| d.n);
+            last = last.max(lines.last().map_or(0, |d| d.n));
             out.splice(0..0, lines.into_iter().filter(|d| d.n > n && d.alone));
             // An empty file was just rotated; one of unnumbered lines was written before the numbers.
             if first.is_some_and(|f| f <= n + 1) || (first.is_none() && !text.is_empty()) {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, last))
     }
 
     fn rotate(&mut self) -> Result<()> {
@@ -677,7 +679,8 @@ impl Learner {
             from = from.min(*seq);
         }
         // Rejections of request groups that accepted nothing, in the input's quality where they came.
-        let mut alone = self.dead.alone_after(self.dead_n)?.into_iter().peekable();
+        let (alone, dead_n) = self.dead.alone_after(self.dead_n)?;
+        let mut alone = alone.into_iter().peekable();
         let mut replayed = 0u64;
         let mut records = Vec::new();
         self.log.replay(from, |r| {
@@ -718,7 +721,6 @@ impl Learner {
             self.quality.push_rejected(d.key());
             self.stats.rejected += 1;
         }
-        let dead_n = self.dead.last_n()?.max(self.dead_n);
         if dead_n > self.dead_n {
             self.dead_n = dead_n;
             self.dirty = true;
