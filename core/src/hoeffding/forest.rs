@@ -213,12 +213,14 @@ impl Tree {
         let Some(Split { input, threshold, sides: [l, r] }) = leaf.split(cx.classes.len(), inputs.len(), cx.set) else {
             return;
         };
+        let parent = inputs.clone();
         let input = inputs[input as usize];
         let left = self.nodes.len() as u32;
-        // The sides' statistics start from the class counts alone, so they take any inputs.
+        // The sides' statistics start from the class counts (or the target's moments and model) alone, so they
+        // take any inputs.
         for side in [l, r] {
             let inputs = cx.draw(rng);
-            let leaf = Leaf { stats: side.stats.resized(cx.classes.len(), inputs.len()), ..side };
+            let leaf = Leaf { stats: side.stats.resized(cx.classes.len(), &parent, &inputs), ..side };
             self.nodes.push(Node::Leaf { inputs, leaf });
         }
         self.nodes[p.at] = Node::Split { input, threshold, left, right: left + 1 };
@@ -795,9 +797,10 @@ mod tests {
             let (before, after, tree_after) =
                 (mean(&f[15_000..20_000]), mean(&f[21_000..26_000]), mean(&t[21_000..26_000]));
             // Mean absolute errors; the noise alone gives 0.25. Measured: 0.26 → 0.29, 0.26 → 0.29, 0.27 → 0.28,
-            // the plain tree 3.3, 3.0, 3.0 after.
+            // the plain tree 0.77, 1.00, 0.94 after (its leaves' linear models follow some of the change; with
+            // leaves that answer their mean it was 3.3, 3.0, 3.0).
             assert!(
-                before < 0.35 && after < 0.4 && after < 0.2 * tree_after,
+                before < 0.35 && after < 0.4 && after < 0.5 * tree_after,
                 "seed {seed}: {before}, {after}, {tree_after}"
             );
             // Every tree was replaced at the change.
