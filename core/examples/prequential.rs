@@ -2,7 +2,9 @@
 //!   prequential classification|regression FILE.csv
 //! The CSV has a header, numeric inputs, and the label last. Inputs are standardized with the first 1,000 rows'
 //! mean and deviation, as the batch encoder would from history. Prints one JSON line per learner. `FROM=N` scores
-//! the events from the N-th on only (every event is learned): a stream's tail after its history.
+//! the events from the N-th on only (every event is learned): a stream's tail after its history. For comparisons
+//! with other settings: `TREES`, `DRIFT_DELTA` and `WARNING_DELTA` (the forest's), `GRACE` and `DELTA` (the plain
+//! tree's).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
@@ -64,7 +66,11 @@ fn main() {
         let _ = linear.learn(x, y, 0.5, 0.0);
         p
     });
-    let mut tree = HoeffdingTree::new(classes.clone(), dim, TreeSettings::default());
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<f64>().ok());
+    let mut settings = TreeSettings::default();
+    settings.grace_period = env("GRACE").map_or(settings.grace_period, |v| v as u32);
+    settings.delta = env("DELTA").unwrap_or(settings.delta);
+    let mut tree = HoeffdingTree::new(classes.clone(), dim, settings);
     run("lambda-ml Hoeffding tree", &data, &classes, |x, y| {
         let p = tree.predict(x);
         tree.learn(x, y);
@@ -84,8 +90,13 @@ fn main() {
         hat.depth(),
         hat.alternates()
     );
-    let mut forest = AdaptiveRandomForest::new(classes.clone(), dim, ForestSettings::default());
-    run("lambda-ml adaptive random forest (10 trees)", &data, &classes, |x, y| {
+    let mut set = ForestSettings::default();
+    set.n_models = env("TREES").map_or(set.n_models, |v| v as u32);
+    set.drift_delta = env("DRIFT_DELTA").unwrap_or(set.drift_delta);
+    set.warning_delta = env("WARNING_DELTA").unwrap_or(set.warning_delta);
+    let trees = set.n_models;
+    let mut forest = AdaptiveRandomForest::new(classes.clone(), dim, set);
+    run(&format!("lambda-ml adaptive random forest ({trees} trees)"), &data, &classes, |x, y| {
         let p = forest.predict(x);
         forest.learn(x, y);
         p
