@@ -3,7 +3,7 @@
 //! The CSV has a header, numeric inputs, and the label last. Inputs are standardized with the first 1,000 rows'
 //! mean and deviation, as the batch encoder would from history. Prints one JSON line per learner. `FROM=N` scores
 //! the events from the N-th on only (every event is learned): a stream's tail after its history. For comparisons
-//! with other settings: `TREES`, `DRIFT_DELTA` and `WARNING_DELTA` (the forest's), `GRACE` and `DELTA` (the plain
+//! with other settings: `TREES`, `MAX_FEATURES`, `DRIFT_DELTA` and `WARNING_DELTA` (the forest's), `GRACE` and `DELTA` (the plain
 //! tree's).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -94,6 +94,7 @@ fn main() {
     set.n_models = env("TREES").map_or(set.n_models, |v| v as u32);
     set.drift_delta = env("DRIFT_DELTA").unwrap_or(set.drift_delta);
     set.warning_delta = env("WARNING_DELTA").unwrap_or(set.warning_delta);
+    set.max_features = env("MAX_FEATURES").map(|v| v as u32).or(set.max_features);
     let trees = set.n_models;
     let mut forest = AdaptiveRandomForest::new(classes.clone(), dim, set);
     run(&format!("lambda-ml adaptive random forest ({trees} trees)"), &data, &classes, |x, y| {

@@ -539,22 +539,30 @@ mod tests {
                 .count();
             right as f64 / data.len() as f64
         };
-        let mut by_feature = OnlineLearner::new("adaptive_random_forest", &classes, &encoder, None).unwrap();
+        // At River's √ of what is drawn from: 3 of the 10 features, against 4 of the 20 encoded inputs.
+        let (three, four) = (Some(3), Some(4));
+        let set = |max_features| ForestSettings { max_features, ..ForestSettings::default() };
+        let groups = encoder.feature_inputs();
+        let mut by_feature = AdaptiveRandomForest::over_features(classes.clone(), groups, set(three)).unwrap();
         let features = accuracy(&mut |x, y| {
             let p = by_feature.predict(x);
             by_feature.learn(x, y);
             p
         });
-        let mut by_input = AdaptiveRandomForest::new(classes.clone(), encoder.dim(), ForestSettings::default());
+        let mut by_input = AdaptiveRandomForest::new(classes.clone(), encoder.dim(), set(four));
         let inputs = accuracy(&mut |x, y| {
             let p = by_input.predict(x);
             by_input.learn(x, y);
             p
         });
-        let OnlineLearner::AdaptiveRandomForest(f) = &by_feature else { panic!("{by_feature:?}") };
-        assert_eq!(f.features_per_leaf(), 3);
-        by_feature.validate(&classes, 20).unwrap();
+        assert_eq!(by_feature.features_per_leaf(), 3);
+        by_feature.validate().unwrap();
         assert!(features > inputs + 0.02, "over features {features}, over inputs {inputs}");
+        // The speed layer's forest draws whole features, half of them.
+        let learner = OnlineLearner::new("adaptive_random_forest", &classes, &encoder, None).unwrap();
+        let OnlineLearner::AdaptiveRandomForest(f) = &learner else { panic!("{learner:?}") };
+        assert_eq!((f.features_per_leaf(), f.dim), (5, 20));
+        learner.validate(&classes, 20).unwrap();
     }
 
     #[test]
