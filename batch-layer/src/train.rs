@@ -841,17 +841,14 @@ pub fn best_window(spec: &Spec, columns: &Columns, split: &Split, search: &mut S
         }
     }
     let (w, k, model, metrics, _) = best?;
-    let line = tried[k].1;
-    if line.is_some() {
-        search.searched = tried[k].0;
-    }
-    search.best = kept_rounds(search.searched, rounds_of(&model));
-    search.model = model;
-    if let Some(line) = line {
-        // That family's line moves to the top, with the window's figures.
+    if let (cand, Some(line), _, _) = tried[k] {
+        // Another family won: its line moves to the top, with the window's figures.
+        search.searched = cand;
         let entry = search.leaderboard.remove(line);
         search.leaderboard.insert(0, entry);
     }
+    search.best = kept_rounds(search.searched, rounds_of(&model));
+    search.model = model;
     let line = &mut search.leaderboard[0];
     (line.metrics, line.rows, line.rounds_kept) = (metrics, w as u64, rounds_of(&search.model));
     search.report.window_rows = Some(w as u64);

@@ -224,8 +224,12 @@ impl LeafModel {
 
     /// The model's answer at a leaf of target moments `y`, kept within its reach of the mean.
     fn predict(&self, y: &Moments, x: &[f64]) -> f64 {
+        Self::within_reach(y, self.raw(y.mean, x))
+    }
+
+    /// `v` kept within the model's reach of the mean of `y`.
+    fn within_reach(y: &Moments, v: f64) -> f64 {
         let reach = MODEL_REACH * y.variance().sqrt();
-        let v = self.raw(y.mean, x);
         if v.is_finite() {
             v.clamp(y.mean - reach, y.mean + reach)
         } else {
@@ -245,18 +249,20 @@ impl LeafModel {
     /// Scores the mean and the model on (`x`, `target`) as `w` events, then moves the model towards it; a step
     /// that would not be finite is not taken.
     fn learn(&mut self, y: &Moments, x: &[f64], target: f64, w: f64) {
+        let raw = self.raw(y.mean, x);
         let decay = ERROR_DECAY.powf(w);
         let mean_error = decay * self.mean_error + w * (target - y.mean).powi(2);
-        let model_error = decay * self.model_error + w * (target - self.predict(y, x)).powi(2);
+        let model_error = decay * self.model_error + w * (target - Self::within_reach(y, raw)).powi(2);
         if mean_error.is_finite() && model_error.is_finite() {
             (self.mean_error, self.model_error) = (mean_error, model_error);
         }
         let rate = 1.0 - (1.0 - NLMS_RATE).powf(w);
-        let step = rate * (target - self.raw(y.mean, x)) / (1.0 + x.iter().map(|v| v * v).sum::<f64>());
-        let weights: Vec<f64> = self.weights.iter().zip(x).map(|(wt, v)| wt + step * v).collect();
-        let bias = self.bias + step;
-        if bias.is_finite() && weights.iter().all(|v| v.is_finite()) {
-            (self.weights, self.bias) = (weights, bias);
+        let step = rate * (target - raw) / (1.0 + x.iter().map(|v| v * v).sum::<f64>());
+        let finite =
+            (self.bias + step).is_finite() && self.weights.iter().zip(x).all(|(wt, v)| (wt + step * v).is_finite());
+        if finite {
+            self.bias += step;
+            self.weights.iter_mut().zip(x).for_each(|(wt, v)| *wt += step * v);
         }
     }
 

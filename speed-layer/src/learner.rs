@@ -450,8 +450,8 @@ struct Good {
 
 /// The snapshot's models learning the logged events after it again, up to the checkpoint.
 struct Relearn {
-    /// The snapshot's sequence number and file name.
-    snapshot: (u64, String),
+    /// The snapshot's sequence number.
+    seq: u64,
     model: AdaptiveLinear,
     learners: Vec<OnlineLearner>,
     stats: SpeedStats,
@@ -549,7 +549,7 @@ impl Learner {
                     learner_models: Arc::default(),
                     quality: c.quality.clone().unwrap_or_else(|| Quality::new(spec.speed.freeze.window)),
                     good: VecDeque::new(),
-                    snapshot: relearn.as_ref().map(|r| r.snapshot.clone()),
+                    snapshot: relearn.as_ref().map(|r| (r.seq, checkpoint::good_name(c.generation, r.seq))),
                     relearn,
                     goods_retired: Vec::new(),
                     dead_n,
@@ -672,11 +672,11 @@ impl Learner {
     fn recover(&mut self) -> Result<()> {
         let mut from = self.dedup.through().min(self.last_seq).min(self.archived_through);
         let (checkpointed, dedup_through, archived) = (self.last_seq, self.dedup.through(), self.archived_through);
-        if let (Some(rl), Some((seq, _))) = (&self.relearn, &self.snapshot) {
+        if let Some(rl) = &self.relearn {
             // The good states from the snapshot on are taken again as the events after it are learned again.
             let (model, learners) = (rl.model.clone(), rl.learners.clone());
-            self.good = VecDeque::from([Good { seq: *seq, model, learners }]);
-            from = from.min(*seq);
+            self.good = VecDeque::from([Good { seq: rl.seq, model, learners }]);
+            from = from.min(rl.seq);
         }
         // Rejections of request groups that accepted nothing, in the input's quality where they came.
         let (alone, dead_n) = self.dead.alone_after(self.dead_n)?;
@@ -698,7 +698,7 @@ impl Learner {
                 if r.seq > archived && self.open_first_ms.is_none() {
                     self.open_first_ms = Some(r.ingest_ms);
                 }
-                if self.snapshot.as_ref().is_some_and(|(s, _)| r.seq > *s) && r.seq <= checkpointed {
+                if self.relearn.as_ref().is_some_and(|rl| r.seq > rl.seq) && r.seq <= checkpointed {
                     self.relearn(&r);
                 }
                 if r.seq > checkpointed {
@@ -1604,7 +1604,7 @@ impl Learner {
         }
         // The log keeps the events after the snapshot, for a restart to learn again.
         let snapshot = self.snapshot.as_ref().map_or(u64::MAX, |(s, _)| *s);
-        let through = self.archived_through.min(self.dedup.through()).min(self.checkpointed_seq).min(snapshot);
+        let through = cut.min(snapshot);
         self.log.retire_through(through)?;
         let all = started.elapsed();
         if all.as_millis() >= SLOW_CHECKPOINT_MS {
@@ -1824,7 +1824,7 @@ fn read_snapshot(state: &Path, generation: u64, record: Option<&FreezeRecord>) -
     match checkpoint::read_good(state, &name) {
         Ok((model, learners)) => {
             let expected = record.goods.clone();
-            Ok(Some(Relearn { snapshot: (seq, name), model, learners, stats: SpeedStats::default(), expected }))
+            Ok(Some(Relearn { seq, model, learners, stats: SpeedStats::default(), expected }))
         }
         Err(e) => {
             tracing::warn!(error = %e, "the snapshot of a good state cannot be read; keeping none");
