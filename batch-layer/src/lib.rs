@@ -2,9 +2,9 @@
 //!
 //! [`run`] scans every Parquet file of the master dataset with polars ([`read`]), splits the rows by event time into
 //! training and holdout, fits the encoder, searches the model settings with linfa ([`train`]), refits the best on
-//! all rows, folds every row into the batch view, and publishes the view and then the model (the registry pointer
-//! moves last) when the champion/challenger [`gate`] lets it. [`forecast`] scores a whole Parquet table with the
-//! current model.
+//! all rows, aggregates every row into the batch view with polars ([`view`]), and publishes the view and then the
+//! model (the registry pointer moves last) when the champion/challenger [`gate`] lets it. [`forecast`] scores a
+//! whole Parquet table with the current model.
 
 pub mod cart;
 pub mod forecast;
@@ -12,6 +12,7 @@ pub mod gate;
 pub mod gbm;
 pub mod read;
 pub mod train;
+pub mod view;
 
 use std::path::PathBuf;
 
@@ -21,7 +22,7 @@ use lambda_core::online::GradientPrior;
 use lambda_core::online_bayes::{self, BayesStats};
 use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
 use lambda_core::spec::Spec;
-use lambda_core::views::{batch_view_path, ViewTable};
+use lambda_core::views::batch_view_path;
 
 /// Result with the batch [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -43,6 +44,9 @@ pub enum Error {
     /// The data cannot train a model (empty, a single class, too few rows).
     #[error("{0}")]
     Data(String),
+    /// Polars could not aggregate the batch view.
+    #[error("computing the batch view: {0}")]
+    View(String),
     /// The solver failed.
     #[error("training {algorithm} failed: {message}")]
     Train {
@@ -230,9 +234,8 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
     artifact.validate(spec)?;
     phases.done();
 
-    phases.start("folding the batch view");
-    let mut view = ViewTable::new(spec);
-    view.fold_columns(c);
+    phases.start("aggregating the batch view");
+    let view = view::batch_view(spec, c).map_err(|e| Error::View(e.to_string()))?;
     phases.done();
 
     phases.start("publishing");

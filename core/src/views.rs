@@ -19,14 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::master::pq_err;
-use crate::schema::{CellRef, Codes, Column, Columns, RowSource, Target, TargetRef, Targets};
+use crate::schema::{CellRef, RowSource, Target, TargetRef};
 use crate::spec::{FeatureKind, Spec, Task};
 
 /// Largest scaled magnitude kept before the scale grows: squares of it, summed 2^63 times, stay finite.
 const SCALED_LIMIT_EXP: i32 = 450;
-
-/// Magnitudes below this (2^450) never make [`Stats::observe`] scale a stat's sums.
-const UNSCALED_BELOW: f64 = f64::from_bits((1023 + SCALED_LIMIT_EXP as u64) << 52);
 
 /// `v × 2^k`, exact unless the result leaves the normal range.
 fn ldexp(mut v: f64, mut k: i32) -> f64 {
@@ -71,13 +68,28 @@ impl Stats {
     }
 
     fn fit_scale(&mut self, x: f64) {
-        let (_, e) = frexp(x);
-        let need = e - SCALED_LIMIT_EXP;
-        if need > i32::from(self.exp) {
-            // Round up to a multiple of 64 so that rescaling stays rare.
-            let to = (need + 63) / 64 * 64;
+        let to = i32::from(Stats::scale_for(x));
+        if to > i32::from(self.exp) {
             self.rescale(to);
         }
+    }
+
+    /// The scale exponent that [`Stats::observe`] settles on for values of largest magnitude `|x|`: 0 below
+    /// 2^450, then rounded up to a multiple of 64 so that rescaling stays rare. An aggregation that sums
+    /// `x × 2^-scale` and `(x × 2^-scale)²` stores what `observe` would, up to the order of the additions.
+    pub fn scale_for(x: f64) -> i16 {
+        let (_, e) = frexp(x);
+        let need = e - SCALED_LIMIT_EXP;
+        if need > 0 {
+            ((need + 63) / 64 * 64).min(i32::from(i16::MAX)) as i16
+        } else {
+            0
+        }
+    }
+
+    /// `x × 2^-scale`: a value as a stat of that scale sums it (exact for every finite `x` that needs the scale).
+    pub fn scaled(x: f64, scale: i16) -> f64 {
+        ldexp(x, -i32::from(scale))
     }
 
     fn rescale(&mut self, to: i32) {
@@ -472,106 +484,32 @@ impl ViewTable {
         slot
     }
 
-    /// Folds every row of `columns` into the table, as [`ViewTable::observe_ref`] on each row in order would, bit
-    /// for bit, but a column at a time: a key's slot is looked up once per distinct key rather than hashed per
-    /// row, and a stat with ordinary values (its sums not scaled) is updated in place.
-    pub fn fold_columns(&mut self, columns: &Columns) {
-        let n = columns.len();
-        // Slots in order of first appearance, as a row-by-row fold assigns them; a row without a key goes to "".
-        let mut slot_of_code = vec![u32::MAX; columns.keys.values.len()];
-        let mut no_key = u32::MAX;
-        let mut slots = Vec::with_capacity(n);
-        for &code in &columns.keys.codes {
-            let slot = match slot_of_code.get_mut(code as usize) {
-                Some(s) if *s != u32::MAX => *s,
-                Some(s) => {
-                    *s = self.slot_or_insert(&columns.keys.values[code as usize]);
-                    *s
-                }
-                None if no_key != u32::MAX => no_key,
-                None => {
-                    no_key = self.slot_or_insert("");
-                    no_key
-                }
-            };
-            slots.push(slot);
-        }
-        for (r, &slot) in slots.iter().enumerate() {
-            let s = slot as usize;
-            self.count[s] += 1;
-            self.first_seen[s] = self.first_seen[s].min(columns.times[r]);
-            self.last_seen[s] = self.last_seen[s].max(columns.times[r]);
-            self.last_seq[s] = self.last_seq[s].max(columns.seqs[r]);
-        }
-        let w = self.width();
-        for k in 0..self.feature_index.len() {
-            match &columns.features[self.feature_index[k]] {
-                Column::Num(v) => {
-                    for (&slot, &x) in slots.iter().zip(v) {
-                        if !x.is_nan() {
-                            self.observe_cell(slot as usize * w + k, x);
-                        }
-                    }
-                }
-                Column::Bool(v) => {
-                    for (&slot, b) in slots.iter().zip(v) {
-                        if let Some(b) = b {
-                            self.observe_cell(slot as usize * w + k, f64::from(u8::from(*b)));
-                        }
-                    }
-                }
-                Column::Cat(_) => {}
-            }
-        }
-        match &columns.targets {
-            Targets::Values(v) if self.regression => {
-                for (&slot, &y) in slots.iter().zip(v) {
-                    if !y.is_nan() {
-                        self.observe_cell(slot as usize * w + w - 1, y);
-                    }
-                }
-            }
-            Targets::Classes(codes) => {
-                // Class columns in order of first appearance too.
-                let mut column_of_code = vec![usize::MAX; codes.values.len()];
-                for (&slot, &code) in slots.iter().zip(&codes.codes) {
-                    if code == Codes::NONE {
-                        continue;
-                    }
-                    let c = match column_of_code[code as usize] {
-                        usize::MAX => {
-                            let c = self.class_column(&codes.values[code as usize]);
-                            column_of_code[code as usize] = c;
-                            c
-                        }
-                        c => c,
-                    };
-                    let width = self.classes.len();
-                    self.labels[slot as usize * width + c] += 1;
-                }
-            }
-            Targets::Values(_) => {}
-        }
+    /// Adds the totals of `key` over many events, aggregated elsewhere: their count, time range and highest
+    /// sequence number. Returns the key's slot, for [`ViewTable::merge_stats`] and [`ViewTable::add_label`].
+    pub fn add_totals(&mut self, key: &str, count: u64, first_seen: i64, last_seen: i64, last_seq: u64) -> u32 {
+        let slot = self.slot_or_insert(key);
+        let s = slot as usize;
+        self.count[s] += count;
+        self.first_seen[s] = self.first_seen[s].min(first_seen);
+        self.last_seen[s] = self.last_seen[s].max(last_seen);
+        self.last_seq[s] = self.last_seq[s].max(last_seq);
+        slot
     }
 
-    /// [`Stats::observe`] on cell `i`, in place when the value cannot need a scale and the cell has none.
-    fn observe_cell(&mut self, i: usize, x: f64) {
-        if x.abs() < UNSCALED_BELOW && (self.scaled.is_empty() || !self.scaled.contains_key(&i)) {
-            let c = &mut self.cells[i];
-            c.count += 1;
-            c.sum += x;
-            c.sum_sq += x * x;
-            if c.count == 1 {
-                (c.min, c.max) = (x, x);
-            } else {
-                c.min = c.min.min(x);
-                c.max = c.max.max(x);
-            }
-        } else {
-            let mut st = self.stat(i);
-            st.observe(x);
-            self.set_stat(i, st);
-        }
+    /// Merges `st` into stat `k` of a slot: the features in [`ViewTable::features`] order, then the regression
+    /// target.
+    pub fn merge_stats(&mut self, slot: u32, k: usize, st: &Stats) {
+        let i = slot as usize * self.width() + k;
+        let mut merged = self.stat(i);
+        merged.merge(st);
+        self.set_stat(i, merged);
+    }
+
+    /// Adds `n` events of class `label` to a slot; a new label gets the next class column.
+    pub fn add_label(&mut self, slot: u32, label: &str, n: u64) {
+        let c = self.class_column(label);
+        let width = self.classes.len();
+        self.labels[slot as usize * width + c] += n;
     }
 
     /// The view of a slot.
@@ -958,61 +896,6 @@ mod tests {
                 assert!((x.sum() - y.sum()).abs() <= 1e-9 * (1.0 + x.sum().abs()));
                 assert!((x.sum_sq() - y.sum_sq()).abs() <= 1e-9 * (1.0 + x.sum_sq().abs()));
             }
-        }
-    }
-
-    /// Events whose amounts reach far past the scale limit and whose keys and labels may be missing.
-    fn hostile_events(regression: bool) -> impl Strategy<Value = Vec<Event>> {
-        let amount = prop_oneof![
-            4 => prop::option::of(-100.0f64..100.0),
-            1 => prop::option::of(prop_oneof![Just(1e200), Just(-3e300), Just(2f64.powi(450)), Just(2f64.powi(449))]),
-        ];
-        prop::collection::vec(
-            (0u8..5, -1000i64..1000, amount, prop::option::of(any::<bool>()), prop::option::of(0u8..3)),
-            0..60,
-        )
-        .prop_map(move |rows| {
-            rows.into_iter()
-                .enumerate()
-                .map(|(i, (k, t, x, b, y))| Event {
-                    id: format!("e{i}"),
-                    // Key 4 stands for a row without a key.
-                    key: if k == 4 { String::new() } else { format!("k{k}") },
-                    time: t,
-                    features: vec![Cell::Num(x), Cell::Cat(Some("c".into())), Cell::Bool(b)],
-                    target: y.map(|y| {
-                        if regression {
-                            Target::Value(f64::from(y) * 1e160)
-                        } else {
-                            Target::Class(format!("class{y}"))
-                        }
-                    }),
-                })
-                .collect()
-        })
-    }
-
-    fn fold_both_ways(s: &Spec, events: &[Event]) {
-        let rows = table(s, events, 7);
-        let columns = Columns::from_events(s, events.iter().enumerate().map(|(i, e)| (7 + i as u64, e)));
-        let mut by_column = ViewTable::new(s);
-        by_column.fold_columns(&columns);
-        assert_eq!(by_column, rows);
-        assert_eq!(by_column.classes(), rows.classes(), "class columns in order of first appearance");
-        let keys = |t: &ViewTable| t.keys().map(str::to_string).collect::<Vec<_>>();
-        assert_eq!(keys(&by_column), keys(&rows), "slots in order of first appearance");
-    }
-
-    proptest! {
-        #[test]
-        fn folding_by_column_equals_folding_row_by_row_bit_for_bit(events in hostile_events(false)) {
-            fold_both_ways(&spec(), &events);
-        }
-
-        #[test]
-        fn folding_by_column_equals_folding_row_by_row_for_regression(events in hostile_events(true)) {
-            let text = crate::spec::tests::SAMPLE.replace("binary_classification", "regression");
-            fold_both_ways(&Spec::from_toml(&text, Path::new("s.toml"), Path::new("/")).unwrap(), &events);
         }
     }
 
