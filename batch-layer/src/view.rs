@@ -139,12 +139,17 @@ fn stat_columns(sorted: &Sorted, sources: &[Source<'_>]) -> PolarsResult<Vec<Vec
     let name = |i: usize| format!("v{i}");
     let mut values = Vec::with_capacity(sources.len());
     for (i, source) in sources.iter().enumerate() {
-        let column: Vec<f64> = match source {
-            Source::Num(v) => v.to_vec(),
-            Source::Bool(v) => v.iter().map(|b| b.map_or(f64::NAN, |b| f64::from(u8::from(b)))).collect(),
-            Source::Missing => vec![f64::NAN; sorted.order.len()],
+        // Missing values as nulls, which the aggregations skip.
+        let column = match source {
+            Source::Num(v) => {
+                Float64Chunked::from_iter_options(name(i).into(), v.iter().map(|&x| (!x.is_nan()).then_some(x)))
+            }
+            Source::Bool(v) => {
+                Float64Chunked::from_iter_options(name(i).into(), v.iter().map(|b| b.map(|b| f64::from(u8::from(b)))))
+            }
+            Source::Missing => Float64Chunked::full_null(name(i).into(), sorted.order.len()),
         };
-        values.push(Float64Chunked::from_vec(name(i).into(), column).into_column());
+        values.push(column.into_column());
     }
     let mut aggs = vec![];
     for i in 0..sources.len() {
@@ -157,8 +162,7 @@ fn stat_columns(sorted: &Sorted, sources: &[Source<'_>]) -> PolarsResult<Vec<Vec
             (col(&v) * col(&v)).sum().alias(format!("{v}.sq")),
         ]);
     }
-    let nulls: Vec<Expr> = (0..sources.len()).map(|i| col(name(i)).fill_nan(Null {}.lit())).collect();
-    let out = sorted.frame(values.clone())?.with_columns(nulls).group_by([col("k")]).agg(aggs).collect()?;
+    let out = sorted.frame(values.clone())?.group_by([col("k")]).agg(aggs).collect()?;
     let k = out.column("k")?.u32()?;
     let mut result = Vec::with_capacity(sources.len());
     for (i, column) in values.iter().enumerate() {
@@ -209,9 +213,7 @@ fn scaled_sums(
         .f64()?
         .iter()
         .zip(sorted.codes.iter().copied())
-        .map(|(x, code)| {
-            x.filter(|x| !x.is_nan()).map(|x| Stats::scaled(x, scale_of_code.get(code as usize).copied().unwrap_or(0)))
-        })
+        .map(|(x, code)| x.map(|x| Stats::scaled(x, scale_of_code.get(code as usize).copied().unwrap_or(0))))
         .collect();
     let out = sorted
         .frame(vec![scaled.with_name("x".into()).into_column()])?
