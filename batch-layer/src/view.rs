@@ -36,10 +36,14 @@ struct Sorted {
 }
 
 impl Sorted {
-    /// The sorted keys beside `columns` put in key order (by polars' take, a column per thread).
-    fn frame(&self, columns: Vec<Column>) -> PolarsResult<LazyFrame> {
+    /// The sorted keys beside `columns` put in key order (by polars' take, a column per thread), and with `rows`
+    /// each sorted row's original row as `r`.
+    fn frame(&self, columns: Vec<Column>, rows: bool) -> PolarsResult<LazyFrame> {
         let mut frame = DataFrame::new(self.order.len(), columns)?.take(&self.order)?;
         frame.insert_column(0, self.keys.clone())?;
+        if rows {
+            frame.with_column(self.order.clone().with_name("r".into()).into_column())?;
+        }
         Ok(frame.lazy())
     }
 }
@@ -60,11 +64,10 @@ pub fn batch_view(spec: &Spec, columns: &Columns) -> PolarsResult<ViewTable> {
         UInt32Chunked::from_vec("k".into(), order.into_no_null_iter().map(|r| codes[r as usize]).collect());
     sorted_keys.set_sorted_flag(polars::series::IsSorted::Ascending);
     let sorted = Sorted { keys: sorted_keys.into_column(), order, codes };
-    let rows = || Column::new("r".into(), (0..sorted.order.len() as IdxSize).collect::<Vec<_>>());
     let key_of = |code: u32| keys.values.get(code as usize).map_or("", String::as_str);
 
     let totals = sorted
-        .frame(vec![rows(), Column::new("t".into(), &columns.times), Column::new("s".into(), &columns.seqs)])?
+        .frame(vec![Column::new("t".into(), &columns.times), Column::new("s".into(), &columns.seqs)], true)?
         .group_by([col("k")])
         .agg([
             len().cast(DataType::UInt64).alias("n"),
@@ -116,7 +119,7 @@ pub fn batch_view(spec: &Spec, columns: &Columns) -> PolarsResult<ViewTable> {
     if let Targets::Classes(classes) = &columns.targets {
         let c = classes.codes.iter().map(|&c| (c != Codes::NONE).then_some(c));
         let labels = sorted
-            .frame(vec![rows(), UInt32Chunked::from_iter_options("c".into(), c).into_column()])?
+            .frame(vec![UInt32Chunked::from_iter_options("c".into(), c).into_column()], true)?
             .filter(col("c").is_not_null())
             .group_by([col("k"), col("c")])
             .agg([len().cast(DataType::UInt64).alias("n"), col("r").min().alias("r")])
@@ -162,7 +165,7 @@ fn stat_columns(sorted: &Sorted, sources: &[Source<'_>]) -> PolarsResult<Vec<Vec
             (col(&v) * col(&v)).sum().alias(format!("{v}.sq")),
         ]);
     }
-    let out = sorted.frame(values.clone())?.group_by([col("k")]).agg(aggs).collect()?;
+    let out = sorted.frame(values.clone(), false)?.group_by([col("k")]).agg(aggs).collect()?;
     let k = out.column("k")?.u32()?;
     let mut result = Vec::with_capacity(sources.len());
     for (i, column) in values.iter().enumerate() {
@@ -216,7 +219,7 @@ fn scaled_sums(
         .map(|(x, code)| x.map(|x| Stats::scaled(x, scale_of_code.get(code as usize).copied().unwrap_or(0))))
         .collect();
     let out = sorted
-        .frame(vec![scaled.with_name("x".into()).into_column()])?
+        .frame(vec![scaled.with_name("x".into()).into_column()], false)?
         .group_by([col("k")])
         .agg([col("x").sum().alias("sum"), (col("x") * col("x")).sum().alias("sq")])
         .collect()?;

@@ -3,8 +3,8 @@
 //! The CSV has a header, numeric inputs, and the label last. Inputs are standardized with the first 1,000 rows'
 //! mean and deviation, as the batch encoder would from history. Prints one JSON line per learner. `FROM=N` scores
 //! the events from the N-th on only (every event is learned): a stream's tail after its history. For comparisons
-//! with other settings: `TREES`, `MAX_FEATURES`, `DRIFT_DELTA` and `WARNING_DELTA` (the forest's), `GRACE` and `DELTA` (the plain
-//! tree's).
+//! with other settings: `TREES`, `MAX_FEATURES`, `DRIFT_DELTA` and `WARNING_DELTA` (the forest's), `GRACE` and
+//! `DELTA` (the plain tree's).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;

@@ -553,30 +553,16 @@ impl ViewTable {
 
     /// Folds one key's view into the table.
     pub fn merge_key(&mut self, key: &str, v: &KeyView) {
-        let classes: Vec<usize> = v.labels.keys().map(|l| self.class_column(l)).collect();
-        let slot = self.slot_or_insert(key) as usize;
-        self.count[slot] += v.count;
-        if let Some(t) = v.first_seen {
-            self.first_seen[slot] = self.first_seen[slot].min(t);
-        }
-        if let Some(t) = v.last_seen {
-            self.last_seen[slot] = self.last_seen[slot].max(t);
-        }
-        self.last_seq[slot] = self.last_seq[slot].max(v.last_seq);
-        let w = self.width();
+        let first = v.first_seen.unwrap_or(i64::MAX);
+        let slot = self.add_totals(key, v.count, first, v.last_seen.unwrap_or(i64::MIN), v.last_seq);
         for (k, b) in v.features.iter().enumerate().take(self.features.len()) {
-            let mut st = self.stat(slot * w + k);
-            st.merge(b);
-            self.set_stat(slot * w + k, st);
+            self.merge_stats(slot, k, b);
         }
         if self.regression {
-            let mut st = self.stat(slot * w + w - 1);
-            st.merge(&v.target);
-            self.set_stat(slot * w + w - 1, st);
+            self.merge_stats(slot, self.width() - 1, &v.target);
         }
-        let n = self.classes.len();
-        for (c, count) in classes.into_iter().zip(v.labels.values()) {
-            self.labels[slot * n + c] += count;
+        for (label, count) in &v.labels {
+            self.add_label(slot, label, *count);
         }
     }
 

@@ -98,7 +98,7 @@ impl DeadLetters {
             lambda_core::publish::sync_dir(state)?;
         }
         let mut bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let whole = DeadLetters::whole_lines(&path, bytes)?;
+        let whole = DeadLetters::whole_lines(&path)?;
         if whole < bytes {
             // A crash inside an append left part of a line, whose request was never answered: cut it, or the next
             // line would be glued to it and unreadable.
@@ -109,22 +109,16 @@ impl DeadLetters {
     }
 
     /// The length of the file's whole lines: up to and with its last newline.
-    fn whole_lines(path: &Path, len: u64) -> Result<u64> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut end = len;
-        while end > 0 {
-            let start = end.saturating_sub(TAIL_CHUNK);
-            let mut chunk = vec![0; (end - start) as usize];
-            file.seek(SeekFrom::Start(start))
-                .and_then(|_| file.read_exact(&mut chunk))
-                .map_err(|e| Error::io(path, e))?;
-            if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
-                return Ok(start + i as u64 + 1);
+    fn whole_lines(path: &Path) -> Result<u64> {
+        let mut whole = 0;
+        chunks_back(path, &mut |start, chunk| match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                whole = start + i as u64 + 1;
+                false
             }
-            end = start;
-        }
-        Ok(0)
+            None => true,
+        })?;
+        Ok(whole)
     }
 
     fn append(&mut self, text: &str) -> Result<()> {
@@ -146,39 +140,33 @@ impl DeadLetters {
     /// from its end, until `f` returns false. Lines that do not parse (a torn last line) are skipped. Returns
     /// whether `f` stopped it.
     fn read_back(path: &Path, f: &mut dyn FnMut(DeadLetter) -> bool) -> Result<bool> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        let io = |e| Error::io(path, e);
-        let mut end = file.metadata().map_err(io)?.len();
         // The bytes of a line cut by the previous chunk's start.
         let mut carry: Vec<u8> = Vec::new();
-        while end > 0 {
-            let start = end.saturating_sub(TAIL_CHUNK);
-            let mut chunk = vec![0; (end - start) as usize];
-            file.seek(SeekFrom::Start(start)).map_err(io)?;
-            file.read_exact(&mut chunk).map_err(io)?;
-            chunk.extend_from_slice(&carry);
-            let mut lines: Vec<&[u8]> = chunk.split(|&b| b == b'\n').collect();
-            carry = if start > 0 { lines.remove(0).to_vec() } else { Vec::new() };
+        chunks_back(path, &mut |start, chunk| {
+            let mut bytes = chunk.to_vec();
+            bytes.extend_from_slice(&carry);
+            let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+            let cut = if start > 0 { lines.remove(0).to_vec() } else { Vec::new() };
             for line in lines.into_iter().rev() {
                 if let Ok(d) = serde_json::from_slice::<DeadLetter>(line) {
                     if !f(d) {
-                        return Ok(true);
+                        return false;
                     }
                 }
             }
-            end = start;
-        }
-        Ok(false)
+            carry = cut;
+            true
+        })
+    }
+
+    /// The `n`-th rotated file.
+    fn rotated(&self, n: u32) -> PathBuf {
+        self.path.with_extension(format!("{n}.ndjson"))
     }
 
     /// The current file and the rotated ones, newest first.
     fn files(&self) -> [PathBuf; 3] {
-        [self.path.clone(), self.path.with_extension("1.ndjson"), self.path.with_extension("2.ndjson")]
+        [self.path.clone(), self.rotated(1), self.rotated(2)]
     }
 
     /// The number of the last dead letter written (0: none numbered).
@@ -228,7 +216,7 @@ impl DeadLetters {
     }
 
     fn rotate(&mut self) -> Result<()> {
-        let old = |n: u32| self.path.with_extension(format!("{n}.ndjson"));
+        let old = |n: u32| self.rotated(n);
         if old(1).exists() {
             fs::rename(old(1), old(2)).map_err(|e| Error::io(old(2), e))?;
         }
@@ -239,6 +227,30 @@ impl DeadLetters {
         self.bytes = 0;
         Ok(())
     }
+}
+
+/// Calls `f` on the chunks of the file at `path`, [`TAIL_CHUNK`] bytes each, from its end to its start, with each
+/// chunk's offset, until `f` returns false; a missing file has none. Returns whether `f` stopped it.
+fn chunks_back(path: &Path, f: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let io = |e| Error::io(path, e);
+    let mut end = file.metadata().map_err(io)?.len();
+    while end > 0 {
+        let start = end.saturating_sub(TAIL_CHUNK);
+        let mut chunk = vec![0; (end - start) as usize];
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        file.read_exact(&mut chunk).map_err(io)?;
+        if !f(start, &chunk) {
+            return Ok(true);
+        }
+        end = start;
+    }
+    Ok(false)
 }
 
 /// What a restart reads back of a dead letter (older lines, without a number, are not read back).

@@ -12,11 +12,11 @@
 //! 0.9387 against 0.9413 on phishing, equal on the others; MAE 1.7156 against 1.8665 on friedman_gra-s3, 44.94
 //! against 44.57 on diabetes, within 0.005 on the other regression folders. The forest alone on rbf_moving-s1's tail
 //! after its history: 0.7455, 0.7497, 0.7677, 0.7765 with 3 to 6 features (River's, 0.7741 with 3, 0.7723 with 5).
-//! More inputs per leaf cost time: each holds statistics of twice as many. A feature is every input it was encoded into (a number's value and missing flag, a category's one-hot slots;
-//! [`AdaptiveRandomForest::over_features`]), as River draws features: drawing encoded inputs instead spent half of a
-//! leaf's draws on missing flags of numeric data (blend accuracy on the benchmark's rbf_moving 0.695 → 0.739, on
-//! sea_drift 0.976 → 0.986). Leaves are the plain tree's ([`super::HoeffdingTree`]), with River's ARF settings
-//! (grace period 50, split confidence 0.01).
+//! More inputs per leaf cost time: each holds statistics of twice as many. A feature is every input it was encoded
+//! into (a number's value and missing flag, a category's one-hot slots; [`AdaptiveRandomForest::over_features`]),
+//! as River draws features: drawing encoded inputs instead spent half of a leaf's draws on missing flags of numeric
+//! data (blend accuracy on the benchmark's rbf_moving 0.695 → 0.739, on sea_drift 0.976 → 0.986). Leaves are the
+//! plain tree's ([`super::HoeffdingTree`]), with River's ARF settings (grace period 50, split confidence 0.01).
 //!
 //! Every tree predicts each event before learning it. Its error feeds two ADWINs, a warning detector (δ = 0.01) and
 //! a drift detector (δ = 0.001), when it learns the event (as River and MOA: not when it draws 0). A warning starts
