@@ -32,6 +32,7 @@ pub mod spec;
 pub mod state;
 #[cfg(test)]
 mod testing;
+pub mod time;
 pub mod trees;
 pub mod views;
 

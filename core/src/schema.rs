@@ -175,15 +175,7 @@ impl Spec {
                 let key = text_id(&d.key_column, obj.get(&d.key_column))?;
                 let time = match obj.get(&d.time_column) {
                     None | Some(Value::Null) => return Err(Rejection::new(&d.time_column, "is missing")),
-                    Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-                        Rejection::new(&d.time_column, format!("{n} is not integer milliseconds since the Unix epoch"))
-                    })?,
-                    Some(other) => {
-                        return Err(Rejection::new(
-                            &d.time_column,
-                            format!("must be integer milliseconds since the Unix epoch, got {}", type_name(other)),
-                        ))
-                    }
+                    Some(v) => d.time_window.parse(d.time_format, v).map_err(|m| Rejection::new(&d.time_column, m))?,
                 };
                 (id, key, time)
             }
@@ -659,20 +651,24 @@ mod tests {
     fn valid_event_parses() {
         let e = spec()
             .parse_record(
-                &json!({"id": "e1", "user": 7, "ts": 1000, "amount": 2.5, "country": "fr", "mobile": true, "label": 1}),
+                &json!({"id": "e1", "user": 7, "ts": 1764144000000i64, "amount": 2.5, "country": "fr", "mobile": true, "label": 1}),
                 Mode::Event,
             )
             .unwrap();
         assert_eq!(e.key, "7");
+        assert_eq!(e.time, 1_764_144_000_000);
         assert_eq!(e.features[0], Cell::Num(Some(2.5)));
         assert_eq!(e.target, Some(Target::Class("1".into())));
     }
 
     #[test]
     fn missing_optional_features_and_target_are_allowed() {
-        let e = spec().parse_record(&json!({"id": "e1", "user": "u", "ts": 5, "amount": null}), Mode::Event).unwrap();
+        let e = spec()
+            .parse_record(&json!({"id": "e1", "user": "u", "ts": "2025-11-26T08:00:00Z", "amount": null}), Mode::Event)
+            .unwrap();
         assert_eq!(e.features, vec![Cell::Num(None), Cell::Cat(None), Cell::Bool(None)]);
         assert_eq!(e.target, None);
+        assert_eq!(e.time, 1_764_144_000_000);
     }
 
     #[test]
@@ -680,17 +676,19 @@ mod tests {
         let s = spec();
         let cases = [
             (json!([1, 2]), "$"),
-            (json!({"user": "u", "ts": 1}), "id"),
-            (json!({"id": "e", "ts": 1}), "user"),
+            (json!({"user": "u", "ts": 1764144000000i64}), "id"),
+            (json!({"id": "e", "ts": 1764144000000i64}), "user"),
             (json!({"id": "e", "user": "u"}), "ts"),
             (json!({"id": "e", "user": "u", "ts": "yesterday"}), "ts"),
             (json!({"id": "e", "user": "u", "ts": 1.5}), "ts"),
-            (json!({"id": "e", "user": "u", "ts": 1, "amount": "NaN"}), "amount"),
-            (json!({"id": "e", "user": "u", "ts": 1, "country": 1.5}), "country"),
-            (json!({"id": "e", "user": "u", "ts": 1, "mobile": "yes"}), "mobile"),
-            (json!({"id": "e", "user": "u", "ts": 1, "label": 0.5}), "label"),
-            (json!({"id": "e", "user": "u", "ts": 1, "amonut": 3}), "amonut"),
-            (json!({"id": "", "user": "u", "ts": 1}), "id"),
+            (json!({"id": "e", "user": "u", "ts": 17956834}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": "2025-11-26T08:00:00"}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "amount": "NaN"}), "amount"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "country": 1.5}), "country"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "mobile": "yes"}), "mobile"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "label": 0.5}), "label"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "amonut": 3}), "amonut"),
+            (json!({"id": "", "user": "u", "ts": 1764144000000i64}), "id"),
         ];
         for (value, field) in cases {
             let r = s.parse_record(&value, Mode::Event).unwrap_err();
@@ -702,7 +700,7 @@ mod tests {
     fn required_feature_must_be_present() {
         let mut s = spec();
         s.features[0].required = true;
-        let r = s.parse_record(&json!({"id": "e", "user": "u", "ts": 1}), Mode::Event).unwrap_err();
+        let r = s.parse_record(&json!({"id": "e", "user": "u", "ts": 1764144000000i64}), Mode::Event).unwrap_err();
         assert_eq!(r.field, "amount");
     }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metric;
+use crate::time::{TimeFormat, TimeWindow};
 
 /// What the model predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +63,17 @@ pub struct Feature {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
-    /// Event time column: integer milliseconds since the Unix epoch (or a Parquet timestamp).
+    /// Event time column: RFC 3339 strings or epoch numbers in events (see `time_format`), integers or timestamps in
+    /// Parquet.
     pub time_column: String,
+    /// How events write their time: `auto` (the default: RFC 3339 strings, and epoch numbers in the one unit that
+    /// puts them inside `time_window`), `rfc3339`, `epoch_s`, `epoch_ms`, `epoch_us` or `epoch_ns`.
+    #[serde(default)]
+    pub time_format: TimeFormat,
+    /// Plausible event times, two RFC 3339 times `[from, until)`; by default 2000-01-01 to 2100-01-01. An event
+    /// outside is refused with the time it was read as, so that seconds sent as milliseconds do not pass as 1970.
+    #[serde(default)]
+    pub time_window: TimeWindow,
     /// Entity key column; views are kept per key.
     pub key_column: String,
     /// Unique event id column; replays with a known id are de-duplicated.
@@ -606,6 +616,7 @@ impl RawSpec {
                 return Err(fail(format!("`{key}` = {name:?} is used twice or is reserved")));
             }
         }
+        d.time_window.check(d.time_format).map_err(fail)?;
         if self.features.is_empty() {
             return Err(fail("`features` must declare at least one feature".into()));
         }

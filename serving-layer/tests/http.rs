@@ -45,7 +45,7 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
     if publish {
         let events: Vec<_> = (0..20)
             .map(|i| {
-                spec.parse_record(&json!({"id": i, "user": format!("u{}", i % 2), "ts": i, "amount": i as f64, "country": "fr", "label": "yes"}), Mode::Event)
+                spec.parse_record(&json!({"id": i, "user": format!("u{}", i % 2), "ts": 1_764_144_000_000i64 + i, "amount": i as f64, "country": "fr", "label": "yes"}), Mode::Event)
                     .unwrap()
             })
             .collect();

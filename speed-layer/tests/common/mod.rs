@@ -17,6 +17,9 @@ pub const SPEC: &str = r#"
 name = "t"
 [dataset]
 time_column = "ts"
+# The tests' events count milliseconds from the epoch's first second.
+time_format = "epoch_ms"
+time_window = ["1970-01-01T00:00:00Z", "2100-01-01T00:00:00Z"]
 key_column = "user"
 id_column = "id"
 target = "label"
