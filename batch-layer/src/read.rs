@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use lambda_core::master::list_files;
 use lambda_core::schema::{Codes, Column, ColumnBuilder, Columns, Dictionary, Targets};
 use lambda_core::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
+use lambda_core::time::TimeFormat;
 use polars::prelude::*;
 
 use crate::{Error, Result};
@@ -45,7 +46,9 @@ fn scan(paths: &[PathBuf]) -> PolarsResult<LazyFrame> {
     LazyFrame::scan_parquet_files(refs.into(), args())
 }
 
-/// The cast expression that turns a column of type `dt` into what the spec wants, or why it cannot.
+/// The cast expression that turns a column of type `dt` into what the spec wants, or why it cannot. Any width of
+/// integer or float, dictionary (pandas' `category`) and large strings are accepted, so that files written by
+/// pyarrow, pandas, Spark and polars read alike.
 fn conform(name: &str, dt: &DataType, want: Want) -> std::result::Result<Expr, String> {
     let c = col(name);
     let e = match want {
@@ -54,19 +57,12 @@ fn conform(name: &str, dt: &DataType, want: Want) -> std::result::Result<Expr, S
         Want::Text if dt.is_integer() => c.cast(DataType::String),
         // pandas' `category` columns reach Parquet as dictionaries that polars reads as categoricals.
         Want::Text | Want::Label if dt.is_categorical() || dt.is_enum() => c.cast(DataType::String),
-        Want::Time if dt.is_integer() => c.strict_cast(DataType::Int64),
-        Want::Time => match dt {
-            DataType::Datetime(_, tz) => {
-                c.cast(DataType::Datetime(TimeUnit::Milliseconds, tz.clone())).cast(DataType::Int64)
-            }
-            DataType::Date => c.cast(DataType::Datetime(TimeUnit::Milliseconds, None)).cast(DataType::Int64),
-            _ => {
-                return Err(format!("has type {dt}, expected integer milliseconds since the Unix epoch or a timestamp"))
-            }
-        },
+        Want::Time(_) => return time(c, dt, want),
         Want::Number if dt.is_primitive_numeric() => c.cast(DataType::Float64),
         Want::Label if dt.is_string() => c,
         Want::Label if dt.is_integer() || dt.is_bool() => c.cast(DataType::String),
+        // pandas writes an integer label column with missing values as floats (1.0, NaN): read as `labels` does.
+        Want::Label if dt.is_float() => c.cast(DataType::Float64),
         Want::Bool if dt.is_bool() => c,
         Want::Seq => return Err(format!("has type {dt}, expected an unsigned integer ingestion sequence")),
         Want::Text => return Err(format!("has type {dt}, expected a string or an integer")),
@@ -77,45 +73,218 @@ fn conform(name: &str, dt: &DataType, want: Want) -> std::result::Result<Expr, S
     Ok(e.alias(name))
 }
 
+/// Event times as integer milliseconds: timestamps of any unit and time zone and dates are converted; epoch
+/// numbers are scaled from the unit the file's plan found (`Unit`).
+fn time(c: Expr, dt: &DataType, want: Want) -> std::result::Result<Expr, String> {
+    let Want::Time(unit) = want else { unreachable!("time() is called for time columns") };
+    let e = match dt {
+        DataType::Datetime(_, tz) => {
+            c.cast(DataType::Datetime(TimeUnit::Milliseconds, tz.clone())).cast(DataType::Int64)
+        }
+        DataType::Date => c.cast(DataType::Datetime(TimeUnit::Milliseconds, None)).cast(DataType::Int64),
+        dt if dt.is_integer() => match unit {
+            Unit::Seconds => c.strict_cast(DataType::Int64) * lit(1000i64),
+            Unit::Millis => c.strict_cast(DataType::Int64),
+            Unit::Micros => c.strict_cast(DataType::Int64).floor_div(lit(1000i64)),
+            Unit::Nanos => c.strict_cast(DataType::Int64).floor_div(lit(1_000_000i64)),
+        },
+        // Fractions of a millisecond are cut.
+        dt if dt.is_float() => (c.cast(DataType::Float64) * lit(unit.to_ms())).cast(DataType::Int64),
+        _ => {
+            return Err(format!(
+                "has type {dt}, expected a timestamp, a date or an epoch number (seconds, milliseconds, \
+                 microseconds or nanoseconds)"
+            ))
+        }
+    };
+    Ok(e)
+}
+
+/// The unit of an epoch-number time column in one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Seconds,
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl Unit {
+    fn to_ms(self) -> f64 {
+        match self {
+            Unit::Seconds => 1e3,
+            Unit::Millis => 1.0,
+            Unit::Micros => 1e-3,
+            Unit::Nanos => 1e-6,
+        }
+    }
+
+    /// The unit `dataset.time_format` names, if it names one.
+    fn named(format: TimeFormat) -> Option<Unit> {
+        match format {
+            TimeFormat::EpochS => Some(Unit::Seconds),
+            TimeFormat::EpochMs => Some(Unit::Millis),
+            TimeFormat::EpochUs => Some(Unit::Micros),
+            TimeFormat::EpochNs => Some(Unit::Nanos),
+            TimeFormat::Auto | TimeFormat::Rfc3339 => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Want {
     Seq,
     Text,
-    Time,
+    Time(Unit),
     Number,
     Label,
     Bool,
 }
 
-fn wanted(spec: &Spec, need: Need) -> Vec<(String, Want, bool)> {
+/// A column the spec wants: its name, kind and what it is, for errors.
+struct Wanted {
+    name: String,
+    want: Want,
+    role: &'static str,
+}
+
+fn wanted(spec: &Spec, need: Need) -> Vec<Wanted> {
     let d = &spec.dataset;
+    let w = |name: &str, want, role| Wanted { name: name.to_string(), want, role };
     let mut out = Vec::new();
     if need == Need::All {
-        out.push((SEQ_COLUMN.to_string(), Want::Seq, true));
-        out.push((d.id_column.clone(), Want::Text, true));
-        out.push((d.key_column.clone(), Want::Text, true));
-        out.push((d.time_column.clone(), Want::Time, true));
+        out.push(w(SEQ_COLUMN, Want::Seq, "the speed layer's ingestion sequence"));
+        out.push(w(&d.id_column, Want::Text, "`dataset.id_column`"));
+        out.push(w(&d.key_column, Want::Text, "`dataset.key_column`"));
+        out.push(w(&d.time_column, Want::Time(Unit::Millis), "`dataset.time_column`"));
     }
     for f in &spec.features {
-        let w = match f.kind {
+        let want = match f.kind {
             FeatureKind::Numeric => Want::Number,
             FeatureKind::Categorical => Want::Text,
             FeatureKind::Boolean => Want::Bool,
         };
-        out.push((f.name.clone(), w, true));
+        out.push(w(&f.name, want, if f.required { "a required feature" } else { "an optional feature" }));
     }
     if need == Need::All {
-        let w = if d.task == Task::Regression { Want::Number } else { Want::Label };
-        out.push((d.target.clone(), w, true));
+        let want = if d.task == Task::Regression { Want::Number } else { Want::Label };
+        out.push(w(&d.target, want, "`dataset.target`"));
     }
     out
 }
 
-/// Checks each file's columns and builds the select expressions from the first file.
-fn plan(spec: &Spec, files: &[PathBuf], need: Need) -> Result<Vec<Expr>> {
+/// The type a conformed column has, for a column that is not in a file.
+fn conformed_type(want: Want) -> DataType {
+    match want {
+        Want::Seq => DataType::UInt64,
+        Want::Text | Want::Label => DataType::String,
+        Want::Time(_) => DataType::Int64,
+        Want::Number => DataType::Float64,
+        Want::Bool => DataType::Boolean,
+    }
+}
+
+/// How one file's columns become the spec's.
+#[derive(Debug, Clone)]
+struct FilePlan {
+    exprs: Vec<Expr>,
+    /// Whether the file carries ingestion sequence numbers (the speed layer's archives). A file without them is
+    /// history from another writer: its rows count as ingested before any speed-layer event.
+    sequenced: bool,
+    /// Optional features the file has no column for (added to the spec after it was written).
+    absent: Vec<String>,
+}
+
+/// `name=value` folders between the master dataset's root and a file (Hive-style partitions, as Spark, pyarrow
+/// and polars write them), values percent-decoded; Hive's name for a missing value reads as null.
+fn partitions(root: &Path, path: &Path) -> Vec<(String, Option<String>)> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let mut out = Vec::new();
+    for part in rel.parent().into_iter().flat_map(Path::components) {
+        let part = part.as_os_str().to_string_lossy();
+        if let Some((k, v)) = part.split_once('=') {
+            let v = percent_decode(v);
+            out.push((percent_decode(k), (v != "__HIVE_DEFAULT_PARTITION__").then_some(v)));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A partition folder's value as a column of the wanted kind.
+fn partition_value(name: &str, value: Option<&str>, want: Want) -> std::result::Result<Expr, String> {
+    let null = || lit(NULL).cast(conformed_type(want)).alias(name);
+    let Some(v) = value else { return Ok(null()) };
+    let e = match want {
+        Want::Text | Want::Label => lit(v.to_string()),
+        Want::Number => lit(v.parse::<f64>().map_err(|_| format!("partition folder value {v:?} is not a number"))?),
+        Want::Bool => {
+            lit(v.parse::<bool>().map_err(|_| format!("partition folder value {v:?} is not true or false"))?)
+        }
+        Want::Time(_) | Want::Seq => return Err("is a partition folder; it must be a column of the file".into()),
+    };
+    Ok(e.alias(name))
+}
+
+/// The unit of an epoch-number time column in a history file: the one `dataset.time_format` names, else the one
+/// that puts the file's latest time inside `dataset.time_window`.
+fn epoch_unit(spec: &Spec, path: &Path, name: &str, dt: &DataType) -> Result<Unit> {
+    let d = &spec.dataset;
+    if let Some(u) = Unit::named(d.time_format) {
+        return Ok(u);
+    }
+    let latest = scan(std::slice::from_ref(&path.to_path_buf()))
+        .and_then(|lf| lf.select([col(name).cast(DataType::Float64).max()]).collect())
+        .and_then(|df| Ok(df.column(name)?.f64()?.get(0)))
+        .map_err(|e| input(path, e.to_string()))?;
+    let Some(latest) = latest else { return Ok(Unit::Millis) };
+    let units = [Unit::Seconds, Unit::Millis, Unit::Micros, Unit::Nanos];
+    let ms = |u: Unit| latest * u.to_ms();
+    if let Some(u) =
+        units.into_iter().find(|&u| (d.time_window.from as f64..d.time_window.until as f64).contains(&ms(u)))
+    {
+        return Ok(u);
+    }
+    let read: Vec<String> = units
+        .iter()
+        .zip(["seconds", "milliseconds", "microseconds", "nanoseconds"])
+        .map(|(&u, n)| format!("{} as {n}", lambda_core::time::show(ms(u) as i64)))
+        .collect();
+    Err(input(
+        path,
+        format!(
+            "column `{name}` ({dt}) holds epoch numbers whose latest, {latest}, is a plausible time in no unit \
+             ({}); the window is {} (`dataset.time_window`), or name the unit in `dataset.time_format`",
+            read.join(", "),
+            d.time_window
+        ),
+    ))
+}
+
+/// Checks each file's columns and builds its select expressions. Files may differ in types (an Int32 in one and
+/// an Int64 in another), in layout (partition folders) and in optional features they lack.
+fn plan(spec: &Spec, files: &[PathBuf], need: Need) -> Result<Vec<FilePlan>> {
     let want = wanted(spec, need);
-    let mut exprs = Vec::with_capacity(want.len());
-    let mut first: Option<Vec<DataType>> = None;
+    let mut plans = Vec::with_capacity(files.len());
     for path in files {
         let meta = std::fs::metadata(path).map_err(|e| input(path, e.to_string()))?;
         if meta.len() == 0 {
@@ -123,37 +292,53 @@ fn plan(spec: &Spec, files: &[PathBuf], need: Need) -> Result<Vec<Expr>> {
         }
         let mut lf = scan(std::slice::from_ref(path)).map_err(|e| input(path, e.to_string()))?;
         let schema = lf.collect_schema().map_err(|e| input(path, format!("is not readable Parquet: {e}")))?;
-        let mut types = Vec::with_capacity(want.len());
-        for (name, w, _) in &want {
-            let Some(dt) = schema.get(name) else {
-                return Err(input(path, format!("has no column `{name}` (declared in the spec)")));
-            };
-            let e = conform(name, dt, *w).map_err(|m| input(path, format!("column `{name}` {m}")))?;
-            if first.is_none() {
-                exprs.push(e);
-            }
-            types.push(dt.clone());
-        }
-        match &first {
-            None => first = Some(types),
-            Some(f) => {
-                for ((name, _, _), (a, b)) in want.iter().zip(f.iter().zip(&types)) {
-                    if a != b {
-                        return Err(input(path, format!("column `{name}` has type {b}, other files have {a}")));
+        let folders = partitions(&spec.paths.master, path);
+        let sequenced = need == Need::All && schema.get(SEQ_COLUMN).is_some();
+        let mut exprs = Vec::with_capacity(want.len());
+        let mut absent = Vec::new();
+        for w in &want {
+            let e = match schema.get(&w.name) {
+                Some(dt) => {
+                    let mut want = w.want;
+                    if let Want::Time(_) = want {
+                        // The speed layer archives milliseconds; history from elsewhere may be in any unit.
+                        if !sequenced && dt.is_primitive_numeric() {
+                            want = Want::Time(epoch_unit(spec, path, &w.name, dt)?);
+                        }
                     }
+                    conform(&w.name, dt, want).map_err(|m| input(path, format!("column `{}` {m}", w.name)))?
                 }
-            }
+                None => match folders.iter().find(|(k, _)| k == &w.name) {
+                    Some((_, v)) => partition_value(&w.name, v.as_deref(), w.want)
+                        .map_err(|m| input(path, format!("column `{}` {m}", w.name)))?,
+                    None if matches!(w.want, Want::Seq) => lit(0u64).cast(DataType::UInt64).alias(SEQ_COLUMN),
+                    // In history only: a table to score that lacks a feature is more likely the wrong table.
+                    None if need == Need::All && w.role == "an optional feature" => {
+                        absent.push(w.name.clone());
+                        lit(NULL).cast(conformed_type(w.want)).alias(&w.name)
+                    }
+                    None => return Err(input(path, format!("has no column `{}` ({})", w.name, w.role))),
+                },
+            };
+            exprs.push(e);
         }
+        plans.push(FilePlan { exprs, sequenced, absent });
     }
-    Ok(exprs)
+    Ok(plans)
 }
 
 /// Reads the given Parquet files into a DataFrame of conformed columns.
 pub fn read_frame(spec: &Spec, files: &[PathBuf], need: Need) -> Result<DataFrame> {
-    let exprs = plan(spec, files, need)?;
+    let plans = plan(spec, files, need)?;
     let place = files.first().cloned().unwrap_or_default();
-    scan(files)
-        .and_then(|lf| lf.select(exprs).collect())
+    let frames = files
+        .iter()
+        .zip(plans)
+        .map(|(f, p)| scan(std::slice::from_ref(f)).map(|lf| lf.select(p.exprs)))
+        .collect::<PolarsResult<Vec<_>>>();
+    frames
+        .and_then(|lfs| concat(lfs, UnionArgs::default()))
+        .and_then(LazyFrame::collect)
         .map_err(|e| input(if files.len() == 1 { &place } else { &spec.paths.master }, e.to_string()))
 }
 
@@ -230,10 +415,26 @@ impl Builder {
                     );
                 }
                 _ => {
-                    let labels = df.column(&d.target).and_then(|c| c.str().cloned()).map_err(pe)?;
-                    for (r, v) in labels.iter().enumerate() {
-                        if keep(r) {
-                            self.classes.push(v.filter(|s| !s.is_empty()));
+                    let c = df.column(&d.target).map_err(pe)?;
+                    if c.dtype().is_float() {
+                        // Whole numbers as integers (1.0 is the class "1"), NaN as unlabelled.
+                        for (r, v) in c.f64().map_err(pe)?.iter().enumerate() {
+                            if keep(r) {
+                                let label = v.filter(|x| !x.is_nan()).map(|x| {
+                                    if x.fract() == 0.0 && x.abs() < 9e15 {
+                                        format!("{}", x as i64)
+                                    } else {
+                                        x.to_string()
+                                    }
+                                });
+                                self.classes.push(label.as_deref());
+                            }
+                        }
+                    } else {
+                        for (r, v) in c.str().map_err(pe)?.iter().enumerate() {
+                            if keep(r) {
+                                self.classes.push(v.filter(|s| !s.is_empty()));
+                            }
                         }
                     }
                 }
@@ -304,14 +505,12 @@ pub fn to_columns(spec: &Spec, df: &DataFrame, need: Need, path: &Path) -> Resul
 /// replay that reached the master dataset twice, from two writers or across the speed layer's de-duplication
 /// window, is counted once. Reads only the id and sequence columns. Also gives the duplicates' count, the
 /// highest sequence number and each file's rows.
-fn duplicate_rows(spec: &Spec, files: &[PathBuf]) -> Result<(Vec<bool>, u64, u64, Vec<usize>)> {
+fn duplicate_rows(spec: &Spec, files: &[PathBuf], plans: &[FilePlan]) -> Result<(Vec<bool>, u64, u64, Vec<usize>)> {
     let id = spec.dataset.id_column.as_str();
     let mut frames: Vec<DataFrame> = Vec::with_capacity(files.len());
-    for path in files {
+    for (path, p) in files.iter().zip(plans) {
         let df = scan(std::slice::from_ref(path))
-            .and_then(|lf| {
-                lf.select([col(SEQ_COLUMN).strict_cast(DataType::UInt64), col(id).cast(DataType::String)]).collect()
-            })
+            .and_then(|lf| lf.select(p.exprs.clone()).select([col(SEQ_COLUMN), col(id)]).collect())
             .map_err(|e| input(path, e.to_string()))?;
         frames.push(df);
     }
@@ -370,19 +569,24 @@ pub fn read_master_in(spec: &Spec, rows_per_read: usize) -> Result<MasterData> {
     if files.is_empty() {
         return Err(input(root, "the master dataset has no Parquet files"));
     }
-    let exprs = plan(spec, &files, Need::All)?;
+    // History from other writers (no sequence numbers) comes first, in path order; then the speed layer's archives.
+    let plans = plan(spec, &files, Need::All)?;
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| plans[i].sequenced);
+    let files: Vec<PathBuf> = order.iter().map(|&i| files[i].clone()).collect();
+    let plans: Vec<FilePlan> = order.iter().map(|&i| plans[i].clone()).collect();
     // The watermark counts dropped duplicates too: they were ingested.
-    let (dropped, duplicates, watermark, heights) = duplicate_rows(spec, &files)?;
+    let (dropped, duplicates, watermark, heights) = duplicate_rows(spec, &files, &plans)?;
     if dropped.len() > u32::MAX as usize {
         return Err(input(root, format!("has {} rows; one batch run reads at most {}", dropped.len(), u32::MAX)));
     }
     let mut b = Builder::new(spec, Need::All);
     let mut offset = 0;
     let step = rows_per_read.clamp(1, u32::MAX as usize);
-    for (f, &height) in files.iter().zip(&heights) {
+    for ((f, p), &height) in files.iter().zip(&plans).zip(&heights) {
         for first in (0..height).step_by(step) {
             let df = scan(std::slice::from_ref(f))
-                .and_then(|lf| lf.slice(first as i64, step as u32).select(exprs.clone()).collect())
+                .and_then(|lf| lf.slice(first as i64, step as u32).select(p.exprs.clone()).collect())
                 .map_err(|e| input(f, e.to_string()))?;
             let at = offset + first;
             b.append(spec, &df, f, &|r| !dropped[at + r])?;
@@ -393,7 +597,15 @@ pub fn read_master_in(spec: &Spec, rows_per_read: usize) -> Result<MasterData> {
     if columns.is_empty() {
         return Err(input(root, "the master dataset has no rows"));
     }
-    check_features(spec, &columns, root)?;
+    // A feature that some files lack was added to the spec after they were written: missing in every row, it is
+    // a schema that grew (read as missing until events carry it), not a broken column.
+    let new: Vec<&str> = spec
+        .features
+        .iter()
+        .map(|f| f.name.as_str())
+        .filter(|name| plans.iter().any(|p| p.absent.iter().any(|a| a == name)))
+        .collect();
+    check_features(spec, &columns, root, &new)?;
     if duplicates > 0 {
         tracing::warn!(rows = duplicates, "dropped rows whose event id appeared earlier in ingestion order");
     }
@@ -411,14 +623,19 @@ fn distinct_up_to_two<T: PartialEq>(mut set: impl Iterator<Item = T>) -> usize {
 
 /// Refuses a feature that no model can learn from: missing in every row, or the same value in every row. Either
 /// is almost always a broken upstream column, and the spec should drop it rather than train around it.
-fn check_features(spec: &Spec, columns: &Columns, root: &Path) -> Result<()> {
+fn check_features(spec: &Spec, columns: &Columns, root: &Path, new: &[&str]) -> Result<()> {
     for (f, column) in spec.features.iter().zip(&columns.features) {
         let distinct = match column {
             Column::Num(v) => distinct_up_to_two(v.iter().filter(|x| !x.is_nan())),
             Column::Cat(v) => distinct_up_to_two(v.codes.iter().filter(|&&c| c != Codes::NONE)),
             Column::Bool(v) => distinct_up_to_two(v.iter().flatten()),
         };
-        if distinct == 0 {
+        if distinct == 0 && new.contains(&f.name.as_str()) {
+            tracing::warn!(
+                column = f.name,
+                "a feature some master files lack is missing in every row; it is read as missing until events carry it"
+            );
+        } else if distinct == 0 {
             return Err(input(
                 root,
                 format!(

@@ -149,10 +149,13 @@ fn missing_column_and_wrong_types_name_the_file_and_column() {
             Column::new("label".into(), vec!["yes", "no"]),
         ]
     };
-    // Missing `amount`.
-    write_frame(&file, DataFrame::new_infer_height(base()).unwrap());
+    // Missing the key column.
+    let mut cols = base();
+    cols.retain(|c| c.name() != "user");
+    cols.push(Column::new("amount".into(), vec![1.0f64, 2.0]));
+    write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
     let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("bad.parquet") && err.contains("`amount`"), "{err}");
+    assert!(err.contains("bad.parquet") && err.contains("has no column `user`"), "{err}");
     // `amount` as text.
     let mut cols = base();
     cols.push(Column::new("amount".into(), vec!["1.5", "oops"]));

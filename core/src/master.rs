@@ -170,10 +170,16 @@ pub fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
     reader.map(|b| b.map_err(|e| pq_err(path, e))).collect()
 }
 
+/// Whether a file or folder is metadata or work in progress rather than data: hidden (`.`: our temporary files,
+/// `.crc` sums) or `_` (Spark's `_SUCCESS` and `_temporary/`, Hive's and Delta's logs).
+fn is_skipped(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    name.starts_with('.') || name.starts_with('_')
+}
+
 /// Whether a file name is a complete data file (not hidden, not temporary).
 fn is_data_file(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    !name.starts_with('.') && name.ends_with(".parquet")
+    !is_skipped(path) && path.extension().is_some_and(|e| e == "parquet")
 }
 
 /// Every complete Parquet file under `root`, recursively, sorted by path.
@@ -191,7 +197,7 @@ pub fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
             let path = entry.path();
             let ft = entry.file_type().map_err(|e| Error::io(&path, e))?;
             if ft.is_dir() {
-                if !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                if !is_skipped(&path) {
                     stack.push(path);
                 }
             } else if is_data_file(&path) {
@@ -203,14 +209,15 @@ pub fn list_files(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Highest ingestion sequence number in the master dataset (0 when empty).
+/// Highest ingestion sequence number in the master dataset (0 when empty). Files without the sequence column are
+/// history from other writers, ingested before any speed-layer event.
 pub fn max_seq(root: &Path) -> Result<u64> {
     let mut max = 0;
     for path in list_files(root)? {
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(&path, e))?;
         let Some(index) = builder.schema().fields().iter().position(|f| f.name() == SEQ_COLUMN) else {
-            return Err(pq_err(&path, format!("has no `{SEQ_COLUMN}` column")));
+            continue;
         };
         let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
         let reader = builder.with_projection(mask).build().map_err(|e| pq_err(&path, e))?;
@@ -242,8 +249,9 @@ pub fn archive_range(path: &Path) -> Option<(u64, u64)> {
     parts.next().is_none().then_some(range)
 }
 
-/// The smallest and largest ingestion sequence number in a master file (`None` when it has no rows): from the name
-/// of a speed archive file, else from the Parquet statistics, else by reading the column.
+/// The smallest and largest ingestion sequence number in a master file (`None` when it has no rows, or no sequence
+/// column: history from another writer, ingested before any speed-layer event): from the name of a speed archive
+/// file, else by reading the column.
 pub fn seq_range(path: &Path) -> Result<Option<(u64, u64)>> {
     if let Some(r) = archive_range(path) {
         return Ok(Some(r));
@@ -251,7 +259,7 @@ pub fn seq_range(path: &Path) -> Result<Option<(u64, u64)>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(path, e))?;
     let Some(index) = builder.schema().fields().iter().position(|f| f.name() == SEQ_COLUMN) else {
-        return Err(pq_err(path, format!("has no `{SEQ_COLUMN}` column")));
+        return Ok(None);
     };
     let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
     let reader = builder.with_projection(mask).build().map_err(|e| pq_err(path, e))?;
@@ -287,10 +295,14 @@ pub fn events_of(spec: &Spec, path: &Path, batch: &RecordBatch) -> Result<Vec<(u
     let schema = schema(spec);
     let mut cols = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let col = batch
-            .column_by_name(field.name())
-            .ok_or_else(|| pq_err(path, format!("has no column `{}` (declared in the spec)", field.name())))?;
-        cols.push(cast_column(path, col, field.name(), field.data_type())?);
+        let optional = spec.features.iter().any(|f| &f.name == field.name() && !f.required);
+        let col = match batch.column_by_name(field.name()) {
+            Some(col) => cast_column(path, col, field.name(), field.data_type())?,
+            // A feature added to the spec after the file was written.
+            None if optional => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
+            None => return Err(pq_err(path, format!("has no column `{}`", field.name()))),
+        };
+        cols.push(col);
     }
     let u64s = |i: usize| cols[i].as_any().downcast_ref::<UInt64Array>();
     let strs = |i: usize| cols[i].as_any().downcast_ref::<StringArray>();
@@ -462,6 +474,47 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert_eq!(max_seq(dir.path()).unwrap(), 9);
         assert_eq!(read_batches(&files[0]).unwrap()[0].num_rows(), 2);
+    }
+
+    #[test]
+    fn history_from_other_writers_and_spark_markers_leave_the_sequence_and_the_replay_alone() {
+        let spec = Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = spec;
+        spec.paths.master = dir.path().to_path_buf();
+        let e = Event {
+            id: "1".into(),
+            key: "k".into(),
+            time: 0,
+            features: vec![Cell::Num(Some(1.0)), Cell::Cat(None), Cell::Bool(Some(true))],
+            target: Some(Target::Class("1".into())),
+        };
+        write_events(
+            &spec,
+            &partition(dir.path(), 0).join("speed-000000000004-000000000005.parquet"),
+            &[(4, &e), (5, &e)],
+        )
+        .unwrap();
+        // A pyarrow file: the spec's columns without sequence numbers, and without the optional `mobile`.
+        let batch = to_batch(&spec, &[(1, &e), (2, &e), (3, &e)]).unwrap();
+        let keep: Vec<usize> =
+            (1..batch.num_columns()).filter(|&i| batch.schema().field(i).name() != "mobile").collect();
+        write_batch_atomically(&dir.path().join("history/part-0.parquet"), &batch.project(&keep).unwrap()).unwrap();
+        fs::create_dir_all(dir.path().join("history/_temporary/0")).unwrap();
+        fs::write(dir.path().join("history/_temporary/0/part-1.parquet"), b"half written").unwrap();
+        fs::write(dir.path().join("history/_SUCCESS"), b"").unwrap();
+        assert_eq!(list_files(dir.path()).unwrap().len(), 2);
+        assert_eq!(max_seq(dir.path()).unwrap(), 5);
+        let mut seen = Vec::new();
+        for_each_event_after(&spec, 0, |seq, _| {
+            seen.push(seq);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![4, 5]);
+        // An archive written before `mobile` was added to the spec reads it as missing.
+        let rows = events_of(&spec, Path::new("x"), &batch.project(&[0, 1, 2, 3, 4, 5, 7]).unwrap()).unwrap();
+        assert_eq!(rows[0].1.features[2], Cell::Bool(None));
     }
 
     #[test]
