@@ -452,18 +452,25 @@ async fn up(spec: Spec) -> Result<()> {
     let (serve_addr, ingest_addr) = (serve_listener.local_addr()?, ingest_listener.local_addr()?);
     let key = example_key(&spec);
     println!("lambda-ml is up ({}).", spec.name);
-    println!("  serving:  http://{serve_addr}   (POST /v1/predict, GET /v1/views/{{key}}, GET /v1/models, GET /health/ready)");
-    println!("  ingest:   http://{ingest_addr}   (POST /v1/events)");
+    println!(
+        "  serving:  http://{serve_addr}   (POST /v1/predict, POST /v1/events, GET /v1/views/{{key}}, GET /v1/models, \
+         GET /health/ready)"
+    );
+    println!("  ingest:   http://{ingest_addr}   (POST /v1/events alone, for producers kept apart from readers)");
     println!("Try:");
     println!("  curl -s http://{serve_addr}/v1/views/{key}");
-    println!("  curl -s -X POST http://{ingest_addr}/v1/events -d '{}'", example_event(&spec, &key));
+    println!("  curl -s -X POST http://{serve_addr}/v1/events -d '{}'", example_event(&spec, &key));
     println!("  curl -s -X POST http://{serve_addr}/v1/predict -d '{}'", example_record(&spec));
     println!("Ctrl-C stops it (after a final checkpoint).");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
-    let a = axum::serve(serve_listener, lambda_serving::router(serving)).with_graceful_shutdown(wait(rx.clone()));
+    // One base URL for a newcomer's client: the serving address takes events too.
+    let ingest = lambda_speed::http::ingest_routes(speed.clone())
+        .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("serving", r, n)));
+    let routes = lambda_serving::router(serving).merge(ingest);
+    let a = axum::serve(serve_listener, routes).with_graceful_shutdown(wait(rx.clone()));
     let b = axum::serve(ingest_listener, lambda_speed::http::router(speed.clone())).with_graceful_shutdown(wait(rx));
     let signal = async move {
         shutdown_signal().await;

@@ -247,6 +247,19 @@ fn up_makes_a_posted_event_visible_as_soon_as_its_ingest_call_answers() {
         after["prediction"]["probabilities"]["yes"].as_f64().unwrap(),
     );
     assert!(a > b, "learning a positive label raises its probability: {b} -> {a}");
+    // One base URL: the serving address takes events too, here with an RFC 3339 time.
+    let event = r#"{"event_id": "live-2", "user_id": "new-user", "ts": "2026-01-31T00:00:00.500Z", "amount": 20.0, "country": "us", "mobile": true, "session_seconds": 10, "converted": "no"}"#;
+    let (status, ack) = post(&format!("{}/v1/events", server.base), event);
+    assert_eq!((status, ack["accepted"].as_u64()), (200, Some(1)), "{ack}");
+    let (_, view) = get(&format!("{}/v1/views/new-user", server.base));
+    assert_eq!(view["count"].as_u64(), Some(2), "{view}");
+    assert_eq!(view["first_seen"].as_i64(), Some(1_769_817_600_500), "an earlier time, to the millisecond: {view}");
+    // The status is refreshed at each checkpoint tick.
+    wait_for(std::time::Duration::from_secs(10), || get(&format!("{}/v1/status", server.base)).1["accepted"] == 2);
+    let (status, err) =
+        post(&format!("{}/v1/events", server.base), &event.replace("live-2", "live-3").replace(".500Z", ""));
+    assert_eq!(status, 422, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("no time zone offset"), "{err}");
     drop(server);
 }
 

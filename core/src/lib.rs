@@ -30,6 +30,7 @@ pub mod registry;
 pub mod schema;
 pub mod spec;
 pub mod state;
+pub mod telemetry;
 #[cfg(test)]
 mod testing;
 pub mod time;

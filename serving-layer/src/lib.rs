@@ -157,7 +157,10 @@ impl Serving {
                 return Ok(false);
             }
             match apply_deltas(state_dir, &c, &sp) {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    freshness(&c);
+                    return Ok(true);
+                }
                 Err(e) => tracing::info!(error = %e, "reloading the speed layer's state whole"),
             }
         }
@@ -165,13 +168,42 @@ impl Serving {
         let speed = Arc::new(SpeedSide::load(&self.spec, state_dir, &c)?);
         tracing::info!(version = %c.base_version, generation = c.generation, keys = speed.realtime.len(), seq = c.last_seq, "serving the speed layer's state");
         self.live.store(Some(Arc::new(LiveState { batch, speed: Some(speed) })));
+        freshness(&c);
         Ok(true)
+    }
+
+    /// Sets what this service serves in the Prometheus metrics (see `lambda_core::telemetry`).
+    pub fn collect_metrics(&self) {
+        use lambda_core::telemetry as t;
+        let Some(st) = self.state() else { return };
+        t::set_model_version("serving", st.batch.version());
+        metrics::gauge!("lambda_serving_speed_seq").set(st.seq() as f64);
+        if let Some(sp) = &st.speed {
+            let m = sp.model.load_full();
+            let stats = &m.stats;
+            let mean = |sum: f64| (stats.labelled > 0).then(|| sum / stats.labelled as f64);
+            t::set_prequential_loss("speed", mean(stats.speed_loss_sum));
+            t::set_prequential_loss("batch", mean(stats.batch_loss_sum));
+            for l in &m.learners {
+                t::set_prequential_loss(&l.name, l.prequential_loss);
+            }
+            t::set_windows(&m.windows);
+            metrics::gauge!("lambda_speed_frozen").set(if m.frozen.is_some() { 1.0 } else { 0.0 });
+        }
     }
 
     /// Whether a model is loaded.
     pub fn ready(&self) -> bool {
         self.live.load().is_some()
     }
+}
+
+/// Records how long after the speed layer wrote a checkpoint its events became visible here: an event's freshness
+/// (accepted → answered by this process) is at most this plus `speed.checkpoint_interval`. In one process (`up`)
+/// events are visible when their ingest call answers, and nothing is recorded.
+fn freshness(c: &Checkpoint) {
+    let seconds = (lambda_core::registry::now_millis() - c.written_ms).max(0) as f64 / 1000.0;
+    metrics::histogram!("lambda_freshness_seconds").record(seconds);
 }
 
 /// Applies the view files newer than what `side` holds, then the model: each shard stays exact at every moment.
@@ -212,12 +244,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The service's routes.
 pub fn router(serving: Arc<Serving>) -> Router {
+    lambda_core::telemetry::register(&serving, Serving::collect_metrics);
     Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/views/{key}", get(view))
         .route("/v1/models", get(models))
         .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(lambda_core::telemetry::metrics_route))
+        .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("serving", r, n)))
         .with_state(serving)
 }
 

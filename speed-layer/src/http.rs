@@ -46,13 +46,19 @@ pub fn failure(e: &Error) -> Response {
     }
 }
 
-/// The ingest routes.
+/// The ingest routes with the speed layer's own liveness route and Prometheus metrics, for its own address.
 pub fn router(speed: Arc<Speed>) -> Router {
-    Router::new()
-        .route("/v1/events", post(events))
-        .route("/v1/status", get(status))
+    lambda_core::telemetry::register(&speed, Speed::collect_metrics);
+    ingest_routes(speed)
         .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
-        .with_state(speed)
+        .route("/metrics", get(lambda_core::telemetry::metrics_route))
+        .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("speed", r, n)))
+}
+
+/// `POST /v1/events` and `GET /v1/status` alone, to merge into another service's routes (the serving address of
+/// `up`, so that a client needs one base URL).
+pub fn ingest_routes(speed: Arc<Speed>) -> Router {
+    Router::new().route("/v1/events", post(events)).route("/v1/status", get(status)).with_state(speed)
 }
 
 async fn status(State(speed): State<Arc<Speed>>) -> Response {

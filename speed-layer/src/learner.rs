@@ -1562,6 +1562,7 @@ impl Learner {
         match &r {
             Ok(report) => {
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
+                metrics::histogram!("lambda_speed_checkpoint_duration_seconds").record(ms / 1000.0);
                 let t = &mut self.timing;
                 t.checkpoints += 1;
                 t.last_ms = ms;

@@ -156,6 +156,38 @@ impl Speed {
         self.status.load_full()
     }
 
+    /// Requests waiting for the learner: how far behind it is.
+    pub fn queued(&self) -> usize {
+        self.spec.speed.max_queued.saturating_sub(self.queue.available_permits())
+    }
+
+    /// Sets the speed layer's state in the Prometheus metrics (see `lambda_core::telemetry`).
+    pub fn collect_metrics(&self) {
+        use lambda_core::telemetry as t;
+        let s = self.status();
+        for (outcome, n) in [("accepted", s.accepted), ("rejected", s.rejected), ("duplicate", s.duplicates)] {
+            metrics::counter!("lambda_speed_events_total", "outcome" => outcome).absolute(n);
+        }
+        metrics::gauge!("lambda_speed_last_seq").set(s.last_seq as f64);
+        metrics::gauge!("lambda_speed_archived_through").set(s.archived_through as f64);
+        metrics::gauge!("lambda_speed_learner_queue").set(self.queued() as f64);
+        metrics::counter!("lambda_speed_checkpoints_total").absolute(s.checkpoints);
+        metrics::gauge!("lambda_speed_log_bytes").set(s.log_bytes as f64);
+        metrics::gauge!("lambda_speed_realtime_keys").set(s.keys as f64);
+        metrics::gauge!("lambda_speed_frozen").set(if s.frozen.is_some() { 1.0 } else { 0.0 });
+        metrics::counter!("lambda_speed_freezes_total").absolute(s.freezes);
+        if let Some(b) = s.resident_bytes {
+            metrics::gauge!("lambda_speed_resident_bytes").set(b as f64);
+        }
+        t::set_model_version("speed", &s.base_version);
+        t::set_prequential_loss("speed", s.speed_loss);
+        t::set_prequential_loss("batch", s.batch_loss);
+        for l in &s.learners {
+            t::set_prequential_loss(&l.name, l.prequential_loss);
+        }
+        t::set_windows(&s.windows);
+    }
+
     /// The spec.
     pub fn spec(&self) -> &Arc<Spec> {
         &self.spec

@@ -1,0 +1,122 @@
+//! `GET /metrics` on the serving and ingest addresses of `up`, read by the reference Prometheus parser (the Python
+//! `prometheus_client` package, installed by this test into a virtual environment beside the build folder).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// A Python with `prometheus_client`, made once per build folder.
+fn parser_python() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let venv = target.join("clients-venv");
+    let python = venv.join("bin/python");
+    let ready = venv.join("prometheus_client-0.26.0");
+    if !ready.exists() {
+        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?} failed");
+        ok(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        ok(Command::new(&python).args(["-m", "pip", "install", "-q", "prometheus_client==0.26.0"]));
+        std::fs::write(&ready, b"").unwrap();
+    }
+    python
+}
+
+/// The families the reference parser reads in `text`.
+fn parse(text: &str) -> serde_json::Map<String, Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, text).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/parse_metrics.py");
+    let out = Command::new(parser_python()).arg(script).arg(&file).output().unwrap();
+    assert!(out.status.success(), "the parser refused the text: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_object().unwrap().clone()
+}
+
+fn text(url: &str) -> (u16, String, String) {
+    let mut r = agent().get(url).call().unwrap();
+    let kind = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (r.status().as_u16(), kind, r.body_mut().read_to_string().unwrap())
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn sample(families: &serde_json::Map<String, Value>, family: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    families.get(family)?["samples"].as_array()?.iter().find_map(|s| {
+        let l = s[1].as_object()?;
+        (s[0] == name && labels.iter().all(|(k, v)| l.get(*k).and_then(Value::as_str) == Some(*v)))
+            .then(|| s[2].as_f64())?
+    })
+}
+
+#[test]
+fn metrics_on_both_addresses_are_read_by_the_reference_parser_and_count_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = spec_in(dir.path());
+    pin_families(&spec_path, &["linear"]);
+    let sp = spec_path.to_str().unwrap();
+    let stream = dir.path().join("stream.ndjson");
+    run_ok(&["generate", "--spec", sp, "--rows", "2000", "--stream-rows", "10", "--stream", stream.to_str().unwrap()]);
+    let (server, ingest) = start_up(sp);
+    let lines: Vec<String> = std::fs::read_to_string(&stream).unwrap().lines().map(str::to_string).collect();
+    let good: Vec<&String> = lines.iter().filter(|l| l.contains("\"converted\"")).take(5).collect();
+    for l in &good {
+        assert_eq!(post(&format!("{ingest}/v1/events"), l).0, 200);
+    }
+    let record = r#"{"amount": 35.5, "country": "us", "mobile": false, "session_seconds": 80}"#;
+    for _ in 0..3 {
+        assert_eq!(post(&format!("{}/v1/predict", server.base), record).0, 200);
+    }
+    assert_eq!(post(&format!("{}/v1/predict", server.base), r#"{"amount": "lots"}"#).0, 422);
+    assert_eq!(get(&format!("{}/v1/views/nobody", server.base)).0, 404);
+
+    // Poll: the speed layer's counters reach the metrics at its next status refresh.
+    let mut families = serde_json::Map::new();
+    wait_for(std::time::Duration::from_secs(20), || {
+        let (status, kind, body) = text(&format!("{}/metrics", server.base));
+        assert_eq!(status, 200);
+        assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+        families = parse(&body);
+        sample(&families, "lambda_speed_events", "lambda_speed_events_total", &[("outcome", "accepted")])
+            == Some(good.len() as f64)
+    });
+    let requests = |route: &str, status: &str| {
+        sample(&families, "lambda_http_requests", "lambda_http_requests_total", &[("route", route), ("status", status)])
+    };
+    assert_eq!(requests("/v1/predict", "200"), Some(3.0));
+    assert_eq!(requests("/v1/predict", "422"), Some(1.0));
+    assert_eq!(requests("/v1/views/{key}", "404"), Some(1.0), "one series per route, not per key");
+    assert_eq!(families["lambda_http_request_duration_seconds"]["type"], "histogram");
+    let count = sample(
+        &families,
+        "lambda_http_request_duration_seconds",
+        "lambda_http_request_duration_seconds_count",
+        &[("route", "/v1/predict"), ("status", "200")],
+    );
+    assert_eq!(count, Some(3.0));
+    assert_eq!(
+        sample(&families, "lambda_model_info", "lambda_model_info", &[("layer", "serving"), ("version", "v000001")]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&families, "lambda_speed_last_seq", "lambda_speed_last_seq", &[]), Some(2000.0 + good.len() as f64));
+    assert!(sample(&families, "lambda_prequential_loss", "lambda_prequential_loss", &[("model", "batch")]).is_some());
+    assert!(families.contains_key("lambda_window_metric") && families.contains_key("lambda_drift_state"));
+    assert_eq!(families["lambda_speed_checkpoint_duration_seconds"]["type"], "histogram");
+
+    // The ingest address has its own, the same process's figures, and counts its own requests.
+    let (status, _, body) = text(&format!("{ingest}/metrics"));
+    assert_eq!(status, 200);
+    let own = parse(&body);
+    let events = sample(
+        &own,
+        "lambda_http_requests",
+        "lambda_http_requests_total",
+        &[("service", "speed"), ("route", "/v1/events")],
+    );
+    assert_eq!(events, Some(good.len() as f64));
+    drop(server);
+}
