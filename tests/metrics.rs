@@ -102,7 +102,10 @@ fn metrics_on_both_addresses_are_read_by_the_reference_parser_and_count_what_hap
         sample(&families, "lambda_model_info", "lambda_model_info", &[("layer", "serving"), ("version", "v000001")]),
         Some(1.0)
     );
-    assert_eq!(sample(&families, "lambda_speed_last_seq", "lambda_speed_last_seq", &[]), Some(2000.0 + good.len() as f64));
+    assert_eq!(
+        sample(&families, "lambda_speed_last_seq", "lambda_speed_last_seq", &[]),
+        Some(2000.0 + good.len() as f64)
+    );
     assert!(sample(&families, "lambda_prequential_loss", "lambda_prequential_loss", &[("model", "batch")]).is_some());
     assert!(families.contains_key("lambda_window_metric") && families.contains_key("lambda_drift_state"));
     assert_eq!(families["lambda_speed_checkpoint_duration_seconds"]["type"], "histogram");

@@ -455,18 +455,22 @@ mod tests {
         assert_eq!(date_of(-1), "1969-12-31");
     }
 
-    #[test]
-    fn write_list_and_max_seq() {
-        let spec = Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(max_seq(dir.path()).unwrap(), 0);
-        let e = Event {
+    fn one_event() -> Event {
+        Event {
             id: "1".into(),
             key: "k".into(),
             time: 0,
             features: vec![Cell::Num(Some(1.0)), Cell::Cat(None), Cell::Bool(Some(true))],
             target: Some(Target::Class("1".into())),
-        };
+        }
+    }
+
+    #[test]
+    fn write_list_and_max_seq() {
+        let spec = Spec::from_toml(crate::spec::tests::SAMPLE, Path::new("s.toml"), Path::new("/")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(max_seq(dir.path()).unwrap(), 0);
+        let e = one_event();
         write_events(&spec, &partition(dir.path(), 0).join("a.parquet"), &[(7, &e), (9, &e)]).unwrap();
         write_events(&spec, &partition(dir.path(), 86_400_000).join("b.parquet"), &[(3, &e)]).unwrap();
         fs::write(dir.path().join("date=1970-01-01/.c.parquet.tmp-1"), b"partial").unwrap();
@@ -482,13 +486,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = spec;
         spec.paths.master = dir.path().to_path_buf();
-        let e = Event {
-            id: "1".into(),
-            key: "k".into(),
-            time: 0,
-            features: vec![Cell::Num(Some(1.0)), Cell::Cat(None), Cell::Bool(Some(true))],
-            target: Some(Target::Class("1".into())),
-        };
+        let e = one_event();
         write_events(
             &spec,
             &partition(dir.path(), 0).join("speed-000000000004-000000000005.parquet"),

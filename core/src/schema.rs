@@ -103,7 +103,8 @@ pub enum Mode {
     Predict,
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// How a JSON value's kind is named in a rejection.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -139,7 +139,7 @@ impl TimeWindow {
             (TimeFormat::Rfc3339, other) => Err(format!(
                 "must be an RFC 3339 time such as \"2026-11-26T08:00:00Z\" (`dataset.time_format` = \"rfc3339\"), \
                  got {}",
-                describe(other)
+                crate::schema::type_name(other)
             )),
             (TimeFormat::Auto, Value::Number(n)) => {
                 let x = finite(n)?;
@@ -171,7 +171,7 @@ impl TimeWindow {
             }
             (_, other) => {
                 let (name, _) = format.unit().ok_or("has no unit")?;
-                Err(format!("must be a number of {name} since the Unix epoch, got {}", describe(other)))
+                Err(format!("must be a number of {name} since the Unix epoch, got {}", crate::schema::type_name(other)))
             }
         }
     }
@@ -185,17 +185,6 @@ fn finite(n: &serde_json::Number) -> Result<f64, String> {
 fn to_ms_checked(x: f64, to_ms: f64) -> Option<i64> {
     let ms = (x * to_ms).round();
     (ms.abs() < 9.0e18).then_some(ms as i64)
-}
-
-fn describe(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
