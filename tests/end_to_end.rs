@@ -221,13 +221,8 @@ fn batch_speed_and_serving_agree_end_to_end() {
 #[test]
 fn up_makes_a_posted_event_visible_as_soon_as_its_ingest_call_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let spec_path = spec_in(dir.path());
     // Asked for by name, the speed layer's model answers, warm-started from a linear champion.
-    pin_families(&spec_path, &["linear"]);
-    let sp = spec_path.to_str().unwrap();
-    let stream = dir.path().join("stream.ndjson");
-    run_ok(&["generate", "--spec", sp, "--rows", "2000", "--stream-rows", "10", "--stream", stream.to_str().unwrap()]);
-    let (server, ingest) = start_up(sp);
+    let (server, ingest, _) = up_on_generated(dir.path());
     let record = r#"{"amount": 35.5, "country": "us", "mobile": false, "session_seconds": 80}"#;
     let predict = format!("{}/v1/predict?model=speed", server.base);
     let (_, before) = post(&predict, record);

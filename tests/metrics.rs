@@ -1,41 +1,19 @@
 //! `GET /metrics` on the serving and ingest addresses of `up`, read by the reference Prometheus parser (the Python
-//! `prometheus_client` package, installed by this test into a virtual environment beside the build folder).
+//! `prometheus_client` package, see `common::clients_python`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
-
-/// A Python with `prometheus_client`, made once per build folder.
-fn parser_python() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let venv = target.join("clients-venv");
-    let python = venv.join("bin/python");
-    let ready = venv.join("prometheus_client-0.26.0");
-    if !ready.exists() {
-        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?} failed");
-        ok(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        ok(Command::new(&python).args(["-m", "pip", "install", "-q", "prometheus_client==0.26.0"]));
-        std::fs::write(&ready, b"").unwrap();
-    }
-    python
-}
 
 /// The families the reference parser reads in `text`.
 fn parse(text: &str) -> serde_json::Map<String, Value> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("metrics.txt");
     std::fs::write(&file, text).unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/parse_metrics.py");
-    let out = Command::new(parser_python()).arg(script).arg(&file).output().unwrap();
-    assert!(out.status.success(), "the parser refused the text: {}\n{text}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_object().unwrap().clone()
+    let out = client("parse_metrics.py", &[file.to_str().unwrap()]);
+    serde_json::from_str::<Value>(&out).unwrap().as_object().unwrap().clone()
 }
 
 fn text(url: &str) -> (u16, String, String) {
@@ -56,12 +34,7 @@ fn sample(families: &serde_json::Map<String, Value>, family: &str, name: &str, l
 #[test]
 fn metrics_on_both_addresses_are_read_by_the_reference_parser_and_count_what_happened() {
     let dir = tempfile::tempdir().unwrap();
-    let spec_path = spec_in(dir.path());
-    pin_families(&spec_path, &["linear"]);
-    let sp = spec_path.to_str().unwrap();
-    let stream = dir.path().join("stream.ndjson");
-    run_ok(&["generate", "--spec", sp, "--rows", "2000", "--stream-rows", "10", "--stream", stream.to_str().unwrap()]);
-    let (server, ingest) = start_up(sp);
+    let (server, ingest, stream) = up_on_generated(dir.path());
     let lines: Vec<String> = std::fs::read_to_string(&stream).unwrap().lines().map(str::to_string).collect();
     let good: Vec<&String> = lines.iter().filter(|l| l.contains("\"converted\"")).take(5).collect();
     for l in &good {

@@ -12,6 +12,8 @@
 //! checkpoint files and the registry, applying the realtime deltas in place. Every answer carries `speed_seq`, the
 //! ingestion sequence number through which it is exact; a reader can ask for `?min_seq=N` to read its own writes.
 
+pub mod v2;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -252,6 +254,7 @@ pub fn router(serving: Arc<Serving>) -> Router {
         .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
         .route("/health/ready", get(ready))
         .route("/metrics", get(lambda_core::telemetry::metrics_route))
+        .merge(v2::routes())
         .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("serving", r, n)))
         .with_state(serving)
 }
@@ -460,13 +463,62 @@ async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, bod
             Err(rej) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("record {i}: {rej}")),
         }
     }
-    let asked = q.model.as_deref().unwrap_or(&s.spec.serving.model);
+    let a = match answer(&s, &events, q.model.as_deref(), q.min_seq).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let predictions: Vec<Value> = a.predictions.iter().map(|p| prediction_json(&a.classes, p)).collect();
+    let mut out = json!({
+        "model": a.model,
+        "model_version": a.version,
+        "model_family": a.family,
+        "speed_update": a.speed_update,
+        "speed_seq": a.seq,
+        "components": a.components,
+    });
+    if single {
+        out["prediction"] = predictions.into_iter().next().unwrap_or(Value::Null);
+    } else {
+        out["predictions"] = Value::Array(predictions);
+    }
+    Json(out).into_response()
+}
+
+/// The answer to one prediction request: which model answered, and a prediction per event.
+pub(crate) struct Answer {
+    /// `blend`, or the one model that answered.
+    pub model: String,
+    /// Its family (`blend` for the blend).
+    pub family: String,
+    /// The batch version answered with.
+    pub version: String,
+    /// The online updates of the linear model when it took part.
+    pub speed_update: Option<u64>,
+    /// The ingestion sequence number through which the answer is exact.
+    pub seq: u64,
+    /// Each model's name, family, version, weight, window loss and events learned.
+    pub components: Vec<Value>,
+    /// Class labels, in the order of the probabilities (empty for regression).
+    pub classes: Vec<String>,
+    /// One per event.
+    pub predictions: Vec<Prediction>,
+}
+
+/// Predicts `events` with `model` (the spec's `serving.model` when `None`), once the served state has applied
+/// `min_seq`: the one path of `/v1/predict` and the Open Inference Protocol's `infer`.
+pub(crate) async fn answer(
+    s: &Arc<Serving>,
+    events: &[lambda_core::schema::Event],
+    model: Option<&str>,
+    min_seq: Option<u64>,
+) -> std::result::Result<Answer, Response> {
+    let asked = model.unwrap_or(&s.spec.serving.model);
     let known: Vec<&str> =
         [BLEND, BATCH, SPEED].into_iter().chain(s.spec.speed.learners.iter().map(String::as_str)).collect();
     if !known.contains(&asked) {
-        return error(StatusCode::BAD_REQUEST, format!("unknown model {asked:?}; it can be {}", known.join(", ")));
+        return Err(error(StatusCode::BAD_REQUEST, format!("unknown model {asked:?}; it can be {}", known.join(", "))));
     }
-    let (st, speed_model, seq) = match wait_for(&s, q.min_seq, |st| match &st.speed {
+    let (st, speed_model, seq) = wait_for(s, min_seq, |st| match &st.speed {
         Some(sp) => {
             let m = sp.model.load_full();
             let seq = m.seq;
@@ -474,11 +526,7 @@ async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, bod
         }
         None => (None, st.seq()),
     })
-    .await
-    {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    .await?;
     let batch = &st.batch.published;
     let encoder = &batch.artifact.encoder;
     let (answered, components) = components(&st, speed_model.as_deref(), asked);
@@ -488,37 +536,33 @@ async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, bod
         events: 0,
         losses: Vec::new(),
     };
-    let classes = batch.artifact.model.classes();
     let mut predictions = Vec::with_capacity(events.len());
-    for e in &events {
+    for e in events {
         let x = encoder.encode(e);
         let each: Vec<Option<Prediction>> =
             components.iter().map(|c| (c.weight >= NEGLIGIBLE).then(|| c.model.predict(&x))).collect();
         let present: Vec<Option<&Prediction>> = each.iter().map(Option::as_ref).collect();
         match weights.combine(&present) {
-            Some(p) => predictions.push(prediction_json(classes, &p)),
-            None => return error(StatusCode::INTERNAL_SERVER_ERROR, "no model could answer"),
+            Some(p) => predictions.push(p),
+            None => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "no model could answer")),
         }
     }
     let speed_update = components.iter().find(|c| c.name == SPEED && c.weight >= NEGLIGIBLE).and(speed_model.as_ref());
-    let mut out = json!({
-        "model": answered,
-        "model_version": batch.manifest.version,
-        "model_family": if answered == BLEND {
-            BLEND
-        } else {
-            components.iter().find(|c| c.name == answered).map_or("", |c| c.family)
-        },
-        "speed_update": speed_update.map(|m| m.updates),
-        "speed_seq": seq,
-        "components": components.iter().map(|c| c.describe()).collect::<Vec<_>>(),
-    });
-    if single {
-        out["prediction"] = predictions.into_iter().next().unwrap_or(Value::Null);
+    let family = if answered == BLEND {
+        BLEND.to_string()
     } else {
-        out["predictions"] = Value::Array(predictions);
-    }
-    Json(out).into_response()
+        components.iter().find(|c| c.name == answered).map_or("", |c| c.family).to_string()
+    };
+    Ok(Answer {
+        model: answered.to_string(),
+        family,
+        version: batch.manifest.version.clone(),
+        speed_update: speed_update.map(|m| m.updates),
+        seq,
+        components: components.iter().map(|c| c.describe()).collect(),
+        classes: batch.artifact.model.classes().to_vec(),
+        predictions,
+    })
 }
 
 async fn view(State(s): State<Arc<Serving>>, Path(key): Path<String>, Query(q): Query<ReadParams>) -> Response {

@@ -179,3 +179,140 @@ async fn bad_requests_get_clear_errors_and_the_service_keeps_serving() {
     let (s, _) = call(&router, "POST", "/v1/predict", r#"{"amount": 2}"#).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_open_inference_protocol_answers_as_v1_predict_does() {
+    let (_dir, spec) = setup(true);
+    let serving = Serving::new(spec, None);
+    serving.reload().unwrap();
+    let router = lambda_serving::router(serving);
+    assert_eq!(call(&router, "GET", "/v2/health/live", "").await.1, json!({"live": true}));
+    assert_eq!(call(&router, "GET", "/v2/health/ready", "").await.1, json!({"ready": true}));
+    assert_eq!(call(&router, "GET", "/v2", "").await.1["name"], "lambda-ml");
+    let (s, meta) = call(&router, "GET", "/v2/models/t", "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(meta["versions"], json!(["v000001"]));
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "amount", "datatype": "FP64", "shape": [-1]}, {"name": "country", "datatype": "BYTES", "shape": [-1]}])
+    );
+    assert_eq!(meta["outputs"][1]["parameters"]["classes"], json!(["no", "yes"]));
+    assert_eq!(call(&router, "GET", "/v2/models/t/ready", "").await.1, json!({"name": "t", "ready": true}));
+    assert_eq!(call(&router, "GET", "/v2/models/t/versions/v000001/ready", "").await.0, StatusCode::OK);
+    let (s, e) = call(&router, "GET", "/v2/models/t/versions/v000009/ready", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(e["error"].as_str().unwrap().contains("v000001"), "{e}");
+    let (s, e) = call(&router, "GET", "/v2/models/other", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(e["error"].as_str().unwrap().contains("\"t\""), "{e}");
+
+    let request = json!({"id": "req-1", "inputs": [
+        {"name": "amount", "shape": [2], "datatype": "FP64", "data": [1.0, 15.0]},
+        {"name": "country", "shape": [2, 1], "datatype": "BYTES", "data": [["fr"], ["de"]]},
+    ]});
+    let (s, v2) = call(&router, "POST", "/v2/models/t/infer", request.to_string()).await;
+    assert_eq!(s, StatusCode::OK, "{v2}");
+    assert_eq!(
+        (v2["id"].as_str(), v2["model_name"].as_str(), v2["model_version"].as_str()),
+        (Some("req-1"), Some("t"), Some("v000001"))
+    );
+    let (_, v1) = call(
+        &router,
+        "POST",
+        "/v1/predict",
+        r#"[{"amount": 1.0, "country": "fr"}, {"amount": 15.0, "country": "de"}]"#,
+    )
+    .await;
+    let outputs = v2["outputs"].as_array().unwrap();
+    assert_eq!(outputs[0]["name"], "label");
+    assert_eq!(outputs[1]["shape"], json!([2, 2]));
+    for r in 0..2 {
+        let p = &v1["predictions"][r];
+        assert_eq!(outputs[0]["data"][r], p["label"]);
+        assert_eq!(outputs[1]["data"][2 * r + 1].as_f64(), p["probabilities"]["yes"].as_f64());
+    }
+    let only = json!({"inputs": request["inputs"], "outputs": [{"name": "probabilities"}]});
+    let (_, v2) = call(&router, "POST", "/v2/models/t/versions/v000001/infer", only.to_string()).await;
+    assert_eq!(v2["outputs"].as_array().unwrap().len(), 1, "{v2}");
+    assert_eq!(v2["outputs"][0]["name"], "probabilities");
+}
+
+#[tokio::test]
+async fn bad_inference_requests_get_a_4xx_naming_what_is_wrong_and_the_service_keeps_answering() {
+    let (_dir, spec) = setup(true);
+    let serving = Serving::new(spec, None);
+    serving.reload().unwrap();
+    let router = lambda_serving::router(serving);
+    let amount = json!({"name": "amount", "shape": [1], "datatype": "FP64", "data": [2.0]});
+    let cases: Vec<(String, StatusCode, &str)> = vec![
+        ("{not json".into(), StatusCode::BAD_REQUEST, "malformed JSON"),
+        ("[1]".into(), StatusCode::BAD_REQUEST, "inference request object"),
+        (json!({"inputs": []}).to_string(), StatusCode::BAD_REQUEST, "`inputs`"),
+        (
+            json!({"inputs": [{"name": "amount", "shape": [2], "datatype": "FP64", "data": [1.0]}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "holds 2 values",
+        ),
+        (
+            json!({"inputs": [{"name": "amount", "shape": [1], "datatype": "FP128", "data": [1.0]}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "datatype",
+        ),
+        (
+            json!({"inputs": [{"shape": [1], "datatype": "FP64", "data": [1.0]}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "`name`",
+        ),
+        (
+            json!({"inputs": [amount, {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["red"]}]})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+            "`colour` is not a feature",
+        ),
+        (
+            json!({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "`country` is categorical",
+        ),
+        (
+            json!({"inputs": [{"name": "amount", "shape": [1], "datatype": "BYTES", "data": ["lots"]}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "amount",
+        ),
+        (
+            json!({"inputs": [{"name": "country", "shape": [1], "datatype": "BYTES", "data": ["fr"]}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "amount",
+        ),
+        (
+            json!({"inputs": [amount, {"name": "country", "shape": [2], "datatype": "BYTES", "data": ["fr", "de"]}]})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+            "rows",
+        ),
+        (
+            json!({"inputs": [{"name": "amount", "shape": [4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}).to_string(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "at most 3",
+        ),
+        (
+            json!({"inputs": [amount], "outputs": [{"name": "logits"}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "unknown output \"logits\"",
+        ),
+        (
+            json!({"inputs": [amount], "parameters": {"model": "oracle"}}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "unknown model",
+        ),
+        ("x".repeat(4096), StatusCode::PAYLOAD_TOO_LARGE, "larger than"),
+    ];
+    for (body, status, needle) in cases {
+        let (s, v) = call(&router, "POST", "/v2/models/t/infer", body.clone()).await;
+        assert_eq!(s, status, "{body}: {v}");
+        let e = v["error"].as_str().unwrap_or_else(|| panic!("{body}: no error string in {v}"));
+        assert!(e.contains(needle), "{body}: {e}");
+    }
+    let (s, _) = call(&router, "POST", "/v2/models/t/infer", json!({"inputs": [amount]}).to_string()).await;
+    assert_eq!(s, StatusCode::OK);
+}

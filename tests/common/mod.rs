@@ -104,3 +104,68 @@ pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A Python with the reference clients the tests read the services with (the Prometheus parser, Triton's Open
+/// Inference Protocol client), installed once per build folder into a virtual environment beside it.
+pub fn clients_python() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let venv = target.join("clients-venv");
+    let python = venv.join("bin/python");
+    let pins = ["prometheus_client==0.26.0", "tritonclient[http]==2.73.0"];
+    let ready = venv.join(format!("installed {}", pins.join(" ")));
+    // Tests run in parallel: one installs, the others wait for it.
+    let lock = target.join("clients-venv.lock");
+    let start = Instant::now();
+    let _guard = loop {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(_) => break LockFile(lock.clone()),
+            Err(_) if ready.exists() => return python,
+            Err(_) => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(600),
+                    "{} is held; remove it if no test runs",
+                    lock.display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    if !ready.exists() {
+        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?} failed");
+        ok(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        ok(Command::new(&python).args(["-m", "pip", "install", "-q"]).args(pins));
+        std::fs::write(&ready, b"").unwrap();
+    }
+    python
+}
+
+/// Removes its file when dropped.
+struct LockFile(PathBuf);
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs a client script of `tests/clients` with [`clients_python`] and returns its standard output.
+pub fn client(script: &str, args: &[&str]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(script);
+    let out = Command::new(clients_python()).arg(path).args(args).output().unwrap();
+    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `up` on the quickstart spec in `dir` (the linear family alone) after `generate` wrote 2,000 history rows and a
+/// stream of ten events: the server, its ingest URL and the stream's path.
+pub fn up_on_generated(dir: &Path) -> (Server, String, PathBuf) {
+    let spec_path = spec_in(dir);
+    pin_families(&spec_path, &["linear"]);
+    let sp = spec_path.to_str().unwrap();
+    let stream = dir.join("stream.ndjson");
+    run_ok(&["generate", "--spec", sp, "--rows", "2000", "--stream-rows", "10", "--stream", stream.to_str().unwrap()]);
+    let (server, ingest) = start_up(sp);
+    (server, ingest, stream)
+}
