@@ -47,7 +47,9 @@ fn metrics_on_both_addresses_are_read_by_the_reference_parser_and_count_what_hap
     assert_eq!(post(&format!("{}/v1/predict", server.base), r#"{"amount": "lots"}"#).0, 422);
     assert_eq!(get(&format!("{}/v1/views/nobody", server.base)).0, 404);
 
-    // Poll: the speed layer's counters reach the metrics at its next status refresh.
+    // The parser first (its first install takes a minute), then poll: the speed layer's counters reach the
+    // metrics at its next status refresh.
+    clients_python();
     let mut families = serde_json::Map::new();
     wait_for(std::time::Duration::from_secs(20), || {
         let (status, kind, body) = text(&format!("{}/metrics", server.base));
