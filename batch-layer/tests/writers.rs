@@ -259,8 +259,15 @@ fn epoch_numbers_in_no_plausible_unit_are_refused_with_their_readings_and_a_name
     let s = spec(dir.path(), "epoch_s");
     let data = lambda_batch::read::read_master(&s).unwrap();
     assert_eq!(data.columns.times[1], 17_956_835_000);
-    // Milliseconds as float seconds (pandas' `time.time()` columns) keep the fraction to the millisecond.
+    // Integer micro- and nanoseconds (Spark's and pandas' `astype("int64")` of timestamps) are found by `auto`.
     let s = spec(dir.path(), "auto");
+    for per_ms in [1_000i64, 1_000_000] {
+        let ts = Arc::new(Int64Array::from_iter_values((0..N as i64).map(|i| (T + i * 250) * per_ms + per_ms / 2)));
+        write_parquet(&file, columns(ts));
+        let data = lambda_batch::read::read_master(&s).unwrap();
+        assert_eq!(&data.columns.times[..3], &[T, T + 250, T + 500], "{per_ms} per millisecond");
+    }
+    // Milliseconds as float seconds (pandas' `time.time()` columns) keep the fraction to the millisecond.
     let secs = Arc::new(Float64Array::from_iter_values((0..N).map(|i| (T as f64 + i as f64 * 250.0) / 1000.0)));
     write_parquet(&file, columns(secs));
     let data = lambda_batch::read::read_master(&s).unwrap();
