@@ -85,8 +85,9 @@ fn time(c: Expr, dt: &DataType, want: Want) -> std::result::Result<Expr, String>
         dt if dt.is_integer() => match unit {
             Unit::Seconds => c.strict_cast(DataType::Int64) * lit(1000i64),
             Unit::Millis => c.strict_cast(DataType::Int64),
-            Unit::Micros => c.strict_cast(DataType::Int64).floor_div(lit(1000i64)),
-            Unit::Nanos => c.strict_cast(DataType::Int64).floor_div(lit(1_000_000i64)),
+            // Divided exactly in `Builder::append` (`FilePlan::time_divisor`): polars' integer floor division
+            // needs a feature we do not build, and floats would round nanoseconds.
+            Unit::Micros | Unit::Nanos => c.strict_cast(DataType::Int64),
         },
         // Fractions of a millisecond are cut.
         dt if dt.is_float() => (c.cast(DataType::Float64) * lit(unit.to_ms())).cast(DataType::Int64),
@@ -193,6 +194,8 @@ struct FilePlan {
     sequenced: bool,
     /// Optional features the file has no column for (added to the spec after it was written).
     absent: Vec<String>,
+    /// What the file's integer times are divided by to make milliseconds (1000 for microseconds).
+    time_divisor: i64,
 }
 
 /// `name=value` folders between the master dataset's root and a file (Hive-style partitions, as Spark, pyarrow
@@ -296,6 +299,7 @@ fn plan(spec: &Spec, files: &[PathBuf], need: Need) -> Result<Vec<FilePlan>> {
         let sequenced = need == Need::All && schema.get(SEQ_COLUMN).is_some();
         let mut exprs = Vec::with_capacity(want.len());
         let mut absent = Vec::new();
+        let mut time_divisor = 1;
         for w in &want {
             let e = match schema.get(&w.name) {
                 Some(dt) => {
@@ -303,7 +307,15 @@ fn plan(spec: &Spec, files: &[PathBuf], need: Need) -> Result<Vec<FilePlan>> {
                     if let Want::Time(_) = want {
                         // The speed layer archives milliseconds; history from elsewhere may be in any unit.
                         if !sequenced && dt.is_primitive_numeric() {
-                            want = Want::Time(epoch_unit(spec, path, &w.name, dt)?);
+                            let unit = epoch_unit(spec, path, &w.name, dt)?;
+                            if dt.is_integer() {
+                                time_divisor = match unit {
+                                    Unit::Micros => 1_000,
+                                    Unit::Nanos => 1_000_000,
+                                    _ => 1,
+                                };
+                            }
+                            want = Want::Time(unit);
                         }
                     }
                     conform(&w.name, dt, want).map_err(|m| input(path, format!("column `{}` {m}", w.name)))?
@@ -322,7 +334,7 @@ fn plan(spec: &Spec, files: &[PathBuf], need: Need) -> Result<Vec<FilePlan>> {
             };
             exprs.push(e);
         }
-        plans.push(FilePlan { exprs, sequenced, absent });
+        plans.push(FilePlan { exprs, sequenced, absent, time_divisor });
     }
     Ok(plans)
 }
@@ -361,6 +373,8 @@ struct Builder {
     classes: Dictionary,
     values: Vec<f64>,
     non_finite: usize,
+    /// The current file's [`FilePlan::time_divisor`].
+    time_divisor: i64,
 }
 
 impl Builder {
@@ -374,6 +388,7 @@ impl Builder {
             classes: Dictionary::default(),
             values: Vec::new(),
             non_finite: 0,
+            time_divisor: 1,
         }
     }
 
@@ -395,7 +410,10 @@ impl Builder {
                 }
             }
             let times = df.column(&d.time_column).and_then(|c| c.i64().cloned()).map_err(pe)?;
-            self.times.extend(times.iter().enumerate().filter(|(r, _)| keep(*r)).map(|(_, v)| v.unwrap_or(0)));
+            let divisor = self.time_divisor;
+            self.times.extend(
+                times.iter().enumerate().filter(|(r, _)| keep(*r)).map(|(_, v)| v.unwrap_or(0).div_euclid(divisor)),
+            );
             match d.task {
                 Task::Regression => {
                     let values = df.column(&d.target).and_then(|c| c.f64().cloned()).map_err(pe)?;
@@ -589,6 +607,7 @@ pub fn read_master_in(spec: &Spec, rows_per_read: usize) -> Result<MasterData> {
                 .and_then(|lf| lf.slice(first as i64, step as u32).select(p.exprs.clone()).collect())
                 .map_err(|e| input(f, e.to_string()))?;
             let at = offset + first;
+            b.time_divisor = p.time_divisor;
             b.append(spec, &df, f, &|r| !dropped[at + r])?;
         }
         offset += height;
