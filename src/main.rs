@@ -1,6 +1,7 @@
 //! `lambda-ml`: the command line that wires the batch, speed and serving layers together.
 
 mod generate;
+mod publish;
 
 use std::io::BufReader;
 use std::net::SocketAddr;
@@ -52,10 +53,12 @@ enum Command {
         /// Pipeline spec (TOML).
         #[arg(long)]
         spec: PathBuf,
-        /// Also read NDJSON events from `file:PATH` or `stdin`.
+        /// Also read events: NDJSON from `file:PATH` or `stdin`, or a NATS JetStream stream,
+        /// `nats://HOST:PORT/STREAM[?subject=S&durable=NAME&batch=N]` (a durable pull consumer, acked once durable).
         #[arg(long)]
         source: Option<String>,
-        /// Stop once the source is read (checkpointing first) instead of serving HTTP ingest.
+        /// Stop once the source is read (for NATS: once the consumer has nothing left), checkpointing first,
+        /// instead of serving HTTP ingest.
         #[arg(long, requires = "source")]
         once: bool,
         /// Read the source at most this many records a second (a recorded stream at a live pace).
@@ -85,6 +88,32 @@ enum Command {
         /// Ingest address, overriding `speed.listen`.
         #[arg(long)]
         ingest_listen: Option<SocketAddr>,
+        /// Also read events from a source, as `speed --source` does (`file:PATH`, `stdin` or `nats://...`).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Publish NDJSON events to a NATS JetStream stream (created if missing), one message per line, with
+    /// `Nats-Msg-Id` set to the event's id so that the stream's duplicate window drops a re-sent event; or post
+    /// them to a speed layer over HTTP.
+    #[command(group(clap::ArgGroup::new("to").required(true).args(["nats", "http"])))]
+    Publish {
+        /// Pipeline spec (TOML): names the id field.
+        #[arg(long)]
+        spec: PathBuf,
+        /// The stream: `nats://HOST:PORT/STREAM[?subject=S]`.
+        #[arg(long)]
+        nats: Option<String>,
+        /// A speed layer's (or `up`'s) base URL, `http://HOST:PORT`: events go to its `/v1/events`.
+        #[arg(long)]
+        http: Option<String>,
+        /// Events per HTTP request.
+        #[arg(long, default_value_t = 1, requires = "http")]
+        batch: usize,
+        /// Most messages waiting for the stream's ack at once (NATS), or requests at once (HTTP).
+        #[arg(long)]
+        in_flight: Option<usize>,
+        /// NDJSON file to send, or `-` for stdin.
+        file: PathBuf,
     },
     /// Model versions: list them, promote one, roll back.
     Models {
@@ -222,6 +251,10 @@ fn main() -> Result<()> {
             if let Some(l) = listen {
                 spec.speed.listen = l.to_string();
             }
+            let source = source.as_deref().map(Source::parse).transpose()?;
+            if rate.is_some() && matches!(source, Some(Source::Nats(_))) {
+                bail!("--rate paces a file or stdin replay; a NATS stream comes at its producers' pace");
+            }
             runtime()?.block_on(speed(spec, source, once, rate))
         }
         Command::Serve { spec, listen } => {
@@ -231,7 +264,47 @@ fn main() -> Result<()> {
             }
             runtime()?.block_on(serve(spec))
         }
-        Command::Up { spec, listen, ingest_listen } => {
+        Command::Publish { spec, nats, http, batch, in_flight, file } => {
+            let spec = load(&spec)?;
+            let lines: Box<dyn Iterator<Item = std::io::Result<String>> + Send> = if file.as_os_str() == "-" {
+                Box::new(std::io::BufRead::lines(BufReader::new(std::io::stdin())))
+            } else {
+                let f = std::fs::File::open(&file).with_context(|| format!("cannot open {}", file.display()))?;
+                Box::new(std::io::BufRead::lines(BufReader::new(f)))
+            };
+            let started = std::time::Instant::now();
+            if let Some(base) = http {
+                let r = publish::http(&base, lines, batch, in_flight.unwrap_or(1))?;
+                let seconds = started.elapsed().as_secs_f64();
+                println!(
+                    "posted to {base}: {} accepted, {} duplicates, {} rejected in {} requests, in {seconds:.3} s \
+                     ({:.0} events/s)",
+                    r.accepted,
+                    r.duplicates,
+                    r.rejected,
+                    r.requests,
+                    (r.accepted + r.duplicates + r.rejected) as f64 / seconds.max(1e-9)
+                );
+                return Ok(());
+            }
+            let target = lambda_speed::nats::NatsSource::parse(nats.as_deref().unwrap_or_default())
+                .map_err(anyhow::Error::msg)?;
+            let in_flight = in_flight.unwrap_or(256);
+            let r =
+                runtime()?.block_on(lambda_speed::nats::publish(&target, &spec.dataset.id_column, lines, in_flight))?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "published to {}: {} stored, {} dropped as duplicates by the stream, {} without an id, in {seconds:.3} s \
+                 ({:.0} messages/s)",
+                target.display(),
+                r.stored,
+                r.duplicates,
+                r.without_id,
+                (r.stored + r.duplicates) as f64 / seconds.max(1e-9)
+            );
+            Ok(())
+        }
+        Command::Up { spec, listen, ingest_listen, source } => {
             let mut spec = load(&spec)?;
             if let Some(l) = listen {
                 spec.serving.listen = l.to_string();
@@ -244,7 +317,8 @@ fn main() -> Result<()> {
                 let m = lambda_batch::run(&spec, false).context("batch run failed")?.manifest;
                 println!("published {} (watermark {})", m.version, m.watermark);
             }
-            runtime()?.block_on(up(spec))
+            let source = source.as_deref().map(Source::parse).transpose()?;
+            runtime()?.block_on(up(spec, source))
         }
         Command::Rollback { spec, to } => models(ModelsCommand::Rollback { spec, to: Some(to) }),
         Command::Generate(args) => generate::run(&args),
@@ -346,6 +420,43 @@ async fn bind(addr: &str, what: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
 }
 
+/// Where the speed layer also reads events.
+enum Source {
+    /// `file:PATH` or `stdin`: NDJSON lines.
+    Lines(String),
+    /// A NATS JetStream stream.
+    Nats(lambda_speed::nats::NatsSource),
+}
+
+impl Source {
+    fn parse(s: &str) -> Result<Source> {
+        if s == "stdin" || s.starts_with("file:") {
+            Ok(Source::Lines(s.to_string()))
+        } else if s.starts_with("nats://") {
+            Ok(Source::Nats(lambda_speed::nats::NatsSource::parse(s).map_err(anyhow::Error::msg)?))
+        } else {
+            bail!("--source must be `file:PATH`, `stdin` or `nats://HOST:PORT/STREAM`, got {s:?}")
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Source::Lines(s) => s.clone(),
+            Source::Nats(n) => n.display(),
+        }
+    }
+}
+
+fn print_source(name: &str, report: &lambda_speed::ingest::SourceReport, seconds: f64) {
+    println!(
+        "source {name}: {} accepted, {} duplicates, {} rejected in {seconds:.3} s ({:.0} events/s)",
+        report.accepted,
+        report.duplicates,
+        report.rejected,
+        (report.accepted + report.duplicates + report.rejected) as f64 / seconds.max(1e-9)
+    );
+}
+
 fn replay_source(speed: &Speed, source: &str, rate: Option<f64>) -> Result<lambda_speed::ingest::SourceReport> {
     let started = std::time::Instant::now();
     let report = if source == "stdin" {
@@ -356,15 +467,33 @@ fn replay_source(speed: &Speed, source: &str, rate: Option<f64>) -> Result<lambd
     } else {
         bail!("--source must be `file:PATH` or `stdin`, got {source:?}");
     };
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "source {source}: {} accepted, {} duplicates, {} rejected in {seconds:.3} s ({:.0} events/s)",
-        report.accepted,
-        report.duplicates,
-        report.rejected,
-        (report.accepted + report.duplicates + report.rejected) as f64 / seconds.max(1e-9)
-    );
+    print_source(source, &report, started.elapsed().as_secs_f64());
     Ok(report)
+}
+
+/// Reads the source beside the daemon until `stop` turns true (a file or stdin until its end).
+fn spawn_source(
+    speed: &Arc<Speed>,
+    source: Source,
+    rate: Option<f64>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let s = speed.clone();
+    match source {
+        Source::Lines(src) => tokio::task::spawn_blocking(move || {
+            if let Err(e) = replay_source(&s, &src, rate) {
+                tracing::error!(error = %e, "source failed");
+            }
+        }),
+        Source::Nats(n) => tokio::spawn(async move {
+            let name = n.display();
+            let started = std::time::Instant::now();
+            match lambda_speed::nats::consume(s, n, false, stop).await {
+                Ok(r) => print_source(&name, &r, started.elapsed().as_secs_f64()),
+                Err(e) => tracing::error!(error = %e, "source failed; HTTP ingest goes on"),
+            }
+        }),
+    }
 }
 
 /// Retraining on the fly through the batch layer, in the speed layer's process.
@@ -382,36 +511,48 @@ fn start_speed(spec: &Spec, live: Option<Arc<Live>>) -> Result<Speed> {
     Ok(Speed::start_with(spec.clone(), live, Some(Arc::new(BatchRetrainer)))?)
 }
 
-async fn speed(spec: Spec, source: Option<String>, once: bool, rate: Option<f64>) -> Result<()> {
+async fn speed(spec: Spec, source: Option<Source>, once: bool, rate: Option<f64>) -> Result<()> {
     if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
         bail!("--rate must be a positive number of records a second, got {r}");
     }
     let speed = Arc::new(tokio::task::block_in_place(|| start_speed(&spec, None))?);
     if once {
-        if let Some(src) = &source {
-            tokio::task::block_in_place(|| -> Result<()> {
-                replay_source(&speed, src, rate)?;
-                // A finite replay ends with every accepted event in the master dataset.
-                speed.archive_all_blocking()?;
-                Ok(())
-            })?;
+        match &source {
+            Some(Source::Lines(src)) => {
+                tokio::task::block_in_place(|| replay_source(&speed, src, rate))?;
+            }
+            Some(Source::Nats(n)) => {
+                let started = std::time::Instant::now();
+                let (_keep, never) = tokio::sync::watch::channel(false);
+                let r = lambda_speed::nats::consume(speed.clone(), n.clone(), true, never).await?;
+                print_source(&n.display(), &r, started.elapsed().as_secs_f64());
+            }
+            None => {}
         }
+        // A finite replay ends with every accepted event in the master dataset.
+        tokio::task::block_in_place(|| speed.archive_all_blocking())?;
         let speed = Arc::try_unwrap(speed).map_err(|_| anyhow::anyhow!("speed layer still in use"))?;
         tokio::task::block_in_place(|| speed.stop())?;
         return Ok(());
     }
-    if let Some(src) = source {
-        let s = speed.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = replay_source(&s, &src, rate) {
-                tracing::error!(error = %e, "source failed");
-            }
-        });
-    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let reading = source.map(|src| {
+        println!("speed layer: reading {}", src.name());
+        spawn_source(&speed, src, rate, rx)
+    });
     let listener = bind(&spec.speed.listen, "event ingest").await?;
     println!("speed layer: POST http://{}/v1/events", listener.local_addr()?);
     axum::serve(listener, lambda_speed::http::router(speed.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    stop_source(tx, reading).await;
     stop(speed).await
+}
+
+/// Stops a NATS consumer after the group in hand (acked once durable); a file replay is left to end.
+async fn stop_source(tx: tokio::sync::watch::Sender<bool>, reading: Option<tokio::task::JoinHandle<()>>) {
+    let _ = tx.send(true);
+    if let Some(task) = reading {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
 }
 
 async fn stop(speed: Arc<Speed>) -> Result<()> {
@@ -441,7 +582,7 @@ async fn serve(spec: Spec) -> Result<()> {
     Ok(())
 }
 
-async fn up(spec: Spec) -> Result<()> {
+async fn up(spec: Spec, source: Option<Source>) -> Result<()> {
     let live = Arc::new(Live::empty());
     let speed = Arc::new(tokio::task::block_in_place(|| start_speed(&spec, Some(live.clone())))?);
     let serving = Serving::new(spec.clone(), Some(live));
@@ -462,6 +603,11 @@ async fn up(spec: Spec) -> Result<()> {
     println!("  curl -s -X POST http://{serve_addr}/v1/events -d '{}'", example_event(&spec, &key));
     println!("  curl -s -X POST http://{serve_addr}/v1/predict -d '{}'", example_record(&spec));
     println!("Ctrl-C stops it (after a final checkpoint).");
+    let (source_tx, source_rx) = tokio::sync::watch::channel(false);
+    let reading = source.map(|src| {
+        println!("  source:   {}", src.name());
+        spawn_source(&speed, src, None, source_rx)
+    });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
@@ -480,6 +626,7 @@ async fn up(spec: Spec) -> Result<()> {
         tokio::join!(std::future::IntoFuture::into_future(a), std::future::IntoFuture::into_future(b), signal);
     ra?;
     rb?;
+    stop_source(source_tx, reading).await;
     stop(speed).await
 }
 

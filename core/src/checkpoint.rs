@@ -130,6 +130,84 @@ pub struct Checkpoint {
     /// after the seventh.
     #[serde(skip)]
     pub freeze: Option<FreezeRecord>,
+    /// How far each external event log (a NATS JetStream stream) was taken in: the ninth record, written only
+    /// after the eighth. A redelivery at or below its position is a duplicate, ids or not.
+    #[serde(skip)]
+    pub sources: Option<Vec<SourceState>>,
+}
+
+/// A message of an external event log: which log (a hash of its name and creation, so that a stream deleted and
+/// made again under the same name starts afresh), its sequence number there, and the log's settled point as the
+/// reader last saw it (every message at or below it acknowledged, so never delivered again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// The log.
+    pub source: u64,
+    /// Sequence number in it.
+    pub seq: u64,
+    /// Every message at or below this one is settled.
+    pub settled: u64,
+}
+
+/// Which messages of an external event log are held (logged): all at or below `through`, and the runs in `held`
+/// above it. Exact rather than a high-water mark, since a log redelivers out of order: messages handed to a reader
+/// that crashed come again after the acknowledgement timeout, behind newer ones. Bounded by the messages not yet
+/// acknowledged, since `through` follows the log's settled point.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceState {
+    /// The log.
+    pub source: u64,
+    /// Every message at or below it is held or settled.
+    pub through: u64,
+    /// Runs `(first, last)` of held messages above `through`, in order, neither touching nor overlapping.
+    pub held: Vec<(u64, u64)>,
+}
+
+impl SourceState {
+    /// A log of which nothing is held.
+    pub fn new(source: u64) -> SourceState {
+        SourceState { source, through: 0, held: Vec::new() }
+    }
+
+    /// Whether message `seq` is held.
+    pub fn contains(&self, seq: u64) -> bool {
+        if seq <= self.through {
+            return true;
+        }
+        let i = self.held.partition_point(|&(_, last)| last < seq);
+        self.held.get(i).is_some_and(|&(first, _)| first <= seq)
+    }
+
+    /// Takes in a logged message.
+    pub fn insert(&mut self, p: &SourcePosition) {
+        if p.settled > self.through {
+            self.through = p.settled;
+            let keep = self.held.partition_point(|&(_, last)| last <= self.through);
+            self.held.drain(..keep);
+            if let Some(first) = self.held.first_mut() {
+                first.0 = first.0.max(self.through + 1);
+            }
+        }
+        let seq = p.seq;
+        if self.contains(seq) {
+            return;
+        }
+        let i = self.held.partition_point(|&(_, last)| last < seq);
+        let joins_before = i > 0 && self.held[i - 1].1 + 1 == seq;
+        let joins_after = self.held.get(i).is_some_and(|&(first, _)| first == seq + 1);
+        match (joins_before, joins_after) {
+            (true, true) => {
+                self.held[i - 1].1 = self.held[i].1;
+                self.held.remove(i);
+            }
+            (true, false) => self.held[i - 1].1 = seq,
+            (false, true) => self.held[i].0 = seq,
+            (false, false) => self.held.insert(i, (seq, seq)),
+        }
+        if self.held.first().is_some_and(|&(first, _)| first == self.through + 1) {
+            self.through = self.held.remove(0).1;
+        }
+    }
 }
 
 /// What a restart needs to freeze as the run before it would have: the good online states kept while the input
@@ -222,6 +300,9 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
                             frames.push(state::encode(retrain)?);
                             if let Some(freeze) = &c.freeze {
                                 frames.push(state::encode(freeze)?);
+                                if let Some(sources) = &c.sources {
+                                    frames.push(state::encode(sources)?);
+                                }
                             }
                         }
                     }
@@ -252,6 +333,7 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     c.quality = optional(&path, frames.get(5), "the input's quality", &mut ok);
     c.retrain = optional(&path, frames.get(6), "the retraining status", &mut ok);
     c.freeze = optional(&path, frames.get(7), "the good states kept for a freeze", &mut ok);
+    c.sources = optional(&path, frames.get(8), "the positions in the event logs", &mut ok);
     Ok(Some(c))
 }
 
@@ -709,7 +791,34 @@ mod tests {
             quality: None,
             retrain: None,
             freeze: None,
+            sources: None,
         }
+    }
+
+    #[test]
+    fn an_event_log_s_held_messages_are_exact_out_of_order_and_bounded_by_its_settled_point() {
+        let mut s = SourceState::new(1);
+        let at = |seq, settled| SourcePosition { source: 1, seq, settled };
+        for seq in [1, 2, 5, 6, 9, 7, 3] {
+            s.insert(&at(seq, 0));
+        }
+        // 4 and 8 were handed to a reader that crashed: not held, whatever came after them.
+        assert_eq!((s.through, s.held.clone()), (3, vec![(5, 7), (9, 9)]));
+        assert!([1, 2, 3, 5, 6, 7, 9].iter().all(|&q| s.contains(q)));
+        assert!(![4, 8, 10].iter().any(|&q| s.contains(q)));
+        s.insert(&at(8, 0));
+        assert_eq!((s.through, s.held.clone()), (3, vec![(5, 9)]));
+        s.insert(&at(4, 0));
+        assert_eq!((s.through, s.held.clone()), (9, vec![]));
+        // A filtered consumer's log has gaps; the settled point closes them.
+        s.insert(&at(20, 0));
+        s.insert(&at(30, 0));
+        assert_eq!(s.held, vec![(20, 20), (30, 30)]);
+        s.insert(&at(31, 25));
+        assert_eq!((s.through, s.held.clone()), (25, vec![(30, 31)]));
+        assert!(s.contains(24) && !s.contains(26));
+        s.insert(&at(40, 35));
+        assert_eq!((s.through, s.held.clone()), (35, vec![(40, 40)]));
     }
 
     #[test]
@@ -743,6 +852,7 @@ mod tests {
             quality: Some(crate::quality::Quality::new(5)),
             retrain: Some(RetrainStatus::default()),
             freeze: Some(FreezeRecord { snapshot: Some(3), goods: vec![3, 9], dead_letters: 4 }),
+            sources: Some(vec![SourceState { source: 7, through: 12, held: vec![(14, 20), (22, 22)] }]),
             ..with_learners.clone()
         };
         write(dir.path(), &everything).unwrap();

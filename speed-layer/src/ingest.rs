@@ -2,6 +2,7 @@
 
 use std::io::BufRead;
 
+use lambda_core::checkpoint::SourcePosition;
 use lambda_core::schema::{Event, Mode};
 use lambda_core::spec::Spec;
 use serde_json::Value;
@@ -19,6 +20,8 @@ pub enum Incoming {
         event: Event,
         /// Its JSON.
         raw: Value,
+        /// Its place in an external event log, when it came from one.
+        source: Option<SourcePosition>,
     },
     /// A record that failed validation: it goes to the dead-letter file and never trains.
     Rejected {
@@ -31,6 +34,16 @@ pub enum Incoming {
     },
 }
 
+impl Incoming {
+    /// The record as one from an external event log at `position`.
+    pub fn from_source(mut self, position: SourcePosition) -> Incoming {
+        if let Incoming::Accepted { source, .. } = &mut self {
+            *source = Some(position);
+        }
+        self
+    }
+}
+
 /// Validates one JSON line.
 pub fn parse_line(spec: &Spec, line_no: usize, text: &str) -> Incoming {
     match serde_json::from_str::<Value>(text) {
@@ -41,7 +54,7 @@ pub fn parse_line(spec: &Spec, line_no: usize, text: &str) -> Incoming {
 
 fn parse_value(spec: &Spec, line_no: usize, v: Value, text: &str) -> Incoming {
     match spec.parse_record(&v, Mode::Event) {
-        Ok(event) => Incoming::Accepted { line: line_no, event, raw: v },
+        Ok(event) => Incoming::Accepted { line: line_no, event, raw: v, source: None },
         Err(r) => Incoming::Rejected { line: line_no, error: r.to_string(), raw: text.to_string() },
     }
 }

@@ -8,7 +8,7 @@
 //! adopted by rebuilding the realtime view and the warm-started model from every event after its watermark, read
 //! back from the master dataset and the log.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,8 +17,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use lambda_core::blend::Weights;
 use lambda_core::checkpoint::{
-    self, BatchSide, Checkpoint, FreezeRecord, LearnerStatus, Live, LiveState, RetrainState, RetrainStatus, SpeedModel,
-    SpeedSide, SpeedStats, ViewFile, WindowStatuses,
+    self, BatchSide, Checkpoint, FreezeRecord, LearnerStatus, Live, LiveState, RetrainState, RetrainStatus,
+    SourcePosition, SourceState, SpeedModel, SpeedSide, SpeedStats, ViewFile, WindowStatuses,
 };
 use lambda_core::master;
 use lambda_core::model::{LinearModel, NonFinite, Prediction};
@@ -378,6 +378,8 @@ pub struct Learner {
     goods_retired: Vec<PathBuf>,
     /// Number of the last dead letter written.
     dead_n: u64,
+    /// Which messages of each external event log are held (see [`SourceState`]).
+    sources: BTreeMap<u64, SourceState>,
     /// Retraining on the fly.
     retraining: Retraining,
     updates: u64,
@@ -654,6 +656,7 @@ impl Learner {
                     relearn,
                     goods_retired: Vec::new(),
                     dead_n,
+                    sources: c.sources.iter().flatten().map(|s| (s.source, s.clone())).collect(),
                     retraining: Retraining::resume(c.retrain.clone()),
                     model,
                     updates: c.updates,
@@ -726,6 +729,7 @@ impl Learner {
                     relearn: None,
                     goods_retired: Vec::new(),
                     dead_n,
+                    sources: BTreeMap::new(),
                     retraining: Retraining::default(),
                     model,
                     updates: 0,
@@ -852,6 +856,9 @@ impl Learner {
         // The input's record goes on with the events and the rejections logged with them, in the order received;
         // a replay never freezes or resumes: each change of that kind was checkpointed when it happened.
         let mark = std::mem::take(&mut r.mark);
+        if let Some(p) = r.source {
+            self.sources.entry(p.source).or_insert_with(|| SourceState::new(p.source)).insert(&p);
+        }
         self.stats.rejected += (mark.rejected_before.len() + mark.rejected_after.len()) as u64;
         for key in mark.rejected_before {
             self.quality.push_rejected(key);
@@ -965,6 +972,7 @@ impl Learner {
         let mut dead: Vec<(usize, String, String, u64, u64)> = Vec::new();
         let mut accepted: Vec<(usize, u128, Record, Predicted)> = Vec::new();
         let mut group_ids: HashSet<u128> = HashSet::new();
+        let mut group_sources: Vec<SourcePosition> = Vec::new();
         let mut working: Option<AdaptiveLinear> = None;
         // Learning runs on copies, committed only once the log is synced; the same additions in the same order as a
         // replay, so that a restart ends bit for bit where this run does.
@@ -986,7 +994,15 @@ impl Learner {
                         let key = rejected_key(&raw);
                         (line, error, raw, key)
                     }
-                    Incoming::Accepted { line, event, raw } => {
+                    Incoming::Accepted { line, event, raw, source } => {
+                        // A redelivery from an event log: this position or an earlier one is already held.
+                        if let Some(p) = source {
+                            let held = self.sources.get(&p.source).is_some_and(|s| s.contains(p.seq));
+                            if held || group_sources.iter().any(|g| (g.source, g.seq) == (p.source, p.seq)) {
+                                report.duplicates += 1;
+                                continue;
+                            }
+                        }
                         let unknown = matches!(&event.target,
                             Some(Target::Class(c)) if self.model.model.class_index(c).is_none());
                         let check = encoder.check_ranges(&event).map_err(|r| r.to_string()).and_then(|()| match &event
@@ -1043,7 +1059,10 @@ impl Learner {
                                     let predicted = done.map(|(_, ps, pb)| (ps, pb));
                                     let rejected_before = std::mem::take(&mut rejected_keys);
                                     let mark = GroupMark { rejected_before, ..GroupMark::default() };
-                                    let record = Record { seq, ingest_ms: now, event, mark };
+                                    if let Some(p) = source {
+                                        group_sources.push(p);
+                                    }
+                                    let record = Record { seq, ingest_ms: now, event, mark, source };
                                     accepted.push((request, h, record, predicted));
                                     continue;
                                 }
@@ -1080,6 +1099,9 @@ impl Learner {
         fail::fail_point!("learner::after_dead_letters");
         let records: Vec<Record> = accepted.iter().map(|(_, _, r, _)| r.clone()).collect();
         self.log.append(&records)?;
+        for p in &group_sources {
+            self.sources.entry(p.source).or_insert_with(|| SourceState::new(p.source)).insert(p);
+        }
         if let Some(m) = working {
             self.model = m;
         }
@@ -1687,6 +1709,7 @@ impl Learner {
                 goods: self.good.iter().map(|g| g.seq).collect(),
                 dead_letters: self.dead_n,
             }),
+            sources: Some(self.sources.values().cloned().collect()),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod learner;
 pub mod log;
+pub mod nats;
 pub mod records;
 pub mod retrain;
 pub mod worker;

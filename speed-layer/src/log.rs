@@ -12,6 +12,7 @@ use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use lambda_core::checkpoint::SourcePosition;
 use lambda_core::publish::sync_dir;
 use lambda_core::schema::Event;
 use lambda_core::state::{self, create_dir_synced, FrameReader, Kind, Next};
@@ -38,6 +39,10 @@ pub struct Record {
     /// (a reader of the record alone skips it).
     #[serde(skip)]
     pub mark: GroupMark,
+    /// Where it came from in an external event log (NATS JetStream), written after the mark when there is one, so
+    /// that a restart knows which redeliveries it already holds.
+    #[serde(skip)]
+    pub source: Option<SourcePosition>,
 }
 
 /// What a logged event's request group says about it, so that a replay does what the run did: the records rejected
@@ -63,8 +68,11 @@ impl GroupMark {
 
 fn encode_record(r: &Record) -> Result<Vec<u8>> {
     let mut payload = state::encode(r)?;
-    if !r.mark.is_empty() {
+    if !r.mark.is_empty() || r.source.is_some() {
         payload.extend(state::encode(&r.mark)?);
+    }
+    if let Some(source) = &r.source {
+        payload.extend(state::encode(source)?);
     }
     Ok(payload)
 }
@@ -72,7 +80,11 @@ fn encode_record(r: &Record) -> Result<Vec<u8>> {
 fn decode_record(path: &Path, payload: &[u8]) -> Result<Record> {
     let (mut r, rest): (Record, &[u8]) = state::decode_prefix(path, payload)?;
     if !rest.is_empty() {
-        r.mark = state::decode(path, rest)?;
+        let (mark, rest): (GroupMark, &[u8]) = state::decode_prefix(path, rest)?;
+        r.mark = mark;
+        if !rest.is_empty() {
+            r.source = Some(state::decode(path, rest)?);
+        }
     }
     Ok(r)
 }
@@ -448,6 +460,7 @@ mod tests {
                 target: None,
             },
             mark: GroupMark::default(),
+            source: None,
         }
     }
 
@@ -484,14 +497,20 @@ mod tests {
         let mut log = Log::open(dir.path(), "h", 1).unwrap();
         let mut with = rec(2);
         with.mark = GroupMark { rejected_before: vec![7, 8], rejected_after: vec![u64::MAX], last: true };
-        log.append(&[rec(1), with.clone(), rec(3)]).unwrap();
+        // From an event log, with and without a mark.
+        let mut sourced = rec(3);
+        sourced.source = Some(SourcePosition { source: u64::MAX - 1, seq: 300, settled: 0 });
+        let mut both = with.clone();
+        both.seq = 4;
+        both.source = Some(SourcePosition { source: 5, seq: 301, settled: 290 });
+        log.append(&[rec(1), with.clone(), sourced.clone(), both.clone(), rec(5)]).unwrap();
         let mut back = Vec::new();
         log.replay(0, |r| {
             back.push(r);
             Ok(true)
         })
         .unwrap();
-        assert_eq!(back, vec![rec(1), with.clone(), rec(3)]);
+        assert_eq!(back, vec![rec(1), with.clone(), sourced, both, rec(5)]);
         // The record alone, as a reader of the record without its rejections decodes it.
         let payload = encode_record(&with).unwrap();
         let alone: Record = state::decode(dir.path(), &payload).unwrap();

