@@ -61,7 +61,7 @@ impl NatsSource {
             stream: stream.to_string(),
             subject: None,
             durable: DEFAULT_DURABLE.to_string(),
-            batch: 512,
+            batch: 4096,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -145,7 +145,8 @@ pub async fn consume(
         .map_err(|e| nats_error("cannot open or create the durable consumer", &source, e))?;
     tracing::info!(source = %source.display(), durable = %source.durable, "reading events from NATS JetStream");
     let spec = speed.spec().clone();
-    let mut total = SourceReport::default();
+    let (groups, queue) = tokio::sync::mpsc::channel(1);
+    let committer = tokio::spawn(commit(speed.clone(), log_id, queue, stop.clone()));
     let mut messages = None;
     // The consumer's ack floor: every message at or below it is acked, so never delivered again.
     let mut settled = 0u64;
@@ -198,22 +199,42 @@ pub async fn consume(
             }
             Ok(Some(Ok(m))) => m,
         };
-        // Whatever else has arrived joins the same request to the learner (one log sync for all).
+        // Whatever else has arrived joins the same request to the learner (one log sync for all), and so does
+        // whatever arrives while the committer still has the group before: the busier the learner, the bigger
+        // the groups, as group commit does for HTTP requests.
         let mut group = vec![first];
-        while group.len() < source.batch {
-            match pending.next().now_or_never() {
-                Some(Some(Ok(m))) => group.push(m),
-                Some(Some(Err(e))) => {
-                    tracing::warn!(error = %e, source = %source.display(), "NATS pull interrupted; going on");
-                    break;
+        let mut ended = false;
+        let permit = loop {
+            while group.len() < source.batch && !ended {
+                match pending.next().now_or_never() {
+                    Some(Some(Ok(m))) => group.push(m),
+                    Some(Some(Err(e))) => {
+                        tracing::warn!(error = %e, source = %source.display(), "NATS pull interrupted; going on");
+                        break;
+                    }
+                    Some(None) => ended = true,
+                    None => break,
                 }
-                Some(None) => {
-                    messages = None;
-                    break;
-                }
-                None => break,
             }
+            if group.len() >= source.batch || ended {
+                break groups.reserve().await;
+            }
+            tokio::select! {
+                biased;
+                permit = groups.reserve() => break permit,
+                m = pending.next() => match m {
+                    Some(Ok(m)) => group.push(m),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, source = %source.display(), "NATS pull interrupted; going on");
+                    }
+                    None => ended = true,
+                },
+            }
+        };
+        if ended {
+            messages = None;
         }
+        let Ok(permit) = permit else { break };
         if floor_read.elapsed() >= Duration::from_secs(1) {
             floor_read = std::time::Instant::now();
             match consumer.info().await {
@@ -222,15 +243,33 @@ pub async fn consume(
             }
         }
         let items: Vec<Incoming> = group.iter().map(|m| incoming(&spec, log_id, settled, m)).collect();
+        permit.send((group, items, settled));
+    }
+    drop(groups);
+    committer.await.map_err(|e| Error::State(format!("the NATS committer failed: {e}")))?
+}
+
+/// Hands each group to the learner in the order received and acks its messages once it is durable. A group the
+/// learner refuses for now (busy, failing storage) is tried again, whole, before any later one.
+async fn commit(
+    speed: Arc<Speed>,
+    log_id: u64,
+    mut groups: tokio::sync::mpsc::Receiver<(Vec<jetstream::Message>, Vec<Incoming>, u64)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> crate::Result<SourceReport> {
+    let spec = speed.spec().clone();
+    let mut total = SourceReport::default();
+    while let Some((group, mut items, settled)) = groups.recv().await {
         let report = loop {
-            match speed.ingest(items.clone()).await {
+            match speed.ingest(items).await {
                 Ok(r) => break r,
                 Err(e @ (Error::Busy(_) | Error::Storage(_))) => {
-                    // Nothing of the group was taken: it is tried again before any later message.
                     tracing::warn!(error = %e, "events from NATS wait for the learner");
                     if wait_or_stop(&mut stop, Duration::from_millis(200)).await {
+                        // Not acked: redelivered to the next reader.
                         return Ok(total);
                     }
+                    items = group.iter().map(|m| incoming(&spec, log_id, settled, m)).collect();
                 }
                 Err(e) => return Err(e),
             }
