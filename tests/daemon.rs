@@ -11,45 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use lambda_core::checkpoint::{self, SpeedSide};
+use lambda_core::checkpoint;
 use lambda_core::spec::Spec;
 
-fn line(i: u64) -> String {
-    format!(
-        r#"{{"event_id": "d{i}", "user_id": "user-{}", "ts": {}, "amount": {}.5, "country": "de", "mobile": {}, "converted": "{}"}}"#,
-        i % 97,
-        1_769_904_000_000u64 + i,
-        i % 40,
-        i.is_multiple_of(2),
-        if i.is_multiple_of(3) { "yes" } else { "no" }
-    )
-}
-
 fn events(range: std::ops::Range<u64>) -> String {
-    range.map(line).collect::<Vec<_>>().join("\n")
-}
-
-/// SplitMix64, for kill moments that are random but the same on every run.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn sigterm_and_wait(daemon: &mut Server) {
-    let pid = daemon.child.id().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = std::time::Instant::now();
-    let code = loop {
-        if let Some(s) = daemon.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(code.success(), "{code:?}");
+    range.map(|i| event_line("d", i)).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
@@ -131,34 +97,7 @@ fn acknowledged_events_survive_20_kill_9_during_an_http_replay_exactly_once() {
     std::fs::write(&empty, "").unwrap();
     run_ok(&["speed", "--spec", sp, "--source", &format!("file:{}", empty.display()), "--once"]);
 
-    // Exactly once in the model updates and the views.
-    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
-    assert_eq!(c.last_seq, 1000 + TOTAL);
-    assert_eq!(c.stats.accepted, TOTAL);
-    assert_eq!(c.stats.labelled, TOTAL);
-    assert_eq!(c.updates, TOTAL);
-    let side = SpeedSide::load(&spec, &spec.paths.state, &c).unwrap();
-    let views = side.realtime.to_table();
-    assert_eq!(views.iter().map(|(_, v)| v.count).sum::<u64>(), TOTAL);
-    for (key, v) in views.iter() {
-        let n: u64 = key.strip_prefix("user-").unwrap().parse().unwrap();
-        assert_eq!(v.count, (0..TOTAL).filter(|i| i % 97 == n).count() as u64, "{key}");
-    }
-    // Exactly once in the master dataset, in ingestion order without gaps.
-    let mut ids = BTreeMap::new();
-    let mut seqs = Vec::new();
-    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
-        for b in lambda_core::master::read_batches(&f).unwrap() {
-            for (seq, e) in lambda_core::master::events_of(&spec, &f, &b).unwrap() {
-                *ids.entry(e.id).or_insert(0u32) += 1;
-                seqs.push(seq);
-            }
-        }
-    }
-    seqs.sort_unstable();
-    assert_eq!(seqs, (1..=1000 + TOTAL).collect::<Vec<_>>());
-    assert!(ids.values().all(|n| *n == 1));
-    assert!((0..TOTAL).all(|i| ids.contains_key(&format!("d{i}"))));
+    assert_exactly_once(&spec, 1000, TOTAL, "d");
     eprintln!("{KILLS} kills, {duplicates} events re-sent and recognised");
 }
 

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,21 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lambda_core::checkpoint::{self, SpeedSide};
+use lambda_core::checkpoint;
 use lambda_core::spec::Spec;
 
 /// History rows the batch model is trained on (the speed layer's sequence numbers start after them).
 const HISTORY: u64 = 1000;
 
 fn line(i: u64) -> String {
-    format!(
-        r#"{{"event_id": "n{i}", "user_id": "user-{}", "ts": {}, "amount": {}.5, "country": "de", "mobile": {}, "converted": "{}"}}"#,
-        i % 97,
-        1_769_904_000_000u64 + i,
-        i % 40,
-        i.is_multiple_of(2),
-        if i.is_multiple_of(3) { "yes" } else { "no" }
-    )
+    event_line("n", i)
 }
 
 /// A pipeline in `dir` with a published linear model on 1,000 history rows; the freeze is off so that every
@@ -58,20 +50,6 @@ fn last_seq(base: &str) -> u64 {
     get(&format!("{base}/v1/status")).1["last_seq"].as_u64().unwrap_or(0)
 }
 
-fn sigterm_and_wait(daemon: &mut Server) {
-    let pid = daemon.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = Instant::now();
-    let code = loop {
-        if let Some(s) = daemon.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "daemon did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(code.success(), "{code:?}");
-}
-
 /// Runs `lambda-ml args`, failing the test if it has not ended within `limit`; returns its standard output.
 fn run_within(args: &[&str], limit: Duration) -> String {
     let mut child = Command::new(BIN)
@@ -91,43 +69,6 @@ fn run_within(args: &[&str], limit: Duration) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "lambda-ml {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Every event `0..total` exactly once in the checkpoint's counters and updates, the realtime views and, after a
-/// final `--once` run has archived the log, the master dataset.
-fn assert_exactly_once(spec: &Spec, total: u64) {
-    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
-    assert_eq!(c.last_seq, HISTORY + total);
-    assert_eq!((c.stats.accepted, c.stats.labelled, c.updates), (total, total, total));
-    let side = SpeedSide::load(spec, &spec.paths.state, &c).unwrap();
-    let views = side.realtime.to_table();
-    for (key, v) in views.iter() {
-        let n: u64 = key.strip_prefix("user-").unwrap().parse().unwrap();
-        assert_eq!(v.count, (0..total).filter(|i| i % 97 == n).count() as u64, "{key}");
-    }
-    let mut ids = BTreeMap::new();
-    let mut seqs = Vec::new();
-    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
-        for b in lambda_core::master::read_batches(&f).unwrap() {
-            for (seq, e) in lambda_core::master::events_of(spec, &f, &b).unwrap() {
-                *ids.entry(e.id).or_insert(0u32) += 1;
-                seqs.push(seq);
-            }
-        }
-    }
-    seqs.sort_unstable();
-    assert_eq!(seqs, (1..=HISTORY + total).collect::<Vec<_>>());
-    assert!(ids.values().all(|n| *n == 1));
-    assert!((0..total).all(|i| ids.contains_key(&format!("n{i}"))));
-}
-
-/// SplitMix64, for kill moments that are random but the same on every run.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[test]
@@ -186,7 +127,7 @@ fn nats_events_are_taken_exactly_once_across_kill_9_of_the_speed_layer() {
     // The consumer has nothing left: a run to the end of the stream takes nothing and archives the log.
     let out = run_within(&["speed", "--spec", &sp, "--source", &url, "--once"], Duration::from_secs(60));
     assert!(out.contains(": 0 accepted, 0 duplicates, 0 rejected"), "{out}");
-    assert_exactly_once(&spec, TOTAL);
+    assert_exactly_once(&spec, HISTORY, TOTAL, "n");
     let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
     eprintln!("{KILLS} kills, {} redeliveries recognised", c.stats.duplicates);
 }
@@ -221,7 +162,7 @@ fn a_nats_server_restart_mid_stream_loses_nothing_and_counts_nothing_twice() {
     drop(up);
     let out = run_within(&["speed", "--spec", &sp, "--source", &url, "--once"], Duration::from_secs(60));
     assert!(out.contains(": 0 accepted"), "{out}");
-    assert_exactly_once(&spec, 10_000);
+    assert_exactly_once(&spec, HISTORY, 10_000, "n");
 }
 
 #[test]

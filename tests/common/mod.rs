@@ -270,3 +270,70 @@ impl Drop for Nats {
         }
     }
 }
+
+/// The `i`th event of the crash tests' streams (ids `{prefix}{i}`, 97 keys, a millisecond apart).
+pub fn event_line(prefix: &str, i: u64) -> String {
+    format!(
+        r#"{{"event_id": "{prefix}{i}", "user_id": "user-{}", "ts": {}, "amount": {}.5, "country": "de", "mobile": {}, "converted": "{}"}}"#,
+        i % 97,
+        1_769_904_000_000u64 + i,
+        i % 40,
+        i.is_multiple_of(2),
+        if i.is_multiple_of(3) { "yes" } else { "no" }
+    )
+}
+
+/// SplitMix64, for kill moments that are random but the same on every run.
+pub fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Sends SIGTERM and waits (up to 30 s) for a clean exit.
+pub fn sigterm_and_wait(daemon: &mut Server) {
+    let pid = daemon.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = daemon.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "daemon did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(code.success(), "{code:?}");
+}
+
+/// Every event `0..total` of [`event_line`]`(prefix, _)` exactly once, after `history` rows: in the checkpoint's
+/// counters and updates, the realtime views and (once a final `--once` run has archived the log) the master
+/// dataset, in ingestion order without gaps.
+pub fn assert_exactly_once(spec: &lambda_core::spec::Spec, history: u64, total: u64, prefix: &str) {
+    use lambda_core::checkpoint::{self, SpeedSide};
+    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
+    assert_eq!(c.last_seq, history + total);
+    assert_eq!((c.stats.accepted, c.stats.labelled, c.updates), (total, total, total));
+    let side = SpeedSide::load(spec, &spec.paths.state, &c).unwrap();
+    let views = side.realtime.to_table();
+    assert_eq!(views.iter().map(|(_, v)| v.count).sum::<u64>(), total);
+    for (key, v) in views.iter() {
+        let n: u64 = key.strip_prefix("user-").unwrap().parse().unwrap();
+        assert_eq!(v.count, (0..total).filter(|i| i % 97 == n).count() as u64, "{key}");
+    }
+    let mut ids = std::collections::BTreeMap::new();
+    let mut seqs = Vec::new();
+    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
+        for b in lambda_core::master::read_batches(&f).unwrap() {
+            for (seq, e) in lambda_core::master::events_of(spec, &f, &b).unwrap() {
+                *ids.entry(e.id).or_insert(0u32) += 1;
+                seqs.push(seq);
+            }
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=history + total).collect::<Vec<_>>());
+    assert!(ids.values().all(|n| *n == 1));
+    assert!((0..total).all(|i| ids.contains_key(&format!("{prefix}{i}"))));
+}
