@@ -10,6 +10,7 @@
 //! them with the same encoder, updates the model by SGD and folds them into realtime views. The serving layer merges
 //! both.
 
+pub mod api;
 pub mod bayes;
 pub mod blend;
 pub mod checkpoint;

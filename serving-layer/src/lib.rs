@@ -12,6 +12,7 @@
 //! checkpoint files and the registry, applying the realtime deltas in place. Every answer carries `speed_seq`, the
 //! ingestion sequence number through which it is exact; a reader can ask for `?min_seq=N` to read its own writes.
 
+pub mod api;
 pub mod v2;
 
 use std::sync::{Arc, Mutex};
@@ -246,19 +247,53 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The service's routes.
 pub fn router(serving: Arc<Serving>) -> Router {
+    router_with(serving, None)
+}
+
+/// The service's routes, with `more` routes (and their OpenAPI description) answering on the same address: the
+/// speed layer's ingest under `up`.
+pub fn router_with(serving: Arc<Serving>, more: Option<(Router, utoipa::openapi::OpenApi)>) -> Router {
+    use utoipa::OpenApi;
     lambda_core::telemetry::register(&serving, Serving::collect_metrics);
-    Router::new()
+    let mut doc = api::ServingApi::openapi();
+    let spec = serving.spec.clone();
+    let mut routes = Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/views/{key}", get(view))
         .route("/v1/models", get(models))
-        .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(lambda_core::telemetry::metrics_route))
+        .route("/metrics", get(metrics))
         .merge(v2::routes())
         .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("serving", r, n)))
-        .with_state(serving)
+        .with_state(serving);
+    if let Some((router, more_doc)) = more {
+        routes = routes.merge(router);
+        doc.merge(more_doc);
+    }
+    let doc = lambda_core::api::document(doc, &spec, "serving");
+    routes
+        .route("/openapi.json", get(lambda_core::api::openapi_json))
+        .layer(axum::Extension(Arc::new(doc)))
+        .layer(axum::middleware::from_fn(lambda_core::api::json_errors))
 }
 
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process answers.", body = lambda_core::api::Live)))]
+async fn live() -> Json<Value> {
+    Json(json!({"status": "live"}))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition: requests per route and status, latencies, model versions, prequential losses, freshness.", body = String, content_type = "text/plain")))]
+async fn metrics() -> Response {
+    lambda_core::telemetry::metrics_route().await
+}
+
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "A model is loaded; `degraded` with the alerts while a drift or a freeze is raised.", body = api::Ready),
+        (status = 503, description = "No model loaded yet.", body = lambda_core::api::ErrorBody),
+    ))]
 async fn ready(State(s): State<Arc<Serving>>) -> Response {
     match s.state() {
         Some(st) => {
@@ -418,6 +453,17 @@ fn prediction_json(classes: &[String], p: &Prediction) -> Value {
     }
 }
 
+#[utoipa::path(post, path = "/v1/predict", tag = "v1", params(api::ReadParamsDoc),
+    request_body(content = ref("#/components/schemas/PredictRequest"), content_type = "application/json",
+        description = "One record (the answer has `prediction`), an array of records or `{\"records\": [...]}` (the answer has `predictions`)."),
+    responses(
+        (status = 200, description = "The prediction, the model that answered and every model's weight.", body = api::PredictResponse),
+        (status = 400, description = "Not JSON, not a record or an array of them, or an unknown model.", body = lambda_core::api::ErrorBody),
+        (status = 409, description = "The served state has not reached `min_seq` within `serving.min_seq_wait`.", body = lambda_core::api::ErrorBody),
+        (status = 413, description = "A body over `serving.max_body_bytes` or more than `serving.max_batch` records.", body = lambda_core::api::ErrorBody),
+        (status = 422, description = "A record does not fit the pipeline's schema, or a value lies far outside the range seen in history; the error names the field.", body = lambda_core::api::ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = lambda_core::api::ErrorBody),
+    ))]
 async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, body: Body) -> Response {
     if s.state().is_none() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet");
@@ -536,6 +582,14 @@ pub(crate) async fn answer(
         events: 0,
         losses: Vec::new(),
     };
+    // A value far past anything in history has no answer the model can stand behind (and at 1e266 the scores
+    // overflow to NaN): refused as the speed layer refuses such an event.
+    for (i, e) in events.iter().enumerate() {
+        if let Err(rej) = encoder.check_ranges(e) {
+            let at = if events.len() == 1 { String::new() } else { format!("record {i}: ") };
+            return Err(error(StatusCode::UNPROCESSABLE_ENTITY, format!("{at}{rej}")));
+        }
+    }
     let mut predictions = Vec::with_capacity(events.len());
     for e in events {
         let x = encoder.encode(e);
@@ -565,6 +619,15 @@ pub(crate) async fn answer(
     })
 }
 
+#[utoipa::path(get, path = "/v1/views/{key}", tag = "v1",
+    params(("key" = String, Path, description = "The entity key."), ("min_seq" = Option<u64>, Query, description = "Answer only once the served state has applied this ingestion sequence number.")),
+    responses(
+        (status = 200, description = "The key's batch view merged with its realtime view.", body = api::View),
+        (status = 400, description = "An unreadable query.", body = lambda_core::api::ErrorBody),
+        (status = 404, description = "No event of this key.", body = lambda_core::api::ErrorBody),
+        (status = 409, description = "The served state has not reached `min_seq` in time.", body = lambda_core::api::ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = lambda_core::api::ErrorBody),
+    ))]
 async fn view(State(s): State<Arc<Serving>>, Path(key): Path<String>, Query(q): Query<ReadParams>) -> Response {
     let (st, realtime, seq) = match wait_for(&s, q.min_seq, |st| match &st.speed {
         Some(sp) => sp.realtime.get(&key),
@@ -602,6 +665,11 @@ async fn view(State(s): State<Arc<Serving>>, Path(key): Path<String>, Query(q): 
     }
 }
 
+#[utoipa::path(get, path = "/v1/models", tag = "v1",
+    responses(
+        (status = 200, description = "The served version, every published version, and the speed layer's models, drift detectors, blend, freeze and retraining.", body = api::Models),
+        (status = 500, description = "The registry could not be read.", body = lambda_core::api::ErrorBody),
+    ))]
 async fn models(State(s): State<Arc<Serving>>) -> Response {
     let registry = Registry::open(&s.spec.paths.registry);
     let listed = tokio::task::spawn_blocking(move || {

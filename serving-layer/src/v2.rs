@@ -17,32 +17,122 @@ use lambda_core::schema::Mode;
 use lambda_core::spec::{FeatureKind, Spec};
 use serde_json::{json, Map, Value};
 
+use crate::api::v2::{InferRequest, InferResponse, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady};
 use crate::{answer, error, Serving};
+use lambda_core::api::ErrorBody;
 
 /// The V2 routes, unversioned and for one version (which must be the one served).
 pub fn routes() -> Router<Arc<Serving>> {
     Router::new()
         .route("/v2", get(server))
-        .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
+        .route("/v2/health/live", get(server_live))
         .route("/v2/health/ready", get(server_ready))
-        .route("/v2/models/{name}", get(|s, Path(name)| metadata(s, name, None)))
-        .route("/v2/models/{name}/versions/{version}", get(|s, Path((n, v))| metadata(s, n, Some(v))))
-        .route("/v2/models/{name}/ready", get(|s, Path(name)| model_ready(s, name, None)))
-        .route("/v2/models/{name}/versions/{version}/ready", get(|s, Path((n, v))| model_ready(s, n, Some(v))))
-        .route("/v2/models/{name}/infer", post(|s, Path(name), body| infer(s, name, None, body)))
-        .route("/v2/models/{name}/versions/{version}/infer", post(|s, Path((n, v)), body| infer(s, n, Some(v), body)))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(version_metadata))
+        .route("/v2/models/{name}/ready", get(model_ready_route))
+        .route("/v2/models/{name}/versions/{version}/ready", get(version_ready))
+        .route("/v2/models/{name}/infer", post(model_infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(version_infer))
 }
 
-async fn server() -> Json<Value> {
+const NAME: &str = "The pipeline's name (the spec's `name`).";
+const VERSION: &str = "A batch version; it must be the one served.";
+
+#[utoipa::path(get, path = "/v2", tag = "v2", responses((status = 200, description = "Server metadata.", body = ServerMetadata)))]
+pub(crate) async fn server() -> Json<Value> {
     Json(json!({"name": "lambda-ml", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
 }
 
-async fn server_ready(State(s): State<Arc<Serving>>) -> Response {
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses((status = 200, description = "The process answers.", body = ServerLive)))]
+pub(crate) async fn server_live() -> Json<Value> {
+    Json(json!({"live": true}))
+}
+
+#[utoipa::path(get, path = "/v2/health/ready", tag = "v2",
+    responses((status = 200, description = "A model is loaded.", body = ServerReady), (status = 503, description = "No model loaded yet.", body = ErrorBody)))]
+pub(crate) async fn server_ready(State(s): State<Arc<Serving>>) -> Response {
     if s.ready() {
         Json(json!({"ready": true})).into_response()
     } else {
         error(StatusCode::SERVICE_UNAVAILABLE, "no model loaded yet")
     }
+}
+
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "v2", params(("name" = String, Path, description = NAME)),
+    responses(
+        (status = 200, description = "The model's inputs (one per feature) and outputs.", body = ModelMetadata),
+        (status = 404, description = "Not this pipeline's name.", body = ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = ErrorBody),
+    ))]
+pub(crate) async fn model_metadata(s: State<Arc<Serving>>, Path(name): Path<String>) -> Response {
+    metadata(s, name, None).await
+}
+
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "v2",
+    params(("name" = String, Path, description = NAME), ("version" = String, Path, description = VERSION)),
+    responses(
+        (status = 200, description = "The model's inputs (one per feature) and outputs.", body = ModelMetadata),
+        (status = 404, description = "Not this pipeline's name, or not the version served.", body = ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = ErrorBody),
+    ))]
+pub(crate) async fn version_metadata(s: State<Arc<Serving>>, Path((n, v)): Path<(String, String)>) -> Response {
+    metadata(s, n, Some(v)).await
+}
+
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "v2", params(("name" = String, Path, description = NAME)),
+    responses(
+        (status = 200, description = "The model is ready.", body = ModelReady),
+        (status = 404, description = "Not this pipeline's name.", body = ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = ErrorBody),
+    ))]
+pub(crate) async fn model_ready_route(s: State<Arc<Serving>>, Path(name): Path<String>) -> Response {
+    model_ready(s, name, None).await
+}
+
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "v2",
+    params(("name" = String, Path, description = NAME), ("version" = String, Path, description = VERSION)),
+    responses(
+        (status = 200, description = "The version is served.", body = ModelReady),
+        (status = 404, description = "Not this pipeline's name, or not the version served.", body = ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = ErrorBody),
+    ))]
+pub(crate) async fn version_ready(s: State<Arc<Serving>>, Path((n, v)): Path<(String, String)>) -> Response {
+    model_ready(s, n, Some(v)).await
+}
+
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "v2", params(("name" = String, Path, description = NAME)),
+    request_body = InferRequest,
+    responses(
+        (status = 200, description = "`label` and `probabilities`, or `value`, per row.", body = InferResponse),
+        (status = 400, description = "Not an inference request, a tensor that does not fit, or a row that does not fit the schema.", body = ErrorBody),
+        (status = 404, description = "Not this pipeline's name.", body = ErrorBody),
+        (status = 409, description = "The served state has not reached `parameters.min_seq` in time.", body = ErrorBody),
+        (status = 422, description = "A value lies far outside the range seen in history.", body = ErrorBody),
+        (status = 413, description = "A body over `serving.max_body_bytes` or more than `serving.max_batch` rows.", body = ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = ErrorBody),
+    ))]
+pub(crate) async fn model_infer(s: State<Arc<Serving>>, Path(name): Path<String>, body: Body) -> Response {
+    infer(s, name, None, body).await
+}
+
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "v2",
+    params(("name" = String, Path, description = NAME), ("version" = String, Path, description = VERSION)),
+    request_body = InferRequest,
+    responses(
+        (status = 200, description = "`label` and `probabilities`, or `value`, per row.", body = InferResponse),
+        (status = 400, description = "Not an inference request, a tensor that does not fit, or a row that does not fit the schema.", body = ErrorBody),
+        (status = 404, description = "Not this pipeline's name, or not the version served.", body = ErrorBody),
+        (status = 409, description = "The served state has not reached `parameters.min_seq` in time, or the version stopped being served meanwhile.", body = ErrorBody),
+        (status = 422, description = "A value lies far outside the range seen in history.", body = ErrorBody),
+        (status = 413, description = "A body over `serving.max_body_bytes` or more than `serving.max_batch` rows.", body = ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = ErrorBody),
+    ))]
+pub(crate) async fn version_infer(
+    s: State<Arc<Serving>>,
+    Path((n, v)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    infer(s, n, Some(v), body).await
 }
 
 /// The served batch version, after checking the name and version asked for.
@@ -144,7 +234,10 @@ fn tensor(i: usize, v: &Value) -> Result<Tensor, Fail> {
     }
     let mut data = Vec::new();
     flatten(field("data")?, &mut data);
-    let size: i64 = shape.iter().product();
+    // Sizes are the caller's: their product can overflow (a panic in a debug build, a wrong size in release).
+    let Some(size) = shape.iter().try_fold(1i64, |a, &d| a.checked_mul(d)) else {
+        return Err(bad(format!("input `{name}`: shape {shape:?} holds more values than can be counted")));
+    };
     if size != data.len() as i64 {
         return Err(bad(format!("input `{name}`: shape {shape:?} holds {size} values, data has {}", data.len())));
     }
@@ -271,6 +364,9 @@ async fn infer(State(s): State<Arc<Serving>>, name: String, version: Option<Stri
             Err(rej) => return fail(bad(format!("row {i}: input {rej}"))),
         }
     }
+    if let Some(id) = request.get("id").filter(|id| !id.is_string()) {
+        return fail(bad(format!("`id` must be a string, got {id}")));
+    }
     let params = request.get("parameters");
     let model = params.and_then(|p| p.get("model")).and_then(Value::as_str);
     let min_seq = params.and_then(|p| p.get("min_seq")).and_then(Value::as_u64);
@@ -338,6 +434,16 @@ mod tests {
 
     fn t(v: Value) -> Tensor {
         tensor(0, &v).unwrap()
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_a_bad_request_not_a_panic() {
+        // Regression: schemathesis sent `"shape": [32769, 281466387038201]`; the product overflowed and the
+        // handler panicked, closing the connection without an answer.
+        let v = json!({"name": "amount", "shape": [32769, 281_466_387_038_201i64], "datatype": "BOOL", "data": []});
+        let (status, message) = tensor(0, &v).unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("more values than can be counted"), "{message}");
     }
 
     #[test]

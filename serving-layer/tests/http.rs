@@ -181,6 +181,31 @@ async fn bad_requests_get_clear_errors_and_the_service_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_value_far_outside_history_is_refused_not_answered_with_null_probabilities() {
+    // Regression: schemathesis sent `"amount": -1.6e266` with another huge feature; the scores overflowed and
+    // `/v1/predict` answered 200 with `"probabilities": {"no": null, "yes": null}`.
+    let (_dir, spec) = setup(true);
+    let serving = Serving::new(spec, None);
+    serving.reload().unwrap();
+    let router = lambda_serving::router(serving);
+    for (body, needle) in [
+        (r#"{"amount": -1.6e266}"#, "field `amount`"),
+        (r#"[{"amount": 2}, {"amount": 1e300}]"#, "record 1: field `amount`"),
+    ] {
+        let (s, v) = call(&router, "POST", "/v1/predict", body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {v}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle) && msg.contains("far outside the range seen in history"), "{msg}");
+    }
+    let infer = r#"{"inputs": [{"name": "amount", "shape": [1], "datatype": "FP64", "data": [-1e200]}]}"#;
+    let (s, v) = call(&router, "POST", "/v2/models/t/infer", infer).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    // A value inside history's range, widened, is answered.
+    let (s, v) = call(&router, "POST", "/v1/predict", r#"{"amount": 25}"#).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
 async fn the_open_inference_protocol_answers_as_v1_predict_does() {
     let (_dir, spec) = setup(true);
     let serving = Serving::new(spec, None);

@@ -46,13 +46,59 @@ pub fn failure(e: &Error) -> Response {
     }
 }
 
-/// The ingest routes with the speed layer's own liveness route and Prometheus metrics, for its own address.
+/// The ingest routes with the speed layer's own liveness route, Prometheus metrics and OpenAPI document, for its
+/// own address.
 pub fn router(speed: Arc<Speed>) -> Router {
+    use utoipa::OpenApi;
     lambda_core::telemetry::register(&speed, Speed::collect_metrics);
+    let doc = lambda_core::api::document(SpeedApi::openapi(), speed.spec(), "speed layer");
     ingest_routes(speed)
-        .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
-        .route("/metrics", get(lambda_core::telemetry::metrics_route))
+        .route("/health/live", get(live))
+        .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("speed", r, n)))
+        .route("/openapi.json", get(lambda_core::api::openapi_json))
+        .layer(axum::Extension(Arc::new(doc)))
+        .layer(axum::middleware::from_fn(lambda_core::api::json_errors))
+}
+
+/// The speed layer's routes on its own address.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(events, status, live, metrics, lambda_core::api::openapi_json),
+    components(schemas(
+        lambda_core::api::ErrorBody,
+        lambda_core::api::Live,
+        lambda_core::api::EventSchema,
+        lambda_core::api::EventsSchema
+    )),
+    info(description = "Ingest of one pipeline's live events (`POST /v1/events`), the speed layer's status, health \
+        and Prometheus metrics. Every error answers `{\"error\": \"...\"}`.")
+)]
+pub struct SpeedApi;
+
+/// `POST /v1/events` and `GET /v1/status` alone, described for another service's document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(events, status),
+    components(schemas(lambda_core::api::ErrorBody, lambda_core::api::EventSchema, lambda_core::api::EventsSchema))
+)]
+pub struct IngestApi;
+
+/// [`IngestApi`]'s document, to merge into the serving layer's under `up`.
+pub fn ingest_openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    IngestApi::openapi()
+}
+
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process answers.", body = lambda_core::api::Live)))]
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "live"}))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition: events accepted, rejected and duplicated, learner lag, checkpoint durations, prequential losses.", body = String, content_type = "text/plain")))]
+async fn metrics() -> Response {
+    lambda_core::telemetry::metrics_route().await
 }
 
 /// `POST /v1/events` and `GET /v1/status` alone, to merge into another service's routes (the serving address of
@@ -61,10 +107,25 @@ pub fn ingest_routes(speed: Arc<Speed>) -> Router {
     Router::new().route("/v1/events", post(events)).route("/v1/status", get(status)).with_state(speed)
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "speed",
+    responses((status = 200, description = "The speed layer's counters, log, checkpoints, learners, windows, input rates, freeze and retraining.", body = crate::learner::Status)))]
 async fn status(State(speed): State<Arc<Speed>>) -> Response {
     Json(json!(*speed.status())).into_response()
 }
 
+#[utoipa::path(post, path = "/v1/events", tag = "speed",
+    request_body(description = "One event, a JSON array of events, or NDJSON (one event per line).",
+        content(
+            (lambda_core::api::EventsSchema = "application/json"),
+            (String = "application/x-ndjson"),
+        )),
+    responses(
+        (status = 200, description = "The accepted events are durable; rejected records (with their line and reason) went to the dead letters.", body = crate::IngestReport),
+        (status = 400, description = "Not JSON or NDJSON, or not UTF-8.", body = lambda_core::api::ErrorBody),
+        (status = 413, description = "A body over `speed.max_body_bytes`.", body = lambda_core::api::ErrorBody),
+        (status = 422, description = "Every record was rejected: `error` names the first reason, the rest is the ingest report.", body = lambda_core::api::ErrorBody),
+        (status = 503, description = "The learner is behind or the disk cannot take the events; nothing of the request was accepted. Retry after `Retry-After` seconds.", body = lambda_core::api::ErrorBody),
+    ))]
 async fn events(State(speed): State<Arc<Speed>>, body: Body) -> Response {
     let text = match read_body(body, speed.spec().speed.max_body_bytes).await {
         Ok(t) => t,

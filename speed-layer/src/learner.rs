@@ -42,7 +42,7 @@ use crate::{Error, Result};
 use lambda_core::quality::{Frozen, Quality, Rates};
 
 /// What one ingest call did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IngestReport {
     /// Events accepted (durable in the log).
     pub accepted: u64,
@@ -57,7 +57,7 @@ pub struct IngestReport {
 }
 
 /// One rejected record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RejectedLine {
     /// Line (or array position), 1-based.
     pub line: usize,
@@ -412,7 +412,7 @@ struct Timing {
 }
 
 /// What the speed layer reports about itself (`GET /v1/status`), refreshed at every tick.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// Batch version the state is built on.
     pub base_version: String,
@@ -467,16 +467,21 @@ pub struct Status {
     /// Resident memory of the process, when the platform tells.
     pub resident_bytes: Option<u64>,
     /// The other online learners, each with its mean prequential loss.
+    #[schema(value_type = Vec<Object>)]
     pub learners: Vec<LearnerStatus>,
     /// Each model's metrics over its latest labelled events, and its drift detectors.
+    #[schema(value_type = Object)]
     pub windows: WindowStatuses,
     /// The shares of bad records over the latest ones received (since the last restart).
+    #[schema(value_type = Object)]
     pub input: Rates,
     /// Set while bad input keeps the online updates frozen.
+    #[schema(value_type = Option<Object>)]
     pub frozen: Option<Frozen>,
     /// Freezes since the state was created.
     pub freezes: u64,
     /// Retraining on the fly.
+    #[schema(value_type = Object)]
     pub retrain: RetrainStatus,
 }
 

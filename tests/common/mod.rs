@@ -113,7 +113,7 @@ pub fn clients_python() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     let venv = target.join("clients-venv");
     let python = venv.join("bin/python");
-    let pins = ["prometheus_client==0.26.0", "tritonclient[http]==2.73.0"];
+    let pins = ["prometheus_client==0.26.0", "tritonclient[http]==2.73.0", "schemathesis==4.32.5"];
     let ready = venv.join(format!("installed {}", pins.join(" ")));
     // Tests run in parallel: one installs, the others wait for it.
     let lock = target.join("clients-venv.lock");
