@@ -212,6 +212,19 @@ pub fn document(mut doc: utoipa::openapi::OpenApi, spec: &Spec, title: &str) -> 
     v
 }
 
+/// `GET /health/live` of both services.
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process answers.", body = Live)))]
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "live"}))
+}
+
+/// `GET /metrics` of both services.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition: requests per route and status, latencies, model versions, events accepted, rejected and duplicated, learner lag, checkpoint durations, prequential losses, freshness.", body = String, content_type = "text/plain")))]
+pub async fn metrics() -> Response {
+    crate::telemetry::metrics_route().await
+}
+
 /// `GET /openapi.json`: the document [`document`] wrote, given to the router as an `Extension<Arc<Value>>`.
 #[utoipa::path(get, path = "/openapi.json", tag = "health",
     responses((status = 200, description = "This document: OpenAPI 3.1, with the pipeline's own event and record schemas.", body = Object)))]
@@ -226,7 +239,7 @@ const FOREIGN_ERROR_BYTES: usize = 64 << 10;
 /// Middleware: every 4xx and 5xx answers with `{"error": ...}`, including axum's own (unknown route, wrong
 /// method, unreadable query or path), so that a client reads every error one way.
 pub async fn json_errors(request: Request<Body>, next: Next) -> Response {
-    let what = format!("{} {}", request.method(), request.uri().path());
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let response = next.run(request).await;
     let status = response.status();
     let is_json =
@@ -234,6 +247,7 @@ pub async fn json_errors(request: Request<Body>, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
+    let what = format!("{method} {}", uri.path());
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, FOREIGN_ERROR_BYTES).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text).trim().to_string();

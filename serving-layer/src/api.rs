@@ -5,20 +5,7 @@ use std::collections::BTreeMap;
 
 use lambda_core::api::{ErrorBody, EventSchema, EventsSchema, Live, PredictSchema, RecordSchema};
 use serde_json::Value;
-use utoipa::{IntoParams, OpenApi, ToSchema};
-
-/// `?min_seq=N`: answer only from state that has applied event `N`; `?model=M`: which model answers.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-pub struct ReadParamsDoc {
-    /// Answer only once the served state has applied this ingestion sequence number (read your own writes);
-    /// 409 when it has not within `serving.min_seq_wait`.
-    pub min_seq: Option<u64>,
-    /// Which model answers: `blend`, `batch`, `speed` or an online learner of `speed.learners`
-    /// (`serving.model` by default).
-    pub model: Option<String>,
-}
+use utoipa::{OpenApi, ToSchema};
 
 /// One model of a prediction's answer.
 #[derive(Debug, ToSchema)]
@@ -352,9 +339,9 @@ pub mod v2 {
         crate::predict,
         crate::view,
         crate::models,
-        crate::live,
+        lambda_core::api::live,
         crate::ready,
-        crate::metrics,
+        lambda_core::api::metrics,
         lambda_core::api::openapi_json,
         crate::v2::server,
         crate::v2::server_live,

@@ -261,9 +261,9 @@ pub fn router_with(serving: Arc<Serving>, more: Option<(Router, utoipa::openapi:
         .route("/v1/predict", post(predict))
         .route("/v1/views/{key}", get(view))
         .route("/v1/models", get(models))
-        .route("/health/live", get(live))
+        .route("/health/live", get(lambda_core::api::live))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(lambda_core::api::metrics))
         .merge(v2::routes())
         .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("serving", r, n)))
         .with_state(serving);
@@ -276,17 +276,6 @@ pub fn router_with(serving: Arc<Serving>, more: Option<(Router, utoipa::openapi:
         .route("/openapi.json", get(lambda_core::api::openapi_json))
         .layer(axum::Extension(Arc::new(doc)))
         .layer(axum::middleware::from_fn(lambda_core::api::json_errors))
-}
-
-#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process answers.", body = lambda_core::api::Live)))]
-async fn live() -> Json<Value> {
-    Json(json!({"status": "live"}))
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text exposition: requests per route and status, latencies, model versions, prequential losses, freshness.", body = String, content_type = "text/plain")))]
-async fn metrics() -> Response {
-    lambda_core::telemetry::metrics_route().await
 }
 
 #[utoipa::path(get, path = "/health/ready", tag = "health",
@@ -311,9 +300,14 @@ async fn ready(State(s): State<Arc<Serving>>) -> Response {
 
 /// `?min_seq=N`: answer only from state that has applied event `N`; `?model=M`: which model answers a prediction
 /// (`serving.model` by default).
-#[derive(Debug, Deserialize)]
-struct ReadParams {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReadParams {
+    /// Answer only once the served state has applied this ingestion sequence number (read your own writes);
+    /// 409 when it has not within `serving.min_seq_wait`.
     min_seq: Option<u64>,
+    /// Which model answers: `blend`, `batch`, `speed` or an online learner of `speed.learners`
+    /// (`serving.model` by default).
     model: Option<String>,
 }
 
@@ -453,7 +447,7 @@ fn prediction_json(classes: &[String], p: &Prediction) -> Value {
     }
 }
 
-#[utoipa::path(post, path = "/v1/predict", tag = "v1", params(api::ReadParamsDoc),
+#[utoipa::path(post, path = "/v1/predict", tag = "v1", params(ReadParams),
     request_body(content = ref("#/components/schemas/PredictRequest"), content_type = "application/json",
         description = "One record (the answer has `prediction`), an array of records or `{\"records\": [...]}` (the answer has `predictions`)."),
     responses(

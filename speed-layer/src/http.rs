@@ -53,8 +53,8 @@ pub fn router(speed: Arc<Speed>) -> Router {
     lambda_core::telemetry::register(&speed, Speed::collect_metrics);
     let doc = lambda_core::api::document(SpeedApi::openapi(), speed.spec(), "speed layer");
     ingest_routes(speed)
-        .route("/health/live", get(live))
-        .route("/metrics", get(metrics))
+        .route("/health/live", get(lambda_core::api::live))
+        .route("/metrics", get(lambda_core::api::metrics))
         .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("speed", r, n)))
         .route("/openapi.json", get(lambda_core::api::openapi_json))
         .layer(axum::Extension(Arc::new(doc)))
@@ -64,7 +64,7 @@ pub fn router(speed: Arc<Speed>) -> Router {
 /// The speed layer's routes on its own address.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(events, status, live, metrics, lambda_core::api::openapi_json),
+    paths(events, status, lambda_core::api::live, lambda_core::api::metrics, lambda_core::api::openapi_json),
     components(schemas(
         lambda_core::api::ErrorBody,
         lambda_core::api::Live,
@@ -88,17 +88,6 @@ pub struct IngestApi;
 pub fn ingest_openapi() -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     IngestApi::openapi()
-}
-
-#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process answers.", body = lambda_core::api::Live)))]
-async fn live() -> Json<serde_json::Value> {
-    Json(json!({"status": "live"}))
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text exposition: events accepted, rejected and duplicated, learner lag, checkpoint durations, prequential losses.", body = String, content_type = "text/plain")))]
-async fn metrics() -> Response {
-    lambda_core::telemetry::metrics_route().await
 }
 
 /// `POST /v1/events` and `GET /v1/status` alone, to merge into another service's routes (the serving address of
