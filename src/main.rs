@@ -702,6 +702,9 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
         };
         println!("{}: {} labelled events, mean prequential loss {loss}{metric}, {}", l.name, l.labelled, l.size);
     }
+    if let Some(f) = c.learner_file.as_ref().filter(|f| f.seq < c.last_seq && c.learners.is_some()) {
+        println!("(the online learners as of seq {}: they are written every few seconds)", f.seq);
+    }
     if let Some(b) = &c.blend {
         let weights: Vec<String> =
             b.weights.names.iter().zip(&b.weights.weights).map(|(n, w)| format!("{n} {w:.3}")).collect();

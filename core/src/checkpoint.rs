@@ -111,7 +111,8 @@ pub struct Checkpoint {
     #[serde(skip)]
     pub online: Option<NagState>,
     /// The speed layer's other online learners: the third record, written only after the second (absent from
-    /// checkpoints written before them).
+    /// checkpoints written before them). With a [`Checkpoint::learner_file`] the record is empty and [`read`] takes
+    /// them from that file: they are then as of its sequence number, not [`Checkpoint::last_seq`].
     #[serde(skip)]
     pub learners: Option<Vec<Tracked>>,
     /// The speed and the batch model's windowed records: the fourth record, written only after the third.
@@ -134,6 +135,20 @@ pub struct Checkpoint {
     /// after the eighth. A redelivery at or below its position is a duplicate, ids or not.
     #[serde(skip)]
     pub sources: Option<Vec<SourceState>>,
+    /// The file the online learners are kept in: the tenth record, written only after the ninth. A forest is
+    /// megabytes that change with every event, so it is written every few seconds, not at each checkpoint; a
+    /// restart learns the logged events after its sequence number again, into the learners alone.
+    #[serde(skip)]
+    pub learner_file: Option<LearnerFile>,
+}
+
+/// The online learners' own file, exact through the event of sequence `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnerFile {
+    /// Its name under [`learners_dir`] ([`learners_name`]).
+    pub name: String,
+    /// Sequence number of the last event the learners had learned (or scored, while frozen) when it was written.
+    pub seq: u64,
 }
 
 /// A message of an external event log: which log (a hash of its name and creation, so that a stream deleted and
@@ -268,6 +283,37 @@ struct ViewHead {
     features: Vec<String>,
 }
 
+/// The online learners' file format.
+pub const LEARNERS: Kind = Kind { magic: *b"LMOL", version: 1, name: "online learners" };
+
+/// The folder of the online learners' files.
+pub fn learners_dir(state: &Path) -> PathBuf {
+    dir(state).join("learners")
+}
+
+/// The file name of the online learners as of the event of sequence `seq`, in `generation`.
+pub fn learners_name(generation: u64, seq: u64) -> String {
+    format!("l{generation:06}-{seq:020}.learners")
+}
+
+/// Writes the online learners (synced, then renamed into place); returns its size.
+pub fn write_learners(state: &Path, name: &str, learners: &[Tracked]) -> Result<u64> {
+    let mut w = DocumentWriter::create(&learners_dir(state).join(name), LEARNERS)?;
+    w.frame(&state::encode(learners)?)?;
+    fail::fail_point!("checkpoint::learners_before_rename", |_| Err(state::injected(&learners_dir(state).join(name))));
+    w.finish()
+}
+
+/// Reads the online learners written by [`write_learners`].
+pub fn read_learners(state: &Path, name: &str) -> Result<Vec<Tracked>> {
+    let path = learners_dir(state).join(name);
+    let (_, frames) = state::read_document(&path, LEARNERS)?;
+    let [learners] = frames.as_slice() else {
+        return Err(Error::Format { path, message: format!("{} records, expected 1", frames.len()) });
+    };
+    state::decode(&path, learners)
+}
+
 /// The checkpoint folder.
 pub fn dir(state: &Path) -> PathBuf {
     state.join("checkpoint")
@@ -302,6 +348,9 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
                                 frames.push(state::encode(freeze)?);
                                 if let Some(sources) = &c.sources {
                                     frames.push(state::encode(sources)?);
+                                    if let Some(file) = &c.learner_file {
+                                        frames.push(state::encode(file)?);
+                                    }
                                 }
                             }
                         }
@@ -313,8 +362,14 @@ pub fn write(state: &Path, c: &Checkpoint) -> Result<u64> {
     state::write_document(&manifest_path(state), MANIFEST, &frames)
 }
 
-/// Reads the manifest, if one was written.
+/// Reads the manifest, if one was written, with the online learners of the file it lists.
 pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
+    read_reusing(state, None)
+}
+
+/// [`read`], taking the online learners from `earlier` when it lists the same file (a follower polls the manifest
+/// several times a second; the learners' file changes every few seconds and is megabytes to decode).
+pub fn read_reusing(state: &Path, earlier: Option<&Checkpoint>) -> Result<Option<Checkpoint>> {
     let path = manifest_path(state);
     if !path.exists() {
         return Ok(None);
@@ -334,6 +389,22 @@ pub fn read(state: &Path) -> Result<Option<Checkpoint>> {
     c.retrain = optional(&path, frames.get(6), "the retraining status", &mut ok);
     c.freeze = optional(&path, frames.get(7), "the good states kept for a freeze", &mut ok);
     c.sources = optional(&path, frames.get(8), "the positions in the event logs", &mut ok);
+    c.learner_file = optional(&path, frames.get(9), "the online learners' file", &mut ok);
+    if let Some(file) = &c.learner_file {
+        let same = earlier.filter(|e| e.learner_file.as_ref() == Some(file) && e.learners.is_some());
+        let learners = match same {
+            Some(e) => Ok(e.learners.clone().unwrap_or_default()),
+            None => read_learners(state, &file.name),
+        };
+        match learners {
+            Ok(l) => c.learners = Some(l),
+            Err(e) => {
+                // Learners started afresh are better than a speed layer that cannot restart.
+                tracing::warn!("the online learners' file cannot be read ({e}); starting them afresh");
+                (c.learners, c.learner_file) = (None, None);
+            }
+        }
+    }
     Ok(Some(c))
 }
 
@@ -792,6 +863,7 @@ mod tests {
             retrain: None,
             freeze: None,
             sources: None,
+            learner_file: None,
         }
     }
 
@@ -821,6 +893,59 @@ mod tests {
         assert_eq!((s.through, s.held.clone()), (35, vec![(40, 40)]));
     }
 
+    /// One of each online learner, each having learned one event.
+    fn learners(classes: &[String]) -> Vec<Tracked> {
+        let encoder = crate::encoder::Encoder {
+            features: vec![crate::encoder::FeatureEncoder::Boolean { name: "b".into() }],
+            target: None,
+        };
+        let mut learners = Vec::new();
+        for name in crate::online::LEARNERS {
+            let mut l = crate::online::OnlineLearner::new(name, classes, &encoder, None).unwrap();
+            assert!(l.learn(&[1.0, 0.0], &Target::Class("b".into())));
+            learners.push(Tracked::new(l, crate::prequential::Window::new(10, classes.to_vec(), 1.0)));
+        }
+        learners
+    }
+
+    #[test]
+    fn learners_in_a_file_of_their_own_are_read_with_the_manifest_reused_while_listed_and_afresh_if_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(learners_dir(dir.path())).unwrap();
+        let classes: Vec<String> = vec!["a".into(), "b".into()];
+        let kept = learners(&classes);
+        let name = learners_name(1, 7);
+        assert!(write_learners(dir.path(), &name, &kept).unwrap() > 0);
+        let window = window_of(&classes);
+        let c = Checkpoint {
+            learners: Some(Vec::new()),
+            windows: Some([window.clone(), window]),
+            retrain: Some(RetrainStatus::default()),
+            quality: Some(crate::quality::Quality::new(5)),
+            blend: Some(Blend::new(crate::blend::component_names(crate::online::LEARNERS), window_of(&classes))),
+            freeze: Some(FreezeRecord::default()),
+            sources: Some(Vec::new()),
+            learner_file: Some(LearnerFile { name: name.clone(), seq: 7 }),
+            ..manifest(Some(NagState { scale: vec![1.0, 1.0], grad_sq: vec![0.0; 3], norm: 0.0, seen: 0.0 }))
+        };
+        write(dir.path(), &c).unwrap();
+        let back = read(dir.path()).unwrap().unwrap();
+        assert_eq!(back, Checkpoint { learners: Some(kept.clone()), ..c.clone() });
+        // A follower that read it keeps its learners while the manifest lists the same file: not read again.
+        std::fs::remove_file(learners_dir(dir.path()).join(&name)).unwrap();
+        assert_eq!(read_reusing(dir.path(), Some(&back)).unwrap().unwrap().learners, Some(kept));
+        // Read afresh, a missing (or damaged) file starts the learners afresh; the rest of the state is read.
+        let fresh = read(dir.path()).unwrap().unwrap();
+        assert_eq!((&fresh.learners, &fresh.learner_file), (&None, &None));
+        assert_eq!((fresh.last_seq, fresh.blend.is_some()), (9, true));
+        std::fs::write(learners_dir(dir.path()).join(&name), b"LMOL garbage").unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap().learners, None);
+    }
+
+    fn window_of(classes: &[String]) -> crate::prequential::Window {
+        crate::prequential::Window::new(10, classes.to_vec(), 1.0)
+    }
+
     #[test]
     fn the_records_round_trip_an_old_manifest_reads_without_them_and_one_of_another_layout_starts_afresh() {
         let dir = tempfile::tempdir().unwrap();
@@ -829,16 +954,7 @@ mod tests {
         write(dir.path(), &c).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), c);
         let classes: Vec<String> = vec!["a".into(), "b".into()];
-        let encoder = crate::encoder::Encoder {
-            features: vec![crate::encoder::FeatureEncoder::Boolean { name: "b".into() }],
-            target: None,
-        };
-        let mut learners = Vec::new();
-        for name in crate::online::LEARNERS {
-            let mut l = crate::online::OnlineLearner::new(name, &classes, &encoder, None).unwrap();
-            assert!(l.learn(&[1.0, 0.0], &Target::Class("b".into())));
-            learners.push(Tracked::new(l, crate::prequential::Window::new(10, classes.clone(), 1.0)));
-        }
+        let learners = learners(&classes);
         let names: Vec<&str> = learners.iter().map(|t| t.learner.name()).collect();
         let window = crate::prequential::Window::new(10, classes.clone(), 1.0);
         let with_learners = Checkpoint { learners: Some(learners.clone()), ..c.clone() };

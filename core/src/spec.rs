@@ -324,6 +324,13 @@ pub struct SpeedSettings {
     /// How often what changed (model, realtime views) is checkpointed and published to other processes, e.g.
     /// "200ms".
     pub checkpoint_interval: String,
+    /// The online learners (a forest is megabytes) are written at a checkpoint once this much time has passed
+    /// since they were last written, e.g. "5s"...
+    pub learner_checkpoint_interval: String,
+    /// ...or once this many events have been accepted since: a restart learns the logged events after them again,
+    /// and a serving layer in another process serves them this much behind the linear model at most. The good
+    /// state a freeze goes back to (a copy of the learners too) is written as rarely. Default 100,000.
+    pub learner_checkpoint_events: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// An archive file of the master dataset is closed once it holds this many events...
@@ -419,6 +426,8 @@ impl Default for SpeedSettings {
             learner_history_rows: 50_000,
             window: 1000,
             checkpoint_interval: "200ms".into(),
+            learner_checkpoint_interval: "5s".into(),
+            learner_checkpoint_events: 100_000,
             max_body_bytes: 16 * 1024 * 1024,
             archive_max_rows: 1_000_000,
             archive_max_age: "1h".into(),
@@ -512,6 +521,8 @@ pub struct Spec {
     pub retrain_budget: Duration,
     /// Checkpoint interval of the speed layer.
     pub checkpoint_interval: Duration,
+    /// Longest time between two writes of the online learners.
+    pub learner_checkpoint_interval: Duration,
     /// Age at which an archive file is closed.
     pub archive_max_age: Duration,
     /// De-duplication window.
@@ -751,6 +762,8 @@ impl RawSpec {
             duration(&self.speed.retrain.time_budget).map_err(|m| fail(format!("`speed.retrain.time_budget`: {m}")))?;
         let checkpoint_interval =
             duration(&s.checkpoint_interval).map_err(|m| fail(format!("`speed.checkpoint_interval`: {m}")))?;
+        let learner_checkpoint_interval = duration(&s.learner_checkpoint_interval)
+            .map_err(|m| fail(format!("`speed.learner_checkpoint_interval`: {m}")))?;
         let reload_interval =
             duration(&self.serving.reload_interval).map_err(|m| fail(format!("`serving.reload_interval`: {m}")))?;
         let archive_max_age =
@@ -800,6 +813,7 @@ impl RawSpec {
             time_budget,
             retrain_budget,
             checkpoint_interval,
+            learner_checkpoint_interval,
             archive_max_age,
             dedup_window,
             ingest_wait,
@@ -899,6 +913,8 @@ state = "run/state"
             ("[speed.retrain]\nhistory_weight = 0.0\n", "speed.retrain.history_weight"),
             ("[speed.retrain]\nhistory_weight = nan\n", "speed.retrain.history_weight"),
             ("[speed]\ncheckpoint_interval = \"soon\"\n", "speed.checkpoint_interval"),
+            ("[speed]\nlearner_checkpoint_interval = \"-1s\"\n", "speed.learner_checkpoint_interval"),
+            ("[speed]\nlearner_checkpoint_events = -3\n", "learner_checkpoint_events"),
             ("[serving]\nlisten = \"nowhere\"\n", "serving.listen"),
             ("[speed]\ndedup_window = \"0s\"\n", "speed.dedup_window"),
             ("[speed]\narchive_max_rows = 0\n", "speed.archive_max_rows"),

@@ -114,7 +114,7 @@ impl Serving {
         let stamp = checkpoint::stamp(state_dir);
         let speed_changed = stamp != f.stamp;
         if speed_changed {
-            f.checkpoint = checkpoint::read(state_dir)?;
+            f.checkpoint = checkpoint::read_reusing(state_dir, f.checkpoint.as_ref())?;
             f.stamp = stamp;
         }
         if !speed_changed && current == f.registry {

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use lambda_core::blend::Weights;
 use lambda_core::checkpoint::{
-    self, BatchSide, Checkpoint, FreezeRecord, LearnerStatus, Live, LiveState, RetrainState, RetrainStatus,
-    SourcePosition, SourceState, SpeedModel, SpeedSide, SpeedStats, ViewFile, WindowStatuses,
+    self, BatchSide, Checkpoint, FreezeRecord, LearnerFile, LearnerStatus, Live, LiveState, RetrainState,
+    RetrainStatus, SourcePosition, SourceState, SpeedModel, SpeedSide, SpeedStats, ViewFile, WindowStatuses,
 };
 use lambda_core::master;
 use lambda_core::model::{LinearModel, NonFinite, Prediction};
@@ -376,8 +376,17 @@ pub struct Learner {
     relearn: Option<Relearn>,
     /// Snapshots' files the next checkpoint no longer lists.
     goods_retired: Vec<PathBuf>,
+    /// When the last snapshot was written (milliseconds since the Unix epoch).
+    snapshot_written_ms: i64,
     /// Number of the last dead letter written.
     dead_n: u64,
+    /// The online learners' file the last checkpoint lists (they are exact through its sequence number).
+    learner_file: Option<LearnerFile>,
+    /// When the learners were last written (milliseconds since the Unix epoch).
+    learners_written_ms: i64,
+    /// Whether the next checkpoint must write the learners: they changed other than by learning the logged events
+    /// in order (a start, an adoption, a freeze's restore), or learning changes its kind (a freeze, a resume).
+    need_learners: bool,
     /// Which messages of each external event log are held (see [`SourceState`]).
     sources: BTreeMap<u64, SourceState>,
     /// Retraining on the fly.
@@ -409,6 +418,7 @@ struct Timing {
     manifest_bytes: u64,
     archive_files: u64,
     dedup_max_ms: f64,
+    learner_bytes: u64,
 }
 
 /// What the speed layer reports about itself (`GET /v1/status`), refreshed at every tick.
@@ -458,6 +468,11 @@ pub struct Status {
     pub checkpoint_last_bytes: u64,
     /// Bytes of the files the current checkpoint consists of.
     pub checkpoint_bytes: u64,
+    /// Sequence number the online learners' file is exact through (written every few seconds, not at each
+    /// checkpoint), and its size.
+    pub learners_checkpointed_seq: u64,
+    /// Size of the online learners' file last written.
+    pub learners_bytes: u64,
     /// Archive files written since start.
     pub archive_files: u64,
     /// Mean prequential loss of the speed model on the labelled events (each scored before it was learned).
@@ -503,6 +518,8 @@ pub struct CheckpointReport {
     pub manifest_bytes: u64,
     /// Bytes of good states' files written (each once).
     pub good_bytes: u64,
+    /// Bytes of the online learners' file, when it was written.
+    pub learner_bytes: u64,
 }
 
 fn filter_budget(spec: &Spec) -> usize {
@@ -567,9 +584,10 @@ struct Relearn {
     expected: Vec<u64>,
 }
 
-/// A new snapshot is written once the oldest good state is this many freeze windows past it (or once archiving
-/// would cut the log past it): a restart learns at most about as many events again (10,000 with the defaults),
-/// and a busy stream writes a snapshot every few checkpoints instead of three good states at each.
+/// A new snapshot is written once the oldest good state is at least this many freeze windows past it (10,000
+/// events with the defaults) and the learners' interval has passed (or once archiving would cut the log past it):
+/// a busy stream writes a snapshot every few seconds instead of three good states at each checkpoint, and a restart
+/// learns the events after it again (at most `speed.learner_checkpoint_events` or so).
 const SNAPSHOT_WINDOWS: u64 = 50;
 
 /// The speed and the batch model's predictions of an accepted labelled event, made before it was learned.
@@ -640,6 +658,7 @@ impl Learner {
                 )?;
                 let log = Log::open(&state.join("log"), &schema_hash, c.last_seq + 1)?;
                 remove_unlisted_views(&state, &c.views)?;
+                remove_unlisted_learners(&state, c.learner_file.as_ref())?;
                 let relearn = read_snapshot(&state, c.generation, c.freeze.as_ref())?;
                 let dead_n = match c.freeze.as_ref() {
                     Some(f) => f.dead_letters,
@@ -660,7 +679,11 @@ impl Learner {
                     snapshot: relearn.as_ref().map(|r| (r.seq, checkpoint::good_name(c.generation, r.seq))),
                     relearn,
                     goods_retired: Vec::new(),
+                    snapshot_written_ms: now_millis(),
                     dead_n,
+                    learner_file: c.learner_file.clone(),
+                    learners_written_ms: now_millis(),
+                    need_learners: false,
                     sources: c.sources.iter().flatten().map(|s| (s.source, s.clone())).collect(),
                     retraining: Retraining::resume(c.retrain.clone()),
                     model,
@@ -711,6 +734,7 @@ impl Learner {
                 let dedup = Dedup::open(&state.join("dedup"), spec.dedup_window, filter_budget(&spec), &[], start)?;
                 let log = Log::open(&state.join("log"), &schema_hash, start + 1)?;
                 remove_unlisted_views(&state, &[])?;
+                remove_unlisted_learners(&state, None)?;
                 read_snapshot(&state, generation, None)?;
                 let dead_n = dead.last_n()?;
                 Learner {
@@ -733,7 +757,11 @@ impl Learner {
                     snapshot: None,
                     relearn: None,
                     goods_retired: Vec::new(),
+                    snapshot_written_ms: 0,
                     dead_n,
+                    learner_file: None,
+                    learners_written_ms: 0,
+                    need_learners: true,
                     sources: BTreeMap::new(),
                     retraining: Retraining::default(),
                     model,
@@ -782,6 +810,14 @@ impl Learner {
     fn recover(&mut self) -> Result<()> {
         let mut from = self.dedup.through().min(self.last_seq).min(self.archived_through);
         let (checkpointed, dedup_through, archived) = (self.last_seq, self.dedup.through(), self.archived_through);
+        // The learners' file may be older than the checkpoint: they learn the logged events in between again, as
+        // they did then (a freeze or a resume writes them, so it is the checkpoint's kind of learning throughout).
+        let learners_seq = match &self.learner_file {
+            Some(f) if f.seq < checkpointed => f.seq,
+            _ => checkpointed,
+        };
+        let learn = !self.frozen();
+        from = from.min(learners_seq);
         if let Some(rl) = &self.relearn {
             // The good states from the snapshot on are taken again as the events after it are learned again.
             let (model, learners) = (rl.model.clone(), rl.learners.clone());
@@ -810,6 +846,9 @@ impl Learner {
                 }
                 if self.relearn.as_ref().is_some_and(|rl| r.seq > rl.seq) && r.seq <= checkpointed {
                     self.relearn(&r);
+                }
+                if r.seq > learners_seq && r.seq <= checkpointed {
+                    self.learners_catch_up(&r, learn);
                 }
                 if r.seq > checkpointed {
                     self.finish_relearn();
@@ -1190,6 +1229,7 @@ impl Learner {
                     self.records.restore(good.learners);
                     self.clear_goods();
                 }
+                self.need_learners = true;
                 let why = self.quality.frozen.as_ref().map(|z| z.reason.clone()).unwrap_or_default();
                 tracing::warn!(seq = self.last_seq, reason = %why, "bad input: online updates frozen, last good state restored");
                 self.publish_model();
@@ -1197,6 +1237,7 @@ impl Learner {
             }
             Some(false) => {
                 tracing::info!(seq = self.last_seq, "the input is clean again: online updates resume");
+                self.need_learners = true;
                 self.keep_good(self.last_seq, self.model.clone());
                 self.publish_model();
                 self.checkpoint()?;
@@ -1248,6 +1289,16 @@ impl Learner {
         if r.mark.last && self.good.back().is_some_and(|g| r.seq >= g.seq + window) {
             push_good(&mut self.good, Good { seq: r.seq, model: rl.model.clone(), learners: rl.learners.clone() });
         }
+    }
+
+    /// At a restart, has the other learners learn a logged event between their file and the checkpoint again.
+    fn learners_catch_up(&mut self, r: &Record, learn: bool) {
+        let Some(target) = &r.event.target else { return };
+        let encoder = &self.batch.artifact.encoder;
+        self.x.resize(encoder.dim(), 0.0);
+        encoder.encode_row(&r.event, &mut self.x);
+        self.records.observe_learners(&self.model.model.classes, &self.x, target, r.seq, r.event.time, learn);
+        self.dirty = true;
     }
 
     /// Ends learning again at the checkpoint: the good states taken must be the ones it lists.
@@ -1397,13 +1448,33 @@ impl Learner {
     /// Archives every logged event into the master dataset now (at the end of a replay), then checkpoints.
     pub fn archive_all(&mut self) -> Result<()> {
         self.archive_due(now_millis(), true)?;
-        self.checkpoint()?;
+        self.checkpoint_whole()?;
         Ok(())
+    }
+
+    /// Checkpoints with the online learners as they are now, however recently they were written (a stop, the end
+    /// of a replay, a caller that asks): a restart then has nothing to learn again.
+    pub fn checkpoint_whole(&mut self) -> Result<CheckpointReport> {
+        if self.learner_file.as_ref().is_none_or(|f| f.seq != self.last_seq) {
+            self.need_learners = true;
+        }
+        self.checkpoint()
     }
 
     /// Whether anything happened since the last checkpoint.
     pub fn needs_checkpoint(&self) -> bool {
-        self.dirty || self.need_full || self.last_seq != self.checkpointed_seq
+        self.dirty || self.need_full || self.last_seq != self.checkpointed_seq || self.learners_due(now_millis())
+    }
+
+    /// Whether the next checkpoint writes the online learners: when asked to, or when they have learned events
+    /// since they were written and `speed.learner_checkpoint_interval` or `_events` has passed.
+    fn learners_due(&self, now: i64) -> bool {
+        let Some(f) = &self.learner_file else { return true };
+        let interval = self.spec.learner_checkpoint_interval.as_millis() as i64;
+        self.need_learners
+            || (f.seq < self.last_seq
+                && (now - self.learners_written_ms >= interval
+                    || self.last_seq - f.seq >= self.spec.speed.learner_checkpoint_events))
     }
 
     /// Writes archive files and compacts view files in a thread of their own from now on, so that ingest does not
@@ -1594,7 +1665,10 @@ impl Learner {
                 t.checkpoints += 1;
                 t.last_ms = ms;
                 t.max_ms = t.max_ms.max(ms);
-                t.last_bytes = report.view_bytes + report.manifest_bytes + report.good_bytes;
+                t.last_bytes = report.view_bytes + report.manifest_bytes + report.good_bytes + report.learner_bytes;
+                if report.learner_bytes > 0 {
+                    t.learner_bytes = report.learner_bytes;
+                }
                 t.manifest_bytes = report.manifest_bytes;
             }
             // Changed keys were taken for the delta that failed: only a full file is complete again.
@@ -1628,7 +1702,9 @@ impl Learner {
             checkpoint_last_ms: t.last_ms,
             checkpoint_max_ms: t.max_ms,
             checkpoint_last_bytes: t.last_bytes,
-            checkpoint_bytes: self.views.iter().map(|v| v.bytes).sum::<u64>() + t.manifest_bytes,
+            checkpoint_bytes: self.views.iter().map(|v| v.bytes).sum::<u64>() + t.manifest_bytes + t.learner_bytes,
+            learners_checkpointed_seq: self.learner_file.as_ref().map_or(0, |f| f.seq),
+            learners_bytes: t.learner_bytes,
             archive_files: t.archive_files,
             speed_loss: (self.stats.labelled > 0).then(|| self.stats.speed_loss_sum / self.stats.labelled as f64),
             batch_loss: (self.stats.labelled > 0).then(|| self.stats.batch_loss_sum / self.stats.labelled as f64),
@@ -1675,19 +1751,39 @@ impl Learner {
                 w.submit(Job::Compact { state, generation, template, files })?;
             }
         }
-        // The oldest good state becomes the snapshot when there is none yet, when a restart would learn too many
-        // events again after the one there is, or when it is all that keeps the log from being cut.
+        // The oldest good state becomes the snapshot when there is none yet, when it is all that keeps the log from
+        // being cut, or when a restart would learn too many events again after the one there is: at most once per
+        // `speed.learner_checkpoint_interval` unless `_events` have passed (it holds the learners too).
         let window = self.spec.speed.freeze.window as u64;
         let cut = self.archived_through.min(self.dedup.through()).min(seq);
+        let now = now_millis();
         if let Some(g0) = self.good.front() {
-            let due = self.snapshot.as_ref().is_none_or(|(s, _)| g0.seq >= s + SNAPSHOT_WINDOWS * window || *s < cut);
+            let interval = self.spec.learner_checkpoint_interval.as_millis() as i64;
+            let events = self.spec.speed.learner_checkpoint_events;
+            let due = self.snapshot.as_ref().is_none_or(|(s, _)| {
+                *s < cut
+                    || (g0.seq >= s + SNAPSHOT_WINDOWS * window
+                        && (now - self.snapshot_written_ms >= interval || g0.seq >= s + events))
+            });
             if due && self.snapshot.as_ref().is_none_or(|(s, _)| *s != g0.seq) {
                 let name = checkpoint::good_name(self.generation, g0.seq);
                 report.good_bytes += checkpoint::write_good(&self.state, &name, &g0.model, &g0.learners)?;
+                self.snapshot_written_ms = now;
                 if let Some((_, old)) = self.snapshot.replace((g0.seq, name)) {
                     self.goods_retired.push(checkpoint::goods_dir(&self.state).join(old));
                 }
             }
+        }
+        if self.learners_due(now) {
+            let name = checkpoint::learners_name(self.generation, seq);
+            report.learner_bytes = checkpoint::write_learners(&self.state, &name, &self.records.extra)?;
+            if let Some(old) = self.learner_file.replace(LearnerFile { name, seq }) {
+                if Some(&old.name) != self.learner_file.as_ref().map(|f| &f.name) {
+                    // Kept a while: a serving layer in another process may have read the manifest that lists it.
+                    self.retired.push((now + RETIRE_AFTER_MS, checkpoint::learners_dir(&self.state).join(old.name)));
+                }
+            }
+            (self.learners_written_ms, self.need_learners) = (now, false);
         }
         let view_done = std::time::Instant::now();
         let manifest = Checkpoint {
@@ -1704,7 +1800,8 @@ impl Learner {
             written_ms: now_millis(),
             model: self.model.model.clone(),
             online: Some(self.model.state.clone()),
-            learners: Some(self.records.extra.clone()),
+            // In their own file (the tenth record names it).
+            learners: Some(Vec::new()),
             windows: Some(self.records.windows.clone()),
             blend: Some(self.records.blend.clone()),
             quality: Some(self.quality.clone()),
@@ -1715,6 +1812,7 @@ impl Learner {
                 dead_letters: self.dead_n,
             }),
             sources: Some(self.sources.values().cloned().collect()),
+            learner_file: self.learner_file.clone(),
         };
         report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
@@ -1733,8 +1831,10 @@ impl Learner {
             remove_if_present(&path)?;
         }
         // The log keeps the events after the snapshot, for a restart to learn again.
+        // And the events after the learners' file, for a restart to learn them again into the learners.
         let snapshot = self.snapshot.as_ref().map_or(u64::MAX, |(s, _)| *s);
-        let through = cut.min(snapshot);
+        let learners = self.learner_file.as_ref().map_or(seq, |f| f.seq);
+        let through = cut.min(snapshot).min(learners);
         self.log.retire_through(through)?;
         let all = started.elapsed();
         if all.as_millis() >= SLOW_CHECKPOINT_MS {
@@ -1881,6 +1981,7 @@ impl Learner {
         self.stats = stats;
         self.batch = published;
         self.need_full = true;
+        self.need_learners = true;
         self.dirty = true;
         if let (Some(live), Some(batch)) = (&self.live, live_batch) {
             live.store(Some(Arc::new(LiveState { batch, speed: Some(self.side.clone()) })));
@@ -1961,6 +2062,20 @@ fn read_snapshot(state: &Path, generation: u64, record: Option<&FreezeRecord>) -
             Ok(None)
         }
     }
+}
+
+/// Removes the online learners' files a checkpoint does not list (left by a crash between writing one and the
+/// manifest, or retired by a run that stopped before deleting them).
+fn remove_unlisted_learners(state: &Path, listed: Option<&LearnerFile>) -> Result<()> {
+    let dir = checkpoint::learners_dir(state);
+    create_dir_synced(&dir)?;
+    for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+        let entry = entry.map_err(|e| Error::io(&dir, e))?;
+        if listed.is_none_or(|f| entry.file_name().to_string_lossy() != f.name.as_str()) {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes realtime view files a checkpoint does not list (left by a crash between writing one and the manifest).

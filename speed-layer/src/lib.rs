@@ -353,7 +353,7 @@ fn run(
     if let Err(e) = learner.finish_retraining() {
         tracing::error!(error = %e, "retraining on the fly did not finish");
     }
-    learner.checkpoint()?;
+    learner.checkpoint_whole()?;
     tracing::info!(last_seq = learner.last_seq(), "speed layer stopped after a final checkpoint");
     Ok(())
 }
@@ -361,7 +361,7 @@ fn run(
 fn other(learner: &mut Learner, cmd: Command) {
     match cmd {
         Command::Checkpoint(reply) => {
-            let _ = reply.send(learner.checkpoint().map(|_| ()).map_err(crossing));
+            let _ = reply.send(learner.checkpoint_whole().map(|_| ()).map_err(crossing));
         }
         Command::ArchiveAll(reply) => {
             let r = learner.archive_all().map_err(crossing);

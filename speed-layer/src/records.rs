@@ -62,17 +62,40 @@ impl Records {
             self.windows[0].record(ps, target, seq, ms);
             self.windows[1].record(pb, target, seq, ms);
         }
-        for (t, p) in self.extra.iter_mut().zip(&others) {
+        self.learners_take(classes, x, &others, target, seq, ms, learn);
+        if predicted.is_some() {
+            let windows: Vec<&Window> =
+                [&self.windows[1], &self.windows[0]].into_iter().chain(self.extra.iter().map(|t| &t.window)).collect();
+            self.blend.reweigh_if_due(&windows);
+        }
+    }
+
+    /// What [`Records::observe`] does to the other learners alone: a restart brings the learners of their file up
+    /// to the checkpoint, whose windows and blend already hold these events.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe_learners(&mut self, classes: &[String], x: &[f64], target: &Target, seq: u64, ms: i64, learn: bool) {
+        let others: Vec<Prediction> = self.extra.iter().map(|t| t.learner.predict(x)).collect();
+        self.learners_take(classes, x, &others, target, seq, ms, learn);
+    }
+
+    /// The other learners' windows record their predictions `others`, then the learners learn (unless frozen).
+    #[allow(clippy::too_many_arguments)]
+    fn learners_take(
+        &mut self,
+        classes: &[String],
+        x: &[f64],
+        others: &[Prediction],
+        target: &Target,
+        seq: u64,
+        ms: i64,
+        learn: bool,
+    ) {
+        for (t, p) in self.extra.iter_mut().zip(others) {
             if learn {
                 t.observe_scored(classes, x, p, target, seq, ms);
             } else {
                 t.window.record(p, target, seq, ms);
             }
-        }
-        if predicted.is_some() {
-            let windows: Vec<&Window> =
-                [&self.windows[1], &self.windows[0]].into_iter().chain(self.extra.iter().map(|t| &t.window)).collect();
-            self.blend.reweigh_if_due(&windows);
         }
     }
 

@@ -30,8 +30,9 @@ const CRASH_POINTS: &[&str] = &[
     "state::document_before_rename",
     "checkpoint::before_manifest",
     "checkpoint::full_before_rename",
-    // A good state kept for a freeze is written but not renamed.
+    // A good state kept for a freeze is written but not renamed; the online learners' file likewise.
     "checkpoint::good_before_rename",
+    "checkpoint::learners_before_rename",
 ];
 
 /// One step of a schedule: a request of events (some bad, some replays), or a tick (archive + checkpoint).
@@ -82,8 +83,11 @@ fn run_step(learner: &mut Learner, spec: &Spec, step: &Step) {
 }
 
 /// The freeze on a short window at the schedules' share of bad records (one in ten), so that their input freezes
-/// the updates and clears again now and then: what a crash must not move.
-const FREEZE: &str = "[speed.freeze]\nwindow = 40\nmax_rejected = 0.1\n";
+/// the updates and clears again now and then: what a crash must not move. The online learners' file is written
+/// every 60 events or more (and at each freeze and resume), so that most crashes leave the learners behind the
+/// checkpoint, to learn the events in between again.
+const FREEZE: &str =
+    "learner_checkpoint_interval = \"1h\"\nlearner_checkpoint_events = 60\n[speed.freeze]\nwindow = 40\nmax_rejected = 0.1\n";
 
 /// Runs the schedule without a crash and returns what a user compares, and the freezes.
 fn reference(steps: &[Step]) -> (Summary, Vec<(u64, String)>, u64) {

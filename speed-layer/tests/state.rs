@@ -181,6 +181,67 @@ fn crash_without_checkpoint_recovers_from_the_log() {
     assert_eq!(lambda_core::master::list_files(&b.paths.master).unwrap().len(), 4);
 }
 
+/// The online learners written only when they must be (at the start, an adoption, a freeze, a stop): the
+/// checkpoints in between list the learners' file of the start.
+const LAZY_LEARNERS: &str = "learner_checkpoint_interval = \"1h\"\nlearner_checkpoint_events = 1000000\n";
+
+#[test]
+fn a_crash_after_checkpoints_that_kept_an_older_learners_file_restarts_the_learners_where_they_were() {
+    let (_a_dir, a) = setup_with(LAZY_LEARNERS);
+    let mut reference = Learner::open(a.clone(), None).unwrap();
+    let (_b_dir, b) = setup_with(LAZY_LEARNERS);
+    let mut learner = Learner::open(b.clone(), None).unwrap();
+    for range in [0..100, 100..250] {
+        reference.ingest(items(&a, range.clone())).unwrap();
+        reference.checkpoint().unwrap();
+        learner.ingest(items(&b, range)).unwrap();
+        learner.checkpoint().unwrap();
+    }
+    let status = learner.status();
+    assert_eq!((status.last_seq, status.learners_checkpointed_seq), (250, 0));
+    assert!(status.learners_bytes > 0);
+    // Killed: the learners' file on disk is the start's; the log holds the 250 events they learned since.
+    drop(learner);
+    let mut learner = Learner::open(b.clone(), None).unwrap();
+    for l in [&mut reference, &mut learner] {
+        l.ingest(items(&a, 250..300)).unwrap();
+        l.checkpoint().unwrap();
+    }
+    let (want, got) = (summary(&reference.side()), summary(&learner.side()));
+    assert_eq!(got.learners.iter().map(|l| l.1).collect::<Vec<_>>(), [300, 300]);
+    assert_eq!(got, want);
+    let (mw, mg) = (reference.side().model.load_full(), learner.side().model.load_full());
+    assert_eq!(mg.learner_models, mw.learner_models, "the learners' models");
+    assert_eq!(mg.windows, mw.windows, "every model's window and drift detectors");
+    // A stop writes them: a reader of the state on disk (another process's serving layer, `lambda-ml status`)
+    // gets them as they are.
+    learner.checkpoint_whole().unwrap();
+    assert_eq!(learner.status().learners_checkpointed_seq, 300);
+    let on_disk = checkpoint::read(&b.paths.state).unwrap().unwrap();
+    let models: Vec<_> = on_disk.learners.unwrap().into_iter().map(|t| t.learner).collect();
+    assert_eq!(&models, mw.learner_models.as_ref());
+    // One learners' file is kept, the start's is retired.
+    let files = std::fs::read_dir(checkpoint::learners_dir(&b.paths.state)).unwrap().count();
+    assert!(files <= 2, "{files} learners' files");
+}
+
+#[test]
+fn the_learners_are_written_every_interval_of_events_and_the_log_keeps_what_they_have_not() {
+    let (_dir, spec) = setup_with("learner_checkpoint_interval = \"1h\"\nlearner_checkpoint_events = 100\n");
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let mut written = Vec::new();
+    for round in 0..10u64 {
+        learner.ingest(items(&spec, round * 30..(round + 1) * 30)).unwrap();
+        learner.checkpoint().unwrap();
+        written.push(learner.status().learners_checkpointed_seq);
+    }
+    // Written at the first checkpoint 100 events or more after the one before.
+    assert_eq!(written, [0, 0, 0, 120, 120, 120, 120, 240, 240, 240]);
+    drop(learner);
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(learner.status().learners.iter().map(|l| l.labelled).collect::<Vec<_>>(), [300, 300]);
+}
+
 #[test]
 fn bad_events_go_to_dead_letters_and_never_train() {
     let (_dir, spec) = setup();
@@ -481,7 +542,7 @@ fn a_message_redelivered_from_an_event_log_is_a_duplicate_by_its_position_across
 #[test]
 fn the_log_and_the_state_stay_bounded_without_a_batch_run() {
     // Regression: the log was only cut by a batch run, and each checkpoint kept another bucket of views.
-    let (_dir, spec) = setup();
+    let (_dir, spec) = setup_with("learner_checkpoint_events = 100\n");
     let mut learner = Learner::open(spec.clone(), None).unwrap();
     let mut log_sizes = Vec::new();
     for round in 0..20u64 {
@@ -490,7 +551,8 @@ fn the_log_and_the_state_stay_bounded_without_a_batch_run() {
         log_sizes.push(learner.log_bytes());
     }
     // Every 50 events make one archive file; the log holds at most the open stretch and the events after the
-    // snapshot a restart learns again (the oldest good state kept for a freeze: three windows of 200 events).
+    // snapshot a restart learns again (the oldest good state kept for a freeze: three windows of 200 events), or
+    // after the learners' file (written every 100 events here), whichever is older.
     assert_eq!(learner.archived_through(), 1000);
     assert_eq!(master_rows(&spec).len(), 1000);
     let max = *log_sizes.iter().max().unwrap();
