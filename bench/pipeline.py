@@ -505,8 +505,61 @@ def summary(results, out):
     print()
 
 
+def adopt_client(url, d, binary, name):
+    """bench/adopt's client: 10 events per request, one every 10 ms, for 3 s, then while a rollback to v000001 is
+    adopted and 3 s more, then while a rollback to v000002 is and 3 s more; each request timed."""
+    import subprocess
+    import urllib.error
+    import urllib.request
+
+    lines = [json.loads(l) for l in open(os.path.join(d, "stream.ndjson"))]
+    latencies, refused, n = [], 0, 0
+
+    def status():
+        with urllib.request.urlopen(url + "/v1/status", timeout=30) as r:
+            return json.load(r)
+
+    def post_for(seconds, until=None):
+        nonlocal refused, n
+        end = time.time() + seconds
+        deadline = time.time() + 300
+        while time.time() < end or (until and not until()):
+            if time.time() > deadline:
+                raise SystemExit("no adoption within 300 s")
+            batch = []
+            for _ in range(10):
+                e = dict(lines[n % len(lines)])
+                e["id"] = f"adopt-{n}"
+                batch.append(json.dumps(e))
+                n += 1
+            req = urllib.request.Request(url + "/v1/events", data="\n".join(batch).encode(), method="POST")
+            t = time.time()
+            try:
+                urllib.request.urlopen(req, timeout=60).read()
+            except urllib.error.HTTPError as e:
+                if e.code != 503:
+                    raise
+                refused += 1
+            latencies.append(time.time() - t)
+            time.sleep(max(0.0, 0.01 - (time.time() - t)))
+
+    spec = os.path.join(d, "spec.toml")
+    post_for(3)
+    for v in ("v000001", "v000002"):
+        subprocess.run([binary, "rollback", "--spec", spec, "--to", v], check=True, capture_output=True)
+        post_for(3, lambda: status()["base_version"] == v)
+    latencies.sort()
+    print(json.dumps({"system": name, "requests": len(latencies), "events": n, "answered_503": refused,
+                      "slowest_ms": round(1000 * latencies[-1], 1),
+                      "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 1),
+                      "median_ms": round(1000 * latencies[len(latencies) // 2], 1)}), flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
+    if cmd == "adopt-client":
+        adopt_client(*sys.argv[2:6])
+        sys.exit(0)
     if cmd == "gen":
         gen(sys.argv[2], int(sys.argv[3]))
     elif cmd == "peers":

@@ -34,7 +34,7 @@ use serde::Serialize;
 use crate::archive;
 use crate::dedup::{id_hash, Dedup};
 use crate::ingest::Incoming;
-use crate::log::{GroupMark, Log, Record};
+use crate::log::{GroupMark, Log, LogView, Record};
 use crate::records::Records;
 use crate::retrain::{Retrained, Retrainer};
 use crate::worker::{Done, Job, Worker};
@@ -391,6 +391,8 @@ pub struct Learner {
     sources: BTreeMap<u64, SourceState>,
     /// Retraining on the fly.
     retraining: Retraining,
+    /// A batch version being adopted in the background.
+    adoption: Option<Adoption>,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -419,6 +421,7 @@ struct Timing {
     archive_files: u64,
     dedup_max_ms: f64,
     learner_bytes: u64,
+    adoption_failures: u64,
 }
 
 /// What the speed layer reports about itself (`GET /v1/status`), refreshed at every tick.
@@ -498,6 +501,10 @@ pub struct Status {
     /// Retraining on the fly.
     #[schema(value_type = Object)]
     pub retrain: RetrainStatus,
+    /// A batch version being adopted in the background (ingest goes on on `base_version` meanwhile).
+    pub adopting: Option<String>,
+    /// Background adoptions that failed since start (each is tried again).
+    pub adoption_failures: u64,
 }
 
 /// Resident memory of this process, from `/proc/self/statm`.
@@ -686,6 +693,7 @@ impl Learner {
                     need_learners: false,
                     sources: c.sources.iter().flatten().map(|s| (s.source, s.clone())).collect(),
                     retraining: Retraining::resume(c.retrain.clone()),
+                    adoption: None,
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -764,6 +772,7 @@ impl Learner {
                     need_learners: true,
                     sources: BTreeMap::new(),
                     retraining: Retraining::default(),
+                    adoption: None,
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
@@ -875,7 +884,8 @@ impl Learner {
             self.dirty = true;
         }
         self.side.realtime.set_applied(self.last_seq);
-        self.publish_model();
+        // Served at once: the learners' models and the windows, not only the linear model.
+        self.refresh_windows();
         if replayed > 0 {
             self.dirty = true;
             tracing::info!(replayed, last_seq = self.last_seq, "replayed the log after the checkpoint");
@@ -1436,7 +1446,7 @@ impl Learner {
         if let Err(e) = self.retrain_step(false) {
             tracing::error!(error = %e, "retraining on the fly could not start");
         }
-        if let Err(e) = self.poll_batch() {
+        if let Err(e) = self.poll_batch_in_background() {
             tracing::error!(error = %e, "cannot adopt the current batch version; staying on {}", self.batch.manifest.version);
         }
         let now = now_millis();
@@ -1715,6 +1725,8 @@ impl Learner {
             frozen: self.quality.frozen.clone(),
             freezes: self.quality.freezes,
             retrain: self.retraining.status.clone(),
+            adopting: self.adoption.as_ref().map(|a| a.version.clone()),
+            adoption_failures: t.adoption_failures,
         }
     }
 
@@ -1830,11 +1842,14 @@ impl Learner {
         for (_, path) in due {
             remove_if_present(&path)?;
         }
-        // The log keeps the events after the snapshot, for a restart to learn again.
-        // And the events after the learners' file, for a restart to learn them again into the learners.
+        // The log keeps the events after the snapshot, for a restart to learn again, and the events after the
+        // learners' file, for a restart to learn them again into the learners.
         let snapshot = self.snapshot.as_ref().map_or(u64::MAX, |(s, _)| *s);
+        // And the segment where a background adoption starts reading (the one holding the event it reads after:
+        // its view of the log may list no segment after that one).
         let learners = self.learner_file.as_ref().map_or(seq, |f| f.seq);
-        let through = cut.min(snapshot).min(learners);
+        let adopting = self.adoption.as_ref().map_or(seq, |a| a.keep_after.saturating_sub(1));
+        let through = cut.min(snapshot).min(learners).min(adopting);
         self.log.retire_through(through)?;
         let all = started.elapsed();
         if all.as_millis() >= SLOW_CHECKPOINT_MS {
@@ -1852,87 +1867,141 @@ impl Learner {
     }
 
     /// Adopts the registry's current batch version when it differs from the one the state is built on (a new
-    /// version, or a rollback). Returns whether it did.
+    /// version, or a rollback), on this thread: ingest waits. Returns whether it did.
     pub fn poll_batch(&mut self) -> Result<bool> {
+        match self.version_to_adopt()? {
+            Some(published) => {
+                self.adoption = None;
+                self.adopt(published, false)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The registry's current version, loaded and checked, when the state is built on another.
+    fn version_to_adopt(&self) -> Result<Option<Published>> {
         let registry = Registry::open(&self.spec.paths.registry);
         match registry.current_version()? {
             Some(v) if v != self.batch.manifest.version => {
                 let published = registry.load(&v)?;
                 published.artifact.validate(&self.spec)?;
-                self.adopt(published, false)?;
-                Ok(true)
+                let w = published.manifest.watermark;
+                if w > self.last_seq {
+                    // The master dataset holds events this speed layer did not write: jumping over them would lose
+                    // the ones it holds that are not archived yet.
+                    return Err(Error::State(format!(
+                        "batch version {v} has watermark {w}, past the last event this speed layer accepted ({}): \
+                         the master dataset holds events from another writer; staying on {}",
+                        self.last_seq, self.batch.manifest.version
+                    )));
+                }
+                Ok(Some(published))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
+    }
+
+    /// [`Learner::poll_batch`] without stopping ingest: the new version's state is built on a thread of its own
+    /// from the events accepted so far while this one goes on answering and learning on the old version; each
+    /// call takes a finished build, has it learn the events accepted meanwhile (on another round of the thread
+    /// while they are many, here once they are few) and switches to it. Returns whether it switched.
+    pub fn poll_batch_in_background(&mut self) -> Result<bool> {
+        if let Some(a) = self.adoption.take_if(|a| a.job.is_finished()) {
+            let built = a.job.join().unwrap_or_else(|_| Err(Error::State("the adoption thread panicked".into())));
+            let current = Registry::open(&self.spec.paths.registry).current_version()?;
+            match built {
+                Err(e) => {
+                    self.timing.adoption_failures += 1;
+                    tracing::error!(version = %a.version, error = %e, "building the state of a batch version failed; trying again");
+                }
+                Ok(b) if current.as_deref() != Some(a.version.as_str()) => {
+                    tracing::info!(version = %a.version, current = ?current, "the version being adopted is no longer the registry's current one");
+                    drop(b);
+                }
+                Ok(mut b) => {
+                    let behind = self.last_seq - b.through;
+                    if behind <= CATCH_UP_HERE || a.rounds >= CATCH_UP_ROUNDS {
+                        let started = std::time::Instant::now();
+                        b.learn_log(&self.spec, &self.log.view(), b.through, self.last_seq)?;
+                        self.switch(b);
+                        let seconds = started.elapsed().as_secs_f64();
+                        tracing::info!(
+                            events = behind,
+                            seconds,
+                            rounds = a.rounds,
+                            "caught up and switched on the learner thread"
+                        );
+                        self.checkpoint()?;
+                        return Ok(true);
+                    }
+                    let (spec, view, last, from) = (self.spec.clone(), self.log.view(), self.last_seq, b.through);
+                    let job = std::thread::Builder::new()
+                        .name("speed-adopt".into())
+                        .spawn(move || b.learn_log(&spec, &view, from, last).map(|()| b));
+                    let job = job.map_err(|e| Error::State(format!("cannot start the adoption thread: {e}")))?;
+                    let rounds = a.rounds + 1;
+                    self.adoption = Some(Adoption { version: a.version, keep_after: from, job, rounds });
+                    return Ok(false);
+                }
+            }
+        }
+        if self.adoption.is_some() {
+            return Ok(false);
+        }
+        let Some(published) = self.version_to_adopt()? else { return Ok(false) };
+        let version = published.manifest.version.clone();
+        let (spec, view, archived, last) = (self.spec.clone(), self.log.view(), self.archived_through, self.last_seq);
+        let keep_after = published.manifest.watermark.max(archived);
+        let live = self.live.is_some();
+        let job = std::thread::Builder::new().name("speed-adopt".into()).spawn(move || {
+            fail::fail_point!("learner::adoption_build");
+            let mut b = Built::start(&spec, published, live)?;
+            b.learn_master(&spec, archived, None)?;
+            b.learn_log(&spec, &view, keep_after, last)?;
+            Ok(b)
+        });
+        let job = job.map_err(|e| Error::State(format!("cannot start the adoption thread: {e}")))?;
+        tracing::info!(version = %version, through = last, "adopting a batch version in the background");
+        self.adoption = Some(Adoption { version, keep_after, job, rounds: 0 });
+        self.dirty = true;
+        Ok(false)
     }
 
     /// Rebuilds the realtime view and the warm-started model on `published` from every event after its watermark
     /// (archived ones read back from the master dataset, the rest from the log), then switches to them at once.
     fn adopt(&mut self, published: Published, seed_ids: bool) -> Result<()> {
-        let w = published.manifest.watermark;
-        // Loaded first: if the version's batch view cannot be read, nothing changes and the next tick retries.
-        let live_batch = self.live_batch(&published.manifest.version)?;
-        if w > self.last_seq {
-            // The master dataset holds events this speed layer did not write: jumping over them would lose the ones
-            // it holds that are not archived yet.
-            return Err(Error::State(format!(
-                "batch version {} has watermark {w}, past the last event this speed layer accepted ({}): the master \
-                 dataset holds events from another writer; staying on {}",
-                published.manifest.version, self.last_seq, self.batch.manifest.version
-            )));
-        }
-        let started = std::time::Instant::now();
-        let mut model = published.artifact.speed_start_adaptive(&self.spec);
-        let realtime = Realtime::new(template(&self.spec, &model.model), w);
-        let mut updates = 0u64;
-        let mut refused = 0u64;
-        let encoder = &published.artifact.encoder;
-        let mut x = vec![0.0; encoder.dim()];
-        let spec = &self.spec;
-        // The other learners, the windows and the blend start over on the new version's encoding, from the same
-        // events: the new batch model and its speed model, scored on the events after its watermark.
-        let mut records = fresh_records(spec, &published)?;
-        let classes = model.model.classes.clone();
-        let champion = &published.artifact.model;
-        let mut apply = |seq: u64, e: &Event| {
-            realtime.observe(&e.key, e.time, seq, e, e.target.as_ref());
-            if let Some(t) = &e.target {
-                encoder.encode_row(e, &mut x);
-                let (ps, pb) = (model.predict(&x), champion.predict(&x));
-                let learned = match update(&mut model, &x, t, spec, &published.artifact) {
-                    Ok(updated) => {
-                        updates += u64::from(updated);
-                        true
-                    }
-                    Err(_) => {
-                        refused += 1;
-                        false
-                    }
-                };
-                records.observe(&classes, &x, learned.then_some((&ps, &pb)), t, seq, e.time, true);
-            }
-        };
-        let archived = self.archived_through;
+        let mut b = Built::start(&self.spec, published, self.live.is_some())?;
         let now = now_millis();
-        let dedup = &mut self.dedup;
-        let from_master = master::for_each_event_after(&self.spec, w, |seq, e| {
-            if seq <= archived {
-                apply(seq, &e);
-                if seed_ids {
-                    dedup.insert(id_hash(&e.id), now);
-                }
-            }
-            Ok(())
-        })?;
-        let last = self.last_seq;
-        let mut from_log = 0u64;
-        self.log.replay(w.max(archived), |r| {
-            if r.seq <= last {
-                apply(r.seq, &r.event);
-                from_log += 1;
-            }
-            Ok(true)
-        })?;
+        let seed = seed_ids.then_some((&mut self.dedup, now));
+        b.learn_master(&self.spec, self.archived_through, seed)?;
+        b.learn_log(
+            &self.spec,
+            &self.log.view(),
+            b.published.manifest.watermark.max(self.archived_through),
+            self.last_seq,
+        )?;
+        self.switch(b);
+        self.checkpoint()?;
+        Ok(())
+    }
+
+    /// Switches to a state built on a new batch version through the last event accepted.
+    fn switch(&mut self, b: Built) {
+        let Built {
+            published,
+            live_batch,
+            model,
+            realtime,
+            mut records,
+            updates,
+            refused,
+            from_master,
+            from_log,
+            started,
+            ..
+        } = b;
+        let w = published.manifest.watermark;
         realtime.set_applied(self.last_seq);
         self.generation += 1;
         let stats = SpeedStats { refused_updates: self.stats.refused_updates + refused, ..self.stats.clone() };
@@ -1986,7 +2055,125 @@ impl Learner {
         if let (Some(live), Some(batch)) = (&self.live, live_batch) {
             live.store(Some(Arc::new(LiveState { batch, speed: Some(self.side.clone()) })));
         }
-        self.checkpoint()?;
+    }
+}
+
+/// Events a finished background build may be behind by and still learn here, on the learner thread (ingest
+/// waits for them: a few milliseconds)...
+const CATCH_UP_HERE: u64 = 2_000;
+/// ...or after this many rounds on its own thread, whatever it is behind by (a stream as fast as learning).
+const CATCH_UP_ROUNDS: u32 = 4;
+
+/// A batch version being adopted on a thread of its own.
+struct Adoption {
+    version: String,
+    /// The thread's log reading starts after this sequence number: the log keeps the events after it.
+    keep_after: u64,
+    job: std::thread::JoinHandle<Result<Built>>,
+    /// Rounds of catching up done on the thread.
+    rounds: u32,
+}
+
+/// The speed layer's state on a new batch version, built from the events after its watermark.
+struct Built {
+    published: Published,
+    /// Its batch side, for an in-process serving layer.
+    live_batch: Option<Arc<BatchSide>>,
+    model: AdaptiveLinear,
+    realtime: Realtime,
+    records: Records,
+    x: Vec<f64>,
+    updates: u64,
+    refused: u64,
+    /// Sequence number of the last event taken in.
+    through: u64,
+    from_master: u64,
+    from_log: u64,
+    started: std::time::Instant,
+}
+
+impl Built {
+    /// The warm start on `published`, with its tree learners having learned history (and, with `live`, its batch
+    /// side loaded: if its batch view cannot be read, nothing changes and the next poll retries).
+    fn start(spec: &Spec, published: Published, live: bool) -> Result<Built> {
+        let started = std::time::Instant::now();
+        let live_batch = if live { Some(Arc::new(BatchSide::load(spec, &published.manifest.version)?)) } else { None };
+        let model = published.artifact.speed_start_adaptive(spec);
+        let w = published.manifest.watermark;
+        let realtime = Realtime::new(template(spec, &model.model), w);
+        // The other learners, the windows and the blend start over on the new version's encoding, from the same
+        // events: the new batch model and its speed model, scored on the events after its watermark.
+        let records = fresh_records(spec, &published)?;
+        let x = vec![0.0; published.artifact.encoder.dim()];
+        Ok(Built {
+            published,
+            live_batch,
+            model,
+            realtime,
+            records,
+            x,
+            updates: 0,
+            refused: 0,
+            through: w,
+            from_master: 0,
+            from_log: 0,
+            started,
+        })
+    }
+
+    fn apply(&mut self, spec: &Spec, seq: u64, e: &Event) {
+        self.realtime.observe(&e.key, e.time, seq, e, e.target.as_ref());
+        if let Some(t) = &e.target {
+            let artifact = &self.published.artifact;
+            artifact.encoder.encode_row(e, &mut self.x);
+            let (ps, pb) = (self.model.predict(&self.x), artifact.model.predict(&self.x));
+            let learned = match update(&mut self.model, &self.x, t, spec, artifact) {
+                Ok(updated) => {
+                    self.updates += u64::from(updated);
+                    true
+                }
+                Err(_) => {
+                    self.refused += 1;
+                    false
+                }
+            };
+            let classes = &self.model.model.classes;
+            self.records.observe(classes, &self.x, learned.then_some((&ps, &pb)), t, seq, e.time, true);
+        }
+        self.through = seq;
+    }
+
+    /// Takes in the archived events after the watermark through `archived` (their ids into `seed`, when given).
+    fn learn_master(&mut self, spec: &Spec, archived: u64, mut seed: Option<(&mut Dedup, i64)>) -> Result<()> {
+        let w = self.published.manifest.watermark;
+        let mut n = 0u64;
+        master::for_each_event_after(spec, w, |seq, e| {
+            if seq <= archived {
+                self.apply(spec, seq, &e);
+                n += 1;
+                if let Some((dedup, now)) = seed.as_mut() {
+                    dedup.insert(id_hash(&e.id), *now);
+                }
+            }
+            Ok(())
+        })?;
+        self.from_master += n;
+        Ok(())
+    }
+
+    /// Takes in the logged events after `after` through `last`.
+    fn learn_log(&mut self, spec: &Spec, log: &LogView, after: u64, last: u64) -> Result<()> {
+        let mut n = 0u64;
+        log.replay(after, |r| {
+            if r.seq > last {
+                return Ok(false);
+            }
+            self.apply(spec, r.seq, &r.event);
+            n += 1;
+            Ok(true)
+        })?;
+        self.from_log += n;
+        self.through = self.through.max(last);
         Ok(())
     }
 }

@@ -296,3 +296,81 @@ async fn a_full_disk_is_answered_503_with_retry_after_and_a_clear_reason() {
     assert_eq!(on_disk(&spec).accepted, 1);
     scenario.teardown();
 }
+
+/// The learner's models and view, bit for bit (not what it answered: that was the version then served).
+type Learned = (Vec<u64>, Vec<lambda_core::online::OnlineLearner>, u64, lambda_core::views::ViewTable);
+
+fn learned(l: &Learner) -> Learned {
+    let m = l.side().model.load_full();
+    let weights = m.model.weights.iter().chain(&m.model.bias).map(|w| w.to_bits()).collect();
+    (weights, m.learner_models.as_ref().clone(), m.updates, l.side().realtime.to_table())
+}
+
+/// Adopts `version` on the learner thread (`background` false), or in the background with its build held at its
+/// start while `events` come in, then waits for the switch.
+fn adopt_during(learner: &mut Learner, spec: &Spec, version: &str, events: std::ops::Range<u64>, background: bool) {
+    if !background {
+        assert!(learner.poll_batch().unwrap());
+    } else {
+        fail::cfg("learner::adoption_build", "pause").unwrap();
+        learner.tick().unwrap();
+    }
+    for i in events.clone().step_by(50) {
+        let r = learner.ingest(items(spec, i..(i + 50).min(events.end))).unwrap();
+        assert_eq!(r.accepted, (i + 50).min(events.end) - i);
+        if background {
+            learner.tick().unwrap();
+        }
+    }
+    if background {
+        // Accepted on the old version while the new one was being built.
+        let s = learner.status();
+        assert_eq!((s.adopting.as_deref(), s.last_seq), (Some(version), events.end));
+        assert_ne!(s.base_version, version);
+        fail::cfg("learner::adoption_build", "off").unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while learner.base_version() != version {
+            assert!(std::time::Instant::now() < deadline, "not adopted: {:?}", learner.status().adopting);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            learner.tick().unwrap();
+        }
+        assert_eq!((learner.status().adopting, learner.status().adoption_failures), (None, 0));
+    }
+    learner.checkpoint().unwrap();
+}
+
+/// Two adoptions, of v000002 after event 200 and of v000003 after event 3,200; 3,000 events come in while the
+/// first is built (more than the learner thread catches up itself: another round on the build's thread), 500
+/// while the second is (caught up on the learner thread).
+fn two_adoptions(background: bool) -> (tempfile::TempDir, Spec, Learner) {
+    let (dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..200)).unwrap();
+    learner.archive_all().unwrap();
+    publish(&spec, -0.7, 0.3, 100);
+    adopt_during(&mut learner, &spec, "v000002", 200..3_200, background);
+    learner.archive_all().unwrap();
+    publish(&spec, 0.9, -0.2, 3_000);
+    adopt_during(&mut learner, &spec, "v000003", 3_200..3_700, background);
+    (dir, spec, learner)
+}
+
+#[test]
+fn events_are_accepted_and_learned_while_a_batch_version_is_adopted_in_the_background() {
+    let scenario = FailScenario::setup();
+    let (_a_dir, _, blocking) = two_adoptions(false);
+    let (_b_dir, b, learner) = two_adoptions(true);
+    let (got, want) = (learned(&learner), learned(&blocking));
+    assert_eq!(got.0, want.0, "the linear model");
+    assert!(got.1 == want.1, "the other learners differ");
+    assert_eq!((got.2, &got.3), (want.2, &want.3), "updates and the realtime view");
+    // And a restart from its checkpoint is on the new version with the same models.
+    drop(learner);
+    let learner = Learner::open(b.clone(), None).unwrap();
+    assert_eq!(learner.base_version(), "v000003");
+    let back = learned(&learner);
+    assert_eq!(back.0, want.0, "the linear model after a restart");
+    assert!(back.1 == want.1, "the other learners after a restart");
+    assert_eq!((back.2, &back.3), (want.2, &want.3), "updates and the realtime view after a restart");
+    scenario.teardown();
+}

@@ -226,6 +226,23 @@ fn a_crash_after_checkpoints_that_kept_an_older_learners_file_restarts_the_learn
 }
 
 #[test]
+fn a_restart_serves_the_learners_and_their_windows_before_any_new_event() {
+    // Regression: after a restart the served model held no learners and no windows until the next event came, so
+    // the blend had only the batch and the linear model to weigh.
+    let (_dir, spec) = setup();
+    let speed = Speed::start(spec.clone(), None).unwrap();
+    speed.ingest_blocking(items(&spec, 0..300)).unwrap();
+    speed.stop().unwrap();
+    let before = on_disk(&spec);
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    let served = learner.side().model.load_full();
+    assert_eq!(served.learner_models.len(), 2);
+    assert_eq!(served.windows.learners.len(), 2);
+    assert!(served.windows.speed.is_some());
+    assert_eq!(summary(&learner.side()), before);
+}
+
+#[test]
 fn the_learners_are_written_every_interval_of_events_and_the_log_keeps_what_they_have_not() {
     let (_dir, spec) = setup_with("learner_checkpoint_interval = \"1h\"\nlearner_checkpoint_events = 100\n");
     let mut learner = Learner::open(spec.clone(), None).unwrap();
