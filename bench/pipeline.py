@@ -513,6 +513,7 @@ def adopt_client(url, d, binary, name):
     import urllib.request
 
     lines = [json.loads(l) for l in open(os.path.join(d, "stream.ndjson"))]
+    id_field = next(l.split('"')[1] for l in open(os.path.join(d, "spec.toml")) if l.startswith("id_column"))
     latencies, refused, n = [], 0, 0
 
     def status():
@@ -529,7 +530,7 @@ def adopt_client(url, d, binary, name):
             batch = []
             for _ in range(10):
                 e = dict(lines[n % len(lines)])
-                e["id"] = f"adopt-{n}"
+                e[id_field] = f"adopt-{n}"
                 batch.append(json.dumps(e))
                 n += 1
             req = urllib.request.Request(url + "/v1/events", data="\n".join(batch).encode(), method="POST")
