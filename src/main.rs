@@ -243,7 +243,15 @@ fn main() -> Result<()> {
         Command::Forecast { spec, input, output } => {
             let spec = load(&spec)?;
             let r = lambda_batch::forecast::forecast(&spec, &input, &output).context("forecast failed")?;
-            println!("wrote {} predictions of model {} to {}", r.rows, r.version, output.display());
+            println!("wrote {} predictions of model {} to {}", r.rows - r.not_scored, r.version, output.display());
+            if r.not_scored > 0 {
+                println!(
+                    "{} rows have no prediction: a numeric value far outside the range the model saw (column `{}` \
+                     says which)",
+                    r.not_scored,
+                    lambda_batch::forecast::NOT_SCORED
+                );
+            }
             Ok(())
         }
         Command::Speed { spec, source, once, rate, listen } => {

@@ -1,5 +1,7 @@
 //! The Forecast pattern: score a whole Parquet table with the current model. The output holds the input's columns,
-//! the prediction (class label or value), one probability column per class, and the model version.
+//! the prediction (class label or value), one probability column per class, the model version, and `not_scored`:
+//! why a row has no prediction (a numeric value far outside the range the model saw, as `/v1/predict` refuses it,
+//! or an answer that is not finite), null when it has one.
 
 use std::fs::File;
 use std::path::Path;
@@ -17,9 +19,14 @@ use crate::{Error, Result};
 pub struct ForecastReport {
     /// Rows written.
     pub rows: usize,
+    /// Rows written without a prediction (`not_scored` says why).
+    pub not_scored: usize,
     /// Model version used.
     pub version: String,
 }
+
+/// Name of the column that says why a row has no prediction.
+pub const NOT_SCORED: &str = "not_scored";
 
 /// Name of the probability column of a class.
 pub fn probability_column(class: &str) -> String {
@@ -49,8 +56,21 @@ pub fn forecast_with(spec: &Spec, published: &Published, input: &Path, output: &
     for chunk in rows.chunks(8192) {
         predictions.extend(art.model.predict_batch(&art.encoder.encode_rows(&columns, chunk.iter().copied())));
     }
-    let mut extra = prediction_columns(&art.model, &predictions);
+    // A value far outside what the model saw gets no answer it could stand behind (a linear model's scores
+    // overflow to NaN, a tree's saturate): refused per row, as `/v1/predict` refuses it.
+    let reasons: Vec<Option<String>> = predictions
+        .iter()
+        .enumerate()
+        .map(|(r, p)| match art.encoder.check_ranges(&columns.row(r)) {
+            Err(rej) => Some(rej.to_string()),
+            Ok(()) if !finite(p) => Some("the model's answer is not finite".into()),
+            Ok(()) => None,
+        })
+        .collect();
+    let not_scored = reasons.iter().filter(|r| r.is_some()).count();
+    let mut extra = prediction_columns(&art.model, &predictions, &reasons);
     extra.push(Column::new("model_version".into(), vec![published.manifest.version.as_str(); predictions.len()]));
+    extra.push(Column::new(NOT_SCORED.into(), reasons));
     for c in extra {
         df.with_column(c).map_err(pe(output))?;
     }
@@ -62,20 +82,30 @@ pub fn forecast_with(spec: &Spec, published: &Published, input: &Path, output: &
     let file = File::create(&tmp).map_err(|e| Error::Input { path: tmp.clone(), message: e.to_string() })?;
     ParquetWriter::new(file).with_compression(ParquetCompression::Snappy).finish(&mut df).map_err(pe(&tmp))?;
     std::fs::rename(&tmp, output).map_err(|e| Error::Input { path: output.to_path_buf(), message: e.to_string() })?;
-    Ok(ForecastReport { rows: predictions.len(), version: published.manifest.version.clone() })
+    Ok(ForecastReport { rows: predictions.len(), not_scored, version: published.manifest.version.clone() })
 }
 
 fn pe(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
     move |e| Error::Input { path: path.to_path_buf(), message: e.to_string() }
 }
 
-fn prediction_columns(model: &Model, predictions: &[Prediction]) -> Vec<Column> {
+fn finite(p: &Prediction) -> bool {
+    match p {
+        Prediction::Value(v) => v.is_finite(),
+        Prediction::Probabilities(ps) => ps.iter().all(|v| v.is_finite()),
+    }
+}
+
+/// The prediction columns, null where `reasons` says a row is not scored.
+fn prediction_columns(model: &Model, predictions: &[Prediction], reasons: &[Option<String>]) -> Vec<Column> {
+    let scored = |r: usize| reasons[r].is_none();
     if model.classes().is_empty() {
-        let values: Vec<f64> = predictions
+        let values: Vec<Option<f64>> = predictions
             .iter()
-            .map(|p| match p {
-                Prediction::Value(v) => *v,
-                Prediction::Probabilities(_) => f64::NAN,
+            .enumerate()
+            .map(|(r, p)| match p {
+                Prediction::Value(v) if scored(r) => Some(*v),
+                _ => None,
             })
             .collect();
         return vec![Column::new("prediction".into(), values)];
@@ -87,10 +117,12 @@ fn prediction_columns(model: &Model, predictions: &[Prediction]) -> Vec<Column> 
             Prediction::Value(_) => &[],
         })
         .collect();
-    let labels: Vec<&str> = predictions.iter().map(|p| model.label(p).unwrap_or("")).collect();
+    let labels: Vec<Option<&str>> =
+        predictions.iter().enumerate().map(|(r, p)| model.label(p).filter(|_| scored(r))).collect();
     let mut out = vec![Column::new("prediction".into(), labels)];
     for (k, class) in model.classes().iter().enumerate() {
-        let col: Vec<f64> = probs.iter().map(|p| p.get(k).copied().unwrap_or(f64::NAN)).collect();
+        let col: Vec<Option<f64>> =
+            probs.iter().enumerate().map(|(r, p)| p.get(k).copied().filter(|_| scored(r))).collect();
         out.push(Column::new(probability_column(class).into(), col));
     }
     out

@@ -341,6 +341,45 @@ fn forecast_input_without_a_feature_is_an_error_and_writes_nothing() {
 }
 
 #[test]
+fn forecast_rows_far_outside_history_get_no_prediction_and_say_why_the_others_are_scored() {
+    // Regression: a value such as 1e300 was scored like any other (a tree champion wrote probabilities 0 and 1, a
+    // linear one could write NaN), where `/v1/predict` refuses it.
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), &base());
+    write(&s, &events(200, |i| if ((i * 37) % 101) > 50 { "yes" } else { "no" }), "a.parquet");
+    lambda_batch::run(&s, false).unwrap();
+    let input = dir.path().join("in.parquet");
+    write_frame(
+        &input,
+        DataFrame::new_infer_height(vec![
+            Column::new("amount".into(), vec![Some(12.0), Some(1e300), None, Some(-1.6e266)]),
+            Column::new("country".into(), vec!["fr", "de", "fr", "de"]),
+            Column::new("mobile".into(), vec![true, false, true, false]),
+        ])
+        .unwrap(),
+    );
+    let out = dir.path().join("out.parquet");
+    let r = lambda_batch::forecast::forecast(&s, &input, &out).unwrap();
+    assert_eq!((r.rows, r.not_scored), (4, 2));
+    let df = ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
+    let text = |name: &str| -> Vec<Option<String>> {
+        let c = df.column(name).unwrap().str().unwrap().clone();
+        (0..4).map(|i| c.get(i).map(str::to_string)).collect()
+    };
+    let why = text("not_scored");
+    let why: Vec<Option<&str>> = why.iter().map(|w| w.as_deref()).collect();
+    assert_eq!((why[0], why[2]), (None, None), "{why:?}");
+    for w in [why[1], why[3]] {
+        assert!(w.is_some_and(|w| w.contains("amount") && w.contains("far outside")), "{why:?}");
+    }
+    let prediction = text("prediction");
+    assert!(prediction[0].is_some() && prediction[2].is_some() && prediction[1].is_none() && prediction[3].is_none());
+    let yes_column = df.column("probability_yes").unwrap().f64().unwrap().clone();
+    let yes: Vec<Option<f64>> = (0..4).map(|i| yes_column.get(i)).collect();
+    assert!(yes[0].is_some_and(f64::is_finite) && yes[1].is_none(), "{yes:?}");
+}
+
+#[test]
 fn categorical_columns_as_pandas_writes_them_are_read_as_strings() {
     // pandas' `category` dtype (key, categorical feature and label) reaches Parquet as a dictionary column, which
     // polars reads back as a categorical; it was refused as "type cat".
