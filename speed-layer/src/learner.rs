@@ -393,6 +393,9 @@ pub struct Learner {
     retraining: Retraining,
     /// A batch version being adopted in the background.
     adoption: Option<Adoption>,
+    /// After a failed build: no new one before this time (milliseconds since the Unix epoch), and the pause.
+    adoption_retry_ms: i64,
+    adoption_backoff: i64,
     updates: u64,
     stats: SpeedStats,
     generation: u64,
@@ -694,6 +697,8 @@ impl Learner {
                     sources: c.sources.iter().flatten().map(|s| (s.source, s.clone())).collect(),
                     retraining: Retraining::resume(c.retrain.clone()),
                     adoption: None,
+                    adoption_retry_ms: 0,
+                    adoption_backoff: 0,
                     model,
                     updates: c.updates,
                     stats: c.stats.clone(),
@@ -773,6 +778,8 @@ impl Learner {
                     sources: BTreeMap::new(),
                     retraining: Retraining::default(),
                     adoption: None,
+                    adoption_retry_ms: 0,
+                    adoption_backoff: 0,
                     model,
                     updates: 0,
                     stats: SpeedStats::default(),
@@ -1912,19 +1919,24 @@ impl Learner {
             let current = Registry::open(&self.spec.paths.registry).current_version()?;
             match built {
                 Err(e) => {
+                    // Tried again after a pause that doubles with each failure in a row (5 s to 5 min): a build
+                    // that cannot succeed must not take a core every tick.
                     self.timing.adoption_failures += 1;
-                    tracing::error!(version = %a.version, error = %e, "building the state of a batch version failed; trying again");
+                    self.adoption_backoff = (self.adoption_backoff * 2).clamp(5_000, 300_000);
+                    self.adoption_retry_ms = now_millis() + self.adoption_backoff;
+                    tracing::error!(version = %a.version, error = %e, retry_in_ms = self.adoption_backoff, "building the state of a batch version failed");
                 }
                 Ok(b) if current.as_deref() != Some(a.version.as_str()) => {
                     tracing::info!(version = %a.version, current = ?current, "the version being adopted is no longer the registry's current one");
                     drop(b);
                 }
                 Ok(mut b) => {
-                    let behind = self.last_seq - b.through;
+                    let behind = self.last_seq.saturating_sub(b.through);
                     if behind <= CATCH_UP_HERE || a.rounds >= CATCH_UP_ROUNDS {
                         let started = std::time::Instant::now();
                         b.learn_log(&self.spec, &self.log.view(), b.through, self.last_seq)?;
                         self.switch(b);
+                        self.adoption_backoff = 0;
                         let seconds = started.elapsed().as_secs_f64();
                         tracing::info!(
                             events = behind,
@@ -1946,7 +1958,7 @@ impl Learner {
                 }
             }
         }
-        if self.adoption.is_some() {
+        if self.adoption.is_some() || now_millis() < self.adoption_retry_ms {
             return Ok(false);
         }
         let Some(published) = self.version_to_adopt()? else { return Ok(false) };
@@ -1955,7 +1967,7 @@ impl Learner {
         let keep_after = published.manifest.watermark.max(archived);
         let live = self.live.is_some();
         let job = std::thread::Builder::new().name("speed-adopt".into()).spawn(move || {
-            fail::fail_point!("learner::adoption_build");
+            fail::fail_point!("learner::adoption_build", |_| Err(Error::State("injected: the build failed".into())));
             let mut b = Built::start(&spec, published, live)?;
             b.learn_master(&spec, archived, None)?;
             b.learn_log(&spec, &view, keep_after, last)?;

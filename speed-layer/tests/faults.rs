@@ -374,3 +374,34 @@ fn events_are_accepted_and_learned_while_a_batch_version_is_adopted_in_the_backg
     assert_eq!((back.2, &back.3), (want.2, &want.3), "updates and the realtime view after a restart");
     scenario.teardown();
 }
+
+#[test]
+fn a_failed_background_adoption_is_counted_and_tried_again_after_a_pause_not_at_every_tick() {
+    let scenario = FailScenario::setup();
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..200)).unwrap();
+    learner.archive_all().unwrap();
+    publish(&spec, -0.7, 0.3, 100);
+    fail::cfg("learner::adoption_build", "return").unwrap();
+    learner.tick().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while learner.status().adoption_failures == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        learner.tick().unwrap();
+    }
+    fail::cfg("learner::adoption_build", "off").unwrap();
+    // The next tick does not start another build at once; ingest goes on on the old version.
+    learner.tick().unwrap();
+    learner.ingest(items(&spec, 200..250)).unwrap();
+    let s = learner.status();
+    assert_eq!((s.adopting, s.adoption_failures, s.base_version.as_str()), (None, 1, "v000001"));
+    while learner.base_version() != "v000002" {
+        assert!(std::time::Instant::now() < deadline, "not adopted after the pause");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        learner.tick().unwrap();
+    }
+    assert_eq!(learner.status().adoption_failures, 1);
+    scenario.teardown();
+}
