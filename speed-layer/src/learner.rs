@@ -1796,11 +1796,10 @@ impl Learner {
         if self.learners_due(now) {
             let name = checkpoint::learners_name(self.generation, seq);
             report.learner_bytes = checkpoint::write_learners(&self.state, &name, &self.records.extra)?;
-            if let Some(old) = self.learner_file.replace(LearnerFile { name, seq }) {
-                if Some(&old.name) != self.learner_file.as_ref().map(|f| &f.name) {
-                    // Kept a while: a serving layer in another process may have read the manifest that lists it.
-                    self.retired.push((now + RETIRE_AFTER_MS, checkpoint::learners_dir(&self.state).join(old.name)));
-                }
+            let old = self.learner_file.replace(LearnerFile { name: name.clone(), seq });
+            if let Some(old) = old.filter(|o| o.name != name) {
+                // Kept a while: a serving layer in another process may have read the manifest that lists it.
+                self.retired.push((now + RETIRE_AFTER_MS, checkpoint::learners_dir(&self.state).join(old.name)));
             }
             (self.learners_written_ms, self.need_learners) = (now, false);
         }
@@ -1948,10 +1947,7 @@ impl Learner {
                         return Ok(true);
                     }
                     let (spec, view, last, from) = (self.spec.clone(), self.log.view(), self.last_seq, b.through);
-                    let job = std::thread::Builder::new()
-                        .name("speed-adopt".into())
-                        .spawn(move || b.learn_log(&spec, &view, from, last).map(|()| b));
-                    let job = job.map_err(|e| Error::State(format!("cannot start the adoption thread: {e}")))?;
+                    let job = spawn_adoption(move || b.learn_log(&spec, &view, from, last).map(|()| b))?;
                     let rounds = a.rounds + 1;
                     self.adoption = Some(Adoption { version: a.version, keep_after: from, job, rounds });
                     return Ok(false);
@@ -1966,14 +1962,10 @@ impl Learner {
         let (spec, view, archived, last) = (self.spec.clone(), self.log.view(), self.archived_through, self.last_seq);
         let keep_after = published.manifest.watermark.max(archived);
         let live = self.live.is_some();
-        let job = std::thread::Builder::new().name("speed-adopt".into()).spawn(move || {
+        let job = spawn_adoption(move || {
             fail::fail_point!("learner::adoption_build", |_| Err(Error::State("injected: the build failed".into())));
-            let mut b = Built::start(&spec, published, live)?;
-            b.learn_master(&spec, archived, None)?;
-            b.learn_log(&spec, &view, keep_after, last)?;
-            Ok(b)
-        });
-        let job = job.map_err(|e| Error::State(format!("cannot start the adoption thread: {e}")))?;
+            Built::through(&spec, published, live, archived, &view, last, None)
+        })?;
         tracing::info!(version = %version, through = last, "adopting a batch version in the background");
         self.adoption = Some(Adoption { version, keep_after, job, rounds: 0 });
         self.dirty = true;
@@ -1983,16 +1975,9 @@ impl Learner {
     /// Rebuilds the realtime view and the warm-started model on `published` from every event after its watermark
     /// (archived ones read back from the master dataset, the rest from the log), then switches to them at once.
     fn adopt(&mut self, published: Published, seed_ids: bool) -> Result<()> {
-        let mut b = Built::start(&self.spec, published, self.live.is_some())?;
-        let now = now_millis();
-        let seed = seed_ids.then_some((&mut self.dedup, now));
-        b.learn_master(&self.spec, self.archived_through, seed)?;
-        b.learn_log(
-            &self.spec,
-            &self.log.view(),
-            b.published.manifest.watermark.max(self.archived_through),
-            self.last_seq,
-        )?;
+        let seed = seed_ids.then_some((&mut self.dedup, now_millis()));
+        let (view, live) = (self.log.view(), self.live.is_some());
+        let b = Built::through(&self.spec, published, live, self.archived_through, &view, self.last_seq, seed)?;
         self.switch(b);
         self.checkpoint()?;
         Ok(())
@@ -2076,6 +2061,16 @@ const CATCH_UP_HERE: u64 = 2_000;
 /// ...or after this many rounds on its own thread, whatever it is behind by (a stream as fast as learning).
 const CATCH_UP_ROUNDS: u32 = 4;
 
+/// Runs `build` on a thread of its own.
+fn spawn_adoption(
+    build: impl FnOnce() -> Result<Built> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Result<Built>>> {
+    std::thread::Builder::new()
+        .name("speed-adopt".into())
+        .spawn(build)
+        .map_err(|e| Error::State(format!("cannot start the adoption thread: {e}")))
+}
+
 /// A batch version being adopted on a thread of its own.
 struct Adoption {
     version: String,
@@ -2153,6 +2148,24 @@ impl Built {
             self.records.observe(classes, &self.x, learned.then_some((&ps, &pb)), t, seq, e.time, true);
         }
         self.through = seq;
+    }
+
+    /// The state on `published` through the event `last`: the archived events after its watermark through
+    /// `archived` from the master dataset (their ids into `seed`, when given), the rest from `log`.
+    fn through(
+        spec: &Spec,
+        published: Published,
+        live: bool,
+        archived: u64,
+        log: &LogView,
+        last: u64,
+        seed: Option<(&mut Dedup, i64)>,
+    ) -> Result<Built> {
+        let after = published.manifest.watermark.max(archived);
+        let mut b = Built::start(spec, published, live)?;
+        b.learn_master(spec, archived, seed)?;
+        b.learn_log(spec, log, after, last)?;
+        Ok(b)
     }
 
     /// Takes in the archived events after the watermark through `archived` (their ids into `seed`, when given).
