@@ -95,6 +95,9 @@ fn main() {
     set.drift_delta = env("DRIFT_DELTA").unwrap_or(set.drift_delta);
     set.warning_delta = env("WARNING_DELTA").unwrap_or(set.warning_delta);
     set.max_features = env("MAX_FEATURES").map(|v| v as u32).or(set.max_features);
+    set.lambda = env("LAMBDA").unwrap_or(set.lambda);
+    set.seed = env("SEED").map_or(set.seed, |v| v as u64);
+    set.tree.max_leaves = env("MAX_LEAVES").map_or(set.tree.max_leaves, |v| v as u32);
     let trees = set.n_models;
     let mut forest = AdaptiveRandomForest::new(classes.clone(), dim, set);
     run(&format!("lambda-ml adaptive random forest ({trees} trees)"), &data, &classes, |x, y| {
