@@ -192,6 +192,16 @@ impl Quality {
         })
     }
 
+    /// The verdict taken and acted on after the record of sequence `seq` ([`Quality::decide`]); cheap enough for
+    /// every record: nothing is computed while a freeze has not yet seen a whole window of records.
+    pub fn judge(&mut self, limits: &FreezeSettings, seq: u64, now_ms: i64) -> Option<bool> {
+        if self.frozen.as_ref().is_some_and(|z| z.records < self.size as u64) {
+            return None;
+        }
+        let verdict = self.verdict(limits);
+        self.decide(verdict, seq, now_ms)
+    }
+
     /// Takes the verdict on the input after the record of sequence `seq`: returns `Some(true)` when the updates
     /// freeze now, `Some(false)` when they resume (a whole window of records since the freeze and nothing wrong).
     pub fn decide(&mut self, verdict: Option<String>, seq: u64, now_ms: i64) -> Option<bool> {

@@ -281,12 +281,13 @@ fn rejected_key(id_or_line: &str) -> u64 {
     id_hash(id_or_line) as u64
 }
 
-/// A record received, as the input's quality counts it.
-enum Received {
-    /// Rejected, with its key.
-    Rejected(u64),
-    /// Accepted: whether a value is outside the history's range, whether its label is unknown.
-    Accepted(bool, bool),
+/// The input's verdict turned inside a request group, after its accepted record `after`.
+struct Turn {
+    after: usize,
+    seq: u64,
+    /// A resume, with the linear model then (the good state it keeps); `None`: a freeze.
+    resume: Option<AdaptiveLinear>,
+    why: String,
 }
 
 /// Why a labelled event cannot be learned.
@@ -914,8 +915,9 @@ impl Learner {
 
     /// Applies a logged event: the same learning step as at ingest (so replays are bit-identical), then the view.
     fn apply_logged(&mut self, mut r: Record) {
-        // The input's record goes on with the events and the rejections logged with them, in the order received;
-        // a replay never freezes or resumes: each change of that kind was checkpointed when it happened.
+        // The input's record goes on with the events and the rejections logged with them, in the order received,
+        // and its verdicts are taken where the run took them (after each event, and after the group's last
+        // rejections): a crash between a group's log write and the checkpoint after its turn turns here again.
         let mark = std::mem::take(&mut r.mark);
         if let Some(p) = r.source {
             self.sources.entry(p.source).or_insert_with(|| SourceState::new(p.source)).insert(&p);
@@ -926,9 +928,6 @@ impl Learner {
         }
         let unknown = matches!(&r.event.target, Some(Target::Class(c)) if self.model.model.class_index(c).is_none());
         self.quality.push(false, self.batch.artifact.encoder.outside_history(&r.event), unknown);
-        for key in mark.rejected_after {
-            self.quality.push_rejected(key);
-        }
         if let Some(target) = &r.event.target {
             self.x.resize(self.batch.artifact.encoder.dim(), 0.0);
             self.batch.artifact.encoder.encode_row(&r.event, &mut self.x);
@@ -951,12 +950,22 @@ impl Learner {
             }
             self.records.observe(&self.model.model.classes, &self.x, predicted, target, r.seq, r.event.time, !frozen);
         }
-        if mark.last && self.next_good().is_some_and(|g| r.seq >= g) {
-            self.keep_good(r.seq, self.model.clone());
-        }
         self.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
         self.last_seq = r.seq;
         self.stats.accepted += 1;
+        let mut turned = self.judge_input(r.ingest_ms);
+        if mark.last {
+            for key in mark.rejected_after {
+                self.quality.push_rejected(key);
+            }
+            turned |= self.judge_input(r.ingest_ms);
+            if self.next_good().is_some_and(|g| r.seq >= g) {
+                self.keep_good(r.seq, self.model.clone());
+            }
+        }
+        if turned {
+            self.dirty = true;
+        }
     }
 
     fn first_ms_after(&self, seq: u64) -> Result<Option<i64>> {
@@ -1031,7 +1040,7 @@ impl Learner {
         let mut reports = Vec::with_capacity(requests.len());
         // Rejections: line, reason, raw text, the sequence number accepted before it, its key.
         let mut dead: Vec<(usize, String, String, u64, u64)> = Vec::new();
-        let mut accepted: Vec<(usize, u128, Record, Predicted)> = Vec::new();
+        let mut accepted: Vec<(usize, u128, Record, Predicted, bool)> = Vec::new();
         let mut group_ids: HashSet<u128> = HashSet::new();
         let mut group_sources: Vec<SourcePosition> = Vec::new();
         let mut working: Option<AdaptiveLinear> = None;
@@ -1042,9 +1051,14 @@ impl Learner {
         let mut x = std::mem::take(&mut self.x);
         let encoder = &self.batch.artifact.encoder;
         let target_field = &self.spec.dataset.target;
-        let frozen = self.frozen();
-        // Per record received, in order: the input's quality as the window counts it.
-        let mut received: Vec<Received> = Vec::new();
+        // The input's verdict is taken after every accepted record, as a replay of the log takes it, so that bad
+        // records inside a large request freeze the updates where they come, not at the request's end.
+        let judging = self.spec.speed.freeze.enabled;
+        let mut quality = self.quality.clone();
+        let mut frozen = self.frozen();
+        let mut turns: Vec<Turn> = Vec::new();
+        // The good states' linear models, taken when the verdict first turns (a freeze goes back to the oldest).
+        let mut goods: Option<VecDeque<(u64, AdaptiveLinear)>> = None;
         // Keys of the records rejected since the last accepted one, logged with the next (or the last) one.
         let mut rejected_keys: Vec<u64> = Vec::new();
         for (request, items) in requests.into_iter().enumerate() {
@@ -1113,10 +1127,15 @@ impl Learner {
                             match learned {
                                 Err(why) => (line, format!("refused: {why}"), raw.to_string(), rejected_key(&event.id)),
                                 Ok(done) => {
-                                    received.push(Received::Accepted(encoder.outside_history(&event), unknown));
+                                    let seq = self.last_seq + 1 + accepted.len() as u64;
+                                    quality.push(false, encoder.outside_history(&event), unknown);
+                                    if let (Some((_, ps, pb)), Some(target)) = (&done, &event.target) {
+                                        if let Some(gap) = self.records.gap(ps, pb, target) {
+                                            quality.observe_gap(gap, seq);
+                                        }
+                                    }
                                     updates += u64::from(matches!(done, Some((true, _, _))));
                                     group_ids.insert(h);
-                                    let seq = self.last_seq + 1 + accepted.len() as u64;
                                     let predicted = done.map(|(_, ps, pb)| (ps, pb));
                                     let rejected_before = std::mem::take(&mut rejected_keys);
                                     let mark = GroupMark { rejected_before, ..GroupMark::default() };
@@ -1124,14 +1143,38 @@ impl Learner {
                                         group_sources.push(p);
                                     }
                                     let record = Record { seq, ingest_ms: now, event, mark, source };
-                                    accepted.push((request, h, record, predicted));
+                                    accepted.push((request, h, record, predicted, frozen));
+                                    let limits = &self.spec.speed.freeze;
+                                    let turn = if judging { quality.judge(limits, seq, now) } else { None };
+                                    if let Some(freeze) = turn {
+                                        let goods = goods.get_or_insert_with(|| {
+                                            self.good.iter().map(|g| (g.seq, g.model.clone())).collect()
+                                        });
+                                        let after = accepted.len() - 1;
+                                        if freeze {
+                                            if let Some((_, m)) = goods.pop_front() {
+                                                working = Some(m);
+                                            }
+                                            goods.clear();
+                                            let why = quality.frozen.as_ref().map(|z| z.reason.clone());
+                                            turns.push(Turn { after, seq, resume: None, why: why.unwrap_or_default() });
+                                        } else {
+                                            let m = working.get_or_insert_with(|| self.model.clone()).clone();
+                                            if goods.len() == 3 {
+                                                goods.pop_front();
+                                            }
+                                            goods.push_back((seq, m.clone()));
+                                            turns.push(Turn { after, seq, resume: Some(m), why: String::new() });
+                                        }
+                                        frozen = freeze;
+                                    }
                                     continue;
                                 }
                             }
                         }
                     }
                 };
-                received.push(Received::Rejected(key));
+                quality.push_rejected(key);
                 rejected_keys.push(key);
                 dead.push((line, error.clone(), raw, self.last_seq + accepted.len() as u64, key));
                 report.rejected.push(RejectedLine { line, error });
@@ -1139,7 +1182,7 @@ impl Learner {
             reports.push(report);
         }
         self.x = x;
-        if let Some((_, _, last, _)) = accepted.last_mut() {
+        if let Some((_, _, last, _, _)) = accepted.last_mut() {
             last.mark.rejected_after = rejected_keys;
             last.mark.last = true;
         }
@@ -1158,7 +1201,7 @@ impl Learner {
             self.dead_n += dead.len() as u64;
         }
         fail::fail_point!("learner::after_dead_letters");
-        let records: Vec<Record> = accepted.iter().map(|(_, _, r, _)| r.clone()).collect();
+        let records: Vec<Record> = accepted.iter().map(|(_, _, r, _, _)| r.clone()).collect();
         self.log.append(&records)?;
         for p in &group_sources {
             self.sources.entry(p.source).or_insert_with(|| SourceState::new(p.source)).insert(p);
@@ -1167,6 +1210,7 @@ impl Learner {
             self.model = m;
         }
         self.updates += updates;
+        self.quality = quality;
         self.stats.labelled = stats.labelled;
         self.stats.speed_loss_sum = stats.speed_loss_sum;
         self.stats.batch_loss_sum = stats.batch_loss_sum;
@@ -1175,20 +1219,36 @@ impl Learner {
             self.stats.duplicates += report.duplicates;
         }
         let any = !accepted.is_empty();
-        for (_, _, r, predicted) in &accepted {
+        let turned = !turns.is_empty();
+        let mut turns = turns.into_iter().peekable();
+        for (i, (_, _, r, predicted, frozen)) in accepted.iter().enumerate() {
             if let Some(target) = &r.event.target {
                 let encoder = &self.batch.artifact.encoder;
                 self.x.resize(encoder.dim(), 0.0);
                 encoder.encode_row(&r.event, &mut self.x);
                 let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
                 let classes = &self.model.model.classes;
-                if let Some(gap) = predicted.and_then(|(ps, pb)| self.records.gap(ps, pb, target)) {
-                    self.quality.observe_gap(gap, r.seq);
-                }
                 self.records.observe(classes, &self.x, predicted, target, r.seq, r.event.time, !frozen);
             }
+            // The other learners turn where the linear model did (it is already the group's last).
+            while let Some(t) = turns.next_if(|t| t.after == i) {
+                match t.resume {
+                    None => {
+                        if let Some(good) = self.good.pop_front() {
+                            self.records.restore(good.learners);
+                        }
+                        self.clear_goods();
+                        tracing::warn!(seq = t.seq, reason = %t.why, "bad input: online updates frozen, last good state restored");
+                    }
+                    Some(model) => {
+                        let learners = self.records.models();
+                        push_good(&mut self.good, Good { seq: t.seq, model, learners });
+                        tracing::info!(seq = t.seq, "the input is clean again: online updates resume");
+                    }
+                }
+            }
         }
-        for (request, h, r, _) in accepted {
+        for (request, h, r, _, _) in accepted {
             let report = &mut reports[request];
             report.first_seq.get_or_insert(r.seq);
             report.last_seq = Some(r.seq);
@@ -1202,17 +1262,16 @@ impl Learner {
         if any {
             self.side.realtime.set_applied(self.last_seq);
         }
-        for r in received {
-            match r {
-                Received::Rejected(key) => {
-                    self.quality.push_rejected(key);
-                }
-                Received::Accepted(out_of_range, unknown) => self.quality.push(false, out_of_range, unknown),
-            }
-        }
-        self.publish_model();
         self.dirty = true;
-        self.judge_input()?;
+        // Rejections after the group's last accepted record are in the window now.
+        if self.judge_input(now) || turned {
+            // A replay after a crash learns exactly what this run learned only from a state past the turn.
+            self.need_learners = true;
+            self.publish_model();
+            self.checkpoint()?;
+        } else {
+            self.publish_model();
+        }
         // A group the verdict found clean ends with a good state when one is due (a replay takes it at the
         // group's last event: a group that froze or resumed was checkpointed, so no replay goes through it).
         if any && self.next_good().is_some_and(|g| self.last_seq >= g) {
@@ -1230,38 +1289,28 @@ impl Learner {
         self.spec.speed.freeze.enabled && self.quality.frozen.is_some()
     }
 
-    /// After a group: freezes the online updates when the input went bad (back to the oldest good state kept), or
-    /// resumes them once it is clean again; either way checkpoints at once, so that a replay after a crash learns
-    /// exactly what this run learned. While the input is clean, keeps a good state every window of records.
-    fn judge_input(&mut self) -> Result<()> {
+    /// Takes the input's verdict after the event `last_seq` (at `ms`): freezes the online updates when the input
+    /// went bad (back to the oldest good state kept), or resumes them once it is clean again. Whether it turned.
+    fn judge_input(&mut self, ms: i64) -> bool {
         let limits = &self.spec.speed.freeze;
         if !limits.enabled {
-            return Ok(());
+            return false;
         }
-        let verdict = self.quality.verdict(limits);
-        match self.quality.decide(verdict, self.last_seq, now_millis()) {
-            Some(true) => {
-                if let Some(good) = self.good.pop_front() {
-                    self.model = good.model;
-                    self.records.restore(good.learners);
-                    self.clear_goods();
-                }
-                self.need_learners = true;
-                let why = self.quality.frozen.as_ref().map(|z| z.reason.clone()).unwrap_or_default();
-                tracing::warn!(seq = self.last_seq, reason = %why, "bad input: online updates frozen, last good state restored");
-                self.publish_model();
-                self.checkpoint()?;
+        let Some(freeze) = self.quality.judge(limits, self.last_seq, ms) else { return false };
+        if freeze {
+            if let Some(good) = self.good.pop_front() {
+                self.model = good.model;
+                self.records.restore(good.learners);
             }
-            Some(false) => {
-                tracing::info!(seq = self.last_seq, "the input is clean again: online updates resume");
-                self.need_learners = true;
-                self.keep_good(self.last_seq, self.model.clone());
-                self.publish_model();
-                self.checkpoint()?;
-            }
-            None => {}
+            self.clear_goods();
+            let why = self.quality.frozen.as_ref().map(|z| z.reason.clone()).unwrap_or_default();
+            tracing::warn!(seq = self.last_seq, reason = %why, "bad input: online updates frozen, last good state restored");
+        } else {
+            tracing::info!(seq = self.last_seq, "the input is clean again: online updates resume");
+            self.keep_good(self.last_seq, self.model.clone());
         }
-        Ok(())
+        self.need_learners = true;
+        true
     }
 
     /// The sequence number from which the next good state is due, at the end of a request group: a window of

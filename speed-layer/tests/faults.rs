@@ -405,3 +405,62 @@ fn a_failed_background_adoption_is_counted_and_tried_again_after_a_pause_not_at_
     assert_eq!(learner.status().adoption_failures, 1);
     scenario.teardown();
 }
+
+/// The test events of `range`, each with an amount far beyond history's range (accepted, counted out of range).
+fn shifted(spec: &Spec, range: std::ops::Range<u64>) -> Vec<Incoming> {
+    range
+        .map(|i| {
+            let mut e = common::event(i);
+            e["amount"] = json!(e["amount"].as_f64().unwrap() + 30.0);
+            parse_line(spec, 1, &e.to_string())
+        })
+        .collect()
+}
+
+/// 1,000 clean events in requests of 100, then one request of 500 clean, 300 out-of-range and 100 clean events,
+/// then one of 600 clean ones; with `crash`, the process dies in the checkpoint that follows the freeze inside the
+/// large request, restarts and the client sends that request again. What a user compares after each request.
+fn large_request_with_bad_records(crash: bool) -> (Summary, Summary, u64) {
+    let (_dir, spec) = setup();
+    let mut l = Learner::open(spec.clone(), None).unwrap();
+    for start in (0..1_000).step_by(100) {
+        l.ingest(items(&spec, start..start + 100)).unwrap();
+    }
+    let large = || {
+        let mut large = items(&spec, 1_000..1_500);
+        large.extend(shifted(&spec, 1_500..1_800));
+        large.extend(items(&spec, 1_800..1_900));
+        large
+    };
+    if crash {
+        fail::cfg("checkpoint::before_manifest", "panic").unwrap();
+        let died = catch_unwind(AssertUnwindSafe(|| l.ingest(large()).unwrap())).is_err();
+        fail::cfg("checkpoint::before_manifest", "off").unwrap();
+        assert!(died, "the freeze inside the request checkpoints at once");
+        l = Learner::open(spec.clone(), None).unwrap();
+    }
+    let r = l.ingest(large()).unwrap();
+    assert_eq!(r.accepted + r.duplicates, 900);
+    let after_large = summary(&l.side());
+    l.ingest(items(&spec, 1_900..2_500)).unwrap();
+    (after_large, summary(&l.side()), l.status().freezes)
+}
+
+#[test]
+fn bad_records_inside_one_large_request_freeze_the_updates_where_they_come_even_across_a_crash() {
+    // Regression: the verdict was taken at the end of each request only, so the bad records of a large request
+    // were learned until its end, and a request whose last window was clean never froze at all.
+    let scenario = FailScenario::setup();
+    let (frozen, end, freezes) = large_request_with_bad_records(false);
+    let (since, reason, _) = frozen.frozen.clone().expect("frozen at the end of the large request");
+    // 5% of the 200-record window out of range is passed at the 11th bad record (seq 1,511), not at seq 1,900.
+    assert!((1_505..=1_515).contains(&since) && reason.starts_with("out-of-range rate"), "{since} {reason}");
+    // The next request is clean: the updates resume inside it, once the bad records left the window.
+    assert_eq!((end.frozen.as_ref(), freezes), (None, 1));
+    // A crash between the request's log write and the checkpoint of its freeze: the replay freezes where the run
+    // did, with the same good state put back, and resumes where it did.
+    let (crashed_frozen, crashed_end, crashed_freezes) = large_request_with_bad_records(true);
+    assert_eq!(crashed_frozen, frozen);
+    assert_eq!((crashed_end, crashed_freezes), (end, freezes));
+    scenario.teardown();
+}
