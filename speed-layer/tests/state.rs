@@ -1001,3 +1001,58 @@ fn a_freeze_after_a_restart_goes_back_to_the_good_state_the_run_would_have() {
         assert_ne!(want.0.weights, want.2);
     }
 }
+
+#[test]
+fn a_freeze_for_a_new_range_of_values_ends_once_a_batch_version_has_seen_that_range() {
+    // Every event from 1,000 on has amounts 30 above anything in history: out of range, so the updates freeze.
+    // They are archived all the same; a batch version trained on them knows the range, and once it is adopted the
+    // window clears and learning resumes (were they kept from batch training, the freeze would last for good).
+    let (_dir, spec) = setup();
+    let shifted = |i: u64| {
+        let mut e = event(i);
+        e["amount"] = json!(e["amount"].as_f64().unwrap() + 30.0);
+        e
+    };
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    for start in (0..3_000u64).step_by(100) {
+        let group = (start..start + 100)
+            .map(|i| {
+                let e = if i >= 1_000 { shifted(i) } else { event(i) };
+                parse_line(&spec, 1, &e.to_string())
+            })
+            .collect();
+        learner.ingest(group).unwrap();
+    }
+    let z = learner.status().frozen.expect("frozen while the amounts stay out of range");
+    assert!(z.reason.starts_with("out-of-range rate") && z.since_seq <= 1_020, "{z:?}");
+    // The batch layer trains on the master dataset, which holds the shifted events.
+    learner.archive_all().unwrap();
+    let mut archived: Vec<Event> = Vec::new();
+    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
+        for b in lambda_core::master::read_batches(&f).unwrap() {
+            let rows = lambda_core::master::events_of(&spec, &f, &b).unwrap();
+            archived.extend(rows.into_iter().filter(|(seq, _)| *seq > 2_000).map(|(_, e)| e));
+        }
+    }
+    assert_eq!(archived.len(), 1_000);
+    let encoder = Encoder::fit(&spec, &Columns::from_events(&spec, archived.iter().map(|e| (0, e)))).unwrap();
+    let model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
+    let artifact = ModelArtifact {
+        format_version: FORMAT_VERSION,
+        schema_hash: spec.schema_hash(),
+        encoder,
+        model: Model::Linear(model),
+        online: None,
+        online_prior: None,
+        online_bayes: None,
+    };
+    Registry::open(&spec.paths.registry).publish(&artifact, manifest(&spec, 3_000)).unwrap();
+    assert!(learner.poll_batch().unwrap());
+    let updates = learner.updates();
+    for start in (3_000..3_400u64).step_by(100) {
+        learner.ingest((start..start + 100).map(|i| parse_line(&spec, 1, &shifted(i).to_string())).collect()).unwrap();
+    }
+    let status = learner.status();
+    assert_eq!((status.frozen.as_ref(), status.freezes), (None, 1), "{:?}", status.frozen);
+    assert!(learner.updates() > updates, "learning resumed on the new version");
+}
