@@ -294,7 +294,7 @@ fn leaf_finite(leaf: &Leaf) -> bool {
             }
             Stats::Value(s) => {
                 s.y.is_finite()
-                    && s.bins.iter().flatten().all(|(at, b)| {
+                    && s.bins.iter().flat_map(|h| h.iter()).all(|(at, b)| {
                         at.abs() <= super::BIN_SPAN && b.x_sum.is_finite() && b.y.is_finite() && b.y.n > 0.0
                     })
             }
