@@ -15,7 +15,7 @@ use lambda_core::encoder::Encoder;
 use lambda_core::model::{Family, LinearModel, Model};
 use lambda_core::online::OnlineLearner;
 use lambda_core::online_bayes::OnlineBayes;
-use lambda_core::registry::{ModelArtifact, Registry, FORMAT_VERSION};
+use lambda_core::registry::{ModelArtifact, Registry};
 use lambda_core::schema::{Columns, Event, Mode, Target};
 use lambda_core::spec::Spec;
 use lambda_core::views::ViewTable;
@@ -358,15 +358,7 @@ fn regression_target_1e200_cannot_stop_a_restart() {
         (0..50).map(|i| spec.parse_record(&regression_event(i, i as f64), Mode::Event).unwrap()).collect();
     let encoder = Encoder::fit(&spec, &Columns::from_events(&spec, events.iter().map(|e| (0, e)))).unwrap();
     let model = LinearModel::zeros(Family::Linear, vec![], encoder.dim());
-    let a = ModelArtifact {
-        format_version: FORMAT_VERSION,
-        schema_hash: spec.schema_hash(),
-        encoder,
-        model: Model::Linear(model),
-        online: None,
-        online_prior: None,
-        online_bayes: None,
-    };
+    let a = linear_artifact(&spec, encoder, model);
     ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
     Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
@@ -1037,15 +1029,7 @@ fn a_freeze_for_a_new_range_of_values_ends_once_a_batch_version_has_seen_that_ra
     assert_eq!(archived.len(), 1_000);
     let encoder = Encoder::fit(&spec, &Columns::from_events(&spec, archived.iter().map(|e| (0, e)))).unwrap();
     let model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
-    let artifact = ModelArtifact {
-        format_version: FORMAT_VERSION,
-        schema_hash: spec.schema_hash(),
-        encoder,
-        model: Model::Linear(model),
-        online: None,
-        online_prior: None,
-        online_bayes: None,
-    };
+    let artifact = linear_artifact(&spec, encoder, model);
     Registry::open(&spec.paths.registry).publish(&artifact, manifest(&spec, 3_000)).unwrap();
     assert!(learner.poll_batch().unwrap());
     let updates = learner.updates();

@@ -58,6 +58,11 @@ pub fn artifact(spec: &Spec, w0: f64, bias: f64) -> ModelArtifact {
     let mut model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
     model.weights[0] = w0;
     model.bias[0] = bias;
+    linear_artifact(spec, encoder, model)
+}
+
+/// A batch artifact of a linear model on `encoder`, without online parts.
+pub fn linear_artifact(spec: &Spec, encoder: Encoder, model: LinearModel) -> ModelArtifact {
     ModelArtifact {
         format_version: FORMAT_VERSION,
         schema_hash: spec.schema_hash(),
