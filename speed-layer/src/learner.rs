@@ -892,6 +892,11 @@ impl Learner {
             self.dirty = true;
         }
         self.side.realtime.set_applied(self.last_seq);
+        // A request of rejections alone is judged at its end: when that froze the updates and the crash came
+        // before its checkpoint, its dead letters are the last thing replayed, and the verdict is taken here.
+        if self.judge_input(now_millis()) {
+            self.dirty = true;
+        }
         // Served at once: the learners' models and the windows, not only the linear model.
         self.refresh_windows();
         if replayed > 0 {

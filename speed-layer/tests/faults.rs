@@ -464,3 +464,38 @@ fn bad_records_inside_one_large_request_freeze_the_updates_where_they_come_even_
     assert_eq!((crashed_end, crashed_freezes), (end, freezes));
     scenario.teardown();
 }
+
+/// 1,000 clean events in requests of 100, then one request of 100 rejected records alone; with `crash`, the process
+/// dies in the checkpoint of the freeze those rejections cause, and restarts. What a user compares then.
+fn rejections_alone_freeze(crash: bool) -> Summary {
+    let (_dir, spec) = setup();
+    let mut l = Learner::open(spec.clone(), None).unwrap();
+    for start in (0..1_000).step_by(100) {
+        l.ingest(items(&spec, start..start + 100)).unwrap();
+    }
+    let bad: Vec<serde_json::Value> =
+        (0..100).map(|i| json!({"id": format!("bad{i}"), "user": "u", "ts": 1, "amount": "NaN"})).collect();
+    if crash {
+        fail::cfg("checkpoint::before_manifest", "panic").unwrap();
+        let died = catch_unwind(AssertUnwindSafe(|| l.ingest(parse(&spec, &bad)).unwrap())).is_err();
+        fail::cfg("checkpoint::before_manifest", "off").unwrap();
+        assert!(died, "the freeze checkpoints at once");
+        l = Learner::open(spec.clone(), None).unwrap();
+    } else {
+        l.ingest(parse(&spec, &bad)).unwrap();
+    }
+    summary(&l.side())
+}
+
+#[test]
+fn a_crash_before_the_checkpoint_of_a_freeze_by_rejections_alone_restarts_frozen() {
+    // Regression: the restart counted the dead letters into the window but took no verdict, so it served the
+    // updates unfrozen until the next accepted event had been learned.
+    let scenario = FailScenario::setup();
+    let want = rejections_alone_freeze(false);
+    let (since, reason, _) = want.frozen.clone().expect("100 rejections in a window of 200 freeze the updates");
+    assert_eq!(since, 1_000);
+    assert!(reason.starts_with("rejected rate"), "{reason}");
+    assert_eq!(rejections_alone_freeze(true), want);
+    scenario.teardown();
+}
