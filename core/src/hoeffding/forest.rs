@@ -41,6 +41,8 @@
 //! forest holds at most `2 × n_models × max_leaves` leaves, each of `m` features' statistics (per class a Gaussian, or
 //! at most `2 × 40 + 1` histogram bins per input for regression): its memory is bounded whatever the stream.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Leaf, Moments, Split, Stats, TreeSettings, Update};
@@ -158,8 +160,17 @@ impl Cx<'_> {
 enum Node {
     /// Inputs `<= threshold` go left.
     Split { input: u32, threshold: f64, left: u32, right: u32 },
-    /// A leaf and the inputs it keeps statistics of (its own dimension is their number).
-    Leaf { inputs: Vec<u32>, leaf: Leaf },
+    /// A leaf, shared with the copies of the forest taken since it last learned: the freeze keeps a copy of the
+    /// learners every window of events (copying every leaf was a quarter of a paced replay's time), and an event
+    /// changes one leaf per tree. Stored as the struct variant before it (its fields, in order).
+    Leaf(Arc<Subspace>),
+}
+
+/// A leaf and the inputs it keeps statistics of (its own dimension is their number).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Subspace {
+    inputs: Vec<u32>,
+    leaf: Leaf,
 }
 
 /// What learning an event changes in one tree, computed before anything changes.
@@ -184,7 +195,7 @@ impl Tree {
     fn new(cx: &Cx, rng: &mut SplitMix64) -> Tree {
         let inputs = cx.draw(rng);
         let leaf = Leaf::new(cx.classes.len(), inputs.len(), 0);
-        Tree { nodes: vec![Node::Leaf { inputs, leaf }], leaves: 1 }
+        Tree { nodes: vec![Node::Leaf(Arc::new(Subspace { inputs, leaf }))], leaves: 1 }
     }
 
     fn leaf_of(&self, x: &[f64]) -> usize {
@@ -196,22 +207,23 @@ impl Tree {
     }
 
     fn predict(&self, x: &[f64]) -> Prediction {
-        let Node::Leaf { inputs, leaf } = &self.nodes[self.leaf_of(x)] else { unreachable!("leaf_of ends at a leaf") };
-        leaf.predict_nb(&project(x, inputs), true)
+        let Node::Leaf(s) = &self.nodes[self.leaf_of(x)] else { unreachable!("leaf_of ends at a leaf") };
+        s.leaf.predict_nb(&project(x, &s.inputs), true)
     }
 
     fn plan(&self, cx: &Cx, x: &[f64], target: &Target, w: f64) -> Option<Planned> {
         let at = self.leaf_of(x);
-        let Node::Leaf { inputs, leaf } = &self.nodes[at] else { unreachable!("leaf_of ends at a leaf") };
-        let x = project(x, inputs);
-        let update = leaf.plan(cx.classes, &x, target, cx.set.radius, w)?;
+        let Node::Leaf(s) = &self.nodes[at] else { unreachable!("leaf_of ends at a leaf") };
+        let x = project(x, &s.inputs);
+        let update = s.leaf.plan(cx.classes, &x, target, cx.set.radius, w)?;
         Some(Planned { at, x, update })
     }
 
     /// Applies a plan of this tree, then tries to split the leaf; new leaves draw their inputs from `rng`.
     fn apply(&mut self, cx: &Cx, p: Planned, w: f64, rng: &mut SplitMix64) {
         let full = self.leaves >= cx.set.max_leaves;
-        let Node::Leaf { inputs, leaf } = &mut self.nodes[p.at] else { return };
+        let Node::Leaf(s) = &mut self.nodes[p.at] else { return };
+        let Subspace { inputs, leaf } = Arc::make_mut(s);
         leaf.apply(&p.x, p.update, w);
         if full || !leaf.due(cx.set) {
             return;
@@ -227,7 +239,7 @@ impl Tree {
         for side in [l, r] {
             let inputs = cx.draw(rng);
             let leaf = Leaf { stats: side.stats.resized(cx.classes.len(), &parent, &inputs), ..side };
-            self.nodes.push(Node::Leaf { inputs, leaf });
+            self.nodes.push(Node::Leaf(Arc::new(Subspace { inputs, leaf })));
         }
         self.nodes[p.at] = Node::Split { input, threshold, left, right: left + 1 };
         self.leaves += 1;
@@ -236,7 +248,7 @@ impl Tree {
     fn depth(&self) -> u32 {
         self.nodes
             .iter()
-            .filter_map(|n| if let Node::Leaf { leaf, .. } = n { Some(leaf.depth) } else { None })
+            .filter_map(|n| if let Node::Leaf(s) = n { Some(s.leaf.depth) } else { None })
             .max()
             .unwrap_or(0)
     }
@@ -260,7 +272,8 @@ impl Tree {
                     }
                     (depth[l], depth[r]) = (Some(d + 1), Some(d + 1));
                 }
-                Node::Leaf { inputs, leaf } => {
+                Node::Leaf(s) => {
+                    let Subspace { inputs, leaf } = &**s;
                     leaves += 1;
                     let distinct = inputs.windows(2).all(|w| w[0] < w[1]);
                     if inputs.is_empty() || !distinct || inputs.iter().any(|&j| j as usize >= cx.dim) {
@@ -690,6 +703,45 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn a_copy_of_the_forest_keeps_its_leaves_while_the_forest_learns_and_old_files_read_the_same() {
+        // The leaves are shared between copies until one learns: a copy (a good state kept for a freeze) must not
+        // see what the forest learns after it.
+        let classes = class_names(3);
+        let data = rbf_moving(2_000, 3, 4, 0.001, 7);
+        let mut forest = AdaptiveRandomForest::new(classes, 4, ForestSettings::default());
+        for (x, y) in &data[..1_000] {
+            forest.learn(x, y);
+        }
+        let copy = forest.clone();
+        let bytes = crate::state::encode(&copy).unwrap();
+        for (x, y) in &data[1_000..] {
+            forest.learn(x, y);
+        }
+        assert_eq!(crate::state::encode(&copy).unwrap(), bytes, "the copy moved with the forest");
+        assert_ne!(crate::state::encode(&forest).unwrap(), bytes);
+        // A leaf as the struct variant before the shared one wrote it.
+        #[derive(Serialize)]
+        enum Before {
+            #[allow(dead_code)]
+            Split {
+                input: u32,
+                threshold: f64,
+                left: u32,
+                right: u32,
+            },
+            Leaf {
+                inputs: Vec<u32>,
+                leaf: Leaf,
+            },
+        }
+        let leaf = Leaf::new(3, 2, 1);
+        let bytes = crate::state::encode(&Before::Leaf { inputs: vec![0, 3], leaf: leaf.clone() }).unwrap();
+        let node: Node = crate::state::decode(std::path::Path::new("learners"), &bytes).unwrap();
+        assert_eq!(node, Node::Leaf(Arc::new(Subspace { inputs: vec![0, 3], leaf })));
+        assert_eq!(crate::state::encode(&node).unwrap(), bytes);
+    }
+
     fn class_names(k: usize) -> Vec<String> {
         (0..k).map(|c| format!("c{c}")).collect()
     }
@@ -939,8 +991,8 @@ mod tests {
         assert!(bad.validate().is_err(), "a cycle");
         let mut bad = cls.clone();
         let leaf = bad.members[0].tree.nodes.iter_mut().find_map(|n| {
-            if let Node::Leaf { inputs, .. } = n {
-                Some(inputs)
+            if let Node::Leaf(s) = n {
+                Some(&mut Arc::make_mut(s).inputs)
             } else {
                 None
             }
