@@ -903,7 +903,7 @@ mod tests {
         for name in crate::online::LEARNERS {
             let mut l = crate::online::OnlineLearner::new(name, classes, &encoder, None).unwrap();
             assert!(l.learn(&[1.0, 0.0], &Target::Class("b".into())));
-            learners.push(Tracked::new(l, crate::prequential::Window::new(10, classes.to_vec(), 1.0)));
+            learners.push(Tracked::new(l, window_of(classes)));
         }
         learners
     }
@@ -956,7 +956,7 @@ mod tests {
         let classes: Vec<String> = vec!["a".into(), "b".into()];
         let learners = learners(&classes);
         let names: Vec<&str> = learners.iter().map(|t| t.learner.name()).collect();
-        let window = crate::prequential::Window::new(10, classes.clone(), 1.0);
+        let window = window_of(&classes);
         let with_learners = Checkpoint { learners: Some(learners.clone()), ..c.clone() };
         write(dir.path(), &with_learners).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), with_learners);

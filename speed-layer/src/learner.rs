@@ -1235,22 +1235,10 @@ impl Learner {
                 let classes = &self.model.model.classes;
                 self.records.observe(classes, &self.x, predicted, target, r.seq, r.event.time, !frozen);
             }
-            // The other learners turn where the linear model did (it is already the group's last).
+            // The other learners turn where the linear model did (it is already the group's last: the good state's
+            // model a freeze hands back was taken in the first pass).
             while let Some(t) = turns.next_if(|t| t.after == i) {
-                match t.resume {
-                    None => {
-                        if let Some(good) = self.good.pop_front() {
-                            self.records.restore(good.learners);
-                        }
-                        self.clear_goods();
-                        tracing::warn!(seq = t.seq, reason = %t.why, "bad input: online updates frozen, last good state restored");
-                    }
-                    Some(model) => {
-                        let learners = self.records.models();
-                        push_good(&mut self.good, Good { seq: t.seq, model, learners });
-                        tracing::info!(seq = t.seq, "the input is clean again: online updates resume");
-                    }
-                }
+                self.turn(t.seq, t.resume, &t.why);
             }
         }
         for (request, h, r, _, _) in accepted {
@@ -1303,19 +1291,37 @@ impl Learner {
         }
         let Some(freeze) = self.quality.judge(limits, self.last_seq, ms) else { return false };
         if freeze {
-            if let Some(good) = self.good.pop_front() {
-                self.model = good.model;
-                self.records.restore(good.learners);
-            }
-            self.clear_goods();
             let why = self.quality.frozen.as_ref().map(|z| z.reason.clone()).unwrap_or_default();
-            tracing::warn!(seq = self.last_seq, reason = %why, "bad input: online updates frozen, last good state restored");
+            if let Some(model) = self.turn(self.last_seq, None, &why) {
+                self.model = model;
+            }
         } else {
-            tracing::info!(seq = self.last_seq, "the input is clean again: online updates resume");
-            self.keep_good(self.last_seq, self.model.clone());
+            self.turn(self.last_seq, Some(self.model.clone()), "");
         }
-        self.need_learners = true;
         true
+    }
+
+    /// Turns the online updates after the event `seq`. A freeze (`resume` none) puts the other learners back to
+    /// the oldest good state and returns its linear model; a resume keeps `resume` and the learners as they are
+    /// now as a good state.
+    fn turn(&mut self, seq: u64, resume: Option<AdaptiveLinear>, why: &str) -> Option<AdaptiveLinear> {
+        self.need_learners = true;
+        match resume {
+            None => {
+                let good = self.good.pop_front();
+                self.clear_goods();
+                tracing::warn!(seq, reason = %why, "bad input: online updates frozen, last good state restored");
+                good.map(|g| {
+                    self.records.restore(g.learners);
+                    g.model
+                })
+            }
+            Some(model) => {
+                tracing::info!(seq, "the input is clean again: online updates resume");
+                self.keep_good(seq, model);
+                None
+            }
+        }
     }
 
     /// The sequence number from which the next good state is due, at the end of a request group: a window of

@@ -422,10 +422,7 @@ fn shifted(spec: &Spec, range: std::ops::Range<u64>) -> Vec<Incoming> {
 /// large request, restarts and the client sends that request again. What a user compares after each request.
 fn large_request_with_bad_records(crash: bool) -> (Summary, Summary, u64) {
     let (_dir, spec) = setup();
-    let mut l = Learner::open(spec.clone(), None).unwrap();
-    for start in (0..1_000).step_by(100) {
-        l.ingest(items(&spec, start..start + 100)).unwrap();
-    }
+    let mut l = after_a_clean_thousand(&spec);
     let large = || {
         let mut large = items(&spec, 1_000..1_500);
         large.extend(shifted(&spec, 1_500..1_800));
@@ -433,11 +430,7 @@ fn large_request_with_bad_records(crash: bool) -> (Summary, Summary, u64) {
         large
     };
     if crash {
-        fail::cfg("checkpoint::before_manifest", "panic").unwrap();
-        let died = catch_unwind(AssertUnwindSafe(|| l.ingest(large()).unwrap())).is_err();
-        fail::cfg("checkpoint::before_manifest", "off").unwrap();
-        assert!(died, "the freeze inside the request checkpoints at once");
-        l = Learner::open(spec.clone(), None).unwrap();
+        l = dies_in_the_checkpoint(l, &spec, large());
     }
     let r = l.ingest(large()).unwrap();
     assert_eq!(r.accepted + r.duplicates, 900);
@@ -469,22 +462,34 @@ fn bad_records_inside_one_large_request_freeze_the_updates_where_they_come_even_
 /// dies in the checkpoint of the freeze those rejections cause, and restarts. What a user compares then.
 fn rejections_alone_freeze(crash: bool) -> Summary {
     let (_dir, spec) = setup();
-    let mut l = Learner::open(spec.clone(), None).unwrap();
-    for start in (0..1_000).step_by(100) {
-        l.ingest(items(&spec, start..start + 100)).unwrap();
-    }
+    let mut l = after_a_clean_thousand(&spec);
     let bad: Vec<serde_json::Value> =
         (0..100).map(|i| json!({"id": format!("bad{i}"), "user": "u", "ts": 1, "amount": "NaN"})).collect();
     if crash {
-        fail::cfg("checkpoint::before_manifest", "panic").unwrap();
-        let died = catch_unwind(AssertUnwindSafe(|| l.ingest(parse(&spec, &bad)).unwrap())).is_err();
-        fail::cfg("checkpoint::before_manifest", "off").unwrap();
-        assert!(died, "the freeze checkpoints at once");
-        l = Learner::open(spec.clone(), None).unwrap();
+        l = dies_in_the_checkpoint(l, &spec, parse(&spec, &bad));
     } else {
         l.ingest(parse(&spec, &bad)).unwrap();
     }
     summary(&l.side())
+}
+
+/// A learner that took 1,000 clean events in requests of 100.
+fn after_a_clean_thousand(spec: &Spec) -> Learner {
+    let mut l = Learner::open(spec.clone(), None).unwrap();
+    for start in (0..1_000).step_by(100) {
+        l.ingest(items(spec, start..start + 100)).unwrap();
+    }
+    l
+}
+
+/// Ingests `request` with the process dying in the checkpoint that follows it (a freeze checkpoints at once), and
+/// opens the state again, as a restarted process would.
+fn dies_in_the_checkpoint(mut l: Learner, spec: &Spec, request: Vec<Incoming>) -> Learner {
+    fail::cfg("checkpoint::before_manifest", "panic").unwrap();
+    let died = catch_unwind(AssertUnwindSafe(|| l.ingest(request).unwrap())).is_err();
+    fail::cfg("checkpoint::before_manifest", "off").unwrap();
+    assert!(died, "the request's freeze checkpoints at once");
+    Learner::open(spec.clone(), None).unwrap()
 }
 
 #[test]
