@@ -74,6 +74,22 @@ fn check(family: &str, leaderboard_name: &str) {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["model_family"], leaderboard_name, "{answer}");
     assert!(answer["speed_update"].is_null(), "{answer}");
+    // `serving.model` pins the model that answers when a request names none: the champion, as `?model=batch`.
+    let pinned_path = dir.path().join("pinned.toml");
+    let pinned_spec =
+        std::fs::read_to_string(&spec_path).unwrap().replace("[serving]\n", "[serving]\nmodel = \"batch\"\n");
+    assert!(pinned_spec.contains("model = \"batch\""), "the spec has a [serving] table");
+    std::fs::write(&pinned_path, pinned_spec).unwrap();
+    let port = free_port();
+    let pinned = start(
+        &["serve", "--spec", pinned_path.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")],
+        port,
+        "/health/ready",
+    );
+    let (status, by_spec) = post(&format!("{}/v1/predict", pinned.base), &body);
+    assert_eq!((status, by_spec["model"].as_str()), (200, Some("batch")), "{by_spec}");
+    assert_eq!(by_spec["predictions"], answer["predictions"], "{family}");
+    drop(pinned);
     let p_yes = scored.column("probability_yes").unwrap().f64().unwrap().clone();
     let labels = scored.column("prediction").unwrap().str().unwrap().clone();
     let mut distinct = std::collections::BTreeSet::new();
