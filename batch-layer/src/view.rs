@@ -3,7 +3,8 @@
 //! Rows are put in key order (a stable `arg_sort` of the key's dictionary codes, then polars' parallel `take` of
 //! the columns), so every group-by runs on a sorted key and polars aggregates contiguous slices instead of
 //! gathering each key's rows for every expression (10M rows, 15 columns: 7.1 s against 10.7 s hashed;
-//! BENCHMARKS.md). Each key's first row orders the slots and each class's first row the class columns, as the
+//! bench/results/2026-11-26-2-batch-automl.md). Each key's first row orders the slots and each class's first row
+//! the class columns, as the
 //! speed layer's row-by-row fold ([`ViewTable::observe`]) assigns them. Sums are polars' sums of `x × 2^-scale`
 //! at the scale [`Stats::observe`] settles on for the key's largest magnitude: a column is summed plain, and once
 //! more scaled where some key's values reach past 2^450, so that a history holding `1e200` gives finite stats as
