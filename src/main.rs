@@ -186,7 +186,14 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    if matches!(command, Command::Speed { .. } | Command::Serve { .. } | Command::Up { .. }) {
+        exit_on_panic();
+    }
+    // Fail points named in `FAILPOINTS` (`learner::after_dead_letters=panic`, say) act only in a build with the
+    // `fail/failpoints` feature, which the test build has: the daemon's tests crash it at chosen places.
+    let _failpoints = std::env::var_os("FAILPOINTS").map(|_| fail::FailScenario::setup());
+    match command {
         Command::Batch { spec, force } => {
             let spec = load(&spec)?;
             let out = lambda_batch::run(&spec, force).context("batch run failed; nothing was published")?;
@@ -397,6 +404,22 @@ fn make_current(spec: &Spec, version: &str) -> Result<()> {
     Ok(())
 }
 
+/// Exit status of a daemon one of whose threads panicked.
+const EXIT_PANIC: i32 = 70;
+
+/// A daemon whose learner, worker or source thread panicked cannot go on as if nothing happened: its health would
+/// say live while ingest answers 500 and nothing is archived. It logs the panic and ends, non-zero, so that its
+/// supervisor restarts it on its state (which a crash anywhere leaves whole).
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        tracing::error!(thread, "{info}; stopping the process (exit status {EXIT_PANIC})");
+        std::process::exit(EXIT_PANIC);
+    }));
+}
+
 fn load(path: &std::path::Path) -> Result<Spec> {
     Ok(Spec::from_file(path)?)
 }
@@ -479,18 +502,27 @@ fn replay_source(speed: &Speed, source: &str, rate: Option<f64>) -> Result<lambd
     Ok(report)
 }
 
-/// Reads the source beside the daemon until `stop` turns true (a file or stdin until its end).
+/// Reads the source beside the daemon until `stop` turns true (a file or stdin until its end). A source that fails
+/// says why in `failed`, which stops the daemon: events that no longer come in are not a line in a log to miss.
+/// (The NATS client reconnects by itself and a pull that breaks is pulled again; what reaches here is final.)
 fn spawn_source(
     speed: &Arc<Speed>,
     source: Source,
     rate: Option<f64>,
     stop: tokio::sync::watch::Receiver<bool>,
+    failed: tokio::sync::watch::Sender<Option<String>>,
 ) -> tokio::task::JoinHandle<()> {
     let s = speed.clone();
+    let name = source.name();
+    let fail = move |e: &dyn std::fmt::Display| {
+        let reason = format!("source {name} failed: {e}");
+        tracing::error!("{reason}; stopping");
+        let _ = failed.send(Some(reason));
+    };
     match source {
         Source::Lines(src) => tokio::task::spawn_blocking(move || {
             if let Err(e) = replay_source(&s, &src, rate) {
-                tracing::error!(error = %e, "source failed");
+                fail(&format!("{e:#}"));
             }
         }),
         Source::Nats(n) => tokio::spawn(async move {
@@ -498,9 +530,31 @@ fn spawn_source(
             let started = std::time::Instant::now();
             match lambda_speed::nats::consume(s, n, false, stop).await {
                 Ok(r) => print_source(&name, &r, started.elapsed().as_secs_f64()),
-                Err(e) => tracing::error!(error = %e, "source failed; HTTP ingest goes on"),
+                Err(e) => fail(&e),
             }
         }),
+    }
+}
+
+/// Waits for Ctrl-C, SIGTERM or a source's failure.
+async fn stop_requested(mut failed: tokio::sync::watch::Receiver<Option<String>>) {
+    let failure = async move {
+        // A source that ends without failing (or no source at all) drops its sender: nothing to wait for.
+        if failed.wait_for(Option::is_some).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = failure => {}
+    }
+}
+
+/// The daemon's end: an error when a source failed, after the final checkpoint.
+fn source_failure(failed: &tokio::sync::watch::Receiver<Option<String>>) -> Result<()> {
+    match failed.borrow().clone() {
+        Some(reason) => bail!(reason),
+        None => Ok(()),
     }
 }
 
@@ -544,15 +598,19 @@ async fn speed(spec: Spec, source: Option<Source>, once: bool, rate: Option<f64>
         return Ok(());
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let (failed_tx, failed) = tokio::sync::watch::channel(None);
     let reading = source.map(|src| {
         println!("speed layer: reading {}", src.name());
-        spawn_source(&speed, src, rate, rx)
+        spawn_source(&speed, src, rate, rx, failed_tx)
     });
     let listener = bind(&spec.speed.listen, "event ingest").await?;
     println!("speed layer: POST http://{}/v1/events", listener.local_addr()?);
-    axum::serve(listener, lambda_speed::http::router(speed.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, lambda_speed::http::router(speed.clone()))
+        .with_graceful_shutdown(stop_requested(failed.clone()))
+        .await?;
     stop_source(tx, reading).await;
-    stop(speed).await
+    stop(speed).await?;
+    source_failure(&failed)
 }
 
 /// Stops a NATS consumer after the group in hand (acked once durable); a file replay is left to end.
@@ -612,9 +670,10 @@ async fn up(spec: Spec, source: Option<Source>) -> Result<()> {
     println!("  curl -s -X POST http://{serve_addr}/v1/predict -d '{}'", example_record(&spec));
     println!("Ctrl-C stops it (after a final checkpoint).");
     let (source_tx, source_rx) = tokio::sync::watch::channel(false);
+    let (failed_tx, failed) = tokio::sync::watch::channel(None);
     let reading = source.map(|src| {
         println!("  source:   {}", src.name());
-        spawn_source(&speed, src, None, source_rx)
+        spawn_source(&speed, src, None, source_rx, failed_tx)
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -626,8 +685,9 @@ async fn up(spec: Spec, source: Option<Source>) -> Result<()> {
     let routes = lambda_serving::router_with(serving, Some((ingest, lambda_speed::http::ingest_openapi())));
     let a = axum::serve(serve_listener, routes).with_graceful_shutdown(wait(rx.clone()));
     let b = axum::serve(ingest_listener, lambda_speed::http::router(speed.clone())).with_graceful_shutdown(wait(rx));
+    let stopping = failed.clone();
     let signal = async move {
-        shutdown_signal().await;
+        stop_requested(stopping).await;
         let _ = tx.send(true);
     };
     let (ra, rb, ()) =
@@ -635,7 +695,8 @@ async fn up(spec: Spec, source: Option<Source>) -> Result<()> {
     ra?;
     rb?;
     stop_source(source_tx, reading).await;
-    stop(speed).await
+    stop(speed).await?;
+    source_failure(&failed)
 }
 
 fn example_key(spec: &Spec) -> String {

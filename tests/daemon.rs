@@ -118,3 +118,111 @@ fn sigterm_stops_after_a_final_checkpoint() {
     let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
     assert_eq!((c.last_seq, c.stats.accepted), (1050, 50));
 }
+
+/// A daemon started with `args` whose stderr is kept, and `FAILPOINTS` set when given.
+fn spawn_daemon(args: &[&str], failpoints: Option<&str>) -> std::process::Child {
+    let mut command = std::process::Command::new(BIN);
+    command.args(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    if let Some(f) = failpoints {
+        command.env("FAILPOINTS", f);
+    }
+    command.spawn().unwrap()
+}
+
+/// Waits up to `limit` for `child` to end: its exit code and what it wrote to stderr.
+fn ended(mut child: std::process::Child, limit: Duration) -> (Option<i32>, String) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (status.code(), err);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the daemon was still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A pipeline with 1,000 events of history and a published model; its spec's path.
+fn pipeline(dir: &std::path::Path) -> String {
+    let spec_path = spec_in(dir);
+    let sp = spec_path.to_str().unwrap().to_string();
+    let stream = dir.join("stream.ndjson");
+    run_ok(&["generate", "--spec", &sp, "--rows", "1000", "--stream-rows", "0", "--stream", stream.to_str().unwrap()]);
+    run_ok(&["batch", "--spec", &sp]);
+    sp
+}
+
+#[test]
+fn a_backfill_beside_a_running_daemon_is_refused_naming_it_and_the_daemon_restarts_on_its_state() {
+    // Regression: `speed --once` on the state folder of a running daemon was accepted; both wrote the same
+    // sequence numbers into the log and the daemon could not start again.
+    let dir = tempfile::tempdir().unwrap();
+    let sp = pipeline(dir.path());
+    let spec = Spec::from_file(std::path::Path::new(&sp)).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = start(&["speed", "--spec", &sp, "--listen", &listen], port, "/health/live");
+    assert_eq!(post(&format!("{}/v1/events", daemon.base), &events(0..50)).0, 200);
+    let side = dir.path().join("side.ndjson");
+    std::fs::write(&side, events(1000..1100)).unwrap();
+    let source = format!("file:{}", side.display());
+    let out = run(&["speed", "--spec", &sp, "--source", &source, "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the backfill ran beside the daemon: {err}");
+    assert!(err.contains(&format!("in use by process {}", daemon.child.id())) && err.contains("speed --spec"), "{err}");
+    assert_eq!(post(&format!("{}/v1/events", daemon.base), &events(50..100)).0, 200);
+    sigterm_and_wait(&mut daemon);
+    // Once the daemon has stopped, the backfill runs, and the daemon starts again on what both accepted.
+    run_ok(&["speed", "--spec", &sp, "--source", &source, "--once"]);
+    let mut daemon = start(&["speed", "--spec", &sp, "--listen", &listen], port, "/health/live");
+    let (status, ack) = post(&format!("{}/v1/events", daemon.base), &events(100..110));
+    assert_eq!((status, ack["accepted"].as_u64()), (200, Some(10)), "{ack}");
+    sigterm_and_wait(&mut daemon);
+    let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
+    assert_eq!(c.stats.accepted, 210);
+}
+
+#[test]
+fn a_panic_on_the_learner_thread_ends_the_daemon_non_zero_and_it_restarts_on_its_state() {
+    // Regression: the learner thread died, `/health/live` stayed 200, and every ingest answered 500.
+    let dir = tempfile::tempdir().unwrap();
+    let sp = pipeline(dir.path());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let base = format!("http://{listen}");
+    // The first request's group goes through; the second one panics on the learner thread.
+    let child = spawn_daemon(
+        &["speed", "--spec", &sp, "--listen", &listen],
+        Some("learner::after_dead_letters=1*off->panic(injected)"),
+    );
+    wait_for(Duration::from_secs(30), || get(&format!("{base}/health/live")).0 == 200);
+    assert_eq!(post(&format!("{base}/v1/events"), &events(0..50)).0, 200);
+    let answer = agent().post(&format!("{base}/v1/events")).send(events(50..100));
+    assert!(answer.map_or(true, |r| r.status() != 200), "the event that panicked was acknowledged");
+    let (code, err) = ended(child, Duration::from_secs(20));
+    assert_eq!(code, Some(70), "{err}");
+    assert!(err.contains("speed-learner") && err.contains("injected"), "{err}");
+    // Restarted without the fault, it holds the acknowledged events and takes new ones.
+    let daemon = start(&["speed", "--spec", &sp, "--listen", &listen], port, "/health/live");
+    let (status, ack) = post(&format!("{}/v1/events", daemon.base), &events(0..60));
+    assert_eq!((status, ack["accepted"].as_u64(), ack["duplicates"].as_u64()), (200, Some(10), Some(50)), "{ack}");
+}
+
+#[test]
+fn a_nats_source_that_cannot_be_reached_stops_the_daemon_with_its_reason() {
+    // Regression: a source that failed was a log line, and the daemon went on taking HTTP alone.
+    let dir = tempfile::tempdir().unwrap();
+    let sp = pipeline(dir.path());
+    let (port, nowhere) = (free_port(), free_port());
+    let source = format!("nats://127.0.0.1:{nowhere}/events");
+    let child =
+        spawn_daemon(&["speed", "--spec", &sp, "--source", &source, "--listen", &format!("127.0.0.1:{port}")], None);
+    let (code, err) = ended(child, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("source nats://127.0.0.1:{nowhere}/events failed")), "{err}");
+    assert!(err.contains("cannot connect to the NATS server"), "{err}");
+}

@@ -83,14 +83,17 @@ fn poison_and_10000_fuzzed_records_leave_a_daemon_that_restarts_and_a_history_th
         ("amount", json!("NaN")),
         ("converted", json!(1.5)),
         ("user_id", json!({"nested": true})),
+        // Past `dataset.max_id_bytes` (it was accepted before there was a limit), then at the limit.
         ("event_id", json!("x".repeat(100_000))),
+        ("event_id", json!("y".repeat(spec.dataset.max_id_bytes))),
     ] {
         let mut e = valid(poison.len() as u64 + 5_000_000);
         e[field] = v;
         poison.push(parse_line(&spec, poison.len() + 1, &e.to_string()));
     }
     let r = learner.ingest(poison).unwrap();
-    assert_eq!(r.accepted, 1, "only the long id is a valid event: {r:?}");
+    assert_eq!(r.accepted, 1, "only the id at the limit is a valid event: {r:?}");
+    assert!(r.rejected.iter().any(|x| x.line == 8 && x.error.contains("`dataset.max_id_bytes`")), "{r:?}");
     assert!(r.rejected.iter().any(|x| x.error.contains("\"maybe\" is not one of the model's classes")), "{r:?}");
 
     // 10,000 fuzzed records, 100 to a request, and 500 fuzzed bodies.

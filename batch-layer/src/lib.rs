@@ -143,6 +143,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
         None => spec,
     };
     let force = options.force;
+    sweep(spec);
     let phases = Phases::new(6);
     phases.start("reading master dataset");
     let data = read::read_master(spec)?;
@@ -266,6 +267,10 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
     };
     let manifest =
         if gate.published { registry.publish(&artifact, manifest)? } else { registry.keep(&artifact, manifest)? };
+    if let Err(e) = retain_versions(spec, &registry) {
+        // The run's version is published; what is not removed now is removed after the next run.
+        tracing::warn!(error = %e, "cannot remove the versions the registry no longer keeps");
+    }
     phases.done();
     phases.bar.finish_and_clear();
     tracing::info!(
@@ -276,6 +281,36 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
         "champion/challenger"
     );
     Ok(Outcome { manifest, published: gate.published })
+}
+
+/// Removes what crashed runs left in the registry and the views folder (staging folders, temporary files).
+fn sweep(spec: &Spec) {
+    let swept = Registry::open(&spec.paths.registry)
+        .sweep()
+        .and_then(|_| lambda_core::state::sweep_temp_files(&spec.paths.views));
+    if let Err(e) = swept {
+        tracing::warn!(error = %e, "cannot remove what an earlier run left behind");
+    }
+}
+
+/// Removes the versions past `batch.keep_versions` (never the current one, the rollback target or the speed
+/// layer's base) with their batch views. Called under the registry's lock.
+fn retain_versions(spec: &Spec, registry: &Registry) -> Result<()> {
+    if spec.batch.keep_versions == 0 {
+        return Ok(());
+    }
+    // A speed layer's state whose base cannot be read keeps everything: its restart will say what is wrong.
+    let base = lambda_core::checkpoint::base_version(&spec.paths.state)?;
+    for version in registry.retain(spec.batch.keep_versions, &Vec::from_iter(base))? {
+        let view = batch_view_path(spec, &version);
+        match std::fs::remove_file(&view) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(lambda_core::Error::io(view, e).into()),
+        }
+        tracing::info!(%version, "removed a version the registry no longer keeps");
+    }
+    Ok(())
 }
 
 /// Rows the speed layer's gradient prior is measured on, at most: a mean over this many is exact enough.

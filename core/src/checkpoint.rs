@@ -377,54 +377,50 @@ pub fn read_reusing(state: &Path, earlier: Option<&Checkpoint>) -> Result<Option
     let (_, frames) = state::read_document(&path, MANIFEST)?;
     let first = frames.first().ok_or_else(|| Error::Format { path: path.clone(), message: "no record".into() })?;
     let mut c: Checkpoint = state::decode(&path, first)?;
-    // The records after the first are state the speed layer can start afresh (learners warm-started again, empty
-    // windows): one that another build wrote in another layout is set aside with a warning, with the records after
-    // it (they describe it), instead of stopping the restart. The first record (model, watermark) must be read.
-    let mut ok = true;
-    c.online = optional(&path, frames.get(1), "the adaptive update's state", &mut ok);
-    c.learners = optional(&path, frames.get(2), "the online learners", &mut ok);
-    c.windows = optional(&path, frames.get(3), "the windowed records", &mut ok);
-    c.blend = optional(&path, frames.get(4), "the blend", &mut ok);
-    c.quality = optional(&path, frames.get(5), "the input's quality", &mut ok);
-    c.retrain = optional(&path, frames.get(6), "the retraining status", &mut ok);
-    c.freeze = optional(&path, frames.get(7), "the good states kept for a freeze", &mut ok);
-    c.sources = optional(&path, frames.get(8), "the positions in the event logs", &mut ok);
-    c.learner_file = optional(&path, frames.get(9), "the online learners' file", &mut ok);
+    // Every record a checkpoint holds must be read: one set aside would take the records after it (the NATS
+    // positions, the freeze) along, and the next checkpoint would write the loss down for good. A manifest of an
+    // older build has fewer records, which read as absent.
+    c.online = record(&path, frames.get(1), "the adaptive update's state")?;
+    c.learners = record(&path, frames.get(2), "the online learners")?;
+    c.windows = record(&path, frames.get(3), "the windowed records")?;
+    c.blend = record(&path, frames.get(4), "the blend")?;
+    c.quality = record(&path, frames.get(5), "the input's quality")?;
+    c.retrain = record(&path, frames.get(6), "the retraining status")?;
+    c.freeze = record(&path, frames.get(7), "the good states kept for a freeze")?;
+    c.sources = record(&path, frames.get(8), "the positions in the event logs")?;
+    c.learner_file = record(&path, frames.get(9), "the online learners' file")?;
     if let Some(file) = &c.learner_file {
         let same = earlier.filter(|e| e.learner_file.as_ref() == Some(file) && e.learners.is_some());
-        let learners = match same {
-            Some(e) => Ok(e.learners.clone().unwrap_or_default()),
-            None => read_learners(state, &file.name),
-        };
-        match learners {
-            Ok(l) => c.learners = Some(l),
-            Err(e) => {
-                // Learners started afresh are better than a speed layer that cannot restart.
-                tracing::warn!("the online learners' file cannot be read ({e}); starting them afresh");
-                (c.learners, c.learner_file) = (None, None);
-            }
-        }
+        c.learners = Some(match same {
+            Some(e) => e.learners.clone().unwrap_or_default(),
+            None => read_learners(state, &file.name).map_err(|e| Error::Unreadable {
+                what: format!("the online learners' file {} that {} lists", file.name, path.display()),
+                source: Box::new(e),
+            })?,
+        });
     }
     Ok(Some(c))
 }
 
-/// Decodes an optional record of the manifest while `ok`; one that cannot be read is absent, with a warning, and
-/// clears `ok`.
-fn optional<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    frame: Option<&Vec<u8>>,
-    what: &str,
-    ok: &mut bool,
-) -> Option<T> {
-    let frame = frame.filter(|_| *ok)?;
-    match state::decode(path, frame) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!("{what} in the checkpoint cannot be read ({e}); starting it and what follows afresh");
-            *ok = false;
-            None
-        }
+/// Decodes a record of the manifest after the first, absent when the manifest has none there.
+fn record<T: serde::de::DeserializeOwned>(path: &Path, frame: Option<&Vec<u8>>, what: &str) -> Result<Option<T>> {
+    let Some(frame) = frame else { return Ok(None) };
+    state::decode(path, frame)
+        .map(Some)
+        .map_err(|e| Error::Unreadable { what: format!("{what} in {}", path.display()), source: Box::new(e) })
+}
+
+/// The batch version a checkpoint in `state` is built on, reading its first record alone: what the registry must
+/// keep for the speed layer to restart.
+pub fn base_version(state: &Path) -> Result<Option<String>> {
+    let path = manifest_path(state);
+    if !path.exists() {
+        return Ok(None);
     }
+    let (_, mut frames) = state::open_document(&path, MANIFEST)?;
+    let first = state::document_frame(&mut frames, MANIFEST)?
+        .ok_or_else(|| Error::Format { path: path.clone(), message: "no record".into() })?;
+    Ok(Some(state::decode::<Checkpoint>(&path, &first)?.base_version))
 }
 
 /// Identity of the manifest file as a cheap poll sees it: inode (each write is a new file), length and
@@ -909,7 +905,8 @@ mod tests {
     }
 
     #[test]
-    fn learners_in_a_file_of_their_own_are_read_with_the_manifest_reused_while_listed_and_afresh_if_unreadable() {
+    fn learners_in_a_file_of_their_own_are_read_with_the_manifest_reused_while_listed_and_unreadable_ones_stop_the_read(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(learners_dir(dir.path())).unwrap();
         let classes: Vec<String> = vec!["a".into(), "b".into()];
@@ -934,12 +931,17 @@ mod tests {
         // A follower that read it keeps its learners while the manifest lists the same file: not read again.
         std::fs::remove_file(learners_dir(dir.path()).join(&name)).unwrap();
         assert_eq!(read_reusing(dir.path(), Some(&back)).unwrap().unwrap().learners, Some(kept));
-        // Read afresh, a missing (or damaged) file starts the learners afresh; the rest of the state is read.
-        let fresh = read(dir.path()).unwrap().unwrap();
-        assert_eq!((&fresh.learners, &fresh.learner_file), (&None, &None));
-        assert_eq!((fresh.last_seq, fresh.blend.is_some()), (9, true));
-        std::fs::write(learners_dir(dir.path()).join(&name), b"LMOL garbage").unwrap();
-        assert_eq!(read(dir.path()).unwrap().unwrap().learners, None);
+        // Read afresh, a missing or damaged file is an error that names it: learners started afresh would be
+        // written down as the state by the next checkpoint.
+        for damage in [None, Some(&b"LMOL garbage"[..])] {
+            if let Some(bytes) = damage {
+                std::fs::write(learners_dir(dir.path()).join(&name), bytes).unwrap();
+            }
+            match read(dir.path()) {
+                Err(Error::Unreadable { what, .. }) => assert!(what.contains(&name), "{what}"),
+                other => panic!("expected Unreadable, got {other:?}"),
+            }
+        }
     }
 
     fn window_of(classes: &[String]) -> crate::prequential::Window {
@@ -947,7 +949,7 @@ mod tests {
     }
 
     #[test]
-    fn the_records_round_trip_an_old_manifest_reads_without_them_and_one_of_another_layout_starts_afresh() {
+    fn the_records_round_trip_an_old_manifest_reads_without_them_and_one_that_cannot_be_decoded_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(super::dir(dir.path())).unwrap();
         let c = manifest(Some(NagState { scale: vec![1.0, 2.5], grad_sq: vec![0.5, 0.25, 1.0], norm: 3.0, seen: 2.0 }));
@@ -984,7 +986,7 @@ mod tests {
         write_good(dir.path(), &good_name(1, 9), &model, &models).unwrap();
         assert_eq!(read_good(dir.path(), &good_name(1, 9)).unwrap(), (model, models));
         assert!(read_good(dir.path(), &good_name(1, 3)).is_err());
-        // Records in a layout another build wrote: the readable ones are kept, the rest start afresh.
+        // A record in a layout another build wrote is an error naming it, not a record dropped with those after it.
         let mut frames = vec![
             state::encode(&c).unwrap(),
             state::encode(everything.online.as_ref().unwrap()).unwrap(),
@@ -993,8 +995,11 @@ mod tests {
         ];
         frames.push(state::encode(everything.blend.as_ref().unwrap()).unwrap());
         state::write_document(&manifest_path(dir.path()), MANIFEST, &frames).unwrap();
-        let back = read(dir.path()).unwrap().unwrap();
-        assert_eq!((back.learners, back.windows, back.blend), (everything.learners.clone(), None, None));
+        match read(dir.path()) {
+            Err(Error::Unreadable { what, .. }) => assert!(what.starts_with("the windowed records"), "{what}"),
+            other => panic!("expected Unreadable, got {other:?}"),
+        }
+        assert_eq!(base_version(dir.path()).unwrap().as_deref(), Some(c.base_version.as_str()));
         let mut frames = vec![vec![0xff; 3]];
         frames.extend(frames.clone());
         state::write_document(&manifest_path(dir.path()), MANIFEST, &frames).unwrap();

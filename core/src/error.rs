@@ -46,6 +46,26 @@ pub enum Error {
     /// Data does not fit what was asked of it (empty data, a single class, mismatched dimensions).
     #[error("{0}")]
     Data(String),
+    /// A folder is held by another process (its lock, [`crate::lock::FolderLock`]).
+    #[error("{path}: the folder is in use by {holder}; stop that one first, or give this one a folder of its own")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as the holder wrote it: process id, command line, since when.
+        holder: String,
+    },
+    /// State that must be read cannot be: written by another build, or damaged. Nothing was changed.
+    #[error(
+        "{what} cannot be read, and nothing was changed ({source}). Restore the file, or start this folder \
+             afresh with a build that wrote it"
+    )]
+    Unreadable {
+        /// What could not be read, naming its file.
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
     /// Nothing has been published yet where something was expected.
     #[error("{0}")]
     NotFound(String),

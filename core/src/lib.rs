@@ -18,6 +18,7 @@ pub mod drift;
 pub mod encoder;
 pub mod error;
 pub mod hoeffding;
+pub mod lock;
 pub mod master;
 pub mod metrics;
 pub mod model;

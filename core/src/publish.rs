@@ -148,18 +148,28 @@ impl Publisher {
         fs::read(&path).map_err(|e| Error::io(path, e))
     }
 
-    /// Removes all but the newest `keep` versions, never the current one.
-    pub fn prune(&self, keep: usize) -> Result<()> {
+    /// Removes every version not in `keep`, never the current one; returns the removed ones.
+    pub fn retain(&self, keep: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
         let current = self.current()?;
-        let versions = self.versions()?;
-        let cut = versions.len().saturating_sub(keep);
-        for v in &versions[..cut] {
-            if Some(v) != current.as_ref() {
-                let dir = self.version_dir(v);
+        let mut removed = Vec::new();
+        for v in self.versions()? {
+            if !keep.contains(&v) && Some(&v) != current.as_ref() {
+                let dir = self.version_dir(&v);
                 fs::remove_dir_all(&dir).map_err(|e| Error::io(dir, e))?;
+                removed.push(v);
             }
         }
-        Ok(())
+        if !removed.is_empty() {
+            sync_dir(&self.versions_dir())?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the staging folders and temporary pointer files of writers that crashed.
+    pub fn sweep(&self) -> Result<Vec<PathBuf>> {
+        let mut removed = crate::state::sweep_temp_files(&self.root)?;
+        removed.extend(crate::state::sweep_temp_files(&self.root.join(".staging"))?);
+        Ok(removed)
     }
 }
 
@@ -179,8 +189,11 @@ mod tests {
         p.set_current("v000001").unwrap();
         assert_eq!(p.read(&p.current().unwrap().unwrap(), "a").unwrap(), b"1");
         assert!(p.set_current("v000009").is_err());
-        p.prune(1).unwrap();
-        // The current version survives pruning even when it is not among the newest.
-        assert_eq!(p.versions().unwrap(), vec!["v000001", "v000002"]);
+        p.publish(&[("a", b"3")]).unwrap();
+        p.set_current("v000001").unwrap();
+        let removed = p.retain(&["v000003".to_string()].into()).unwrap();
+        // The current version stays whatever `keep` says.
+        assert_eq!(removed, ["v000002"]);
+        assert_eq!(p.versions().unwrap(), vec!["v000001", "v000003"]);
     }
 }

@@ -1,7 +1,7 @@
 //! The model registry: versioned model folders (`model.json` + `manifest.json`) published atomically through a
 //! [`Publisher`], with a `CURRENT` pointer. Old versions stay for rollback.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -283,10 +283,7 @@ fn parse_artifact(path: &Path, bytes: &[u8]) -> Result<ModelArtifact> {
 }
 
 /// The registry's lock, held until dropped.
-#[derive(Debug)]
-pub struct RegistryLock {
-    _file: std::fs::File,
-}
+pub type RegistryLock = crate::lock::FolderLock;
 
 impl Registry {
     /// The registry at `root`.
@@ -298,17 +295,7 @@ impl Registry {
     /// process dies): whoever compares against the current version and publishes does so holding it, so that two
     /// runs (the nightly batch job and a retraining started by the speed layer, say) never publish over each other.
     pub fn lock(&self) -> Result<RegistryLock> {
-        let root = self.publisher.root();
-        crate::state::create_dir_synced(root)?;
-        let path = root.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        file.lock().map_err(|e| Error::io(&path, e))?;
-        Ok(RegistryLock { _file: file })
+        crate::lock::FolderLock::acquire(self.publisher.root())
     }
 
     /// The version the next publication will get.
@@ -342,6 +329,30 @@ impl Registry {
     /// The current version's name, if any.
     pub fn current_version(&self) -> Result<Option<String>> {
         self.publisher.current()
+    }
+
+    /// Removes the versions no one needs any more, keeping the current one, the one a rollback goes back to (the
+    /// newest published version older than the current one), the newest `newest` and `also` (what a speed layer's
+    /// state is built on). Returns the removed versions.
+    pub fn retain(&self, newest: usize, also: &[String]) -> Result<Vec<String>> {
+        let manifests = self.manifests()?;
+        let mut keep: std::collections::BTreeSet<String> = also.iter().cloned().collect();
+        keep.extend(manifests.iter().rev().take(newest).map(|m| m.version.clone()));
+        if let Some(current) = self.current_version()? {
+            let rollback = manifests
+                .iter()
+                .rev()
+                .filter(|m| m.version < current)
+                .find(|m| m.gate.as_ref().is_none_or(|g| g.published));
+            keep.extend(rollback.map(|m| m.version.clone()));
+            keep.insert(current);
+        }
+        self.publisher.retain(&keep)
+    }
+
+    /// Removes what crashed publications left behind (staging folders, temporary pointer files).
+    pub fn sweep(&self) -> Result<Vec<PathBuf>> {
+        self.publisher.sweep()
     }
 
     /// Loads one version.

@@ -115,14 +115,26 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn text_id(field: &str, v: Option<&Value>) -> Result<String, Rejection> {
+fn text_id(field: &str, v: Option<&Value>, max_bytes: usize, setting: &str) -> Result<String, Rejection> {
     match v {
         None | Some(Value::Null) => Err(Rejection::new(field, "is missing")),
         Some(Value::String(s)) if s.is_empty() => Err(Rejection::new(field, "is empty")),
-        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::String(s)) => Ok(bounded(field, s, max_bytes, setting)?.to_string()),
         Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
         Some(other) => Err(Rejection::new(field, format!("must be a string or an integer, got {}", type_name(other)))),
     }
+}
+
+/// Refuses a string longer than the spec allows: ids, keys and values are kept in memory, in the views and in the
+/// archive, and one hostile record must not be able to fill them.
+fn bounded<'a>(field: &str, s: &'a str, max_bytes: usize, setting: &str) -> Result<&'a str, Rejection> {
+    if s.len() > max_bytes {
+        return Err(Rejection::new(
+            field,
+            format!("is {} bytes long; at most {max_bytes} are allowed (`{setting}`)", s.len()),
+        ));
+    }
+    Ok(s)
 }
 
 /// Parses a numeric JSON value, refusing non-finite numbers and strings such as "NaN".
@@ -172,8 +184,8 @@ impl Spec {
         }
         let (id, key, time) = match mode {
             Mode::Event => {
-                let id = text_id(&d.id_column, obj.get(&d.id_column))?;
-                let key = text_id(&d.key_column, obj.get(&d.key_column))?;
+                let id = text_id(&d.id_column, obj.get(&d.id_column), d.max_id_bytes, "dataset.max_id_bytes")?;
+                let key = text_id(&d.key_column, obj.get(&d.key_column), d.max_key_bytes, "dataset.max_key_bytes")?;
                 let time = match obj.get(&d.time_column) {
                     None | Some(Value::Null) => return Err(Rejection::new(&d.time_column, "is missing")),
                     Some(v) => d.time_window.parse(d.time_format, v).map_err(|m| Rejection::new(&d.time_column, m))?,
@@ -192,7 +204,9 @@ impl Spec {
                 (FeatureKind::Numeric, None) => Cell::Num(None),
                 (FeatureKind::Numeric, Some(v)) => Cell::Num(Some(number(&f.name, v)?)),
                 (FeatureKind::Categorical, None) => Cell::Cat(None),
-                (FeatureKind::Categorical, Some(Value::String(s))) => Cell::Cat(Some(s.clone())),
+                (FeatureKind::Categorical, Some(Value::String(s))) => {
+                    Cell::Cat(Some(bounded(&f.name, s, d.max_value_bytes, "dataset.max_value_bytes")?.to_string()))
+                }
                 (FeatureKind::Categorical, Some(Value::Number(n))) if n.is_i64() || n.is_u64() => {
                     Cell::Cat(Some(n.to_string()))
                 }
@@ -222,7 +236,9 @@ impl Spec {
         match self.dataset.task {
             Task::Regression => Ok(Target::Value(number(field, v)?)),
             _ => match v {
-                Value::String(s) if !s.is_empty() => Ok(Target::Class(s.clone())),
+                Value::String(s) if !s.is_empty() => Ok(Target::Class(
+                    bounded(field, s, self.dataset.max_value_bytes, "dataset.max_value_bytes")?.into(),
+                )),
                 Value::Bool(b) => Ok(Target::Class(b.to_string())),
                 Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Target::Class(n.to_string())),
                 other => Err(Rejection::new(
@@ -670,6 +686,32 @@ mod tests {
         assert_eq!(e.features, vec![Cell::Num(None), Cell::Cat(None), Cell::Bool(None)]);
         assert_eq!(e.target, None);
         assert_eq!(e.time, 1_764_144_000_000);
+    }
+
+    #[test]
+    fn ids_keys_and_string_values_past_their_byte_limit_are_rejected_with_the_limit_named() {
+        let s = spec();
+        let d = &s.dataset;
+        let base = json!({"id": "e", "user": "u", "ts": 1764144000000i64, "country": "fr", "label": "1"});
+        for (field, limit, setting) in [
+            ("id", d.max_id_bytes, "max_id_bytes"),
+            ("user", d.max_key_bytes, "max_key_bytes"),
+            ("country", d.max_value_bytes, "max_value_bytes"),
+            ("label", d.max_value_bytes, "max_value_bytes"),
+        ] {
+            // At the limit it passes; one byte (a two-byte character here) more is refused in both modes.
+            let mut at = base.clone();
+            at[field] = json!("é".repeat(limit / 2));
+            s.parse_record(&at, Mode::Event).unwrap();
+            let mut over = base.clone();
+            over[field] = json!(format!("{}x", "é".repeat(limit / 2)));
+            let r = s.parse_record(&over, Mode::Event).unwrap_err();
+            assert_eq!(r.field, field);
+            assert!(r.problem.contains(&format!("at most {limit}")) && r.problem.contains(setting), "{r}");
+            if field == "country" {
+                assert_eq!(s.parse_record(&over, Mode::Predict).unwrap_err().field, field);
+            }
+        }
     }
 
     #[test]

@@ -87,6 +87,27 @@ pub struct Dataset {
     /// archived, and the next batch run trains on the new class.
     #[serde(default)]
     pub allow_new_classes: bool,
+    /// Longest event id, in bytes of UTF-8 (default 256); a longer one is rejected with the reason.
+    #[serde(default = "default_max_id_bytes")]
+    pub max_id_bytes: usize,
+    /// Longest key, in bytes (default 256): each key is a row of the views, kept in memory and on disk.
+    #[serde(default = "default_max_key_bytes")]
+    pub max_key_bytes: usize,
+    /// Longest string value of a categorical feature or a class label, in bytes (default 1,024).
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
+}
+
+fn default_max_id_bytes() -> usize {
+    256
+}
+
+fn default_max_key_bytes() -> usize {
+    256
+}
+
+fn default_max_value_bytes() -> usize {
+    1024
 }
 
 /// The `[paths]` table. Relative paths are resolved against the spec file's folder.
@@ -128,6 +149,10 @@ pub struct BatchSettings {
     pub families: Vec<String>,
     /// Seed of every random choice of the search (bootstrap samples, dimension draws).
     pub seed: u64,
+    /// Model versions the registry keeps after each run: the newest this many, and always the current one, the one
+    /// a rollback goes back to and the one the speed layer's state is built on (with their batch views). 0 keeps
+    /// every version.
+    pub keep_versions: usize,
     /// Wall time the search may take, e.g. "60s": no candidate starts after it (the manifest then says the search
     /// was cut by time).
     pub time_budget: String,
@@ -264,6 +289,7 @@ impl Default for BatchSettings {
             min_metric: None,
             families: FAMILIES.iter().map(|f| f.to_string()).collect(),
             seed: 0,
+            keep_versions: 20,
             time_budget: "60s".into(),
             sample_rows: 10_000,
             folds: 3,
@@ -772,6 +798,15 @@ impl RawSpec {
         let ingest_wait = duration(&s.ingest_wait).map_err(|m| fail(format!("`speed.ingest_wait`: {m}")))?;
         let min_seq_wait =
             duration(&self.serving.min_seq_wait).map_err(|m| fail(format!("`serving.min_seq_wait`: {m}")))?;
+        for (name, limit) in [
+            ("max_id_bytes", d.max_id_bytes),
+            ("max_key_bytes", d.max_key_bytes),
+            ("max_value_bytes", d.max_value_bytes),
+        ] {
+            if limit == 0 {
+                return Err(fail(format!("`dataset.{name}` must be at least 1")));
+            }
+        }
         if d.allow_new_classes && d.task != Task::MulticlassClassification {
             return Err(fail(format!(
                 "`dataset.allow_new_classes` needs `task = \"multiclass_classification\"`, not {:?}",

@@ -333,6 +333,62 @@ pub fn temp_name(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
+/// Removes what writers that are no longer running left in `dir` (not below it): files and folders under a
+/// [`temp_name`] (`.NAME.tmp-PID-N`) or a staging name (`NAME-PID` in a `.staging` folder) whose process has
+/// ended. A crash between creating one and renaming it leaves it behind, and nothing else ever removes it. Returns
+/// what was removed.
+pub fn sweep_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let staging = dir.file_name().is_some_and(|n| n == ".staging");
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = if staging { staging_pid(&name) } else { temp_pid(&name) };
+        if !pid.is_some_and(|p| p != std::process::id() && !process_alive(p)) {
+            continue;
+        }
+        let path = entry.path();
+        let gone = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        match gone {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+    if !removed.is_empty() {
+        tracing::info!(folder = %dir.display(), removed = removed.len(), "removed what crashed writers left");
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// The writer's process id in a [`temp_name`].
+fn temp_pid(name: &str) -> Option<u32> {
+    let rest = &name[name.rfind(".tmp-")? + 5..];
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// The writer's process id in a staging folder's name (`v000007-PID`).
+fn staging_pid(name: &str) -> Option<u32> {
+    name.rsplit_once('-')?.1.parse().ok()
+}
+
+/// Whether a process runs under `pid` (on Linux; elsewhere every process counts as running, so nothing is swept).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
 /// The error a fail point injects in tests: what a full disk answers.
 pub fn injected(path: &Path) -> Error {
     Error::io(path, io::Error::new(io::ErrorKind::StorageFull, "injected fault: no space left on device"))

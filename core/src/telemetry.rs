@@ -118,7 +118,7 @@ pub async fn metrics_route() -> Response {
 pub async fn track(service: &'static str, req: Request, next: Next) -> Response {
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method()).to_string();
     let started = Instant::now();
     let response = next.run(req).await;
     let labels = [
@@ -130,6 +130,24 @@ pub async fn track(service: &'static str, req: Request, next: Next) -> Response 
     metrics::counter!("lambda_http_requests_total", &labels).increment(1);
     metrics::histogram!("lambda_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A request's method as a label: the standard ones by name, any other as `other`, so that made-up methods cannot
+/// add series without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    KNOWN.iter().find(|m| *m == method).map_or("other", |m| m.as_str())
 }
 
 fn detector_level(d: &DetectorStatus) -> f64 {

@@ -17,6 +17,26 @@ use crate::Result;
 
 /// Events per record batch while streaming the log into Parquet.
 const BATCH_ROWS: usize = 8192;
+/// Bytes of strings per record batch: an Arrow string column holds at most 2 GiB, and events written before the
+/// spec's byte limits (or under generous ones) may be long.
+const BATCH_BYTES: usize = 64 << 20;
+
+/// The string bytes an event adds to a record batch.
+fn string_bytes(e: &Event) -> usize {
+    let cells: usize = e
+        .features
+        .iter()
+        .map(|c| match c {
+            lambda_core::schema::Cell::Cat(Some(s)) => s.len(),
+            _ => 8,
+        })
+        .sum();
+    let target = match &e.target {
+        Some(lambda_core::schema::Target::Class(c)) => c.len(),
+        _ => 8,
+    };
+    e.id.len() + e.key.len() + cells + target
+}
 
 /// What [`seal`] wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +96,7 @@ pub fn seal(spec: &Spec, log: &LogView, after: u64, through: u64) -> Result<Opti
     }
     let mut file: Option<ParquetFile> = None;
     let mut rows: Vec<(u64, Event)> = Vec::with_capacity(BATCH_ROWS);
+    let mut bytes = 0usize;
     let mut first_last: Option<(u64, u64)> = None;
     let mut path = PathBuf::new();
     let write = |rows: &mut Vec<(u64, Event)>, file: &mut Option<ParquetFile>| -> Result<()> {
@@ -100,8 +121,10 @@ pub fn seal(spec: &Spec, log: &LogView, after: u64, through: u64) -> Result<Opti
             file = Some(ParquetFile::create(&path, master::schema(spec))?);
         }
         first_last = Some((first_last.map_or(r.seq, |(f, _)| f), r.seq));
+        bytes += string_bytes(&r.event);
         rows.push((r.seq, r.event));
-        if rows.len() >= BATCH_ROWS {
+        if rows.len() >= BATCH_ROWS || bytes >= BATCH_BYTES {
+            bytes = 0;
             if let Err(e) = write(&mut rows, &mut file) {
                 failure = Some(e);
                 return Ok(false);

@@ -20,6 +20,7 @@ use lambda_core::checkpoint::{
     self, BatchSide, Checkpoint, FreezeRecord, LearnerFile, LearnerStatus, Live, LiveState, RetrainState,
     RetrainStatus, SourcePosition, SourceState, SpeedModel, SpeedSide, SpeedStats, ViewFile, WindowStatuses,
 };
+use lambda_core::lock::FolderLock;
 use lambda_core::master;
 use lambda_core::model::{LinearModel, NonFinite, Prediction};
 use lambda_core::online::{AdaptiveLinear, NagState, OnlineLearner};
@@ -353,6 +354,8 @@ fn learn(
 pub struct Learner {
     spec: Spec,
     state: PathBuf,
+    /// The state folder's lock, held for the learner's life.
+    _lock: FolderLock,
     log: Log,
     dedup: Dedup,
     dead: DeadLetters,
@@ -632,6 +635,18 @@ impl Learner {
     pub fn open(spec: Spec, live: Option<Arc<Live>>) -> Result<Learner> {
         let state = spec.paths.state.clone();
         create_dir_synced(&state)?;
+        // Two writers would hand out the same sequence numbers and interleave their log frames.
+        let lock = FolderLock::try_acquire(&state)?;
+        for dir in [
+            state.clone(),
+            checkpoint::dir(&state),
+            checkpoint::views_dir(&state),
+            checkpoint::learners_dir(&state),
+            checkpoint::goods_dir(&state),
+            state.join("dedup"),
+        ] {
+            lambda_core::state::sweep_temp_files(&dir)?;
+        }
         if state.join("checkpoints/CURRENT").exists() || state.join("wal.ndjson").exists() {
             return Err(Error::State(format!(
                 "{} holds the state of an earlier lambda-ml (checkpoints/, wal.ndjson). That version archived every \
@@ -678,6 +693,7 @@ impl Learner {
                 Learner {
                     spec: spec.clone(),
                     state: state.clone(),
+                    _lock: lock,
                     log,
                     dedup,
                     dead,
@@ -754,6 +770,7 @@ impl Learner {
                 Learner {
                     spec: spec.clone(),
                     state: state.clone(),
+                    _lock: lock,
                     log,
                     dedup,
                     dead,
@@ -2039,6 +2056,13 @@ impl Learner {
         let (view, live) = (self.log.view(), self.live.is_some());
         let b = Built::through(&self.spec, published, live, self.archived_through, &view, self.last_seq, seed)?;
         self.switch(b);
+        if seed_ids {
+            // The seeded ids come from the master dataset, which no replay of the log reads again: a run must hold
+            // them before the checkpoint does, or a crash before the next flush forgets them.
+            let retired = self.dedup.flush(self.last_seq, now_millis(), self.worker.is_none())?;
+            self.dedup_retired.extend(retired);
+            self.dirty = true;
+        }
         self.checkpoint()?;
         Ok(())
     }

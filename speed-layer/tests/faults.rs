@@ -489,6 +489,8 @@ fn dies_in_the_checkpoint(mut l: Learner, spec: &Spec, request: Vec<Incoming>) -
     let died = catch_unwind(AssertUnwindSafe(|| l.ingest(request).unwrap())).is_err();
     fail::cfg("checkpoint::before_manifest", "off").unwrap();
     assert!(died, "the request's freeze checkpoints at once");
+    // The dead process's lock on the state folder goes with it.
+    drop(l);
     Learner::open(spec.clone(), None).unwrap()
 }
 

@@ -629,6 +629,100 @@ fn a_first_start_takes_in_the_events_the_batch_model_has_not_seen() {
 }
 
 #[test]
+fn ids_seeded_at_a_first_start_are_still_known_after_a_crash_right_after_it() {
+    // Regression: the ids of the archived events a first start takes in were kept in memory alone, and the
+    // checkpoint said the runs held every id through the start: a crash before the next flush forgot them.
+    let (_dir, spec) = setup();
+    let events: Vec<Event> = parsed(&spec, 0..40);
+    let rows: Vec<(u64, &Event)> = events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
+    lambda_core::master::write_events(&spec, &spec.paths.master.join("date=2026-01-01/part-1.parquet"), &rows).unwrap();
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(learner.last_seq(), 40);
+    // Killed before anything else happened.
+    drop(learner);
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    let r = learner.ingest(items(&spec, 30..45)).unwrap();
+    assert_eq!((r.accepted, r.duplicates, r.first_seq), (5, 10, Some(41)));
+}
+
+/// Every file under `dir` with its bytes.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_second_process_on_one_state_folder_is_refused_naming_the_holder_and_the_first_goes_on() {
+    // Regression: a backfill (`speed --once`) beside a running daemon was accepted; both handed out the same
+    // sequence numbers into one log, and the daemon could not start again.
+    let (_dir, spec) = setup();
+    let mut first = Learner::open(spec.clone(), None).unwrap();
+    first.ingest(items(&spec, 0..100)).unwrap();
+    match Learner::open(spec.clone(), None) {
+        Err(lambda_speed::Error::Core(lambda_core::Error::Locked { path, holder })) => {
+            assert_eq!(path, spec.paths.state.join(".lock"));
+            assert!(holder.contains(&format!("process {}", std::process::id())), "{holder}");
+        }
+        Err(other) => panic!("expected the state folder to be locked, got {other}"),
+        Ok(_) => panic!("a second learner opened the state folder the first one holds"),
+    }
+    first.ingest(items(&spec, 100..200)).unwrap();
+    first.checkpoint_whole().unwrap();
+    let expected = summary(&first.side());
+    drop(first);
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(learner.last_seq(), 200);
+    assert_eq!(summary(&learner.side()), expected);
+}
+
+#[test]
+fn an_unreadable_learners_file_stops_the_start_and_deletes_nothing() {
+    // Regression: it was taken as absent, the learners started afresh, and the start deleted the file.
+    let (_dir, spec) = setup();
+    let mut learner = Learner::open(spec.clone(), None).unwrap();
+    learner.ingest(items(&spec, 0..150)).unwrap();
+    learner.checkpoint_whole().unwrap();
+    let expected = summary(&learner.side());
+    drop(learner);
+    let listed = checkpoint::read(&spec.paths.state).unwrap().unwrap().learner_file.unwrap();
+    let path = checkpoint::learners_dir(&spec.paths.state).join(&listed.name);
+    let good = std::fs::read(&path).unwrap();
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&path, &damaged).unwrap();
+    let before = files_under(&spec.paths.state);
+    match Learner::open(spec.clone(), None) {
+        Err(lambda_speed::Error::Core(lambda_core::Error::Unreadable { what, .. })) => {
+            assert!(what.contains(&listed.name), "{what}")
+        }
+        Err(other) => panic!("expected the learners' file to be unreadable, got {other}"),
+        Ok(_) => panic!("a start went on without the learners' file"),
+    }
+    let mut after = files_under(&spec.paths.state);
+    // The refused start took the folder's lock and wrote who it was; nothing else changed.
+    after.remove(&spec.paths.state.join(".lock"));
+    let mut before = before;
+    before.remove(&spec.paths.state.join(".lock"));
+    assert_eq!(after, before);
+    // Put back, the state restarts where it was.
+    std::fs::write(&path, &good).unwrap();
+    let learner = Learner::open(spec.clone(), None).unwrap();
+    assert_eq!(summary(&learner.side()), expected);
+}
+
+#[test]
 fn start_without_a_batch_model_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
@@ -711,6 +805,37 @@ mod http {
         let speed = Arc::try_unwrap(speed).ok().unwrap();
         tokio::task::block_in_place(|| speed.stop()).unwrap();
         assert_eq!(on_disk(&spec).last_seq, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_200_kb_id_or_key_is_refused_with_its_limit_named_and_the_rest_is_archived() {
+        // Regression: a 200 kB id was accepted; 8,192 of them in one archive batch overflow an Arrow string
+        // column, and the archive worker panicked on every start.
+        let dir = tempfile::tempdir().unwrap();
+        let text = SPEC.replace("max_body_bytes = 4096", "max_body_bytes = 1000000");
+        let spec = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap();
+        publish(&spec, 0.5, 0.0, 0);
+        let speed = Arc::new(tokio::task::block_in_place(|| Speed::start(spec.clone(), None)).unwrap());
+        let router = lambda_speed::http::router(speed.clone());
+        let long = "x".repeat(200_000);
+        let mut one = event(1);
+        one["id"] = json!(long);
+        let (s, v) = send(router.clone(), one.to_string()).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(error.contains("`id`") && error.contains("200000 bytes") && error.contains("max_id_bytes"), "{v}");
+        let mut keyed = event(3);
+        keyed["user"] = json!(long);
+        let (s, v) = send(router.clone(), format!("{}\n{keyed}\n{}\n", event(2), event(4))).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!((v["accepted"].as_u64(), v["rejected"][0]["line"].as_u64()), (Some(2), Some(2)), "{v}");
+        assert!(v["rejected"][0]["error"].as_str().unwrap().contains("max_key_bytes"), "{v}");
+        tokio::task::block_in_place(|| speed.archive_all_blocking()).unwrap();
+        let ids: Vec<String> = master_rows(&spec).into_iter().map(|(_, id)| id).collect();
+        assert_eq!(ids, ["e2", "e4"]);
+        drop(router);
+        let speed = Arc::try_unwrap(speed).ok().unwrap();
+        tokio::task::block_in_place(|| speed.stop()).unwrap();
     }
 }
 
