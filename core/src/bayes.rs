@@ -102,7 +102,7 @@ impl NaiveBayes {
                 s
             })
             .collect();
-        crate::model::softmax(scores)
+        softmax(scores)
     }
 
     /// Checks shapes and values.
@@ -119,6 +119,19 @@ impl NaiveBayes {
         }
         Ok(())
     }
+}
+
+/// Probabilities from log-scores, shifted by the largest for stability; scores that are all -inf (no class
+/// possible) give equal shares.
+pub(crate) fn softmax(mut s: Vec<f64>) -> Vec<f64> {
+    let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for v in s.iter_mut() {
+        *v = if m.is_finite() { (*v - m).exp() } else { 1.0 };
+        sum += *v;
+    }
+    s.iter_mut().for_each(|v| *v /= sum);
+    s
 }
 
 #[cfg(test)]

@@ -29,15 +29,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::Prediction;
+pub use crate::names::{BATCH, BLEND, SPEED};
 use crate::prequential::Window;
 use crate::schema::Target;
 
-/// The batch champion's name among the components.
-pub const BATCH: &str = "batch";
-/// The speed layer's linear model's name.
-pub const SPEED: &str = "speed";
-/// The blend's own name (for pinning and status).
-pub const BLEND: &str = "blend";
 /// Scored events between two measures of the weights.
 pub const REWEIGH_EVERY: u64 = 100;
 /// Events every component must have scored before the weights leave the batch champion.

@@ -42,7 +42,7 @@ pub enum Error {
     },
     /// A record does not match the schema.
     #[error("{0}")]
-    Invalid(#[from] crate::schema::Rejection),
+    Invalid(#[from] crate::rejection::Rejection),
     /// Data does not fit what was asked of it (empty data, a single class, mismatched dimensions).
     #[error("{0}")]
     Data(String),

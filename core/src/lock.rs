@@ -70,7 +70,7 @@ fn open(dir: &Path) -> Result<(File, PathBuf)> {
 /// Who holds a lock, as a refused process reports it: process id, command line, since when.
 fn holder_line() -> String {
     let command: Vec<String> = std::env::args().collect();
-    let since = crate::registry::now_rfc3339();
+    let since = crate::time::now_rfc3339();
     format!("process {} (`{}`), since {since}\n", std::process::id(), command.join(" "))
 }
 

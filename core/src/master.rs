@@ -14,10 +14,10 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
-use crate::publish::sync_dir;
 use crate::schema::{Cell, Event, Target};
 use crate::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
 use crate::state::create_dir_synced;
+use crate::state::sync_dir;
 
 pub(crate) fn pq_err(path: &Path, e: impl ToString) -> Error {
     Error::Parquet { path: path.to_path_buf(), message: e.to_string() }

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bayes::softmax;
 use crate::error::{Error, Result};
 use crate::schema::Target;
 
@@ -308,19 +309,6 @@ impl TreeModel {
         }
         self.trees.validate(self.dim)
     }
-}
-
-/// Probabilities from log-scores, shifted by the largest for stability; scores that are all -inf (no class
-/// possible) give equal shares.
-pub(crate) fn softmax(mut s: Vec<f64>) -> Vec<f64> {
-    let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for v in s.iter_mut() {
-        *v = if m.is_finite() { (*v - m).exp() } else { 1.0 };
-        sum += *v;
-    }
-    s.iter_mut().for_each(|v| *v /= sum);
-    s
 }
 
 /// A model of any family over encoded vectors: what the batch layer publishes and every layer predicts with.

@@ -21,6 +21,7 @@ use crate::hoeffding::{
     AdaptiveRandomForest, AdaptiveSettings, ForestSettings, HoeffdingAdaptiveTree, HoeffdingTree, TreeSettings,
 };
 use crate::model::{LinearModel, NonFinite, Prediction};
+pub use crate::names::{CLASSIFIERS_ONLY, LEARNERS};
 use crate::online_bayes::{BayesStats, OnlineBayes};
 use crate::prequential::Window;
 use crate::schema::Target;
@@ -242,12 +243,6 @@ pub enum OnlineLearner {
     /// An adaptive random forest ([`crate::hoeffding::forest`]), boxed as the adaptive tree.
     AdaptiveRandomForest(Box<AdaptiveRandomForest>),
 }
-
-/// The names `speed.learners` accepts.
-pub const LEARNERS: [&str; 4] = ["hoeffding_tree", "hoeffding_adaptive_tree", "naive_bayes", "adaptive_random_forest"];
-
-/// The learners of [`LEARNERS`] that classify only.
-pub const CLASSIFIERS_ONLY: [&str; 1] = ["naive_bayes"];
 
 impl OnlineLearner {
     /// A learner by its name in [`LEARNERS`], for `encoder`'s vectors and `classes` (empty for regression). Naive

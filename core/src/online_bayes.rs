@@ -276,7 +276,7 @@ impl OnlineBayes {
                 score
             })
             .collect();
-        Prediction::Probabilities(crate::model::softmax(scores))
+        Prediction::Probabilities(crate::bayes::softmax(scores))
     }
 
     /// Checks the stored shapes and numbers, as after loading from disk.

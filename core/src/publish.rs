@@ -2,11 +2,11 @@
 //! the `CURRENT` pointer by writing a temporary file and renaming it over the old one. A reader that follows
 //! `CURRENT` sees a complete version or the previous one, never half of one. Old versions are kept for rollback.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::state::{replace_file, sync_dir, write_synced};
 
 /// A folder of versions named `<prefix><number>` with a `CURRENT` pointer.
 #[derive(Debug, Clone)]
@@ -16,29 +16,6 @@ pub struct Publisher {
 }
 
 const POINTER: &str = "CURRENT";
-
-/// Writes `bytes` to `path` and syncs it to disk.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-/// Syncs a folder so that renames inside it are durable.
-pub fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io(path, e))
-}
-
-/// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder).
-pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    crate::state::create_dir_synced(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = crate::state::temp_name(dir, &name);
-    write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(dir)
-}
 
 impl Publisher {
     /// A publisher rooted at `root`, naming versions `<prefix>000001`, `<prefix>000002`, ...

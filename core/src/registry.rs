@@ -2,7 +2,6 @@
 //! [`Publisher`], with a `CURRENT` pointer. Old versions stay for rollback.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -238,15 +237,7 @@ pub struct Gate {
     pub judged_rows: u64,
 }
 
-/// Current time as RFC 3339.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-/// Current time in milliseconds since the Unix epoch.
-pub fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::time::{now_millis, now_rfc3339};
 
 /// A published model: manifest and artifact.
 #[derive(Debug, Clone, PartialEq)]

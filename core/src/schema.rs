@@ -6,6 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::rejection::type_name;
+pub use crate::rejection::Rejection;
 use crate::spec::{FeatureKind, Spec, Task};
 
 /// One feature value of one record; `None` is a missing value.
@@ -77,23 +79,6 @@ impl RowSource for Event {
     }
 }
 
-/// Why a record was rejected: the field and the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}`: {problem}")]
-pub struct Rejection {
-    /// The field at fault (`$` for the record itself).
-    pub field: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl Rejection {
-    /// A rejection of `field`.
-    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Rejection { field: field.into(), problem: problem.into() }
-    }
-}
-
 /// Which parts of a record must be present when parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -101,18 +86,6 @@ pub enum Mode {
     Event,
     /// A prediction request: only features are read; id, key, time and target may be present and are ignored.
     Predict,
-}
-
-/// How a JSON value's kind is named in a rejection.
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn text_id(field: &str, v: Option<&Value>, max_bytes: usize, setting: &str) -> Result<String, Rejection> {
@@ -689,6 +662,31 @@ mod tests {
     }
 
     #[test]
+    fn bad_events_name_the_field() {
+        let s = spec();
+        let cases = [
+            (json!([1, 2]), "$"),
+            (json!({"user": "u", "ts": 1764144000000i64}), "id"),
+            (json!({"id": "e", "ts": 1764144000000i64}), "user"),
+            (json!({"id": "e", "user": "u"}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": "yesterday"}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": 1.5}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": 17956834}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": "2025-11-26T08:00:00"}), "ts"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "amount": "NaN"}), "amount"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "country": 1.5}), "country"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "mobile": "yes"}), "mobile"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "label": 0.5}), "label"),
+            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "amonut": 3}), "amonut"),
+            (json!({"id": "", "user": "u", "ts": 1764144000000i64}), "id"),
+        ];
+        for (value, field) in cases {
+            let r = s.parse_record(&value, Mode::Event).unwrap_err();
+            assert_eq!(r.field, field, "{value} -> {r}");
+        }
+    }
+
+    #[test]
     fn ids_keys_and_string_values_past_their_byte_limit_are_rejected_with_the_limit_named() {
         let s = spec();
         let d = &s.dataset;
@@ -711,31 +709,6 @@ mod tests {
             if field == "country" {
                 assert_eq!(s.parse_record(&over, Mode::Predict).unwrap_err().field, field);
             }
-        }
-    }
-
-    #[test]
-    fn bad_events_name_the_field() {
-        let s = spec();
-        let cases = [
-            (json!([1, 2]), "$"),
-            (json!({"user": "u", "ts": 1764144000000i64}), "id"),
-            (json!({"id": "e", "ts": 1764144000000i64}), "user"),
-            (json!({"id": "e", "user": "u"}), "ts"),
-            (json!({"id": "e", "user": "u", "ts": "yesterday"}), "ts"),
-            (json!({"id": "e", "user": "u", "ts": 1.5}), "ts"),
-            (json!({"id": "e", "user": "u", "ts": 17956834}), "ts"),
-            (json!({"id": "e", "user": "u", "ts": "2025-11-26T08:00:00"}), "ts"),
-            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "amount": "NaN"}), "amount"),
-            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "country": 1.5}), "country"),
-            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "mobile": "yes"}), "mobile"),
-            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "label": 0.5}), "label"),
-            (json!({"id": "e", "user": "u", "ts": 1764144000000i64, "amonut": 3}), "amonut"),
-            (json!({"id": "", "user": "u", "ts": 1764144000000i64}), "id"),
-        ];
-        for (value, field) in cases {
-            let r = s.parse_record(&value, Mode::Event).unwrap_err();
-            assert_eq!(r.field, field, "{value} -> {r}");
         }
     }
 

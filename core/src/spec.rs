@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::metrics::Metric;
+use crate::names::Metric;
 use crate::time::{TimeFormat, TimeWindow};
 
 /// What the model predicts.
@@ -337,7 +337,7 @@ pub struct SpeedSettings {
     /// `adaptive` warm start: the online steps start as small as if the batch model had been learned online from
     /// this many of its training rows.
     pub prior_events: u64,
-    /// Online learners beside the linear model (names in [`crate::online::LEARNERS`]): `hoeffding_tree`,
+    /// Online learners beside the linear model (names in [`crate::names::LEARNERS`]): `hoeffding_tree`,
     /// `hoeffding_adaptive_tree` and `adaptive_random_forest` learn the latest `learner_history_rows` of history
     /// then the stream, `naive_bayes` (classification only) starts from history's exact statistics.
     pub learners: Vec<String>,
@@ -496,7 +496,7 @@ impl Default for ServingSettings {
             max_body_bytes: 4 * 1024 * 1024,
             max_batch: 10_000,
             min_seq_wait: "1s".into(),
-            model: crate::blend::BLEND.into(),
+            model: crate::names::BLEND.into(),
         }
     }
 }
@@ -626,7 +626,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 impl RawSpec {
     /// The names `serving.model` and `?model=` accept.
     fn serving_models(&self) -> impl Iterator<Item = &str> {
-        use crate::blend::{BATCH, BLEND, SPEED};
+        use crate::names::{BATCH, BLEND, SPEED};
         [BLEND, BATCH, SPEED].into_iter().chain(self.speed.learners.iter().map(String::as_str))
     }
 
@@ -742,14 +742,14 @@ impl RawSpec {
         if let Some(r) = s.learning_rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(fail(format!("`speed.learning_rate` = {r} must be a finite number > 0")));
         }
-        if let Some(l) = s.learners.iter().find(|l| !crate::online::LEARNERS.contains(&l.as_str())) {
+        if let Some(l) = s.learners.iter().find(|l| !crate::names::LEARNERS.contains(&l.as_str())) {
             return Err(fail(format!(
                 "`speed.learners` has {l:?}; known learners: {}",
-                crate::online::LEARNERS.join(", ")
+                crate::names::LEARNERS.join(", ")
             )));
         }
         if !self.dataset.task.is_classification() {
-            if let Some(l) = s.learners.iter().find(|l| crate::online::CLASSIFIERS_ONLY.contains(&l.as_str())) {
+            if let Some(l) = s.learners.iter().find(|l| crate::names::CLASSIFIERS_ONLY.contains(&l.as_str())) {
                 return Err(fail(format!("`speed.learners`: {l} classifies only; the task is regression")));
             }
         }

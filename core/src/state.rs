@@ -17,7 +17,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::publish::sync_dir;
 
 /// Bytes of a file header: magic and format version.
 pub const HEADER_LEN: usize = 8;
@@ -175,6 +174,29 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(at)
+}
+
+/// Writes `bytes` to `path` and syncs it to disk.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Syncs a folder so that renames inside it are durable.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+/// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_dir_synced(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = temp_name(dir, &name);
+    write_synced(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sync_dir(dir)
 }
 
 /// Creates `dir` and every missing parent, syncing each parent in which a folder was created, so that the new

@@ -139,7 +139,7 @@ impl TimeWindow {
             (TimeFormat::Rfc3339, other) => Err(format!(
                 "must be an RFC 3339 time such as \"2026-11-26T08:00:00Z\" (`dataset.time_format` = \"rfc3339\"), \
                  got {}",
-                crate::schema::type_name(other)
+                crate::rejection::type_name(other)
             )),
             (TimeFormat::Auto, Value::Number(n)) => {
                 let x = finite(n)?;
@@ -171,7 +171,10 @@ impl TimeWindow {
             }
             (_, other) => {
                 let (name, _) = format.unit().ok_or("has no unit")?;
-                Err(format!("must be a number of {name} since the Unix epoch, got {}", crate::schema::type_name(other)))
+                Err(format!(
+                    "must be a number of {name} since the Unix epoch, got {}",
+                    crate::rejection::type_name(other)
+                ))
             }
         }
     }
@@ -185,6 +188,16 @@ fn finite(n: &serde_json::Number) -> Result<f64, String> {
 fn to_ms_checked(x: f64, to_ms: f64) -> Option<i64> {
     let ms = (x * to_ms).round();
     (ms.abs() < 9.0e18).then_some(ms as i64)
+}
+
+/// Current time as RFC 3339.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Current time in milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ impl DeadLetters {
         let existed = path.exists();
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         if !existed {
-            lambda_core::publish::sync_dir(state)?;
+            lambda_core::state::sync_dir(state)?;
         }
         let mut bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let whole = DeadLetters::whole_lines(&path)?;
@@ -224,7 +224,7 @@ impl DeadLetters {
         fs::rename(&self.path, old(1)).map_err(|e| Error::io(old(1), e))?;
         self.file =
             OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        lambda_core::publish::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        lambda_core::state::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
         self.bytes = 0;
         Ok(())
     }

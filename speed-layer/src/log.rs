@@ -13,8 +13,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use lambda_core::checkpoint::SourcePosition;
-use lambda_core::publish::sync_dir;
 use lambda_core::schema::Event;
+use lambda_core::state::sync_dir;
 use lambda_core::state::{self, create_dir_synced, FrameReader, Kind, Next};
 use serde::{Deserialize, Serialize};
 
