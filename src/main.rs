@@ -681,7 +681,7 @@ async fn up(spec: Spec, source: Option<Source>) -> Result<()> {
     };
     // One base URL for a newcomer's client: the serving address takes events too.
     let ingest = lambda_speed::http::ingest_routes(speed.clone())
-        .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("serving", r, n)));
+        .layer(axum::middleware::from_fn(|r, n| lambda_http::telemetry::track("serving", r, n)));
     let routes = lambda_serving::router_with(serving, Some((ingest, lambda_speed::http::ingest_openapi())));
     let a = axum::serve(serve_listener, routes).with_graceful_shutdown(wait(rx.clone()));
     let b = axum::serve(ingest_listener, lambda_speed::http::router(speed.clone())).with_graceful_shutdown(wait(rx));

@@ -10,7 +10,6 @@
 //! them with the same encoder, updates the model by SGD and folds them into realtime views. The serving layer merges
 //! both.
 
-pub mod api;
 pub mod bayes;
 pub mod blend;
 pub mod checkpoint;
@@ -34,7 +33,6 @@ pub mod rejection;
 pub mod schema;
 pub mod spec;
 pub mod state;
-pub mod telemetry;
 #[cfg(test)]
 mod testing;
 pub mod time;

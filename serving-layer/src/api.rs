@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lambda_core::api::{ErrorBody, EventSchema, EventsSchema, Live, PredictSchema, RecordSchema};
+use lambda_http::api::{ErrorBody, EventSchema, EventsSchema, Live, PredictSchema, RecordSchema};
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
 
@@ -339,10 +339,10 @@ pub mod v2 {
         crate::predict,
         crate::view,
         crate::models,
-        lambda_core::api::live,
+        lambda_http::api::live,
         crate::ready,
-        lambda_core::api::metrics,
-        lambda_core::api::openapi_json,
+        lambda_http::api::metrics,
+        lambda_http::api::openapi_json,
         crate::v2::server,
         crate::v2::server_live,
         crate::v2::server_ready,

@@ -175,9 +175,9 @@ impl Serving {
         Ok(true)
     }
 
-    /// Sets what this service serves in the Prometheus metrics (see `lambda_core::telemetry`).
+    /// Sets what this service serves in the Prometheus metrics (see `lambda_http::telemetry`).
     pub fn collect_metrics(&self) {
-        use lambda_core::telemetry as t;
+        use lambda_http::telemetry as t;
         let Some(st) = self.state() else { return };
         t::set_model_version("serving", st.batch.version());
         metrics::gauge!("lambda_serving_speed_seq").set(st.seq() as f64);
@@ -241,9 +241,7 @@ pub async fn reload_loop(serving: Arc<Serving>) {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
-}
+use lambda_http::error;
 
 /// The service's routes.
 pub fn router(serving: Arc<Serving>) -> Router {
@@ -254,34 +252,34 @@ pub fn router(serving: Arc<Serving>) -> Router {
 /// speed layer's ingest under `up`.
 pub fn router_with(serving: Arc<Serving>, more: Option<(Router, utoipa::openapi::OpenApi)>) -> Router {
     use utoipa::OpenApi;
-    lambda_core::telemetry::register(&serving, Serving::collect_metrics);
+    lambda_http::telemetry::register(&serving, Serving::collect_metrics);
     let mut doc = api::ServingApi::openapi();
     let spec = serving.spec.clone();
     let mut routes = Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/views/{key}", get(view))
         .route("/v1/models", get(models))
-        .route("/health/live", get(lambda_core::api::live))
+        .route("/health/live", get(lambda_http::api::live))
         .route("/health/ready", get(ready))
-        .route("/metrics", get(lambda_core::api::metrics))
+        .route("/metrics", get(lambda_http::api::metrics))
         .merge(v2::routes())
-        .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("serving", r, n)))
+        .layer(axum::middleware::from_fn(|r, n| lambda_http::telemetry::track("serving", r, n)))
         .with_state(serving);
     if let Some((router, more_doc)) = more {
         routes = routes.merge(router);
         doc.merge(more_doc);
     }
-    let doc = lambda_core::api::document(doc, &spec, "serving");
+    let doc = lambda_http::api::document(doc, &spec, "serving");
     routes
-        .route("/openapi.json", get(lambda_core::api::openapi_json))
+        .route("/openapi.json", get(lambda_http::api::openapi_json))
         .layer(axum::Extension(Arc::new(doc)))
-        .layer(axum::middleware::from_fn(lambda_core::api::json_errors))
+        .layer(axum::middleware::from_fn(lambda_http::api::json_errors))
 }
 
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "A model is loaded; `degraded` with the alerts while a drift or a freeze is raised.", body = api::Ready),
-        (status = 503, description = "No model loaded yet.", body = lambda_core::api::ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = lambda_http::api::ErrorBody),
     ))]
 async fn ready(State(s): State<Arc<Serving>>) -> Response {
     match s.state() {
@@ -452,11 +450,11 @@ fn prediction_json(classes: &[String], p: &Prediction) -> Value {
         description = "One record (the answer has `prediction`), an array of records or `{\"records\": [...]}` (the answer has `predictions`)."),
     responses(
         (status = 200, description = "The prediction, the model that answered and every model's weight.", body = api::PredictResponse),
-        (status = 400, description = "Not JSON, not a record or an array of them, or an unknown model.", body = lambda_core::api::ErrorBody),
-        (status = 409, description = "The served state has not reached `min_seq` within `serving.min_seq_wait`.", body = lambda_core::api::ErrorBody),
-        (status = 413, description = "A body over `serving.max_body_bytes` or more than `serving.max_batch` records.", body = lambda_core::api::ErrorBody),
-        (status = 422, description = "A record does not fit the pipeline's schema, or a value lies far outside the range seen in history; the error names the field.", body = lambda_core::api::ErrorBody),
-        (status = 503, description = "No model loaded yet.", body = lambda_core::api::ErrorBody),
+        (status = 400, description = "Not JSON, not a record or an array of them, or an unknown model.", body = lambda_http::api::ErrorBody),
+        (status = 409, description = "The served state has not reached `min_seq` within `serving.min_seq_wait`.", body = lambda_http::api::ErrorBody),
+        (status = 413, description = "A body over `serving.max_body_bytes` or more than `serving.max_batch` records.", body = lambda_http::api::ErrorBody),
+        (status = 422, description = "A record does not fit the pipeline's schema, or a value lies far outside the range seen in history; the error names the field.", body = lambda_http::api::ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = lambda_http::api::ErrorBody),
     ))]
 async fn predict(State(s): State<Arc<Serving>>, Query(q): Query<ReadParams>, body: Body) -> Response {
     if s.state().is_none() {
@@ -617,10 +615,10 @@ pub(crate) async fn answer(
     params(("key" = String, Path, description = "The entity key."), ("min_seq" = Option<u64>, Query, description = "Answer only once the served state has applied this ingestion sequence number.")),
     responses(
         (status = 200, description = "The key's batch view merged with its realtime view.", body = api::View),
-        (status = 400, description = "An unreadable query.", body = lambda_core::api::ErrorBody),
-        (status = 404, description = "No event of this key.", body = lambda_core::api::ErrorBody),
-        (status = 409, description = "The served state has not reached `min_seq` in time.", body = lambda_core::api::ErrorBody),
-        (status = 503, description = "No model loaded yet.", body = lambda_core::api::ErrorBody),
+        (status = 400, description = "An unreadable query.", body = lambda_http::api::ErrorBody),
+        (status = 404, description = "No event of this key.", body = lambda_http::api::ErrorBody),
+        (status = 409, description = "The served state has not reached `min_seq` in time.", body = lambda_http::api::ErrorBody),
+        (status = 503, description = "No model loaded yet.", body = lambda_http::api::ErrorBody),
     ))]
 async fn view(State(s): State<Arc<Serving>>, Path(key): Path<String>, Query(q): Query<ReadParams>) -> Response {
     let (st, realtime, seq) = match wait_for(&s, q.min_seq, |st| match &st.speed {
@@ -662,7 +660,7 @@ async fn view(State(s): State<Arc<Serving>>, Path(key): Path<String>, Query(q): 
 #[utoipa::path(get, path = "/v1/models", tag = "v1",
     responses(
         (status = 200, description = "The served version, every published version, and the speed layer's models, drift detectors, blend, freeze and retraining.", body = api::Models),
-        (status = 500, description = "The registry could not be read.", body = lambda_core::api::ErrorBody),
+        (status = 500, description = "The registry could not be read.", body = lambda_http::api::ErrorBody),
     ))]
 async fn models(State(s): State<Arc<Serving>>) -> Response {
     let registry = Registry::open(&s.spec.paths.registry);

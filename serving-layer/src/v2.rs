@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::v2::{InferRequest, InferResponse, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady};
 use crate::{answer, error, Serving};
-use lambda_core::api::ErrorBody;
+use lambda_http::api::ErrorBody;
 
 /// The V2 routes, unversioned and for one version (which must be the one served).
 pub fn routes() -> Router<Arc<Serving>> {

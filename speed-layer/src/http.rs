@@ -7,18 +7,17 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use lambda_http::ApiError;
+
 use crate::{Error, Speed};
 
-/// A JSON error answer.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
-}
+pub use lambda_http::error;
 
 /// Reads a whole body up to `limit` bytes as UTF-8, or answers 413 / 400.
 pub async fn read_body(body: Body, limit: usize) -> Result<String, Response> {
@@ -31,45 +30,38 @@ pub async fn read_body(body: Body, limit: usize) -> Result<String, Response> {
 
 /// The answer to a speed-layer error: 503 with `Retry-After` for "busy" and storage failures.
 pub fn failure(e: &Error) -> Response {
-    let retry = match e {
-        Error::Busy(_) => Some("1"),
-        Error::Storage(_) => Some("5"),
-        _ => None,
-    };
-    match retry {
-        Some(secs) => {
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(secs));
-            r
-        }
-        None => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match e {
+        Error::Busy(_) => ApiError::unavailable(e.to_string(), 1),
+        Error::Storage(_) => ApiError::unavailable(e.to_string(), 5),
+        _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+    .into_response()
 }
 
 /// The ingest routes with the speed layer's own liveness route, Prometheus metrics and OpenAPI document, for its
 /// own address.
 pub fn router(speed: Arc<Speed>) -> Router {
     use utoipa::OpenApi;
-    lambda_core::telemetry::register(&speed, Speed::collect_metrics);
-    let doc = lambda_core::api::document(SpeedApi::openapi(), speed.spec(), "speed layer");
+    lambda_http::telemetry::register(&speed, Speed::collect_metrics);
+    let doc = lambda_http::api::document(SpeedApi::openapi(), speed.spec(), "speed layer");
     ingest_routes(speed)
-        .route("/health/live", get(lambda_core::api::live))
-        .route("/metrics", get(lambda_core::api::metrics))
-        .layer(axum::middleware::from_fn(|r, n| lambda_core::telemetry::track("speed", r, n)))
-        .route("/openapi.json", get(lambda_core::api::openapi_json))
+        .route("/health/live", get(lambda_http::api::live))
+        .route("/metrics", get(lambda_http::api::metrics))
+        .layer(axum::middleware::from_fn(|r, n| lambda_http::telemetry::track("speed", r, n)))
+        .route("/openapi.json", get(lambda_http::api::openapi_json))
         .layer(axum::Extension(Arc::new(doc)))
-        .layer(axum::middleware::from_fn(lambda_core::api::json_errors))
+        .layer(axum::middleware::from_fn(lambda_http::api::json_errors))
 }
 
 /// The speed layer's routes on its own address.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(events, status, lambda_core::api::live, lambda_core::api::metrics, lambda_core::api::openapi_json),
+    paths(events, status, lambda_http::api::live, lambda_http::api::metrics, lambda_http::api::openapi_json),
     components(schemas(
-        lambda_core::api::ErrorBody,
-        lambda_core::api::Live,
-        lambda_core::api::EventSchema,
-        lambda_core::api::EventsSchema
+        lambda_http::api::ErrorBody,
+        lambda_http::api::Live,
+        lambda_http::api::EventSchema,
+        lambda_http::api::EventsSchema
     )),
     info(description = "Ingest of one pipeline's live events (`POST /v1/events`), the speed layer's status, health \
         and Prometheus metrics. Every error answers `{\"error\": \"...\"}`.")
@@ -80,7 +72,7 @@ pub struct SpeedApi;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(events, status),
-    components(schemas(lambda_core::api::ErrorBody, lambda_core::api::EventSchema, lambda_core::api::EventsSchema))
+    components(schemas(lambda_http::api::ErrorBody, lambda_http::api::EventSchema, lambda_http::api::EventsSchema))
 )]
 pub struct IngestApi;
 
@@ -105,15 +97,15 @@ async fn status(State(speed): State<Arc<Speed>>) -> Response {
 #[utoipa::path(post, path = "/v1/events", tag = "speed",
     request_body(description = "One event, a JSON array of events, or NDJSON (one event per line).",
         content(
-            (lambda_core::api::EventsSchema = "application/json"),
+            (lambda_http::api::EventsSchema = "application/json"),
             (String = "application/x-ndjson"),
         )),
     responses(
         (status = 200, description = "The accepted events are durable; rejected records (with their line and reason) went to the dead letters.", body = crate::IngestReport),
-        (status = 400, description = "Not JSON or NDJSON, or not UTF-8.", body = lambda_core::api::ErrorBody),
-        (status = 413, description = "A body over `speed.max_body_bytes`.", body = lambda_core::api::ErrorBody),
-        (status = 422, description = "Every record was rejected: `error` names the first reason, the rest is the ingest report.", body = lambda_core::api::ErrorBody),
-        (status = 503, description = "The learner is behind or the disk cannot take the events; nothing of the request was accepted. Retry after `Retry-After` seconds.", body = lambda_core::api::ErrorBody),
+        (status = 400, description = "Not JSON or NDJSON, or not UTF-8.", body = lambda_http::api::ErrorBody),
+        (status = 413, description = "A body over `speed.max_body_bytes`.", body = lambda_http::api::ErrorBody),
+        (status = 422, description = "Every record was rejected: `error` names the first reason, the rest is the ingest report.", body = lambda_http::api::ErrorBody),
+        (status = 503, description = "The learner is behind or the disk cannot take the events; nothing of the request was accepted. Retry after `Retry-After` seconds.", body = lambda_http::api::ErrorBody),
     ))]
 async fn events(State(speed): State<Arc<Speed>>, body: Body) -> Response {
     let text = match read_body(body, speed.spec().speed.max_body_bytes).await {

@@ -162,9 +162,9 @@ impl Speed {
         self.spec.speed.max_queued.saturating_sub(self.queue.available_permits())
     }
 
-    /// Sets the speed layer's state in the Prometheus metrics (see `lambda_core::telemetry`).
+    /// Sets the speed layer's state in the Prometheus metrics (see `lambda_http::telemetry`).
     pub fn collect_metrics(&self) {
-        use lambda_core::telemetry as t;
+        use lambda_http::telemetry as t;
         let s = self.status();
         for (outcome, n) in [("accepted", s.accepted), ("rejected", s.rejected), ("duplicate", s.duplicates)] {
             metrics::counter!("lambda_speed_events_total", "outcome" => outcome).absolute(n);

@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::spec::{FeatureKind, Spec, Task};
-use crate::time::TimeFormat;
+use lambda_core::spec::{FeatureKind, Spec, Task};
+use lambda_core::time::TimeFormat;
 
 /// The body of every error answer.
 #[derive(Debug, ToSchema)]
@@ -92,8 +92,11 @@ fn time_schema(spec: &Spec) -> Value {
     let d = &spec.dataset;
     let w = &d.time_window;
     // The window is said in words: bounds as numbers would differ from the service's own rounding at the edges.
-    let within =
-        format!("inside [{}, {}) (dataset.time_window)", crate::time::show(w.from), crate::time::show(w.until));
+    let within = format!(
+        "inside [{}, {}) (dataset.time_window)",
+        lambda_core::time::show(w.from),
+        lambda_core::time::show(w.until)
+    );
     let epoch = |unit: &str| json!({"type": "number", "description": format!("{unit} since the Unix epoch, {within}")});
     let text = json!({"type": "string", "format": "date-time", "description": format!("an RFC 3339 time {within}")});
     match d.time_format {
@@ -194,10 +197,11 @@ pub fn document(mut doc: utoipa::openapi::OpenApi, spec: &Spec, title: &str) -> 
                 p["schema"] = json!({"type": "string", "enum": [spec.name]});
             }
             if p["name"] == "model" && p["in"] == "query" {
-                let models: Vec<&str> = [crate::blend::BLEND, crate::blend::BATCH, crate::blend::SPEED]
-                    .into_iter()
-                    .chain(spec.speed.learners.iter().map(String::as_str))
-                    .collect();
+                let models: Vec<&str> =
+                    [lambda_core::names::BLEND, lambda_core::names::BATCH, lambda_core::names::SPEED]
+                        .into_iter()
+                        .chain(spec.speed.learners.iter().map(String::as_str))
+                        .collect();
                 p["schema"] = json!({"type": "string", "enum": models});
             }
         }
@@ -273,9 +277,8 @@ mod tests {
 
     #[test]
     fn an_event_schema_names_the_specs_fields_and_refuses_others() {
-        let spec =
-            Spec::from_toml(crate::spec::tests::SAMPLE, std::path::Path::new("s.toml"), std::path::Path::new("/"))
-                .unwrap_or_else(|e| panic!("{e}"));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/quickstart.toml");
+        let spec = Spec::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
         let s = event_schema(&spec);
         let d = &spec.dataset;
         for f in spec.features.iter().map(|f| &f.name).chain([&d.id_column, &d.key_column, &d.time_column, &d.target]) {
