@@ -11,9 +11,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use lambda_core::master;
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::{Spec, Task};
+use lambda_stores::master;
 
 /// Options of `lambda-ml generate`.
 #[derive(clap::Args, Debug)]

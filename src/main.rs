@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use lambda_core::checkpoint::Live;
-use lambda_core::registry::Registry;
 use lambda_core::spec::Spec;
 use lambda_serving::Serving;
 use lambda_speed::Speed;
+use lambda_stores::checkpoint::Live;
+use lambda_stores::registry::Registry;
 
 /// Machine-learning models in production as a lambda architecture.
 #[derive(Parser)]
@@ -700,11 +700,11 @@ async fn up(spec: Spec, source: Option<Source>) -> Result<()> {
 }
 
 fn example_key(spec: &Spec) -> String {
-    let path = lambda_core::views::batch_view_path(
+    let path = lambda_stores::views::batch_view_path(
         spec,
         &Registry::open(&spec.paths.registry).current_version().ok().flatten().unwrap_or_default(),
     );
-    lambda_core::views::ViewTable::read_parquet(spec, &path)
+    lambda_stores::views::ViewTable::read_parquet(spec, &path)
         .ok()
         .and_then(|t| t.keys().next().map(str::to_string))
         .unwrap_or_else(|| "user-0001".into())
@@ -728,13 +728,13 @@ fn example_event(spec: &Spec, key: &str) -> String {
     let d = &spec.dataset;
     v[&d.id_column] = serde_json::json!("try-1");
     v[&d.key_column] = serde_json::json!(key);
-    v[&d.time_column] = serde_json::json!(lambda_core::registry::now_millis());
+    v[&d.time_column] = serde_json::json!(lambda_stores::registry::now_millis());
     v.to_string()
 }
 
 /// `lambda-ml status`: the speed layer's checkpoint, read from disk (no daemon needed).
 fn status(spec: &Spec) -> anyhow::Result<()> {
-    use lambda_core::checkpoint::{self, LearnerStatus, WindowStatus, WindowStatuses};
+    use lambda_stores::checkpoint::{self, LearnerStatus, WindowStatus, WindowStatuses};
     let Some(c) = checkpoint::read(&spec.paths.state)? else {
         anyhow::bail!("no speed-layer checkpoint in {}; start `lambda-ml speed` first", spec.paths.state.display());
     };
@@ -747,7 +747,7 @@ fn status(spec: &Spec) -> anyhow::Result<()> {
         let get = |k: &str| w.metrics.get(k).map(|v| format!("{k} {v:.4}"));
         ["accuracy", "log_loss", "auc", "rmse", "mae"].iter().filter_map(|k| get(k)).collect::<Vec<_>>().join(", ")
     };
-    let state = |d: &lambda_core::prequential::DetectorStatus| {
+    let state = |d: &lambda_models::prequential::DetectorStatus| {
         format!("{:?} (since seq {}, {} drifts)", d.state, d.changed_seq, d.drifts).to_lowercase()
     };
     let rows = w

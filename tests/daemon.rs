@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use lambda_core::checkpoint;
 use lambda_core::spec::Spec;
+use lambda_stores::checkpoint;
 
 fn events(range: std::ops::Range<u64>) -> String {
     range.map(|i| event_line("d", i)).collect::<Vec<_>>().join("\n")

@@ -55,7 +55,7 @@ fn fold(
 }
 
 fn history_files(master: &Path) -> Vec<std::path::PathBuf> {
-    lambda_core::master::list_files(master)
+    lambda_stores::master::list_files(master)
         .unwrap()
         .into_iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("part-"))
@@ -124,7 +124,7 @@ fn assert_views_match(base: &str, expected: &BTreeMap<String, Brute>) {
 }
 
 fn rows_in_master(spec: &Spec) -> usize {
-    lambda_core::master::list_files(&spec.paths.master).unwrap().iter().map(|f| read(f).height()).sum()
+    lambda_stores::master::list_files(&spec.paths.master).unwrap().iter().map(|f| read(f).height()).sum()
 }
 
 #[test]

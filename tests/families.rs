@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use lambda_core::registry::Registry;
 use lambda_core::spec::Spec;
+use lambda_stores::registry::Registry;
 use polars::prelude::*;
 
 fn read(path: &Path) -> DataFrame {
@@ -47,7 +47,7 @@ fn check(family: &str, leaderboard_name: &str) {
     assert_eq!(published.artifact.model.family(), leaderboard_name);
     assert_eq!(published.artifact.online.is_some(), family != "linear", "{family}");
 
-    let input = lambda_core::master::list_files(&spec.paths.master).unwrap().remove(0);
+    let input = lambda_stores::master::list_files(&spec.paths.master).unwrap().remove(0);
     let output = dir.path().join("forecast.parquet");
     run_ok(&["forecast", "--spec", sp, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
     let scored = read(&output);
@@ -115,7 +115,7 @@ fn forecast_equals_serving_for_a_linear_champion_before_the_stream() {
     run_ok(&["generate", "--spec", sp, "--rows", "3000", "--stream-rows", "0", "--stream", stream.to_str().unwrap()]);
     run_ok(&["batch", "--spec", sp]);
     let spec = Spec::from_file(&spec_path).unwrap();
-    let input = lambda_core::master::list_files(&spec.paths.master).unwrap().remove(0);
+    let input = lambda_stores::master::list_files(&spec.paths.master).unwrap().remove(0);
     let output = dir.path().join("forecast.parquet");
     run_ok(&["forecast", "--spec", sp, "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()]);
     let scored = read(&output);

@@ -30,12 +30,12 @@ struct Seen {
 
 fn history(spec: &Spec) -> Vec<(u64, Event)> {
     let mut out = Vec::new();
-    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
+    for f in lambda_stores::master::list_files(&spec.paths.master).unwrap() {
         if !f.file_name().unwrap().to_string_lossy().starts_with("part-") {
             continue;
         }
-        for b in lambda_core::master::read_batches(&f).unwrap() {
-            out.extend(lambda_core::master::events_of(spec, &f, &b).unwrap());
+        for b in lambda_stores::master::read_batches(&f).unwrap() {
+            out.extend(lambda_stores::master::events_of(spec, &f, &b).unwrap());
         }
     }
     out

@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use lambda_core::registry::Registry;
 use lambda_core::spec::Spec;
+use lambda_stores::registry::Registry;
 
 #[test]
 fn a_held_back_challenger_exits_3_is_listed_with_its_reason_and_can_be_promoted_and_rolled_back() {
@@ -81,7 +81,7 @@ fn the_registry_keeps_its_newest_versions_the_current_the_rollback_target_and_th
         v.sort();
         v
     };
-    let views = |v: &str| lambda_core::views::batch_view_path(&spec, v).exists();
+    let views = |v: &str| lambda_stores::views::batch_view_path(&spec, v).exists();
     for _ in 0..3 {
         run_ok(&["batch", "--spec", sp, "--force"]);
     }

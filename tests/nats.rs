@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lambda_core::checkpoint;
 use lambda_core::spec::Spec;
+use lambda_stores::checkpoint;
 
 /// History rows the batch model is trained on (the speed layer's sequence numbers start after them).
 const HISTORY: u64 = 1000;

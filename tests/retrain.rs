@@ -9,10 +9,10 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use lambda_core::checkpoint::RetrainState;
 use lambda_core::spec::Spec;
 use lambda_speed::ingest::parse_line;
 use lambda_speed::{Incoming, Learner, Retrained, Retrainer};
+use lambda_stores::checkpoint::RetrainState;
 
 /// The batch layer, as the `lambda-ml` binary hands it to the speed layer.
 struct Batch;

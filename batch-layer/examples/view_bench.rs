@@ -9,7 +9,7 @@ use std::time::Instant;
 use lambda_batch::read::read_master;
 use lambda_batch::view::batch_view;
 use lambda_core::spec::Spec;
-use lambda_core::views::ViewTable;
+use lambda_stores::views::ViewTable;
 
 fn peak_mb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -6,8 +6,8 @@
 //! keep class frequencies per leaf, fit regression too, are deterministic for a seed, and find splits from
 //! histograms over at most [`MAX_BINS`] bins per dimension, as LightGBM and scikit-learn's histogram trees do.
 
-use lambda_core::model::{TreeFamily, TreeModel};
-use lambda_core::trees::{Combine, Tree, TreeBuilder, Trees};
+use lambda_models::model::{TreeFamily, TreeModel};
+use lambda_models::trees::{Combine, Tree, TreeBuilder, Trees};
 
 /// Bins per dimension.
 pub const MAX_BINS: usize = 255;
@@ -456,7 +456,7 @@ mod tests {
             .chunks(3)
             .zip(ys)
             .filter(|(x, y)| match m.predict(x) {
-                lambda_core::model::Prediction::Probabilities(p) => lambda_core::model::argmax(&p) == **y,
+                lambda_models::model::Prediction::Probabilities(p) => lambda_models::model::argmax(&p) == **y,
                 _ => false,
             })
             .count();
@@ -527,7 +527,7 @@ mod tests {
         let m = fit(&binned, &Labels::Values(ys), &[], &p);
         for (x, want) in [(0.1, 1.0), (0.29, 1.0), (0.31, 5.0), (0.9, 5.0)] {
             match m.predict(&[x]) {
-                lambda_core::model::Prediction::Value(v) => assert!((v - want).abs() < 1e-9, "{x}: {v}"),
+                lambda_models::model::Prediction::Value(v) => assert!((v - want).abs() < 1e-9, "{x}: {v}"),
                 other => panic!("{other:?}"),
             }
         }

@@ -6,9 +6,9 @@
 use std::fs::File;
 use std::path::Path;
 
-use lambda_core::model::{Model, Prediction};
-use lambda_core::registry::{Published, Registry};
 use lambda_core::spec::Spec;
+use lambda_models::model::{Model, Prediction};
+use lambda_stores::registry::{Published, Registry};
 use polars::prelude::*;
 
 use crate::read::{read_frame, to_columns, Need};

@@ -6,10 +6,10 @@
 //! it, so older holdout rows would flatter it). When there are none, the whole holdout is used and the reason says
 //! that the champion was trained on it. Past [`SCORED_ROWS`] rows, an even spread of that many is judged.
 
-use lambda_core::metrics::Metric;
-use lambda_core::registry::{Gate, Published};
 use lambda_core::schema::Columns;
 use lambda_core::spec::Spec;
+use lambda_models::metrics::Metric;
+use lambda_stores::registry::{Gate, Published};
 
 use crate::train::{score, spread, Search, Split, SCORED_ROWS};
 

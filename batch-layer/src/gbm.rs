@@ -8,8 +8,8 @@
 //! tree format holds as a split on that category's one-hot dimension. Sums run in row order per column, and
 //! columns are split between threads whole, so the model does not depend on the thread count.
 
-use lambda_core::model::{TreeFamily, TreeModel};
-use lambda_core::trees::{Combine, Tree, TreeBuilder, Trees};
+use lambda_models::model::{TreeFamily, TreeModel};
+use lambda_models::trees::{Combine, Tree, TreeBuilder, Trees};
 
 use crate::cart::{BinColumn, Binned, Labels};
 
@@ -444,7 +444,7 @@ pub fn fit(
 mod tests {
     use super::*;
     use crate::cart::Rng;
-    use lambda_core::model::{argmax, Prediction};
+    use lambda_models::model::{argmax, Prediction};
 
     fn xor(n: usize, seed: u64) -> (Vec<f64>, Vec<usize>) {
         let mut rng = Rng::new(seed);

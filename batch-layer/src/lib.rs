@@ -18,11 +18,11 @@ use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lambda_core::encoder::Encoder;
-use lambda_core::online::GradientPrior;
-use lambda_core::online_bayes::{self, BayesStats};
-use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
 use lambda_core::spec::Spec;
-use lambda_core::views::batch_view_path;
+use lambda_models::online::GradientPrior;
+use lambda_models::online_bayes::{self, BayesStats};
+use lambda_stores::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
+use lambda_stores::views::batch_view_path;
 
 /// Result with the batch [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -202,14 +202,14 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
     // a warm start the speed layer goes on learning from, so it refits on the newest rows as many as its furthest
     // search trial used (the winner's when no linear candidate was searched), not on all of them.
     let online = match (&model, search.best_incremental) {
-        (lambda_core::model::Model::Linear(_), _) => None,
+        (lambda_models::model::Model::Linear(_), _) => None,
         (_, found) => {
             let (cand, rows) = found.unwrap_or((
                 train::Candidate::Linear { alpha: spec.batch.alphas[0] },
                 search.leaderboard[0].rows as usize,
             ));
             match refit(&cand, rows.min(most))? {
-                (lambda_core::model::Model::Linear(m), rows) => Some((m, rows)),
+                (lambda_models::model::Model::Linear(m), rows) => Some((m, rows)),
                 _ => None,
             }
         }
@@ -217,7 +217,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
     let online_rows = online.as_ref().map(|(_, rows)| *rows as u64);
     let online = online.map(|(m, _)| m);
     let start = match (&model, &online) {
-        (lambda_core::model::Model::Linear(m), _) => Some((m, training_rows)),
+        (lambda_models::model::Model::Linear(m), _) => Some((m, training_rows)),
         (_, Some(m)) => online_rows.map(|rows| (m, rows as usize)),
         _ => None,
     };
@@ -287,7 +287,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
 fn sweep(spec: &Spec) {
     let swept = Registry::open(&spec.paths.registry)
         .sweep()
-        .and_then(|_| lambda_core::state::sweep_temp_files(&spec.paths.views));
+        .and_then(|_| lambda_stores::state::sweep_temp_files(&spec.paths.views));
     if let Err(e) = swept {
         tracing::warn!(error = %e, "cannot remove what an earlier run left behind");
     }
@@ -300,7 +300,7 @@ fn retain_versions(spec: &Spec, registry: &Registry) -> Result<()> {
         return Ok(());
     }
     // A speed layer's state whose base cannot be read keeps everything: its restart will say what is wrong.
-    let base = lambda_core::checkpoint::base_version(&spec.paths.state)?;
+    let base = lambda_stores::checkpoint::base_version(&spec.paths.state)?;
     for version in registry.retain(spec.batch.keep_versions, &Vec::from_iter(base))? {
         let view = batch_view_path(spec, &version);
         match std::fs::remove_file(&view) {
@@ -317,9 +317,9 @@ fn retain_versions(spec: &Spec, registry: &Registry) -> Result<()> {
 const PRIOR_ROWS: usize = 100_000;
 
 /// The speed layer's starting model's gradient statistics on the newest of the `rows` newest labelled rows it was
-/// fitted on ([`lambda_core::online`]).
+/// fitted on ([`lambda_models::online`]).
 fn gradient_prior(
-    model: &lambda_core::model::LinearModel,
+    model: &lambda_models::model::LinearModel,
     encoder: &Encoder,
     columns: &lambda_core::schema::Columns,
     labelled: &[usize],
@@ -342,7 +342,7 @@ fn gradient_prior(
 const BAYES_CHUNK: usize = 8192;
 
 /// Naive Bayes' statistics over every labelled row in time order, exactly as the speed layer would hold them had it
-/// learned each row ([`lambda_core::online_bayes`]): its warm start. `classes` are the speed layer's starting model's.
+/// learned each row ([`lambda_models::online_bayes`]): its warm start. `classes` are the speed layer's starting model's.
 fn bayes_stats(
     encoder: &Encoder,
     classes: &[String],

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use lambda_core::master::list_files;
 use lambda_core::schema::{Codes, Column, ColumnBuilder, Columns, Dictionary, Targets};
 use lambda_core::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
 use lambda_core::time::TimeFormat;
+use lambda_stores::master::list_files;
 use polars::prelude::*;
 
 use crate::{Error, Result};

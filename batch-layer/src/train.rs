@@ -11,13 +11,13 @@
 //! holds every training row. A family never fits on more rows than its matrix fits in `batch.matrix_mb`: there it
 //! keeps its last fit. Matrices are encoded from the columns a chunk of rows at a time.
 
-use lambda_core::bayes::NaiveBayes;
 use lambda_core::encoder::{Encoder, FeatureEncoder};
-use lambda_core::metrics::{evaluate, Metric, Metrics};
-use lambda_core::model::{Family, LinearModel, Model};
-use lambda_core::registry::{LeaderboardEntry, SearchReport};
 use lambda_core::schema::{Columns, TargetRef, Targets};
 use lambda_core::spec::{Spec, Task};
+use lambda_models::bayes::NaiveBayes;
+use lambda_models::metrics::{evaluate, Metric, Metrics};
+use lambda_models::model::{Family, LinearModel, Model};
+use lambda_stores::registry::{LeaderboardEntry, SearchReport};
 use linfa::prelude::*;
 use linfa::Dataset;
 use linfa_linear::TweedieRegressor;
@@ -570,7 +570,7 @@ struct Trial {
 /// Boosting rounds a boosted model holds.
 fn rounds_of(model: &Model) -> Option<usize> {
     match model {
-        Model::Trees(m) if m.family == lambda_core::model::TreeFamily::GradientBoosting => {
+        Model::Trees(m) if m.family == lambda_models::model::TreeFamily::GradientBoosting => {
             Some(m.trees.trees.len() / m.trees.outputs.max(1))
         }
         _ => None,

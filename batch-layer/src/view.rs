@@ -12,7 +12,7 @@
 
 use lambda_core::schema::{Codes, Column as Values, Columns, Targets};
 use lambda_core::spec::{Spec, Task};
-use lambda_core::views::{Stats, ViewTable};
+use lambda_stores::views::{Stats, ViewTable};
 use polars::prelude::*;
 
 /// Value columns aggregated by one group-by: bounds the copies held beside the master data's columns

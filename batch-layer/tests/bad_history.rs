@@ -9,9 +9,9 @@ use std::path::Path;
 
 use common::{current, write};
 
-use lambda_core::registry::Registry;
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
+use lambda_stores::registry::Registry;
 
 const FAMILIES: [&str; 5] = ["linear", "naive_bayes", "decision_tree", "random_forest", "gradient_boosting"];
 
@@ -122,7 +122,7 @@ fn more_categories_than_max_categories_train_every_family() {
         unseen.features[1] = Cell::Cat(Some("never-seen".into()));
         left_out.features[1] = Cell::Cat(Some(rare));
         let p_unseen = p.artifact.predict_event(&unseen);
-        assert!(matches!(p_unseen, lambda_core::model::Prediction::Probabilities(_)), "{family}");
+        assert!(matches!(p_unseen, lambda_models::model::Prediction::Probabilities(_)), "{family}");
         assert_eq!(p_unseen, p.artifact.predict_event(&left_out), "{family}");
     }
 }

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use common::{current, write};
 
-use lambda_core::registry::{Gate, Registry};
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
+use lambda_stores::registry::{Gate, Registry};
 
 /// The spec every test here starts from.
 fn base() -> String {
@@ -87,7 +87,7 @@ fn a_rerun_on_the_same_data_is_held_back_and_kept_for_promotion() {
     // The kept version is complete: it loads and can be made current by hand.
     let registry = Registry::open(&s.paths.registry);
     registry.load("v000002").unwrap().artifact.validate(&s).unwrap();
-    assert!(lambda_core::views::batch_view_path(&s, "v000002").exists());
+    assert!(lambda_stores::views::batch_view_path(&s, "v000002").exists());
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use common::{current, write};
 
-use lambda_core::registry::Registry;
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
+use lambda_stores::registry::Registry;
 use polars::prelude::*;
 
 /// The spec every test here starts from.
@@ -71,12 +71,12 @@ fn good_history_publishes_model_view_and_manifest() {
     assert!(m.leaderboard.iter().all(|e| e.rows == 320 && e.fit_seconds > 0.0), "{:?}", m.leaderboard);
     assert!(m.metrics["auc"] > 0.9, "{:?}", m.metrics);
     assert!(m.metrics["accuracy"] > 0.8, "{:?}", m.metrics);
-    let view =
-        lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, "v000001")).unwrap();
+    let view = lambda_stores::views::ViewTable::read_parquet(&s, &lambda_stores::views::batch_view_path(&s, "v000001"))
+        .unwrap();
     assert_eq!(view.iter().map(|(_, v)| v.count).sum::<u64>(), 400);
     // Forecast gives one prediction per row with the model version.
     let out = dir.path().join("out/forecast.parquet");
-    let input = lambda_core::master::list_files(&s.paths.master).unwrap().remove(0);
+    let input = lambda_stores::master::list_files(&s.paths.master).unwrap().remove(0);
     let r = lambda_batch::forecast::forecast(&s, &input, &out).unwrap();
     assert_eq!(r.rows, 250);
     let df = ParquetReader::new(std::fs::File::open(&out).unwrap()).finish().unwrap();
@@ -98,8 +98,8 @@ fn duplicate_ids_in_the_master_dataset_count_once() {
     assert!(data.columns.seqs.iter().all(|seq| *seq <= 300), "the first arrival is the one kept");
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert_eq!(m.training_rows, 300);
-    let view =
-        lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, "v000001")).unwrap();
+    let view = lambda_stores::views::ViewTable::read_parquet(&s, &lambda_stores::views::batch_view_path(&s, "v000001"))
+        .unwrap();
     assert_eq!(view.iter().map(|(_, v)| v.count).sum::<u64>(), 300);
 }
 
@@ -232,7 +232,7 @@ fn multiclass_and_regression_learn_their_targets() {
             target: None,
         };
         match p.artifact.predict(&e) {
-            lambda_core::model::Prediction::Probabilities(ps) => p.artifact.model.classes()
+            lambda_models::model::Prediction::Probabilities(ps) => p.artifact.model.classes()
                 [ps.iter().enumerate().fold(0, |b, (i, v)| if *v > ps[b] { i } else { b })]
             .clone(),
             other => panic!("{other:?}"),
@@ -268,7 +268,7 @@ fn multiclass_and_regression_learn_their_targets() {
 
 #[test]
 fn the_published_naive_bayes_statistics_equal_learning_every_labelled_row_online() {
-    use lambda_core::online_bayes::OnlineBayes;
+    use lambda_models::online_bayes::OnlineBayes;
     let dir = tempfile::tempdir().unwrap();
     // Two categories in the vocabulary, so that "c" lands in the unseen slot.
     let s = spec(dir.path(), &(base() + "max_categories = 2\n"));
@@ -410,7 +410,8 @@ fn categorical_columns_as_pandas_writes_them_are_read_as_strings() {
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     assert_eq!(m.training_rows, n as u64);
     let view =
-        lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, &m.version)).unwrap();
+        lambda_stores::views::ViewTable::read_parquet(&s, &lambda_stores::views::batch_view_path(&s, &m.version))
+            .unwrap();
     assert_eq!(view.len(), 5);
 }
 

@@ -1,7 +1,7 @@
 //! The hand-written families checked against a crate that fits the same model.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use lambda_core::bayes::NaiveBayes;
+use lambda_models::bayes::NaiveBayes;
 use linfa::prelude::*;
 use linfa_bayes::{GaussianNb, NaiveBayes as _};
 use ndarray::{Array1, Array2};
@@ -71,9 +71,9 @@ fn learned_online(
     ys: &[usize],
     numeric: usize,
     categories: usize,
-) -> (lambda_core::online_bayes::OnlineBayes, lambda_core::encoder::Encoder) {
+) -> (lambda_models::online_bayes::OnlineBayes, lambda_core::encoder::Encoder) {
     use lambda_core::encoder::{Encoder, FeatureEncoder};
-    use lambda_core::online_bayes::OnlineBayes;
+    use lambda_models::online_bayes::OnlineBayes;
     let mut features: Vec<FeatureEncoder> = (0..numeric)
         .map(|j| FeatureEncoder::Numeric {
             name: format!("x{j}"),
@@ -109,10 +109,10 @@ fn encoded(numbers: &[f64], cat: usize, categories: usize) -> Vec<f64> {
     x
 }
 
-fn probabilities(p: lambda_core::model::Prediction) -> Vec<f64> {
+fn probabilities(p: lambda_models::model::Prediction) -> Vec<f64> {
     match p {
-        lambda_core::model::Prediction::Probabilities(p) => p,
-        lambda_core::model::Prediction::Value(v) => panic!("a value {v} from a classifier"),
+        lambda_models::model::Prediction::Probabilities(p) => p,
+        lambda_models::model::Prediction::Value(v) => panic!("a value {v} from a classifier"),
     }
 }
 

@@ -62,7 +62,7 @@ fn the_same_data_spec_and_seed_give_the_same_winner_and_a_bit_identical_model_fi
         ma.algorithm
     );
     assert_eq!(model_file(&a, "v000001"), model_file(&b, "v000001"));
-    let board = |m: &lambda_core::registry::Manifest| {
+    let board = |m: &lambda_stores::registry::Manifest| {
         m.leaderboard.iter().map(|e| (e.algorithm.clone(), e.params.clone(), e.metrics.clone())).collect::<Vec<_>>()
     };
     assert_eq!(board(&ma), board(&mb));
@@ -179,7 +179,7 @@ fn a_tree_champion_s_linear_starting_model_refits_on_as_many_rows_as_its_furthes
         .expect("a linear candidate was tried");
     assert!(furthest < m.training_rows, "{furthest} of {}", m.training_rows);
     assert_eq!(m.online_rows, Some(furthest));
-    let published = lambda_core::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
+    let published = lambda_stores::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
     assert!(published.artifact.online.is_some());
     // The adaptive update's warm start is measured on the same rows, at the starting model's weights.
     let prior = published.artifact.online_prior.as_ref().expect("a gradient prior");
@@ -212,9 +212,9 @@ fn early_stopping_cuts_boosting_short_and_the_refit_boosts_the_rounds_it_kept() 
     let m = lambda_batch::run(&s, false).unwrap().manifest;
     let kept = m.leaderboard[0].rounds_kept.expect("boosting says how many rounds it kept");
     assert!(kept < 400, "{kept} {:?} {:?}", m.search, m.leaderboard);
-    let published = lambda_core::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
+    let published = lambda_stores::registry::Registry::open(&s.paths.registry).load("v000001").unwrap();
     match &published.artifact.model {
-        lambda_core::model::Model::Trees(t) => {
+        lambda_models::model::Model::Trees(t) => {
             assert_eq!(t.trees.trees.len(), kept, "the refit boosts the kept rounds")
         }
         other => panic!("{other:?}"),
@@ -231,7 +231,7 @@ fn small_data_is_judged_on_rolling_origin_folds_and_the_gate_on_the_holdout_alon
     // Each trial scored the holdout, then the two blocks of 300 rows before it.
     assert!(m1.leaderboard.iter().all(|e| e.metrics["rows"] == 300.0), "{:?}", m1.leaderboard);
     assert!(m3.leaderboard.iter().all(|e| e.metrics["rows"] == 900.0), "{:?}", m3.leaderboard);
-    let same = |e: &lambda_core::registry::LeaderboardEntry| {
+    let same = |e: &lambda_stores::registry::LeaderboardEntry| {
         m1.leaderboard.iter().find(|o| o.algorithm == e.algorithm && o.params == e.params).unwrap().metrics.clone()
     };
     assert!(m3.leaderboard.iter().any(|e| same(e)["log_loss"] != e.metrics["log_loss"]), "the folds' mean differs");
@@ -285,7 +285,7 @@ fn flipped_after(n: u64, from: u64) -> Vec<(u64, Event)> {
 }
 
 /// Runs the batch layer once on `rows` with `extra` batch settings.
-fn run_on(rows: Vec<(u64, Event)>, extra: &str) -> lambda_core::registry::Manifest {
+fn run_on(rows: Vec<(u64, Event)>, extra: &str) -> lambda_stores::registry::Manifest {
     let dir = tempfile::tempdir().unwrap();
     let s = Spec::from_toml(&format!("{}{extra}", base()), &dir.path().join("spec.toml"), dir.path()).unwrap();
     write(&s, &rows, "a.parquet");

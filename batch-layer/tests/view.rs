@@ -8,7 +8,7 @@ use std::path::Path;
 use lambda_batch::view::batch_view;
 use lambda_core::schema::{Cell, Columns, Event, Target};
 use lambda_core::spec::Spec;
-use lambda_core::views::{Stats, ViewTable};
+use lambda_stores::views::{Stats, ViewTable};
 use proptest::prelude::*;
 
 fn spec(task: &str) -> Spec {

@@ -207,9 +207,11 @@ fn history_written_by_pyarrow_pandas_and_spark_reads_as_one_dataset() {
 
     let manifest = lambda_batch::run(&s, false).unwrap().manifest;
     assert_eq!((manifest.watermark, manifest.training_rows), (50, (3 * N + 40 - 1) as u64));
-    let view =
-        lambda_core::views::ViewTable::read_parquet(&s, &lambda_core::views::batch_view_path(&s, &manifest.version))
-            .unwrap();
+    let view = lambda_stores::views::ViewTable::read_parquet(
+        &s,
+        &lambda_stores::views::batch_view_path(&s, &manifest.version),
+    )
+    .unwrap();
     assert_eq!(view.iter().map(|(_, v)| v.count).sum::<u64>(), (3 * N + 40) as u64);
 }
 
@@ -222,7 +224,7 @@ fn a_history_file_added_later_is_read_by_the_next_run_and_leaves_the_watermark()
     assert_eq!((first.watermark, first.training_rows), (200, 200));
     // A backfill of older events lands beside the archive: it is history, ingested before any event.
     pyarrow(&s.paths.master.join("backfill/part-0.parquet"), 5000);
-    assert_eq!(lambda_core::master::max_seq(&s.paths.master).unwrap(), 200);
+    assert_eq!(lambda_stores::master::max_seq(&s.paths.master).unwrap(), 200);
     let second = lambda_batch::run(&s, true).unwrap().manifest;
     assert_eq!((second.watermark, second.training_rows), (200, 200 + N as u64));
 }

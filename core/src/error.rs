@@ -46,7 +46,7 @@ pub enum Error {
     /// Data does not fit what was asked of it (empty data, a single class, mismatched dimensions).
     #[error("{0}")]
     Data(String),
-    /// A folder is held by another process (its lock, [`crate::lock::FolderLock`]).
+    /// A folder is held by another process (its lock, [`lambda_stores::lock::FolderLock`]).
     #[error("{path}: the folder is in use by {holder}; stop that one first, or give this one a folder of its own")]
     Locked {
         /// The lock file.

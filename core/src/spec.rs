@@ -306,7 +306,7 @@ impl Default for BatchSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinearUpdate {
-    /// Normalized adaptive gradient (NAG; [`crate::online`]): free of feature scales.
+    /// Normalized adaptive gradient (NAG; [`lambda_models::online`]): free of feature scales.
     Adaptive,
     /// Plain stochastic gradient descent with a fixed step size.
     Sgd,
@@ -374,7 +374,7 @@ pub struct SpeedSettings {
     pub max_queued: usize,
     /// How long a request waits for room at the learner before it is answered 503 with `Retry-After`.
     pub ingest_wait: String,
-    /// When bad input freezes the online updates ([`crate::quality`]).
+    /// When bad input freezes the online updates ([`lambda_models::quality`]).
     pub freeze: FreezeSettings,
     /// Retraining on the fly after a confirmed drift.
     pub retrain: RetrainSettings,
@@ -867,11 +867,9 @@ fn duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(d)
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    pub(crate) const SAMPLE: &str = r#"
+/// A small spec (three features, a binary target), for tests and examples.
+#[doc(hidden)]
+pub const SAMPLE: &str = r#"
 name = "t"
 [dataset]
 time_column = "ts"
@@ -894,6 +892,12 @@ registry = "run/registry"
 views = "run/views"
 state = "run/state"
 "#;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) use super::SAMPLE;
 
     fn parse(text: &str) -> Result<Spec> {
         Spec::from_toml(text, Path::new("spec.toml"), Path::new("/base"))

@@ -15,9 +15,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use lambda_core::checkpoint::WindowStatuses;
-use lambda_core::drift::DriftState;
-use lambda_core::prequential::DetectorStatus;
+use lambda_models::drift::DriftState;
+use lambda_models::prequential::DetectorStatus;
+use lambda_stores::checkpoint::WindowStatuses;
 
 /// Upper bounds (seconds) of the latency histograms: 100 µs to 10 s.
 const SECONDS: [f64; 15] =

@@ -24,14 +24,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lambda_core::blend::{Weights, BATCH, BLEND, NEGLIGIBLE, SPEED};
-use lambda_core::checkpoint::{self, BatchSide, Checkpoint, Live, LiveState, SpeedModel, SpeedSide};
-use lambda_core::model::{argmax, LinearModel, Model, Prediction};
-use lambda_core::online::OnlineLearner;
-use lambda_core::registry::Registry;
 use lambda_core::schema::Mode;
 use lambda_core::spec::Spec;
-use lambda_core::views::{view_json, KeyView};
+use lambda_models::blend::{Weights, BATCH, BLEND, NEGLIGIBLE, SPEED};
+use lambda_models::model::{argmax, LinearModel, Model, Prediction};
+use lambda_models::online::OnlineLearner;
+use lambda_stores::checkpoint::{self, BatchSide, Checkpoint, Live, LiveState, SpeedModel, SpeedSide};
+use lambda_stores::registry::Registry;
+use lambda_stores::views::{view_json, KeyView};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -205,7 +205,7 @@ impl Serving {
 /// (accepted → answered by this process) is at most this plus `speed.checkpoint_interval`. In one process (`up`)
 /// events are visible when their ingest call answers, and nothing is recorded.
 fn freshness(c: &Checkpoint) {
-    let seconds = (lambda_core::registry::now_millis() - c.written_ms).max(0) as f64 / 1000.0;
+    let seconds = (lambda_stores::registry::now_millis() - c.written_ms).max(0) as f64 / 1000.0;
     metrics::histogram!("lambda_freshness_seconds").record(seconds);
 }
 

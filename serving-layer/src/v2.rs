@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lambda_core::model::{argmax, Prediction};
 use lambda_core::schema::Mode;
 use lambda_core::spec::{FeatureKind, Spec};
+use lambda_models::model::{argmax, Prediction};
 use serde_json::{json, Map, Value};
 
 use crate::api::v2::{InferRequest, InferResponse, ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady};

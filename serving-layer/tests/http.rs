@@ -5,12 +5,12 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use lambda_core::encoder::Encoder;
-use lambda_core::model::{Family, LinearModel};
-use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
 use lambda_core::schema::{Columns, Mode};
 use lambda_core::spec::Spec;
-use lambda_core::views::{batch_view_path, ViewTable};
+use lambda_models::model::{Family, LinearModel};
 use lambda_serving::Serving;
+use lambda_stores::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
+use lambda_stores::views::{batch_view_path, ViewTable};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -57,7 +57,7 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
             format_version: FORMAT_VERSION,
             schema_hash: spec.schema_hash(),
             encoder,
-            model: lambda_core::model::Model::Linear(model),
+            model: lambda_models::model::Model::Linear(model),
             online: None,
             online_prior: None,
             online_bayes: None,

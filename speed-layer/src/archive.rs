@@ -8,9 +8,9 @@
 
 use std::path::PathBuf;
 
-use lambda_core::master::{self, archive_name, archive_range, ParquetFile};
 use lambda_core::schema::Event;
 use lambda_core::spec::Spec;
+use lambda_stores::master::{self, archive_name, archive_range, ParquetFile};
 
 use crate::log::LogView;
 use crate::Result;

@@ -14,8 +14,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use lambda_core::checkpoint::DedupRun;
-use lambda_core::state::{self, DocumentWriter, Kind};
+use lambda_stores::checkpoint::DedupRun;
+use lambda_stores::state::{self, DocumentWriter, Kind};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};

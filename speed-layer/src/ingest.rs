@@ -2,9 +2,9 @@
 
 use std::io::BufRead;
 
-use lambda_core::checkpoint::SourcePosition;
 use lambda_core::schema::{Event, Mode};
 use lambda_core::spec::Spec;
+use lambda_stores::checkpoint::SourcePosition;
 use serde_json::Value;
 
 use crate::{IngestReport, Result, Speed};

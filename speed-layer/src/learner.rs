@@ -15,21 +15,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use lambda_core::blend::Weights;
-use lambda_core::checkpoint::{
+use lambda_core::schema::{Event, Target};
+use lambda_core::spec::{LinearUpdate, Spec};
+use lambda_models::blend::Weights;
+use lambda_models::model::{LinearModel, NonFinite, Prediction};
+use lambda_models::online::{AdaptiveLinear, NagState, OnlineLearner};
+use lambda_stores::checkpoint::{
     self, BatchSide, Checkpoint, FreezeRecord, LearnerFile, LearnerStatus, Live, LiveState, RetrainState,
     RetrainStatus, SourcePosition, SourceState, SpeedModel, SpeedSide, SpeedStats, ViewFile, WindowStatuses,
 };
-use lambda_core::lock::FolderLock;
-use lambda_core::master;
-use lambda_core::model::{LinearModel, NonFinite, Prediction};
-use lambda_core::online::{AdaptiveLinear, NagState, OnlineLearner};
-use lambda_core::realtime::Realtime;
-use lambda_core::registry::{now_millis, ModelArtifact, Published, Registry};
-use lambda_core::schema::{Event, Target};
-use lambda_core::spec::{LinearUpdate, Spec};
-use lambda_core::state::create_dir_synced;
-use lambda_core::views::ViewTable;
+use lambda_stores::lock::FolderLock;
+use lambda_stores::master;
+use lambda_stores::realtime::Realtime;
+use lambda_stores::registry::{now_millis, ModelArtifact, Published, Registry};
+use lambda_stores::state::create_dir_synced;
+use lambda_stores::views::ViewTable;
 use serde::Serialize;
 
 use crate::archive;
@@ -40,7 +40,7 @@ use crate::records::Records;
 use crate::retrain::{Retrained, Retrainer};
 use crate::worker::{Done, Job, Worker};
 use crate::{Error, Result};
-use lambda_core::quality::{Frozen, Quality, Rates};
+use lambda_models::quality::{Frozen, Quality, Rates};
 
 /// What one ingest call did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
@@ -96,7 +96,7 @@ impl DeadLetters {
         let existed = path.exists();
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         if !existed {
-            lambda_core::state::sync_dir(state)?;
+            lambda_stores::state::sync_dir(state)?;
         }
         let mut bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let whole = DeadLetters::whole_lines(&path)?;
@@ -224,7 +224,7 @@ impl DeadLetters {
         fs::rename(&self.path, old(1)).map_err(|e| Error::io(old(1), e))?;
         self.file =
             OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        lambda_core::state::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        lambda_stores::state::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
         self.bytes = 0;
         Ok(())
     }
@@ -311,7 +311,9 @@ fn update(
     match spec.speed.update {
         // NAG's steps are free of the inputs' scales but move a prediction by about the step size whatever the
         // target's: in the target's deviations, a value in dollars adapts as fast as one in thousands of dollars.
-        LinearUpdate::Adaptive => model.learn(x, target, rate * lambda_core::online::target_scale(&batch.encoder), l2),
+        LinearUpdate::Adaptive => {
+            model.learn(x, target, rate * lambda_models::online::target_scale(&batch.encoder), l2)
+        }
         LinearUpdate::Sgd => model.model.sgd_update_checked(x, target, rate, l2),
     }
 }
@@ -645,7 +647,7 @@ impl Learner {
             checkpoint::goods_dir(&state),
             state.join("dedup"),
         ] {
-            lambda_core::state::sweep_temp_files(&dir)?;
+            lambda_stores::state::sweep_temp_files(&dir)?;
         }
         if state.join("checkpoints/CURRENT").exists() || state.join("wal.ndjson").exists() {
             return Err(Error::State(format!(

@@ -26,8 +26,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{select, tick, Receiver, Sender, TrySendError};
-use lambda_core::checkpoint::Live;
 use lambda_core::spec::Spec;
+use lambda_stores::checkpoint::Live;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use ingest::Incoming;

@@ -12,10 +12,10 @@ use std::io::BufReader;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use lambda_core::checkpoint::SourcePosition;
 use lambda_core::schema::Event;
-use lambda_core::state::sync_dir;
-use lambda_core::state::{self, create_dir_synced, FrameReader, Kind, Next};
+use lambda_stores::checkpoint::SourcePosition;
+use lambda_stores::state::sync_dir;
+use lambda_stores::state::{self, create_dir_synced, FrameReader, Kind, Next};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};

@@ -3,7 +3,7 @@
 //! event's id so that the stream's duplicate window drops a producer's retries.
 //!
 //! Exactly once: every accepted event is logged with its stream sequence number ([`SourcePosition`]), and the
-//! checkpoint keeps which messages of each stream are held ([`lambda_core::checkpoint::SourceState`]: exact, since
+//! checkpoint keeps which messages of each stream are held ([`lambda_stores::checkpoint::SourceState`]: exact, since
 //! JetStream redelivers what a crashed reader had in hand after the ack timeout, behind newer messages), so a
 //! message redelivered after a crash (logged, not yet acked) is counted as a duplicate and acked, ids or not. The
 //! consumer's ack floor, read now and then, travels with the positions so that the held set stays bounded by the
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures_util::{FutureExt, StreamExt};
-use lambda_core::checkpoint::SourcePosition;
+use lambda_stores::checkpoint::SourcePosition;
 use serde_json::Value;
 
 use crate::ingest::{parse_line, Incoming, SourceReport};

@@ -1,16 +1,16 @@
 //! The speed layer's models besides the linear one, and every model's prequential record: the other online
-//! learners, the windows of the linear and the batch model, and the live blend of them all ([`lambda_core::blend`]).
+//! learners, the windows of the linear and the batch model, and the live blend of them all ([`lambda_models::blend`]).
 //! Each accepted labelled event goes through [`Records::observe`] in ingestion order, at ingest, in a replay and
 //! at an adoption alike, so that the three end in the same state.
 
-use lambda_core::blend::{component_names, Blend};
-use lambda_core::checkpoint::{Checkpoint, LearnerStatus, WindowStatuses};
-use lambda_core::model::{error, Prediction};
-use lambda_core::online::{OnlineLearner, Tracked};
-use lambda_core::prequential::Window;
-use lambda_core::registry::ModelArtifact;
 use lambda_core::schema::Target;
 use lambda_core::spec::Spec;
+use lambda_models::blend::{component_names, Blend};
+use lambda_models::model::{error, Prediction};
+use lambda_models::online::{OnlineLearner, Tracked};
+use lambda_models::prequential::Window;
+use lambda_stores::checkpoint::{Checkpoint, LearnerStatus, WindowStatuses};
+use lambda_stores::registry::ModelArtifact;
 
 /// The other learners, the windows and the blend.
 #[derive(Debug, Clone)]
@@ -124,7 +124,7 @@ impl Records {
 
 /// The spec's online learners, each taken from `kept` when it holds one of that name that fits, else new.
 impl Records {
-    /// The speed model's error less the batch model's on one event ([`lambda_core::quality`]): mistake minus
+    /// The speed model's error less the batch model's on one event ([`lambda_models::quality`]): mistake minus
     /// mistake, or the difference of absolute errors over the windows' error scale.
     pub fn gap(&self, speed: &Prediction, batch: &Prediction, target: &Target) -> Option<f64> {
         let w = &self.windows[0];

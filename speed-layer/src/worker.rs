@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use lambda_core::checkpoint::{self, ViewFile};
 use lambda_core::spec::Spec;
-use lambda_core::views::ViewTable;
+use lambda_stores::checkpoint::{self, ViewFile};
+use lambda_stores::views::ViewTable;
 
 use crate::archive::{self, Sealed};
 use crate::dedup::{MergePlan, Merged};

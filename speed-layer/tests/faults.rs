@@ -298,7 +298,7 @@ async fn a_full_disk_is_answered_503_with_retry_after_and_a_clear_reason() {
 }
 
 /// The learner's models and view, bit for bit (not what it answered: that was the version then served).
-type Learned = (Vec<u64>, Vec<lambda_core::online::OnlineLearner>, u64, lambda_core::views::ViewTable);
+type Learned = (Vec<u64>, Vec<lambda_models::online::OnlineLearner>, u64, lambda_stores::views::ViewTable);
 
 fn learned(l: &Learner) -> Learned {
     let m = l.side().model.load_full();

@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 use common::*;
 
-use lambda_core::checkpoint;
 use lambda_core::encoder::Encoder;
-use lambda_core::model::{Family, LinearModel, Model};
-use lambda_core::online::OnlineLearner;
-use lambda_core::online_bayes::OnlineBayes;
-use lambda_core::registry::{ModelArtifact, Registry};
 use lambda_core::schema::{Columns, Event, Mode, Target};
 use lambda_core::spec::Spec;
-use lambda_core::views::ViewTable;
+use lambda_models::model::{Family, LinearModel, Model};
+use lambda_models::online::OnlineLearner;
+use lambda_models::online_bayes::OnlineBayes;
 use lambda_speed::ingest::{parse_body, parse_line};
 use lambda_speed::{Incoming, Learner, Speed};
+use lambda_stores::checkpoint;
+use lambda_stores::registry::{ModelArtifact, Registry};
+use lambda_stores::views::ViewTable;
 use serde_json::json;
 
 /// Streams events 0..300 with a stop and a start after event 130.
@@ -64,7 +64,7 @@ fn setup_bayes() -> (tempfile::TempDir, Spec) {
         assert!(history.learn(&a.encoder.encode(&e), e.target.as_ref().unwrap()));
     }
     a.online_bayes = Some(history.stats);
-    ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
+    ViewTable::new(&spec).write_parquet(&lambda_stores::views::batch_view_path(&spec, "v000001")).unwrap();
     Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();
     (dir, spec)
 }
@@ -178,7 +178,7 @@ fn crash_without_checkpoint_recovers_from_the_log() {
     let rows = master_rows(&b);
     assert_eq!(rows.len(), 200);
     assert_eq!(rows.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=200).collect::<Vec<_>>());
-    assert_eq!(lambda_core::master::list_files(&b.paths.master).unwrap().len(), 4);
+    assert_eq!(lambda_stores::master::list_files(&b.paths.master).unwrap().len(), 4);
 }
 
 /// The online learners written only when they must be (at the start, an adoption, a freeze, a stop): the
@@ -329,7 +329,7 @@ fn unseen_class_label_is_rejected_unless_new_classes_are_allowed() {
     let registry = Registry::open(&spec.paths.registry);
     let mut a = artifact(&spec, 0.0, 0.0);
     a.model = Model::Linear(LinearModel::zeros(Family::Softmax, vec!["no".into(), "yes".into()], a.encoder.dim()));
-    ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
+    ViewTable::new(&spec).write_parquet(&lambda_stores::views::batch_view_path(&spec, "v000001")).unwrap();
     registry.publish(&a, manifest(&spec, 0)).unwrap();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
     let r = learner
@@ -359,7 +359,7 @@ fn regression_target_1e200_cannot_stop_a_restart() {
     let encoder = Encoder::fit(&spec, &Columns::from_events(&spec, events.iter().map(|e| (0, e)))).unwrap();
     let model = LinearModel::zeros(Family::Linear, vec![], encoder.dim());
     let a = linear_artifact(&spec, encoder, model);
-    ViewTable::new(&spec).write_parquet(&lambda_core::views::batch_view_path(&spec, "v000001")).unwrap();
+    ViewTable::new(&spec).write_parquet(&lambda_stores::views::batch_view_path(&spec, "v000001")).unwrap();
     Registry::open(&spec.paths.registry).publish(&a, manifest(&spec, 0)).unwrap();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
     let body: Vec<Incoming> = [(1, 1e200), (2, 12.0), (3, -1e200), (4, 400.0)]
@@ -617,7 +617,8 @@ fn a_first_start_takes_in_the_events_the_batch_model_has_not_seen() {
     let (_dir, spec) = setup();
     let events: Vec<Event> = parsed(&spec, 0..40);
     let rows: Vec<(u64, &Event)> = events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
-    lambda_core::master::write_events(&spec, &spec.paths.master.join("date=2026-01-01/part-1.parquet"), &rows).unwrap();
+    lambda_stores::master::write_events(&spec, &spec.paths.master.join("date=2026-01-01/part-1.parquet"), &rows)
+        .unwrap();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
     assert_eq!(learner.last_seq(), 40);
     assert_eq!(learner.side().realtime.to_table(), brute(&spec, &events, 1));
@@ -635,7 +636,8 @@ fn ids_seeded_at_a_first_start_are_still_known_after_a_crash_right_after_it() {
     let (_dir, spec) = setup();
     let events: Vec<Event> = parsed(&spec, 0..40);
     let rows: Vec<(u64, &Event)> = events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
-    lambda_core::master::write_events(&spec, &spec.paths.master.join("date=2026-01-01/part-1.parquet"), &rows).unwrap();
+    lambda_stores::master::write_events(&spec, &spec.paths.master.join("date=2026-01-01/part-1.parquet"), &rows)
+        .unwrap();
     let learner = Learner::open(spec.clone(), None).unwrap();
     assert_eq!(learner.last_seq(), 40);
     // Killed before anything else happened.
@@ -853,7 +855,7 @@ fn accuracy_after_a_poisoned_burst(extra: &str) -> (f64, lambda_speed::Status) {
             for i in start..start + 50 {
                 let e = event(i);
                 let parsed = spec.parse_record(&e, Mode::Event).unwrap();
-                let lambda_core::model::Prediction::Probabilities(p) = model.model.predict(&encoder.encode(&parsed))
+                let lambda_models::model::Prediction::Probabilities(p) = model.model.predict(&encoder.encode(&parsed))
                 else {
                     panic!("a classifier")
                 };
@@ -945,7 +947,7 @@ fn after_a_concept_flip_the_blend_moves_its_weight_from_the_batch_model_to_the_m
     assert!(weight(&learner, "batch") < 1e-6, "{:?}", learner.side().model.load_full().weights);
     learner.checkpoint().unwrap();
     let w = learner.status().windows;
-    let accuracy = |s: &lambda_core::checkpoint::WindowStatus| s.metrics["accuracy"];
+    let accuracy = |s: &lambda_stores::checkpoint::WindowStatus| s.metrics["accuracy"];
     let blend = accuracy(w.blend.as_ref().unwrap());
     let best = accuracy(w.speed.as_ref().unwrap()).max(accuracy(&w.learners[0].1));
     assert!(accuracy(w.batch.as_ref().unwrap()) < 0.1 && blend > 0.8 && blend > best - 0.02, "{w:?}");
@@ -976,7 +978,7 @@ fn accuracy_with_garbage(
             } else {
                 let parsed = spec.parse_record(&e, Mode::Event).unwrap();
                 let p = model.model.predict(&encoder.encode(&parsed));
-                let lambda_core::model::Prediction::Probabilities(p) = p else { panic!("a classifier") };
+                let lambda_models::model::Prediction::Probabilities(p) = p else { panic!("a classifier") };
                 right += u64::from((p[1] > 0.5) == (e["label"] == "yes"));
                 clean += 1;
             }
@@ -1145,9 +1147,9 @@ fn a_freeze_for_a_new_range_of_values_ends_once_a_batch_version_has_seen_that_ra
     // The batch layer trains on the master dataset, which holds the shifted events.
     learner.archive_all().unwrap();
     let mut archived: Vec<Event> = Vec::new();
-    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
-        for b in lambda_core::master::read_batches(&f).unwrap() {
-            let rows = lambda_core::master::events_of(&spec, &f, &b).unwrap();
+    for f in lambda_stores::master::list_files(&spec.paths.master).unwrap() {
+        for b in lambda_stores::master::read_batches(&f).unwrap() {
+            let rows = lambda_stores::master::events_of(&spec, &f, &b).unwrap();
             archived.extend(rows.into_iter().filter(|(seq, _)| *seq > 2_000).map(|(_, e)| e));
         }
     }

@@ -311,7 +311,7 @@ pub fn sigterm_and_wait(daemon: &mut Server) {
 /// counters and updates, the realtime views and (once a final `--once` run has archived the log) the master
 /// dataset, in ingestion order without gaps.
 pub fn assert_exactly_once(spec: &lambda_core::spec::Spec, history: u64, total: u64, prefix: &str) {
-    use lambda_core::checkpoint::{self, SpeedSide};
+    use lambda_stores::checkpoint::{self, SpeedSide};
     let c = checkpoint::read(&spec.paths.state).unwrap().unwrap();
     assert_eq!(c.last_seq, history + total);
     assert_eq!((c.stats.accepted, c.stats.labelled, c.updates), (total, total, total));
@@ -324,9 +324,9 @@ pub fn assert_exactly_once(spec: &lambda_core::spec::Spec, history: u64, total: 
     }
     let mut ids = std::collections::BTreeMap::new();
     let mut seqs = Vec::new();
-    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
-        for b in lambda_core::master::read_batches(&f).unwrap() {
-            for (seq, e) in lambda_core::master::events_of(spec, &f, &b).unwrap() {
+    for f in lambda_stores::master::list_files(&spec.paths.master).unwrap() {
+        for b in lambda_stores::master::read_batches(&f).unwrap() {
+            for (seq, e) in lambda_stores::master::events_of(spec, &f, &b).unwrap() {
                 *ids.entry(e.id).or_insert(0u32) += 1;
                 seqs.push(seq);
             }

@@ -2,10 +2,10 @@
 //! registry's pointer.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
-use lambda_core::master::{partition, write_events};
-use lambda_core::registry::Registry;
 use lambda_core::schema::Event;
 use lambda_core::spec::Spec;
+use lambda_stores::master::{partition, write_events};
+use lambda_stores::registry::Registry;
 
 /// Writes `(sequence number, event)` rows as one master-dataset file named `name`.
 pub fn write(spec: &Spec, rows: &[(u64, Event)], name: &str) {

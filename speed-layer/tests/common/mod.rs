@@ -2,15 +2,15 @@
 //! between two runs.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use lambda_core::checkpoint::{self, SpeedSide};
 use lambda_core::encoder::Encoder;
-use lambda_core::model::{Family, LinearModel};
-use lambda_core::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
 use lambda_core::schema::{Columns, Mode};
 use lambda_core::spec::Spec;
-use lambda_core::views::ViewTable;
+use lambda_models::model::{Family, LinearModel};
 use lambda_speed::ingest::parse_line;
 use lambda_speed::Incoming;
+use lambda_stores::checkpoint::{self, SpeedSide};
+use lambda_stores::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
+use lambda_stores::views::ViewTable;
 use serde_json::json;
 
 pub const SPEC: &str = r#"
@@ -67,7 +67,7 @@ pub fn linear_artifact(spec: &Spec, encoder: Encoder, model: LinearModel) -> Mod
         format_version: FORMAT_VERSION,
         schema_hash: spec.schema_hash(),
         encoder,
-        model: lambda_core::model::Model::Linear(model),
+        model: lambda_models::model::Model::Linear(model),
         online: None,
         online_prior: None,
         online_bayes: None,
@@ -97,7 +97,7 @@ pub fn manifest(spec: &Spec, watermark: u64) -> Manifest {
 pub fn publish(spec: &Spec, w0: f64, bias: f64, watermark: u64) -> Manifest {
     let registry = Registry::open(&spec.paths.registry);
     let version = registry.next_version().unwrap();
-    ViewTable::new(spec).write_parquet(&lambda_core::views::batch_view_path(spec, &version)).unwrap();
+    ViewTable::new(spec).write_parquet(&lambda_stores::views::batch_view_path(spec, &version)).unwrap();
     registry.publish(&artifact(spec, w0, bias), manifest(spec, watermark)).unwrap()
 }
 
@@ -160,9 +160,9 @@ pub fn on_disk(spec: &Spec) -> Summary {
 
 pub fn master_rows(spec: &Spec) -> Vec<(u64, String)> {
     let mut rows = Vec::new();
-    for f in lambda_core::master::list_files(&spec.paths.master).unwrap() {
-        for b in lambda_core::master::read_batches(&f).unwrap() {
-            for (seq, e) in lambda_core::master::events_of(spec, &f, &b).unwrap() {
+    for f in lambda_stores::master::list_files(&spec.paths.master).unwrap() {
+        for b in lambda_stores::master::read_batches(&f).unwrap() {
+            for (seq, e) in lambda_stores::master::events_of(spec, &f, &b).unwrap() {
                 rows.push((seq, e.id));
             }
         }
