@@ -1,14 +1,11 @@
 //! The three layers together on generated data: batch, forecast, serving, the speed layer replaying the later
 //! events, and a second batch run over what the speed layer archived.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lambda_core::schema::{Cell, Mode, Target};
 use lambda_core::spec::Spec;
 use polars::prelude::*;

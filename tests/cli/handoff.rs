@@ -2,16 +2,13 @@
 //! continuously while events flow into a `speed` daemon, while `batch` publishes a new version and while `CURRENT`
 //! is rolled back, never answers a merged view that differs from the brute-force aggregate over all accepted
 //! events at the `speed_seq` it reports.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lambda_core::schema::{Cell, Event, Mode, Target};
 use lambda_core::spec::Spec;
 

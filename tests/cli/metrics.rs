@@ -1,10 +1,7 @@
 //! `GET /metrics` on the serving and ingest addresses of `up`, read by the reference Prometheus parser (the Python
-//! `prometheus_client` package, see `common::clients_python`).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! `prometheus_client` package, see `crate::common::clients_python`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// The families the reference parser reads in `text`.

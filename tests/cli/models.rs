@@ -1,11 +1,8 @@
 //! The champion/challenger gate and version management from the command line: `batch` exits with 3 and names the
 //! reason when it keeps its winner back, `models list` shows why, `models promote` and `models rollback` move
 //! `CURRENT` by hand.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use lambda_core::spec::Spec;
 use lambda_stores::registry::Registry;
 

@@ -1,13 +1,10 @@
 //! Bad history is a clear error for every model family: a constant feature, a feature missing in every row, a class
 //! with a single row and an infinite regression target each name the file (or the master dataset) and the column,
 //! and publish nothing. More categories than `max_categories` is not an error: the rarest share one bucket.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::path::Path;
 
-use common::{current, write};
+use crate::common::{current, write};
 
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
@@ -18,7 +15,7 @@ const FAMILIES: [&str; 5] = ["linear", "naive_bayes", "decision_tree", "random_f
 fn spec(dir: &Path, task: &str, family: &str) -> Spec {
     let features = [("amount", "numeric"), ("country", "categorical"), ("mobile", "boolean")];
     let batch = format!("alphas = [0.1]\nmax_categories = 5\nfamilies = [\"{family}\"]\n");
-    Spec::from_toml(&common::spec_text(task, &features, &batch), &dir.join("spec.toml"), dir).unwrap()
+    Spec::from_toml(&crate::common::spec_text(task, &features, &batch), &dir.join("spec.toml"), dir).unwrap()
 }
 
 /// Rows whose amount, country and mobile vary; `label` gives the target of row i.

@@ -1,10 +1,7 @@
 //! The Open Inference Protocol (KServe V2) of `up`, spoken by Triton's own HTTP client (`tritonclient[http]` from
-//! PyPI, see `common::clients_python`): what it reads back equals `/v1/predict` on the same records.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! PyPI, see `crate::common::clients_python`): what it reads back equals `/v1/predict` on the same records.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 #[test]

@@ -1,16 +1,13 @@
 //! The speed daemon as its own process: killed with `kill -9` at random moments of an HTTP replay and restarted
 //! each time, it ends with every acknowledged event exactly once in the model updates, the views and the master
 //! dataset; a SIGTERM stops it after a final checkpoint.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lambda_core::spec::Spec;
 use lambda_stores::checkpoint;
 

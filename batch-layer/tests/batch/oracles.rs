@@ -1,5 +1,4 @@
 //! The hand-written families checked against a crate that fits the same model.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use lambda_models::bayes::NaiveBayes;
 use linfa::prelude::*;

@@ -1,10 +1,7 @@
 //! Hostile input: the poison events that once stopped the daemon or every later batch run, plus 10,000 fuzzed
 //! records and bodies, leave a speed layer that restarts and a master dataset that `batch` still trains on.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use lambda_core::spec::Spec;
 use lambda_speed::ingest::{parse_body, parse_line};
 use lambda_speed::Learner;

@@ -1,19 +1,16 @@
 //! History written by other tools: pyarrow, pandas and Spark layouts and types in one master dataset, files
 //! without the speed layer's sequence numbers, partition folders, Spark's markers, a schema that grew, epoch times
 //! in any unit. Fixtures are written with arrow-rs in the shapes those writers produce.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::common::{current, write};
 use arrow::array::{
     ArrayRef, BooleanArray, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array, LargeStringArray,
     RecordBatch, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray,
 };
 use arrow::datatypes::{Int32Type, Int8Type};
-use common::{current, write};
 use lambda_core::schema::{Cell, CellRef, Event, Target, TargetRef};
 use lambda_core::spec::Spec;
 
@@ -22,7 +19,7 @@ const T: i64 = 1_764_144_000_000;
 const N: usize = 120;
 
 fn spec(dir: &Path, time_format: &str) -> Spec {
-    let text = common::spec_text(
+    let text = crate::common::spec_text(
         "binary_classification",
         &[("amount", "numeric"), ("country", "categorical"), ("mobile", "boolean"), ("device", "categorical")],
         "alphas = [0.1, 1.0]\nfamilies = [\"linear\", \"decision_tree\"]\n",

@@ -1,7 +1,4 @@
 //! The batch view aggregated by polars against the speed layer's row-by-row fold of the same events.
-#![allow(clippy::unwrap_used, missing_docs)]
-
-mod common;
 
 use std::path::Path;
 
@@ -12,7 +9,8 @@ use lambda_stores::views::{Stats, ViewTable};
 use proptest::prelude::*;
 
 fn spec(task: &str) -> Spec {
-    let text = common::spec_text(task, &[("amount", "numeric"), ("country", "categorical"), ("mobile", "boolean")], "");
+    let text =
+        crate::common::spec_text(task, &[("amount", "numeric"), ("country", "categorical"), ("mobile", "boolean")], "");
     Spec::from_toml(&text, Path::new("s.toml"), Path::new("/")).unwrap()
 }
 

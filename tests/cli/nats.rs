@@ -1,10 +1,7 @@
 //! NATS JetStream as the event log: events published with `lambda-ml publish` are taken by the speed layer's
 //! durable consumer exactly once across `kill -9` of the speed layer and a restart of the NATS server, and a poison
 //! message goes to the dead letters and is acked, never redelivered. The tests start their own nats-server (see
-//! `common::nats_server_bin`) on a free loopback port with a store in a temporary folder.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
+//! `crate::common::nats_server_bin`) on a free loopback port with a store in a temporary folder.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use lambda_core::spec::Spec;
 use lambda_stores::checkpoint;
 

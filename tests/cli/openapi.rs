@@ -1,13 +1,10 @@
 //! The OpenAPI documents of both services (`GET /openapi.json`), read and fuzzed by schemathesis (from PyPI, see
-//! `common::clients_python`): requests generated from the documents, valid and invalid, never get a 5xx, and every
+//! `crate::common::clients_python`): requests generated from the documents, valid and invalid, never get a 5xx, and every
 //! answer, each error included, fits the documented status codes, content types and schemas.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Runs schemathesis against `base`'s document; returns its report when it failed.
 fn fuzz(base: &str, examples: &str) -> Option<String> {

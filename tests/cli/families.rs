@@ -1,13 +1,10 @@
 //! Every model family predicts through the same path: for a champion of each family, `forecast` and `/v1/predict`
 //! give the same probabilities for the same rows, and a champion the speed layer cannot update comes with a linear
 //! starting model that the speed layer learns on while the champion keeps answering.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use lambda_core::spec::Spec;
 use lambda_stores::registry::Registry;
 use polars::prelude::*;

@@ -1,12 +1,9 @@
 //! Champion/challenger: a batch run publishes its winner only when it is at least as good as the current model on
 //! the holdout rows that model has not seen; otherwise it keeps the version without moving `CURRENT`.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::path::Path;
 
-use common::{current, write};
+use crate::common::{current, write};
 
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
@@ -14,7 +11,7 @@ use lambda_stores::registry::{Gate, Registry};
 
 /// The spec every test here starts from.
 fn base() -> String {
-    common::spec_text(
+    crate::common::spec_text(
         "binary_classification",
         &[("amount", "numeric"), ("country", "categorical")],
         "alphas = [0.1, 1.0]\n",

@@ -1,14 +1,11 @@
 //! The daemon under traffic: a reader in another process reads its own writes with `?min_seq`, and under an
 //! ingest overload `up` answers the excess 503 with `Retry-After` while its serving layer keeps answering.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 fn event(i: u64, key: &str) -> String {
     format!(

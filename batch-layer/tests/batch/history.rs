@@ -1,12 +1,9 @@
 //! The batch layer on good and bad history: a good master dataset publishes a model and its view; bad history
 //! (missing column, wrong type, empty dataset, empty file, a single class) is a clear error and publishes nothing.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::path::Path;
 
-use common::{current, write};
+use crate::common::{current, write};
 
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
@@ -15,7 +12,7 @@ use polars::prelude::*;
 
 /// The spec every test here starts from.
 fn base() -> String {
-    common::spec_text(
+    crate::common::spec_text(
         "binary_classification",
         &[("amount", "numeric"), ("country", "categorical"), ("mobile", "boolean")],
         "alphas = [0.1, 1.0]\n",

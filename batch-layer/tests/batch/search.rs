@@ -1,18 +1,15 @@
 //! The search: reproducible for the same data, spec and seed; bounded by its time budget, and saying so.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::path::Path;
 
-use common::write;
+use crate::common::write;
 
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
 
 /// The spec every test here starts from.
 fn base() -> String {
-    common::spec_text(
+    crate::common::spec_text(
         "binary_classification",
         &[("a", "numeric"), ("b", "numeric"), ("c", "categorical")],
         "alphas = [0.1, 1.0]\n",

@@ -2,13 +2,10 @@
 //! model's errors, the speed layer runs the batch pipeline on the events since the change while it goes on
 //! ingesting, the gate publishes the new model, the speed layer adopts it, and the batch model's windowed accuracy
 //! comes back to where it was before the change.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod common;
 
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use lambda_core::spec::Spec;
 use lambda_speed::ingest::parse_line;
 use lambda_speed::{Incoming, Learner, Retrained, Retrainer};
