@@ -562,8 +562,12 @@ fn source_failure(failed: &tokio::sync::watch::Receiver<Option<String>>) -> Resu
 struct BatchRetrainer;
 
 impl lambda_speed::Retrainer for BatchRetrainer {
-    fn retrain(&self, spec: &Spec, since_seq: u64) -> std::result::Result<lambda_speed::Retrained, String> {
-        let out = lambda_batch::retrain(spec, since_seq).map_err(|e| e.to_string())?;
+    fn retrain(
+        &self,
+        spec: &Spec,
+        since_seq: u64,
+    ) -> std::result::Result<lambda_speed::Retrained, lambda_speed::RetrainError> {
+        let out = lambda_batch::retrain(spec, since_seq)?;
         let reason = out.manifest.gate.as_ref().map(|g| g.reason.clone()).unwrap_or_default();
         Ok(lambda_speed::Retrained { version: out.manifest.version, published: out.published, reason })
     }

@@ -564,7 +564,7 @@ struct Retraining {
     /// Runs the batch pipeline after a confirmed drift, when given.
     retrainer: Option<Arc<dyn Retrainer>>,
     status: RetrainStatus,
-    job: Option<std::thread::JoinHandle<std::result::Result<Retrained, String>>>,
+    job: Option<std::thread::JoinHandle<std::result::Result<Retrained, crate::retrain::RetrainError>>>,
     /// The last confirmed drift acted on (its sequence number).
     drift: u64,
 }
@@ -1470,7 +1470,7 @@ impl Learner {
                     r.state = if x.published { RetrainState::Published } else { RetrainState::Held };
                     (r.version, r.reason) = (Some(x.version), Some(x.reason));
                 }
-                Err(e) => (r.state, r.reason) = (RetrainState::Failed, Some(e)),
+                Err(e) => (r.state, r.reason) = (RetrainState::Failed, Some(crate::retrain::with_causes(&*e))),
             }
             tracing::info!(state = ?r.state, version = ?r.version, reason = ?r.reason, "retraining on the fly finished");
             self.dirty = true;

@@ -32,7 +32,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use ingest::Incoming;
 pub use learner::{IngestReport, Learner, Status};
-pub use retrain::{Retrained, Retrainer};
+pub use retrain::{RetrainError, Retrained, Retrainer};
 
 /// Result with the speed [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -19,9 +19,41 @@ pub struct Retrained {
     pub reason: String,
 }
 
+/// Why a retraining failed: the batch layer's own error, its causes kept.
+pub type RetrainError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Runs the batch pipeline for the speed layer.
 pub trait Retrainer: Send + Sync {
     /// Trains on the events after `since_seq` (plus `speed.retrain.history_rows` before) within
-    /// `speed.retrain.time_budget`, through the gate; an error as text.
-    fn retrain(&self, spec: &Spec, since_seq: u64) -> Result<Retrained, String>;
+    /// `speed.retrain.time_budget`, through the gate.
+    fn retrain(&self, spec: &Spec, since_seq: u64) -> Result<Retrained, RetrainError>;
+}
+
+/// An error and its causes on one line, as the retraining status keeps it.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_retraining_keeps_every_cause_of_the_batch_layer_s_error() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e: RetrainError = Box::new(lambda_core::Error::Unreadable {
+            what: "the manifest".into(),
+            source: Box::new(lambda_core::Error::io("registry/v000002/model.json", io)),
+        });
+        let text = with_causes(&*e);
+        assert!(text.starts_with("the manifest cannot be read"), "{text}");
+        // The file and the system's answer, two causes down.
+        assert!(text.contains("registry/v000002/model.json") && text.ends_with(": denied"), "{text}");
+    }
 }

@@ -8,15 +8,15 @@ use std::sync::Arc;
 use crate::common::*;
 use lambda_core::spec::Spec;
 use lambda_speed::ingest::parse_line;
-use lambda_speed::{Incoming, Learner, Retrained, Retrainer};
+use lambda_speed::{Incoming, Learner, RetrainError, Retrained, Retrainer};
 use lambda_stores::checkpoint::RetrainState;
 
 /// The batch layer, as the `lambda-ml` binary hands it to the speed layer.
 struct Batch;
 
 impl Retrainer for Batch {
-    fn retrain(&self, spec: &Spec, since_seq: u64) -> Result<Retrained, String> {
-        let out = lambda_batch::retrain(spec, since_seq).map_err(|e| e.to_string())?;
+    fn retrain(&self, spec: &Spec, since_seq: u64) -> Result<Retrained, RetrainError> {
+        let out = lambda_batch::retrain(spec, since_seq)?;
         let reason = out.manifest.gate.map(|g| g.reason).unwrap_or_default();
         Ok(Retrained { version: out.manifest.version, published: out.published, reason })
     }
@@ -97,7 +97,7 @@ fn a_concept_change_is_retrained_on_the_fly_published_adopted_and_the_accuracy_r
 struct Held(std::sync::atomic::AtomicU64);
 
 impl Retrainer for Held {
-    fn retrain(&self, _: &Spec, _: u64) -> Result<Retrained, String> {
+    fn retrain(&self, _: &Spec, _: u64) -> Result<Retrained, RetrainError> {
         let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         Ok(Retrained { version: format!("held{n}"), published: false, reason: "not better".into() })
     }
