@@ -610,15 +610,22 @@ fn state_of_the_earlier_format_is_refused_with_what_to_do() {
     assert!(err.contains("earlier lambda-ml") && err.contains("move that folder away"), "{err}");
 }
 
-#[test]
-fn a_first_start_takes_in_the_events_the_batch_model_has_not_seen() {
-    // Regression (review): a first start after the master dataset had grown past the batch watermark answered
-    // views that missed the events in between, while reporting a speed_seq that included them.
-    let (_dir, spec) = setup();
+/// A pipeline whose master dataset holds 40 events (sequence numbers 1 to 40) archived after the batch model's
+/// watermark, as an earlier speed layer would have left them.
+fn setup_with_40_archived_events() -> (tempfile::TempDir, Spec, Vec<Event>) {
+    let (dir, spec) = setup();
     let events: Vec<Event> = parsed(&spec, 0..40);
     let rows: Vec<(u64, &Event)> = events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
     lambda_stores::master::write_events(&spec, &spec.paths.master.join("date=2026-01-01/part-1.parquet"), &rows)
         .unwrap();
+    (dir, spec, events)
+}
+
+#[test]
+fn a_first_start_takes_in_the_events_the_batch_model_has_not_seen() {
+    // Regression (review): a first start after the master dataset had grown past the batch watermark answered
+    // views that missed the events in between, while reporting a speed_seq that included them.
+    let (_dir, spec, events) = setup_with_40_archived_events();
     let mut learner = Learner::open(spec.clone(), None).unwrap();
     assert_eq!(learner.last_seq(), 40);
     assert_eq!(learner.side().realtime.to_table(), brute(&spec, &events, 1));
@@ -633,11 +640,7 @@ fn a_first_start_takes_in_the_events_the_batch_model_has_not_seen() {
 fn ids_seeded_at_a_first_start_are_still_known_after_a_crash_right_after_it() {
     // Regression: the ids of the archived events a first start takes in were kept in memory alone, and the
     // checkpoint said the runs held every id through the start: a crash before the next flush forgot them.
-    let (_dir, spec) = setup();
-    let events: Vec<Event> = parsed(&spec, 0..40);
-    let rows: Vec<(u64, &Event)> = events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)).collect();
-    lambda_stores::master::write_events(&spec, &spec.paths.master.join("date=2026-01-01/part-1.parquet"), &rows)
-        .unwrap();
+    let (_dir, spec, _) = setup_with_40_archived_events();
     let learner = Learner::open(spec.clone(), None).unwrap();
     assert_eq!(learner.last_seq(), 40);
     // Killed before anything else happened.
@@ -704,7 +707,7 @@ fn an_unreadable_learners_file_stops_the_start_and_deletes_nothing() {
     let middle = damaged.len() / 2;
     damaged[middle] ^= 0xff;
     std::fs::write(&path, &damaged).unwrap();
-    let before = files_under(&spec.paths.state);
+    let mut before = files_under(&spec.paths.state);
     match Learner::open(spec.clone(), None) {
         Err(lambda_speed::Error::Core(lambda_core::Error::Unreadable { what, .. })) => {
             assert!(what.contains(&listed.name), "{what}")
@@ -715,7 +718,6 @@ fn an_unreadable_learners_file_stops_the_start_and_deletes_nothing() {
     let mut after = files_under(&spec.paths.state);
     // The refused start took the folder's lock and wrote who it was; nothing else changed.
     after.remove(&spec.paths.state.join(".lock"));
-    let mut before = before;
     before.remove(&spec.paths.state.join(".lock"));
     assert_eq!(after, before);
     // Put back, the state restarts where it was.

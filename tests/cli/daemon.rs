@@ -101,14 +101,10 @@ fn acknowledged_events_survive_20_kill_9_during_an_http_replay_exactly_once() {
 #[test]
 fn sigterm_stops_after_a_final_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let spec_path = spec_in(dir.path());
-    let sp = spec_path.to_str().unwrap();
-    let stream = dir.path().join("stream.ndjson");
-    run_ok(&["generate", "--spec", sp, "--rows", "1000", "--stream-rows", "0", "--stream", stream.to_str().unwrap()]);
-    run_ok(&["batch", "--spec", sp]);
-    let spec = Spec::from_file(&spec_path).unwrap();
+    let sp = pipeline(dir.path());
+    let spec = Spec::from_file(std::path::Path::new(&sp)).unwrap();
     let port = free_port();
-    let mut daemon = start(&["speed", "--spec", sp, "--listen", &format!("127.0.0.1:{port}")], port, "/health/live");
+    let mut daemon = start(&["speed", "--spec", &sp, "--listen", &format!("127.0.0.1:{port}")], port, "/health/live");
     let (status, ack) = post(&format!("{}/v1/events", daemon.base), &events(0..50));
     assert_eq!((status, ack["accepted"].as_u64()), (200, Some(50)), "{ack}");
     sigterm_and_wait(&mut daemon);
