@@ -18,6 +18,7 @@ pub mod log;
 pub mod nats;
 pub mod records;
 pub mod retrain;
+mod stages;
 pub mod worker;
 
 use std::path::PathBuf;
