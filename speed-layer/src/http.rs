@@ -89,7 +89,7 @@ pub fn ingest_routes(speed: Arc<Speed>) -> Router {
 }
 
 #[utoipa::path(get, path = "/v1/status", tag = "speed",
-    responses((status = 200, description = "The speed layer's counters, log, checkpoints, learners, windows, input rates, freeze and retraining.", body = crate::learner::Status)))]
+    responses((status = 200, description = "The speed layer's counters, log, checkpoints, learners, windows, input rates, freeze and retraining.", body = crate::stages::Status)))]
 async fn status(State(speed): State<Arc<Speed>>) -> Response {
     Json(json!(*speed.status())).into_response()
 }

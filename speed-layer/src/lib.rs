@@ -2,7 +2,7 @@
 //!
 //! Events arrive over HTTP ([`http`]), from a file or from stdin ([`ingest`]); they are parsed and validated off
 //! the async workers (at most `speed.max_parsing` bodies at once), then handed over a crossbeam channel to one
-//! learner thread ([`Speed`]) that owns all state ([`learner::Learner`]). At most `speed.max_queued` requests wait
+//! learner thread ([`Speed`]) that owns all state ([`stages::Learner`]). At most `speed.max_queued` requests wait
 //! there; beyond that a request waits asynchronously up to `speed.ingest_wait` and is then answered 503 with
 //! `Retry-After`. The learner gives each accepted event an ingestion sequence number, appends it to the log
 //! ([`log`]) and syncs before acknowledging, predicts then learns (prequential), and folds it into the realtime
@@ -13,12 +13,11 @@ pub mod archive;
 pub mod dedup;
 pub mod http;
 pub mod ingest;
-pub mod learner;
 pub mod log;
 pub mod nats;
 pub mod records;
 pub mod retrain;
-mod stages;
+pub mod stages;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -32,8 +31,8 @@ use lambda_stores::checkpoint::Live;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use ingest::Incoming;
-pub use learner::{IngestReport, Learner, Status};
 pub use retrain::{RetrainError, Retrained, Retrainer};
+pub use stages::{IngestReport, Learner, Status};
 
 /// Result with the speed [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
