@@ -1,12 +1,11 @@
 //! Intake: an ingest call's records checked against the model, de-duplicated, given sequence numbers, and made
 //! durable (dead letters, then the log) before anything is applied.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use lambda_core::schema::Target;
+use lambda_core::schema::Event;
 use lambda_core::spec::Spec;
-use lambda_models::online::AdaptiveLinear;
 use lambda_stores::checkpoint::{SourcePosition, SourceState};
 use lambda_stores::registry::now_millis;
 use serde::Serialize;
@@ -17,8 +16,8 @@ use crate::ingest::Incoming;
 use crate::log::{GroupMark, Log, Record};
 use crate::Result;
 
-use super::freeze::Turn;
-use super::learning::{learn, Predicted, Unlearnable};
+use super::learning::Predicted;
+use super::trial::Trial;
 use super::Learner;
 
 /// Intake: sequence numbers, de-duplication by id and by source position, the dead letters and the log. What it
@@ -80,36 +79,137 @@ pub(super) fn filter_budget(spec: &Spec) -> usize {
     spec.speed.dedup_filter_mb.saturating_mul(1 << 20)
 }
 
+/// A rejected record on its way to the dead letters.
+struct Dead {
+    line: usize,
+    error: String,
+    raw: String,
+    /// The sequence number of the last event accepted before it.
+    after_seq: u64,
+    /// Its key for the input's quality.
+    key: u64,
+}
+
+/// An accepted event on its way to the log, with what the trial made of it.
+struct Accepted {
+    request: usize,
+    id: u128,
+    record: Record,
+    predicted: Predicted,
+    /// Whether updates were frozen when it came.
+    frozen: bool,
+}
+
+/// A group of requests in flight: what intake decided of each record. Nothing of it is applied before
+/// [`Intake::commit`] made it durable.
+struct Group {
+    now: i64,
+    /// The sequence number before the group's first.
+    after: u64,
+    reports: Vec<IngestReport>,
+    dead: Vec<Dead>,
+    accepted: Vec<Accepted>,
+    ids: HashSet<u128>,
+    sources: Vec<SourcePosition>,
+    /// Keys of the records rejected since the last accepted one, logged with the next (or the last) one.
+    rejected_keys: Vec<u64>,
+}
+
+impl Group {
+    fn new(now: i64, after: u64, requests: usize) -> Group {
+        Group {
+            now,
+            after,
+            reports: vec![IngestReport::default(); requests],
+            dead: Vec::new(),
+            accepted: Vec::new(),
+            ids: HashSet::new(),
+            sources: Vec::new(),
+            rejected_keys: Vec::new(),
+        }
+    }
+
+    /// The sequence number the next accepted event gets.
+    fn next_seq(&self) -> u64 {
+        self.after + 1 + self.accepted.len() as u64
+    }
+
+    fn reject(&mut self, request: usize, line: usize, error: String, raw: String, key: u64) {
+        self.rejected_keys.push(key);
+        let after_seq = self.next_seq() - 1;
+        self.reports[request].rejected.push(RejectedLine { line, error: error.clone() });
+        self.dead.push(Dead { line, error, raw, after_seq, key });
+    }
+
+    fn accept(
+        &mut self,
+        request: usize,
+        id: u128,
+        event: Event,
+        source: Option<SourcePosition>,
+        done: Predicted,
+        frozen: bool,
+    ) {
+        let rejected_before = std::mem::take(&mut self.rejected_keys);
+        let mark = GroupMark { rejected_before, ..GroupMark::default() };
+        self.ids.insert(id);
+        self.sources.extend(source);
+        let record = Record { seq: self.next_seq(), ingest_ms: self.now, event, mark, source };
+        self.accepted.push(Accepted { request, id, record, predicted: done, frozen });
+    }
+}
+
+impl Intake {
+    /// Whether a message of an external event log is held already: a redelivery.
+    fn held(&self, group: &Group, p: &SourcePosition) -> bool {
+        self.sources.get(&p.source).is_some_and(|s| s.contains(p.seq))
+            || group.sources.iter().any(|g| (g.source, g.seq) == (p.source, p.seq))
+    }
+
+    /// Whether an event of this id was accepted already (in the window, or earlier in the group).
+    fn known(&self, group: &Group, id: u128) -> Result<bool> {
+        Ok(group.ids.contains(&id) || self.dedup.contains(id)?)
+    }
+
+    /// Makes the group durable: its rejections in the dead letters, then its events in the log.
+    fn commit(&mut self, group: &mut Group) -> Result<()> {
+        if let Some(last) = group.accepted.last_mut() {
+            last.record.mark.rejected_after = std::mem::take(&mut group.rejected_keys);
+            last.record.mark.last = true;
+        }
+        if !group.dead.is_empty() {
+            let alone = group.accepted.is_empty();
+            let mut text = String::new();
+            for (i, d) in group.dead.iter().enumerate() {
+                let n = self.dead_n + 1 + i as u64;
+                let line = serde_json::json!({"received_ms": group.now, "line": d.line, "error": d.error,
+                    "raw": d.raw, "n": n, "after_seq": d.after_seq, "alone": alone, "key": format!("{:016x}", d.key)});
+                text.push_str(&line.to_string());
+                text.push('\n');
+            }
+            self.dead.append(&text)?;
+            self.dead_n += group.dead.len() as u64;
+        }
+        fail::fail_point!("learner::after_dead_letters");
+        let records: Vec<Record> = group.accepted.iter().map(|a| a.record.clone()).collect();
+        self.log.append(&records)?;
+        for p in &group.sources {
+            self.sources.entry(p.source).or_insert_with(|| SourceState::new(p.source)).insert(p);
+        }
+        Ok(())
+    }
+}
+
 impl Learner {
-    /// [`Learner::ingest`] for several requests at once, with one sync of the log for all (group commit).
+    /// [`Learner::ingest`] for several requests at once, with one sync of the log for all (group commit). Each
+    /// record is screened (redelivery, validation, duplicate id), then tried on copies of the models and judged
+    /// with the input's quality (the trial); the group is made durable, and only then applied.
     pub fn ingest_many(&mut self, requests: Vec<Vec<Incoming>>) -> Result<Vec<IngestReport>> {
         let now = now_millis();
-        let mut reports = Vec::with_capacity(requests.len());
-        // Rejections: line, reason, raw text, the sequence number accepted before it, its key.
-        let mut dead: Vec<(usize, String, String, u64, u64)> = Vec::new();
-        let mut accepted: Vec<(usize, u128, Record, Predicted, bool)> = Vec::new();
-        let mut group_ids: HashSet<u128> = HashSet::new();
-        let mut group_sources: Vec<SourcePosition> = Vec::new();
-        let mut working: Option<AdaptiveLinear> = None;
-        // Learning runs on copies, committed only once the log is synced; the same additions in the same order as a
-        // replay, so that a restart ends bit for bit where this run does.
-        let mut stats = self.learning.stats.clone();
-        let mut updates = 0u64;
+        let mut group = Group::new(now, self.intake.last_seq, requests.len());
+        let mut trial = Trial::start(&self.learning, &self.freeze, self.frozen());
         let mut x = std::mem::take(&mut self.learning.x);
-        let encoder = &self.batch.artifact.encoder;
-        let target_field = &self.spec.dataset.target;
-        // The input's verdict is taken after every accepted record, as a replay of the log takes it, so that bad
-        // records inside a large request freeze the updates where they come, not at the request's end.
-        let judging = self.spec.speed.freeze.enabled;
-        let mut quality = self.freeze.quality.clone();
-        let mut frozen = self.frozen();
-        let mut turns: Vec<Turn> = Vec::new();
-        // The good states' linear models, taken when the verdict first turns (a freeze goes back to the oldest).
-        let mut goods: Option<VecDeque<(u64, AdaptiveLinear)>> = None;
-        // Keys of the records rejected since the last accepted one, logged with the next (or the last) one.
-        let mut rejected_keys: Vec<u64> = Vec::new();
         for (request, items) in requests.into_iter().enumerate() {
-            let mut report = IngestReport::default();
             for item in items {
                 let (line, error, raw, key) = match item {
                     Incoming::Rejected { line, error, raw } => {
@@ -117,150 +217,48 @@ impl Learner {
                         (line, error, raw, key)
                     }
                     Incoming::Accepted { line, event, raw, source } => {
-                        // A redelivery from an event log: this position or an earlier one is already held.
-                        if let Some(p) = source {
-                            let held = self.intake.sources.get(&p.source).is_some_and(|s| s.contains(p.seq));
-                            if held || group_sources.iter().any(|g| (g.source, g.seq) == (p.source, p.seq)) {
-                                report.duplicates += 1;
-                                continue;
-                            }
+                        if source.as_ref().is_some_and(|p| self.intake.held(&group, p)) {
+                            group.reports[request].duplicates += 1;
+                            continue;
                         }
-                        let unknown = matches!(&event.target,
-                            Some(Target::Class(c)) if self.learning.model.model.class_index(c).is_none());
-                        let check = encoder.check_ranges(&event).map_err(|r| r.to_string()).and_then(|()| match &event
-                            .target
-                        {
-                            Some(t @ Target::Value(_)) => {
-                                encoder.check_target(target_field, t).map_err(|r| r.to_string())
-                            }
-                            Some(Target::Class(c))
-                                if self.learning.model.model.class_index(c).is_none()
-                                    && !self.spec.dataset.allow_new_classes =>
-                            {
-                                Err(format!(
-                                    "field `{target_field}`: class {c:?} is not one of the model's classes {:?} \
-                                         (set `dataset.allow_new_classes` to accept new classes)",
-                                    self.learning.model.model.classes
-                                ))
-                            }
-                            _ => Ok(()),
-                        });
-                        if let Err(e) = check {
+                        if let Err(e) = self.learning.check(&self.spec, &self.batch.artifact.encoder, &event) {
                             (line, e, raw.to_string(), rejected_key(&event.id))
                         } else {
-                            let h = id_hash(&event.id);
-                            if group_ids.contains(&h) || self.intake.dedup.contains(h)? {
-                                report.duplicates += 1;
+                            let id = id_hash(&event.id);
+                            if self.intake.known(&group, id)? {
+                                group.reports[request].duplicates += 1;
                                 continue;
                             }
-                            let learned = match &event.target {
-                                None => Ok(None),
-                                Some(target) => {
-                                    x.resize(encoder.dim(), 0.0);
-                                    encoder.encode_row(&event, &mut x);
-                                    let m = working.get_or_insert_with(|| self.learning.model.clone());
-                                    let mut s = stats.clone();
-                                    let r = learn(m, &self.batch.artifact, &x, target, &self.spec, &mut s, frozen);
-                                    if r.is_ok() {
-                                        stats = s;
-                                    }
-                                    match r {
-                                        Ok(done) => Ok(Some(done)),
-                                        Err(Unlearnable::UnknownClass) => Ok(None),
-                                        Err(Unlearnable::NonFinite(why)) => Err(why),
-                                    }
-                                }
-                            };
-                            match learned {
+                            match trial.learn(&self.learning, &self.batch.artifact, &self.spec, &event, &mut x) {
                                 Err(why) => (line, format!("refused: {why}"), raw.to_string(), rejected_key(&event.id)),
                                 Ok(done) => {
-                                    let seq = self.intake.last_seq + 1 + accepted.len() as u64;
-                                    quality.push(false, encoder.outside_history(&event), unknown);
-                                    if let (Some((_, ps, pb)), Some(target)) = (&done, &event.target) {
-                                        if let Some(gap) = self.learning.records.gap(ps, pb, target) {
-                                            quality.observe_gap(gap, seq);
-                                        }
-                                    }
-                                    updates += u64::from(matches!(done, Some((true, _, _))));
-                                    group_ids.insert(h);
+                                    let seq = group.next_seq();
+                                    let frozen = trial.frozen;
+                                    trial.accepted(&self.learning, &self.batch.artifact.encoder, &event, &done, seq);
                                     let predicted = done.map(|(_, ps, pb)| (ps, pb));
-                                    let rejected_before = std::mem::take(&mut rejected_keys);
-                                    let mark = GroupMark { rejected_before, ..GroupMark::default() };
-                                    if let Some(p) = source {
-                                        group_sources.push(p);
-                                    }
-                                    let record = Record { seq, ingest_ms: now, event, mark, source };
-                                    accepted.push((request, h, record, predicted, frozen));
-                                    let limits = &self.spec.speed.freeze;
-                                    let turn = if judging { quality.judge(limits, seq, now) } else { None };
-                                    if let Some(freeze) = turn {
-                                        let goods = goods.get_or_insert_with(|| {
-                                            self.freeze.good.iter().map(|g| (g.seq, g.model.clone())).collect()
-                                        });
-                                        let after = accepted.len() - 1;
-                                        if freeze {
-                                            if let Some((_, m)) = goods.pop_front() {
-                                                working = Some(m);
-                                            }
-                                            goods.clear();
-                                            let why = quality.frozen.as_ref().map(|z| z.reason.clone());
-                                            turns.push(Turn { after, seq, resume: None, why: why.unwrap_or_default() });
-                                        } else {
-                                            let m = working.get_or_insert_with(|| self.learning.model.clone()).clone();
-                                            if goods.len() == 3 {
-                                                goods.pop_front();
-                                            }
-                                            goods.push_back((seq, m.clone()));
-                                            turns.push(Turn { after, seq, resume: Some(m), why: String::new() });
-                                        }
-                                        frozen = freeze;
-                                    }
+                                    group.accept(request, id, event, source, predicted, frozen);
+                                    let after = group.accepted.len() - 1;
+                                    trial.judge(&self.spec, &self.learning, &self.freeze, seq, now, after);
                                     continue;
                                 }
                             }
                         }
                     }
                 };
-                quality.push_rejected(key);
-                rejected_keys.push(key);
-                dead.push((line, error.clone(), raw, self.intake.last_seq + accepted.len() as u64, key));
-                report.rejected.push(RejectedLine { line, error });
+                trial.rejected(key);
+                group.reject(request, line, error, raw, key);
             }
-            reports.push(report);
         }
         self.learning.x = x;
-        if let Some((_, _, last, _, _)) = accepted.last_mut() {
-            last.mark.rejected_after = rejected_keys;
-            last.mark.last = true;
-        }
-        // Nothing is applied unless it is durable: dead letters first, then the log.
-        if !dead.is_empty() {
-            let alone = accepted.is_empty();
-            let mut text = String::new();
-            for (i, (line, error, raw, after_seq, key)) in dead.iter().enumerate() {
-                let n = self.intake.dead_n + 1 + i as u64;
-                let d = serde_json::json!({"received_ms": now, "line": line, "error": error, "raw": raw, "n": n,
-                    "after_seq": after_seq, "alone": alone, "key": format!("{key:016x}")});
-                text.push_str(&d.to_string());
-                text.push('\n');
-            }
-            self.intake.dead.append(&text)?;
-            self.intake.dead_n += dead.len() as u64;
-        }
-        fail::fail_point!("learner::after_dead_letters");
-        let records: Vec<Record> = accepted.iter().map(|(_, _, r, _, _)| r.clone()).collect();
-        self.intake.log.append(&records)?;
-        for p in &group_sources {
-            self.intake.sources.entry(p.source).or_insert_with(|| SourceState::new(p.source)).insert(p);
-        }
-        if let Some(m) = working {
-            self.learning.model = m;
-        }
-        self.learning.updates += updates;
-        self.freeze.quality = quality;
-        self.learning.stats.labelled = stats.labelled;
-        self.learning.stats.speed_loss_sum = stats.speed_loss_sum;
-        self.learning.stats.batch_loss_sum = stats.batch_loss_sum;
+        self.intake.commit(&mut group)?;
+        self.apply_group(group, trial)
+    }
+
+    /// Applies a group made durable: the trial's models and counters, the other learners and the turns where they
+    /// came, the ids and the realtime view; checkpoints when the input's verdict turned.
+    fn apply_group(&mut self, group: Group, trial: Trial) -> Result<Vec<IngestReport>> {
+        let Group { now, mut reports, accepted, .. } = group;
+        let turns = trial.commit(&mut self.learning, &mut self.freeze);
         for report in &reports {
             self.learning.stats.rejected += report.rejected.len() as u64;
             self.learning.stats.duplicates += report.duplicates;
@@ -268,35 +266,29 @@ impl Learner {
         let any = !accepted.is_empty();
         let turned = !turns.is_empty();
         let mut turns = turns.into_iter().peekable();
-        for (i, (_, _, r, predicted, frozen)) in accepted.iter().enumerate() {
+        for (i, a) in accepted.iter().enumerate() {
+            let r = &a.record;
             if let Some(target) = &r.event.target {
                 let encoder = &self.batch.artifact.encoder;
-                self.learning.x.resize(encoder.dim(), 0.0);
-                encoder.encode_row(&r.event, &mut self.learning.x);
-                let predicted = predicted.as_ref().map(|(ps, pb)| (ps, pb));
-                let classes = &self.learning.model.model.classes;
-                self.learning.records.observe(
-                    classes,
-                    &self.learning.x,
-                    predicted,
-                    target,
-                    r.seq,
-                    r.event.time,
-                    !frozen,
-                );
+                let l = &mut self.learning;
+                l.x.resize(encoder.dim(), 0.0);
+                encoder.encode_row(&r.event, &mut l.x);
+                let predicted = a.predicted.as_ref().map(|(ps, pb)| (ps, pb));
+                let classes = &l.model.model.classes;
+                l.records.observe(classes, &l.x, predicted, target, r.seq, r.event.time, !a.frozen);
             }
             // The other learners turn where the linear model did (it is already the group's last: the good state's
-            // model a freeze hands back was taken in the first pass).
+            // model a freeze hands back was taken in the trial).
             while let Some(t) = turns.next_if(|t| t.after == i) {
                 self.turn(t.seq, t.resume, &t.why);
             }
         }
-        for (request, h, r, _, _) in accepted {
+        for Accepted { request, id, record: r, .. } in accepted {
             let report = &mut reports[request];
             report.first_seq.get_or_insert(r.seq);
             report.last_seq = Some(r.seq);
             report.accepted += 1;
-            self.intake.dedup.insert(h, r.ingest_ms);
+            self.intake.dedup.insert(id, r.ingest_ms);
             self.archive.open_first_ms.get_or_insert(r.ingest_ms);
             self.views.side.realtime.observe(&r.event.key, r.event.time, r.seq, &r.event, r.event.target.as_ref());
             self.intake.last_seq = r.seq;

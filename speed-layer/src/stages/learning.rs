@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use lambda_core::schema::Target;
+use lambda_core::encoder::Encoder;
+use lambda_core::schema::{Event, Target};
 use lambda_core::spec::{LinearUpdate, Spec};
 use lambda_models::model::{NonFinite, Prediction};
 use lambda_models::online::{AdaptiveLinear, NagState, OnlineLearner};
@@ -55,6 +56,24 @@ impl Learning {
             file,
             written_ms: now_millis(),
             need_write: false,
+        }
+    }
+
+    /// Checks an event against the batch encoder's ranges and the model: a target in range, a class the model
+    /// has (unless `dataset.allow_new_classes`).
+    pub(super) fn check(&self, spec: &Spec, encoder: &Encoder, event: &Event) -> std::result::Result<(), String> {
+        encoder.check_ranges(event).map_err(|r| r.to_string())?;
+        let field = &spec.dataset.target;
+        match &event.target {
+            Some(t @ Target::Value(_)) => encoder.check_target(field, t).map_err(|r| r.to_string()),
+            Some(Target::Class(c)) if self.model.model.class_index(c).is_none() && !spec.dataset.allow_new_classes => {
+                Err(format!(
+                    "field `{field}`: class {c:?} is not one of the model's classes {:?} (set \
+                     `dataset.allow_new_classes` to accept new classes)",
+                    self.model.model.classes
+                ))
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -18,6 +18,7 @@ mod learning;
 mod recovery;
 mod retraining;
 mod status;
+mod trial;
 mod views;
 
 pub use checkpointing::CheckpointReport;
