@@ -395,7 +395,7 @@ impl Learner {
         self.learning.learner_models = Arc::new(self.learning.records.models());
         // The good states kept were of the old version's encoding, and the speed model is compared with a new
         // batch model.
-        self.clear_goods();
+        self.freeze.clear();
         self.freeze.quality.restart_gap();
         if self.spec.speed.freeze.enabled {
             self.keep_good(self.intake.last_seq, self.learning.model.clone());

@@ -1,6 +1,8 @@
 //! Checkpointing: what changed written (a delta or a full view file, the snapshot, the learners' file), then the
 //! manifest, then what it no longer lists deleted.
 
+use std::path::PathBuf;
+
 use lambda_stores::checkpoint::{self, Checkpoint, FreezeRecord, LearnerFile};
 use lambda_stores::registry::now_millis;
 
@@ -8,7 +10,7 @@ use crate::worker::{Job, Worker};
 use crate::Result;
 
 use super::freeze::SNAPSHOT_WINDOWS;
-use super::views::{template, RETIRE_AFTER_MS};
+use super::views::template;
 use super::{remove_if_present, Learner};
 
 /// Checkpointing: what the last checkpoint holds and what it cost.
@@ -18,7 +20,36 @@ pub(super) struct Checkpoints {
     /// Whether anything changed since it.
     pub(super) dirty: bool,
     pub(super) timing: Timing,
+    /// Files the checkpoint no longer lists, deleted once due: a serving layer in another process may still be
+    /// reading them.
+    retired: Vec<(i64, PathBuf)>,
 }
+
+impl Checkpoints {
+    pub(super) fn new(seq: u64, dirty: bool) -> Checkpoints {
+        Checkpoints { seq, dirty, timing: Timing::default(), retired: Vec::new() }
+    }
+
+    /// Retires a file the checkpoint no longer lists.
+    pub(super) fn retire(&mut self, path: PathBuf) {
+        self.retired.push((now_millis() + RETIRE_AFTER_MS, path));
+    }
+
+    /// Deletes the retired files that are due.
+    fn remove_due(&mut self) -> Result<()> {
+        let now = now_millis();
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.retired).into_iter().partition(|(t, _)| *t <= now);
+        self.retired = later;
+        for (_, path) in due {
+            remove_if_present(&path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Files dropped from a checkpoint stay this long for readers still on it.
+pub(super) const RETIRE_AFTER_MS: i64 = 2_000;
 
 /// A checkpoint that takes this long is logged with the time of each step.
 pub(super) const SLOW_CHECKPOINT_MS: u128 = 200;
@@ -126,10 +157,9 @@ impl Learner {
         if must_full || (compact && self.worker.is_none()) {
             let f = checkpoint::write_full(&self.state, self.views.generation, seq, realtime)?;
             report = CheckpointReport { view_bytes: f.bytes, full: true, ..report };
-            let now = now_millis();
-            for old in self.views.files.drain(..) {
+            for old in std::mem::take(&mut self.views.files) {
                 if old.name != f.name {
-                    self.views.retired.push((now + RETIRE_AFTER_MS, checkpoint::views_dir(&self.state).join(old.name)));
+                    self.checkpoints.retire(self.views.path(&old));
                 }
             }
             self.views.files.push(f);
@@ -175,7 +205,7 @@ impl Learner {
             let old = self.learning.file.replace(LearnerFile { name: name.clone(), seq });
             if let Some(old) = old.filter(|o| o.name != name) {
                 // Kept a while: a serving layer in another process may have read the manifest that lists it.
-                self.views.retired.push((now + RETIRE_AFTER_MS, checkpoint::learners_dir(&self.state).join(old.name)));
+                self.checkpoints.retire(checkpoint::learners_dir(&self.state).join(old.name));
             }
             (self.learning.written_ms, self.learning.need_write) = (now, false);
         }
@@ -217,13 +247,7 @@ impl Learner {
         for path in self.intake.retired.drain(..).chain(self.freeze.retired.drain(..)) {
             remove_if_present(&path)?;
         }
-        let now = now_millis();
-        let (due, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.views.retired).into_iter().partition(|(t, _)| *t <= now);
-        self.views.retired = later;
-        for (_, path) in due {
-            remove_if_present(&path)?;
-        }
+        self.checkpoints.remove_due()?;
         // The log keeps the events after the snapshot, for a restart to learn again, and the events after the
         // learners' file, for a restart to learn them again into the learners.
         let snapshot = self.freeze.snapshot.as_ref().map_or(u64::MAX, |(s, _)| *s);

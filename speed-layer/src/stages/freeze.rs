@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use lambda_core::spec::Spec;
 use lambda_models::online::{AdaptiveLinear, OnlineLearner};
 use lambda_stores::checkpoint::{self, FreezeRecord, SpeedStats};
 use lambda_stores::registry::now_millis;
@@ -34,11 +35,76 @@ pub(super) struct Freeze {
     pub(super) retired: Vec<PathBuf>,
     /// When the last snapshot was written (milliseconds since the Unix epoch).
     pub(super) written_ms: i64,
+    /// `speed.freeze.enabled` and `.window`.
+    enabled: bool,
+    window: u64,
+    /// Where the snapshots are.
+    dir: PathBuf,
 }
 
 impl Freeze {
-    pub(super) fn new(quality: Quality, snapshot: Option<(u64, String)>, relearn: Option<Relearn>) -> Freeze {
-        Freeze { quality, good: VecDeque::new(), snapshot, relearn, retired: Vec::new(), written_ms: now_millis() }
+    pub(super) fn new(
+        spec: &Spec,
+        quality: Quality,
+        snapshot: Option<(u64, String)>,
+        relearn: Option<Relearn>,
+    ) -> Freeze {
+        Freeze {
+            quality,
+            good: VecDeque::new(),
+            snapshot,
+            relearn,
+            retired: Vec::new(),
+            written_ms: now_millis(),
+            enabled: spec.speed.freeze.enabled,
+            window: spec.speed.freeze.window as u64,
+            dir: checkpoint::goods_dir(&spec.paths.state),
+        }
+    }
+
+    /// Whether online updates are frozen now.
+    pub(super) fn frozen(&self) -> bool {
+        self.enabled && self.quality.frozen.is_some()
+    }
+
+    /// The sequence number from which the next good state is due, at the end of a request group: a window of
+    /// events after the newest (none while frozen, or with the freeze off). A replay knows the groups' ends from
+    /// the log, so it keeps the states the run kept; once per group, since a grown forest takes milliseconds to
+    /// copy (one every 200 events halved a file replay's throughput on friedman_lea).
+    pub(super) fn next_good(&self) -> Option<u64> {
+        (self.enabled && self.quality.frozen.is_none()).then(|| self.good.back().map_or(0, |g| g.seq + self.window))
+    }
+
+    /// Ends learning again at the checkpoint: the good states taken must be the ones it lists.
+    pub(super) fn finish_relearn(&mut self) {
+        if let Some(rl) = self.relearn.take() {
+            let took: Vec<u64> = self.good.iter().map(|g| g.seq).collect();
+            if took != rl.expected {
+                tracing::warn!(?took, expected = ?rl.expected, "the good states taken again differ from the checkpoint's");
+            }
+        }
+    }
+
+    /// Keeps a good state (three at most: a freeze goes back two to three windows).
+    pub(super) fn keep(&mut self, good: Good) {
+        if self.good.len() == 3 {
+            self.good.pop_front();
+        }
+        self.good.push_back(good);
+    }
+
+    /// Drops the good states and the snapshot (a freeze, an adoption): learning the events after it again would
+    /// no longer give the states kept.
+    pub(super) fn clear(&mut self) {
+        self.good.clear();
+        if let Some((_, name)) = self.snapshot.take() {
+            self.retired.push(self.dir.join(name));
+        }
+    }
+
+    /// Whether the logged event `r`, learned again from the snapshot, ends a group where the run took a good state.
+    fn good_again(&self, r: &Record) -> bool {
+        r.mark.last && self.good.back().is_some_and(|g| r.seq >= g.seq + self.window)
     }
 }
 
@@ -76,14 +142,6 @@ pub(super) struct Relearn {
 /// learns the events after it again (at most `speed.learner_checkpoint_events` or so).
 pub(super) const SNAPSHOT_WINDOWS: u64 = 50;
 
-/// Keeps a good state, three at most.
-pub(super) fn push_good(goods: &mut VecDeque<Good>, good: Good) {
-    if goods.len() == 3 {
-        goods.pop_front();
-    }
-    goods.push_back(good);
-}
-
 /// The snapshot a checkpoint lists, ready to learn the events after it again; removes the snapshots' files it
 /// does not list (left by a crash between writing one and the manifest). None when it cannot be read: a freeze
 /// then goes back to a state taken after the restart.
@@ -111,11 +169,6 @@ pub(super) fn read_snapshot(state: &Path, generation: u64, record: Option<&Freez
 }
 
 impl Learner {
-    /// Whether online updates are frozen now.
-    pub(super) fn frozen(&self) -> bool {
-        self.spec.speed.freeze.enabled && self.freeze.quality.frozen.is_some()
-    }
-
     /// Takes the input's verdict after the event `last_seq` (at `ms`): freezes the online updates when the input
     /// went bad (back to the oldest good state kept), or resumes them once it is clean again. Whether it turned.
     pub(super) fn judge_input(&mut self, ms: i64) -> bool {
@@ -143,7 +196,7 @@ impl Learner {
         match resume {
             None => {
                 let good = self.freeze.good.pop_front();
-                self.clear_goods();
+                self.freeze.clear();
                 tracing::warn!(seq, reason = %why, "bad input: online updates frozen, last good state restored");
                 good.map(|g| {
                     self.learning.records.restore(g.learners);
@@ -158,35 +211,16 @@ impl Learner {
         }
     }
 
-    /// The sequence number from which the next good state is due, at the end of a request group: a window of
-    /// events after the newest (none while frozen, or with the freeze off). A replay knows the groups' ends from
-    /// the log, so it keeps the states the run kept; once per group, since a grown forest takes milliseconds to
-    /// copy (one every 200 events halved a file replay's throughput on friedman_lea).
-    pub(super) fn next_good(&self) -> Option<u64> {
-        let f = &self.spec.speed.freeze;
-        (f.enabled && self.freeze.quality.frozen.is_none())
-            .then(|| self.freeze.good.back().map_or(0, |g| g.seq + f.window as u64))
-    }
-
-    /// Keeps `model` and the other learners now as the good state after the event `seq` (three at most: a
-    /// freeze goes back two to three windows).
+    /// Keeps `model` and the other learners now as the good state after the event `seq`.
     pub(super) fn keep_good(&mut self, seq: u64, model: AdaptiveLinear) {
         let learners = self.learning.records.models();
-        push_good(&mut self.freeze.good, Good { seq, model, learners });
-    }
-
-    /// Drops the good states and the snapshot (a freeze, an adoption): learning the events after it again would
-    /// no longer give the states kept.
-    pub(super) fn clear_goods(&mut self) {
-        self.freeze.good.clear();
-        if let Some((_, name)) = self.freeze.snapshot.take() {
-            self.freeze.retired.push(checkpoint::goods_dir(&self.state).join(name));
-        }
+        self.freeze.keep(Good { seq, model, learners });
     }
 
     /// At a restart, learns a logged event up to the checkpoint again from the snapshot, and takes a good state
     /// where the run took one.
     pub(super) fn relearn(&mut self, r: &Record) {
+        let again = self.freeze.good_again(r);
         let Some(rl) = self.freeze.relearn.as_mut() else { return };
         if let Some(target) = &r.event.target {
             let encoder = &self.batch.artifact.encoder;
@@ -198,12 +232,9 @@ impl Learner {
                 l.learn(&self.learning.x, target);
             }
         }
-        let window = self.spec.speed.freeze.window as u64;
-        if r.mark.last && self.freeze.good.back().is_some_and(|g| r.seq >= g.seq + window) {
-            push_good(
-                &mut self.freeze.good,
-                Good { seq: r.seq, model: rl.model.clone(), learners: rl.learners.clone() },
-            );
+        if again {
+            let good = Good { seq: r.seq, model: rl.model.clone(), learners: rl.learners.clone() };
+            self.freeze.keep(good);
         }
     }
 
@@ -222,15 +253,5 @@ impl Learner {
             learn,
         );
         self.checkpoints.dirty = true;
-    }
-
-    /// Ends learning again at the checkpoint: the good states taken must be the ones it lists.
-    pub(super) fn finish_relearn(&mut self) {
-        if let Some(rl) = self.freeze.relearn.take() {
-            let took: Vec<u64> = self.freeze.good.iter().map(|g| g.seq).collect();
-            if took != rl.expected {
-                tracing::warn!(?took, expected = ?rl.expected, "the good states taken again differ from the checkpoint's");
-            }
-        }
     }
 }

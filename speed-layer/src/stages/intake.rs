@@ -207,7 +207,7 @@ impl Learner {
     pub fn ingest_many(&mut self, requests: Vec<Vec<Incoming>>) -> Result<Vec<IngestReport>> {
         let now = now_millis();
         let mut group = Group::new(now, self.intake.last_seq, requests.len());
-        let mut trial = Trial::start(&self.learning, &self.freeze, self.frozen());
+        let mut trial = Trial::start(&self.learning, &self.freeze, self.freeze.frozen());
         let mut x = std::mem::take(&mut self.learning.x);
         for (request, items) in requests.into_iter().enumerate() {
             for item in items {
@@ -309,7 +309,7 @@ impl Learner {
         }
         // A group the verdict found clean ends with a good state when one is due (a replay takes it at the
         // group's last event: a group that froze or resumed was checkpointed, so no replay goes through it).
-        if any && self.next_good().is_some_and(|g| self.intake.last_seq >= g) {
+        if any && self.freeze.next_good().is_some_and(|g| self.intake.last_seq >= g) {
             self.keep_good(self.intake.last_seq, self.learning.model.clone());
         }
         // Counted in events, not ticks, so that a fast replay starts a retraining where a live stream would.

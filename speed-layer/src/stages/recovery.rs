@@ -25,7 +25,7 @@ use lambda_models::quality::Quality;
 
 use super::adoption::{fresh_records, Adoptions};
 use super::archiving::Archiving;
-use super::checkpointing::{Checkpoints, Timing};
+use super::checkpointing::Checkpoints;
 use super::freeze::{read_snapshot, Freeze, Good};
 use super::intake::{filter_budget, Intake};
 use super::learning::{learn, resume_model, Learning, Unlearnable};
@@ -138,16 +138,10 @@ impl Learner {
                 Learner {
                     intake: Intake::new(log, dedup, dead, dead_n, sources, c.last_seq),
                     learning: Learning::new(model, records, c.updates, c.stats.clone(), c.learner_file.clone()),
-                    freeze: Freeze::new(quality, snapshot, relearn),
-                    views: Views {
-                        side,
-                        generation: c.generation,
-                        files: c.views.clone(),
-                        need_full: false,
-                        retired: Vec::new(),
-                    },
+                    freeze: Freeze::new(&spec, quality, snapshot, relearn),
+                    views: Views::new(&state, side, c.generation, c.views.clone()),
                     archive: Archiving { through: c.archived_through, open_first_ms: None, files: 0 },
-                    checkpoints: Checkpoints { seq: c.last_seq, dirty: false, timing: Timing::default() },
+                    checkpoints: Checkpoints::new(c.last_seq, false),
                     adoption: Adoptions::default(),
                     retraining: Retraining::resume(c.retrain.clone()),
                     spec: spec.clone(),
@@ -181,10 +175,10 @@ impl Learner {
                 Learner {
                     intake: Intake::new(log, dedup, dead, dead_n, BTreeMap::new(), start),
                     learning,
-                    freeze: Freeze::new(Quality::new(spec.speed.freeze.window), None, None),
-                    views: Views { side, generation, files: Vec::new(), need_full: true, retired: Vec::new() },
+                    freeze: Freeze::new(&spec, Quality::new(spec.speed.freeze.window), None, None),
+                    views: Views::new(&state, side, generation, Vec::new()),
                     archive: Archiving { through: start, open_first_ms: None, files: 0 },
-                    checkpoints: Checkpoints { seq: 0, dirty: true, timing: Timing::default() },
+                    checkpoints: Checkpoints::new(0, true),
                     adoption: Adoptions::default(),
                     retraining: Retraining::default(),
                     spec: spec.clone(),
@@ -198,7 +192,7 @@ impl Learner {
         };
         archive::remove_partial_files(&learner.spec)?;
         learner.recover()?;
-        if learner.freeze.good.is_empty() && learner.next_good().is_some() {
+        if learner.freeze.good.is_empty() && learner.freeze.next_good().is_some() {
             // A first start, or a checkpoint written before the good states were kept in it.
             learner.keep_good(learner.intake.last_seq, learner.learning.model.clone());
         }
@@ -228,7 +222,7 @@ impl Learner {
             Some(f) if f.seq < checkpointed => f.seq,
             _ => checkpointed,
         };
-        let learn = !self.frozen();
+        let learn = !self.freeze.frozen();
         from = from.min(learners_seq);
         if let Some(rl) = &self.freeze.relearn {
             // The good states from the snapshot on are taken again as the events after it are learned again.
@@ -263,7 +257,7 @@ impl Learner {
                     self.learners_catch_up(&r, learn);
                 }
                 if r.seq > checkpointed {
-                    self.finish_relearn();
+                    self.freeze.finish_relearn();
                     while let Some(d) = alone.next_if(|d| d.after_seq < r.seq) {
                         self.freeze.quality.push_rejected(d.key());
                         self.learning.stats.rejected += 1;
@@ -277,7 +271,7 @@ impl Learner {
                 Ok(records.len() < 65_536)
             })?;
         }
-        self.finish_relearn();
+        self.freeze.finish_relearn();
         for d in alone {
             self.freeze.quality.push_rejected(d.key());
             self.learning.stats.rejected += 1;
@@ -332,7 +326,7 @@ impl Learner {
         if let Some(target) = &r.event.target {
             self.learning.x.resize(self.batch.artifact.encoder.dim(), 0.0);
             self.batch.artifact.encoder.encode_row(&r.event, &mut self.learning.x);
-            let frozen = self.frozen();
+            let frozen = self.freeze.frozen();
             let (batch, spec) = (&self.batch.artifact, &self.spec);
             let predicted = match learn(
                 &mut self.learning.model,
@@ -376,7 +370,7 @@ impl Learner {
                 self.freeze.quality.push_rejected(key);
             }
             turned |= self.judge_input(r.ingest_ms);
-            if self.next_good().is_some_and(|g| r.seq >= g) {
+            if self.freeze.next_good().is_some_and(|g| r.seq >= g) {
                 self.keep_good(r.seq, self.learning.model.clone());
             }
         }

@@ -1,6 +1,6 @@
 //! The realtime view and the served speed side, and the view files a checkpoint lists.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -9,7 +9,7 @@ use lambda_models::blend::Weights;
 use lambda_models::model::LinearModel;
 use lambda_stores::checkpoint::{self, RetrainStatus, SpeedModel, SpeedSide, SpeedStats, ViewFile};
 use lambda_stores::realtime::Realtime;
-use lambda_stores::registry::{now_millis, Published};
+use lambda_stores::registry::Published;
 use lambda_stores::views::ViewTable;
 
 use crate::Result;
@@ -26,12 +26,47 @@ pub(super) struct Views {
     pub(super) files: Vec<ViewFile>,
     /// Whether the next checkpoint writes a full file.
     pub(super) need_full: bool,
-    /// Files the checkpoint no longer lists, deleted once due (readers may still be on them).
-    pub(super) retired: Vec<(i64, PathBuf)>,
+    /// Where the view files are.
+    dir: PathBuf,
 }
 
-/// Files dropped from a checkpoint stay this long for readers still on it.
-pub(super) const RETIRE_AFTER_MS: i64 = 2_000;
+impl Views {
+    pub(super) fn new(state: &Path, side: Arc<SpeedSide>, generation: u64, files: Vec<ViewFile>) -> Views {
+        let need_full = files.is_empty();
+        Views { side, generation, files, need_full, dir: checkpoint::views_dir(state) }
+    }
+
+    /// The path of a view file.
+    pub(super) fn path(&self, file: &ViewFile) -> PathBuf {
+        self.dir.join(&file.name)
+    }
+
+    /// Replaces the view files a compaction merged by its full file, unless the list moved on meanwhile. The files
+    /// replaced, when it did.
+    fn took_compacted(
+        &mut self,
+        f: ViewFile,
+        generation: u64,
+        merged: &[ViewFile],
+        seconds: f64,
+    ) -> Result<Option<Vec<PathBuf>>> {
+        let still = generation == self.generation
+            && self.files.len() >= merged.len()
+            && self.files.iter().zip(merged).all(|(a, b)| a.name == b.name);
+        if !still {
+            // Superseded; a full file of the same name the learner wrote meanwhile holds the same state and stays.
+            if self.files.iter().all(|v| v.name != f.name) {
+                remove_if_present(&self.dir.join(&f.name))?;
+            }
+            return Ok(None);
+        }
+        tracing::debug!(files = merged.len(), bytes = f.bytes, seconds, "compacted realtime view files");
+        let rest = self.files.split_off(merged.len());
+        let replaced = std::mem::replace(&mut self.files, vec![f]).iter().map(|old| self.path(old)).collect();
+        self.files.extend(rest);
+        Ok(Some(replaced))
+    }
+}
 
 pub(super) fn template(spec: &Spec, model: &LinearModel) -> ViewTable {
     ViewTable::new(spec).with_classes(&model.classes)
@@ -48,7 +83,7 @@ pub(super) fn side(generation: u64, batch: &Published, realtime: Realtime, model
 }
 
 impl Learner {
-    /// Replaces the view files a compaction merged by its full file, unless the list moved on meanwhile.
+    /// Takes a compaction's full file in place of the view files it merged.
     pub(super) fn took_compacted(
         &mut self,
         r: Result<ViewFile>,
@@ -56,32 +91,15 @@ impl Learner {
         merged: &[ViewFile],
         seconds: f64,
     ) -> Result<()> {
-        let f = match r {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(error = %e, "compacting realtime view files failed; the deltas stay");
-                return Ok(());
+        match r {
+            Ok(f) => {
+                if let Some(replaced) = self.views.took_compacted(f, generation, merged, seconds)? {
+                    replaced.into_iter().for_each(|path| self.checkpoints.retire(path));
+                    self.checkpoints.dirty = true;
+                }
             }
-        };
-        let dir = checkpoint::views_dir(&self.state);
-        let still = generation == self.views.generation
-            && self.views.files.len() >= merged.len()
-            && self.views.files.iter().zip(merged).all(|(a, b)| a.name == b.name);
-        if !still {
-            // Superseded; a full file of the same name the learner wrote meanwhile holds the same state and stays.
-            if self.views.files.iter().all(|v| v.name != f.name) {
-                remove_if_present(&dir.join(&f.name))?;
-            }
-            return Ok(());
+            Err(e) => tracing::error!(error = %e, "compacting realtime view files failed; the deltas stay"),
         }
-        tracing::debug!(files = merged.len(), bytes = f.bytes, seconds, "compacted realtime view files");
-        let due = now_millis() + RETIRE_AFTER_MS;
-        let rest = self.views.files.split_off(merged.len());
-        for old in std::mem::replace(&mut self.views.files, vec![f]) {
-            self.views.retired.push((due, dir.join(old.name)));
-        }
-        self.views.files.extend(rest);
-        self.checkpoints.dirty = true;
         Ok(())
     }
 }
