@@ -1,12 +1,29 @@
-//! All speed-layer state, owned by one thread: the incremental model, the realtime view, the log, the
-//! de-duplication index, the dead letters, and where archiving and checkpointing stand.
+//! The speed layer's stages. Each owns its state behind a few methods; the [`Learner`] runs them on one thread, in
+//! the order an event goes through them:
 //!
-//! An ingest call validates each record, checks it against the model (ranges, classes, a trial of its update
-//! that must stay finite), logs and syncs the accepted ones, and only then applies them: a failure before the sync
-//! leaves no trace. A restart loads the checkpoint and replays the log after it through the same learning step,
-//! so it ends in the same state as a run that never stopped. A new batch version (or a rollback of `CURRENT`) is
-//! adopted by rebuilding the realtime view and the warm-started model from every event after its watermark, read
-//! back from the master dataset and the log.
+//! ```text
+//!  requests ─► intake ──────────► trial ─────────► intake.commit ─► learning ─► views ─► (served side)
+//!             screen: redelivery,  learn on copies, dead letters,    models,     realtime
+//!             validation, known    the input's      then the log,    learners,   view
+//!             id; sequence number  verdict (freeze) synced           windows
+//!
+//!  tick ─► adoption (new batch version, built on its own thread) ─► archiving (log → master dataset, on the
+//!          worker) ─► checkpointing (view files, snapshot, learners' file, then the manifest) ─► retraining
+//! ```
+//!
+//! - `intake`: sequence numbers, de-duplication by id and by source position, the dead letters
+//!   (`dead_letters`) and the log; a group is durable (`intake`'s `commit`) before anything is applied, so a
+//!   failure before the sync leaves no trace.
+//! - `trial`: a group's events learned and judged on copies of the linear model, its counters and the input's
+//!   quality; a record whose update would not be finite is refused there.
+//! - `learning`, `freeze`, `views`: the models and their records, the freeze and its good states, the
+//!   realtime view and the served side.
+//! - `archiving`, `checkpointing`, `adoption`, `retraining`: the periodic work.
+//! - `recovery`: a start opens every stage from the checkpoint and replays the log after it through the same
+//!   steps, so it ends where a run that never stopped does.
+//!
+//! What crosses between stages is plain data (a [`crate::log::Record`], a group of them, a trial's models), so
+//! that a stage can move to a thread of its own, and the per-key ones (views, de-duplication) can be split by key.
 
 mod adoption;
 mod archiving;
