@@ -138,7 +138,7 @@ pub fn seal(spec: &Spec, log: &LogView, after: u64, through: u64) -> Result<Opti
     write(&mut rows, &mut file)?;
     let (Some(f), Some((first, last))) = (file, first_last) else { return Ok(None) };
     if last != through || first != after + 1 {
-        return Err(crate::Error::State(format!(
+        return Err(crate::Error::Inconsistent(format!(
             "the log holds events {first}..={last} where {}..={through} were expected",
             after + 1
         )));

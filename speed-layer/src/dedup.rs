@@ -304,7 +304,7 @@ impl MergePlan {
         let merged =
             MergeSorted::new(a.cursor(), b.cursor()).filter(|e| e.as_ref().map_or(true, |(_, ms)| *ms >= horizon));
         let run = Run::write(&self.dir, &self.name, merged)?
-            .ok_or_else(|| Error::State("every id of the merged runs is past the window".into()))?;
+            .ok_or_else(|| Error::Inconsistent("every id of the merged runs is past the window".into()))?;
         Ok(Merged { run, a: a.meta.name, b: b.meta.name })
     }
 }

@@ -59,15 +59,82 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// The speed layer cannot start or go on.
+    /// The state folder holds the state of an earlier lambda-ml, which this one does not read.
+    #[error(
+        "{0} holds the state of an earlier lambda-ml (checkpoints/, wal.ndjson). That version archived every \
+         accepted event into the master dataset at each checkpoint, so once its daemon has stopped cleanly (SIGTERM, \
+         or `speed --once`) move that folder away: this version starts from the master dataset and keeps its state \
+         in log/, checkpoint/ and dedup/"
+    )]
+    EarlierState(PathBuf),
+    /// No batch model is published to warm-start from.
+    #[error("no batch model is published in {registry}; run `lambda-ml batch --spec {spec}` first")]
+    NoModel {
+        /// The registry.
+        registry: PathBuf,
+        /// The spec to run the batch layer with.
+        spec: PathBuf,
+    },
+    /// The batch version the checkpoint is built on cannot be loaded.
+    #[error("the checkpoint is built on batch version {version}: {source}")]
+    Base {
+        /// The version.
+        version: String,
+        /// Why it cannot be loaded.
+        #[source]
+        source: lambda_core::Error,
+    },
+    /// A batch version to adopt covers events this speed layer did not write.
+    #[error(
+        "batch version {version} has watermark {watermark}, past the last event this speed layer accepted \
+         ({last_seq}): the master dataset holds events from another writer; staying on {current}"
+    )]
+    AheadOfLog {
+        /// The version.
+        version: String,
+        /// Its watermark.
+        watermark: u64,
+        /// The last event accepted here.
+        last_seq: u64,
+        /// The version the state stays on.
+        current: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Spawn {
+        /// Which.
+        name: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A thread panicked.
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+    /// A part of the speed layer has stopped and takes no more work.
+    #[error("the {0} has stopped")]
+    Stopped(&'static str),
+    /// The NATS server or stream failed.
+    #[error("{what} ({stream}): {source}")]
+    Nats {
+        /// What was being done.
+        what: String,
+        /// The stream, as `nats://host/stream`.
+        stream: String,
+        /// The client's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The speed layer's own state disagrees with itself (a bug: nothing was written).
     #[error("{0}")]
-    State(String),
+    Inconsistent(String),
+    /// A failure on the learner thread, as each caller of the group it failed receives it.
+    #[error(transparent)]
+    Learner(Arc<Error>),
     /// The learner is behind: retry later.
     #[error("the speed layer is busy: {0}")]
     Busy(String),
     /// Events could not be made durable (a full or failing disk); nothing of the request was accepted.
     #[error("cannot make the events durable, nothing was accepted: {0}")]
-    Storage(String),
+    Storage(Arc<Error>),
 }
 
 impl Error {
@@ -78,16 +145,32 @@ impl Error {
 
     /// Whether the error comes from storage (full disk, failing device).
     pub fn is_storage(&self) -> bool {
-        matches!(self, Error::Io { .. } | Error::Core(lambda_core::Error::Io { .. }))
+        match self {
+            Error::Io { .. } | Error::Core(lambda_core::Error::Io { .. }) | Error::Storage(_) => true,
+            Error::Learner(e) => e.is_storage(),
+            _ => false,
+        }
+    }
+
+    /// The cause an error crossing from the learner thread wraps (itself otherwise).
+    pub fn cause(&self) -> &Error {
+        match self {
+            Error::Storage(e) | Error::Learner(e) => e.cause(),
+            e => e,
+        }
     }
 }
 
-/// An error as it crosses from the learner thread to a caller: its kind survives.
+/// An error as it crosses from the learner thread to its callers: the same cause to each, its kind kept.
 fn crossing(e: Error) -> Error {
+    shared(Arc::new(e))
+}
+
+fn shared(e: Arc<Error>) -> Error {
     if e.is_storage() {
-        Error::Storage(e.to_string())
+        Error::Storage(e)
     } else {
-        Error::State(e.to_string())
+        Error::Learner(e)
     }
 }
 
@@ -115,7 +198,7 @@ const GROUP_COMMIT: usize = 64;
 const BLOCKING_ROOM: usize = 16;
 
 fn stopped() -> Error {
-    Error::State("the speed layer has stopped".into())
+    Error::Stopped("speed layer")
 }
 
 impl Speed {
@@ -141,7 +224,7 @@ impl Speed {
         let thread = std::thread::Builder::new()
             .name("speed-learner".into())
             .spawn(move || run(learner, rx, interval, published))
-            .map_err(|e| Error::State(format!("cannot start the learner thread: {e}")))?;
+            .map_err(|source| Error::Spawn { name: "learner", source })?;
         Ok(Speed {
             tx: Some(tx),
             thread: Some(thread),
@@ -212,7 +295,7 @@ impl Speed {
             ingest::parse_body(&spec, &body)
         })
         .await
-        .map_err(|e| Error::State(format!("parsing failed: {e}")))?;
+        .map_err(|_| Error::Panicked("parsing"))?;
         Ok(parsed)
     }
 
@@ -267,7 +350,7 @@ impl Speed {
         self.queue.close();
         self.parsing.close();
         match self.thread.take() {
-            Some(t) => t.join().map_err(|_| Error::State("the learner thread panicked".into()))?,
+            Some(t) => t.join().map_err(|_| Error::Panicked("learner"))?,
             None => Ok(()),
         }
     }
@@ -323,14 +406,13 @@ fn run(
                             }
                         }
                         Err(e) => {
-                            let (storage, message) = (e.is_storage(), e.to_string());
                             if !failing {
-                                tracing::error!(error = %message, "cannot accept events; answering 503 until it works again");
+                                tracing::error!(error = %e, "cannot accept events; answering 503 until it works again");
                                 failing = true;
                             }
+                            let e = Arc::new(e);
                             for (reply, _permit) in replies {
-                                let e = if storage { Error::Storage(message.clone()) } else { Error::State(message.clone()) };
-                                let _ = reply.send(Err(e));
+                                let _ = reply.send(Err(shared(e.clone())));
                             }
                         }
                     }

@@ -349,7 +349,9 @@ impl Log {
             return Ok(());
         }
         if self.tail_dirty {
-            return Err(Error::State("the open log segment ends in a failed append that could not be cut yet".into()));
+            return Err(Error::Inconsistent(
+                "the open log segment ends in a failed append that could not be cut yet".into(),
+            ));
         }
         let (path, file, len) = create_segment(&self.dir, &self.schema_hash, next_seq)?;
         self.closed_bytes += self.len;

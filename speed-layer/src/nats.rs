@@ -94,8 +94,8 @@ impl NatsSource {
 }
 
 /// What went wrong talking to NATS.
-fn nats_error(what: &str, source: &NatsSource, e: impl std::fmt::Display) -> Error {
-    Error::State(format!("{what} ({}): {e}", source.display()))
+fn nats_error(what: &str, source: &NatsSource, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Nats { what: what.to_string(), stream: source.display(), source: Box::new(e) }
 }
 
 async fn connect(source: &NatsSource, name: &str) -> crate::Result<async_nats::Client> {
@@ -246,7 +246,7 @@ pub async fn consume(
         permit.send((group, items, settled));
     }
     drop(groups);
-    committer.await.map_err(|e| Error::State(format!("the NATS committer failed: {e}")))?
+    committer.await.map_err(|_| Error::Panicked("NATS committer"))?
 }
 
 /// Hands each group to the learner in the order received and acks its messages once it is durable. A group the
@@ -336,7 +336,7 @@ pub async fn publish(
     let mut waiting: VecDeque<(usize, jetstream::context::PublishAckFuture)> = VecDeque::new();
     let subject = source.publish_subject().to_string();
     for (i, line) in lines.enumerate() {
-        let line = line.map_err(|e| Error::State(format!("cannot read line {}: {e}", i + 1)))?;
+        let line = line.map_err(|e| Error::io(format!("line {}", i + 1), e))?;
         if line.trim().is_empty() {
             continue;
         }

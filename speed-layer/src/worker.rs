@@ -96,7 +96,7 @@ impl Worker {
                     }
                 }
             })
-            .map_err(|e| Error::State(format!("cannot start the worker thread: {e}")))?;
+            .map_err(|source| Error::Spawn { name: "worker", source })?;
         Ok(Worker {
             jobs: Some(jobs),
             done,
@@ -131,8 +131,8 @@ impl Worker {
             Job::Merge(_) => &mut self.merging,
         };
         *flag = true;
-        let jobs = self.jobs.as_ref().ok_or_else(|| Error::State("the worker has stopped".into()))?;
-        jobs.send(job).map_err(|_| Error::State("the worker has stopped".into()))
+        let jobs = self.jobs.as_ref().ok_or(Error::Stopped("worker"))?;
+        jobs.send(job).map_err(|_| Error::Stopped("worker"))
     }
 
     fn note(&mut self, d: &Done) {

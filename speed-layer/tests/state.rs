@@ -606,8 +606,10 @@ fn state_of_the_earlier_format_is_refused_with_what_to_do() {
     let (_dir, spec) = setup();
     std::fs::create_dir_all(&spec.paths.state).unwrap();
     std::fs::write(spec.paths.state.join("wal.ndjson"), "{\"seq\": 1, \"event\": {}}\n").unwrap();
-    let err = Learner::open(spec.clone(), None).err().unwrap().to_string();
-    assert!(err.contains("earlier lambda-ml") && err.contains("move that folder away"), "{err}");
+    let err = Learner::open(spec.clone(), None).err().unwrap();
+    assert!(matches!(&err, lambda_speed::Error::EarlierState(p) if *p == spec.paths.state), "{err}");
+    // The message says what to do.
+    assert!(err.to_string().contains("move that folder away"), "{err}");
 }
 
 /// A pipeline whose master dataset holds 40 events (sequence numbers 1 to 40) archived after the batch model's
@@ -730,8 +732,9 @@ fn an_unreadable_learners_file_stops_the_start_and_deletes_nothing() {
 fn start_without_a_batch_model_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec::from_toml(SPEC, &dir.path().join("spec.toml"), dir.path()).unwrap();
-    let err = Learner::open(spec, None).err().unwrap().to_string();
-    assert!(err.contains("no batch model") && err.contains("lambda-ml batch"), "{err}");
+    let err = Learner::open(spec.clone(), None).err().unwrap();
+    assert!(matches!(&err, lambda_speed::Error::NoModel { registry, .. } if *registry == spec.paths.registry), "{err}");
+    assert!(err.to_string().contains("run `lambda-ml batch --spec"), "{err}");
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub(super) fn spawn_adoption(
     std::thread::Builder::new()
         .name("speed-adopt".into())
         .spawn(build)
-        .map_err(|e| Error::State(format!("cannot start the adoption thread: {e}")))
+        .map_err(|source| Error::Spawn { name: "adoption", source })
 }
 
 /// A batch version being adopted on a thread of its own.
@@ -241,11 +241,12 @@ impl Learner {
                 if w > self.intake.last_seq {
                     // The master dataset holds events this speed layer did not write: jumping over them would lose
                     // the ones it holds that are not archived yet.
-                    return Err(Error::State(format!(
-                        "batch version {v} has watermark {w}, past the last event this speed layer accepted ({}): \
-                         the master dataset holds events from another writer; staying on {}",
-                        self.intake.last_seq, self.batch.manifest.version
-                    )));
+                    return Err(Error::AheadOfLog {
+                        version: v,
+                        watermark: w,
+                        last_seq: self.intake.last_seq,
+                        current: self.batch.manifest.version.clone(),
+                    });
                 }
                 Ok(Some(published))
             }
@@ -259,7 +260,7 @@ impl Learner {
     /// while they are many, here once they are few) and switches to it. Returns whether it switched.
     pub fn poll_batch_in_background(&mut self) -> Result<bool> {
         if let Some(a) = self.adoption.running.take_if(|a| a.job.is_finished()) {
-            let built = a.job.join().unwrap_or_else(|_| Err(Error::State("the adoption thread panicked".into())));
+            let built = a.job.join().unwrap_or_else(|_| Err(Error::Panicked("adoption")));
             let current = Registry::open(&self.spec.paths.registry).current_version()?;
             match built {
                 Err(e) => {
@@ -310,7 +311,9 @@ impl Learner {
         let keep_after = published.manifest.watermark.max(archived);
         let live = self.live.is_some();
         let job = spawn_adoption(move || {
-            fail::fail_point!("learner::adoption_build", |_| Err(Error::State("injected: the build failed".into())));
+            fail::fail_point!("learner::adoption_build", |_| Err(Error::Inconsistent(
+                "injected: the build failed".into()
+            )));
             Built::through(&spec, published, live, archived, &view, last, None)
         })?;
         tracing::info!(version = %version, through = last, "adopting a batch version in the background");

@@ -11,7 +11,7 @@ use lambda_stores::checkpoint::{Checkpoint, LearnerFile, SpeedStats, WindowStatu
 use lambda_stores::registry::{now_millis, ModelArtifact, Published};
 
 use crate::records::Records;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Learning: the incremental linear model, the other online learners with every model's prequential record, and
 /// the online learners' file.
@@ -151,7 +151,10 @@ pub(super) fn resume_model(spec: &Spec, batch: &Published, c: &Checkpoint) -> Re
         )
     });
     let model = AdaptiveLinear { model: c.model.clone(), state };
-    model.validate().map_err(|e| Error::State(format!("the checkpoint's incremental model: {e}")))?;
+    model.validate().map_err(|e| lambda_core::Error::Unreadable {
+        what: "the checkpoint's incremental model".into(),
+        source: Box::new(e),
+    })?;
     Ok(model)
 }
 

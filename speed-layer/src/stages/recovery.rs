@@ -89,30 +89,18 @@ impl Learner {
             lambda_stores::state::sweep_temp_files(&dir)?;
         }
         if state.join("checkpoints/CURRENT").exists() || state.join("wal.ndjson").exists() {
-            return Err(Error::State(format!(
-                "{} holds the state of an earlier lambda-ml (checkpoints/, wal.ndjson). That version archived every \
-                 accepted event into the master dataset at each checkpoint, so once its daemon has stopped cleanly \
-                 (SIGTERM, or `speed --once`) move that folder away: this version starts from the master dataset \
-                 and keeps its state in log/, checkpoint/ and dedup/",
-                state.display()
-            )));
+            return Err(Error::EarlierState(state));
         }
         let registry = Registry::open(&spec.paths.registry);
-        let no_model = || {
-            Error::State(format!(
-                "no batch model is published in {}; run `lambda-ml batch --spec {}` first",
-                spec.paths.registry.display(),
-                spec.source.display()
-            ))
-        };
+        let no_model = || Error::NoModel { registry: spec.paths.registry.clone(), spec: spec.source.clone() };
         let dead = DeadLetters::open(&state)?;
         let schema_hash = spec.schema_hash();
         let mut fresh_gap = false;
         let mut learner = match checkpoint::read(&state)? {
             Some(c) => {
-                let batch = registry.load(&c.base_version).map_err(|e| {
-                    Error::State(format!("the checkpoint is built on batch version {}: {e}", c.base_version))
-                })?;
+                let batch = registry
+                    .load(&c.base_version)
+                    .map_err(|source| Error::Base { version: c.base_version.clone(), source })?;
                 batch.artifact.validate(&spec)?;
                 let model = resume_model(&spec, &batch, &c)?;
                 let side = Arc::new(SpeedSide::load(&spec, &state, &c)?);

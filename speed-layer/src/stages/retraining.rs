@@ -94,7 +94,7 @@ impl Learner {
             let job = std::thread::Builder::new()
                 .name("speed-retrain".into())
                 .spawn(move || retrainer.retrain(&spec, since))
-                .map_err(|e| Error::State(format!("cannot start the retraining thread: {e}")))?;
+                .map_err(|source| Error::Spawn { name: "retraining", source })?;
             self.retraining.job = Some(job);
             self.retraining.status.state = RetrainState::Running;
             self.retraining.status.runs += 1;
