@@ -37,7 +37,10 @@ pub fn probability_column(class: &str) -> String {
 pub fn forecast(spec: &Spec, input: &Path, output: &Path) -> Result<ForecastReport> {
     let registry = Registry::open(&spec.paths.registry);
     let published = registry.load_current(spec)?.ok_or_else(|| {
-        Error::Data(format!("no model is published in {}; run `lambda-ml batch` first", spec.paths.registry.display()))
+        lambda_core::Error::NotFound(format!(
+            "no model is published in {}; run `lambda-ml batch` first",
+            spec.paths.registry.display()
+        ))
     })?;
     forecast_with(spec, &published, input, output)
 }

@@ -47,6 +47,9 @@ pub enum Error {
     /// Polars could not aggregate the batch view.
     #[error("computing the batch view: {0}")]
     View(String),
+    /// A step was asked for in a state where it cannot happen (a bug: nothing was published).
+    #[error("{0}")]
+    Internal(&'static str),
     /// The solver failed.
     #[error("training {algorithm} failed: {message}")]
     Train {

@@ -453,7 +453,8 @@ fn fit_linear(
     classes: &[String],
 ) -> Result<LinearModel> {
     let n = xs.len().checked_div(dim).unwrap_or(0);
-    let x = Array2::from_shape_vec((n, dim), xs.to_vec()).map_err(|e| Error::Data(format!("encoded matrix: {e}")))?;
+    let x = Array2::from_shape_vec((n, dim), xs.to_vec())
+        .map_err(|e| lambda_core::Error::Encode { what: "the encoded matrix", source: e.into() })?;
     let name = format!("{} alpha={alpha}", algorithm(spec));
     let fail = |e: &dyn std::fmt::Display| Error::Train { algorithm: name.clone(), message: e.to_string() };
     let iterations = spec.batch.max_iterations;
@@ -742,10 +743,10 @@ pub fn search(spec: &Spec, columns: &Columns, split: &Split, progress: &(dyn Fn(
         order.iter().map(|&t| (cands[trials[t].cand], trials[t].rows)).find(|(c, _)| c.incremental());
     let Some(&winner) = order.first() else {
         let last = trials.into_iter().rev().find_map(|t| t.result.err());
-        return Err(last.unwrap_or_else(|| Error::Data("no candidate to train".into())));
+        return Err(last.unwrap_or_else(|| Error::Internal("no candidate to train")));
     };
     let best = trials[winner].cand;
-    let model = latest[best].take().map(|(_, m)| m).ok_or_else(|| Error::Data("the winner's model was lost".into()))?;
+    let model = latest[best].take().map(|(_, m)| m).ok_or_else(|| Error::Internal("the winner's model was lost"))?;
     let searched = cands[best];
     let best = kept_rounds(searched, trials[winner].kept);
     let mut families = vec![searched.family(spec)];
@@ -958,7 +959,7 @@ fn run_round(
             .into_iter()
             .flat_map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    vec![(usize::MAX, (0, 0, Err(Error::Data("a training thread panicked".into())), 0.0))]
+                    vec![(usize::MAX, (0, 0, Err(Error::Internal("a training thread panicked")), 0.0))]
                 })
             })
             .collect()

@@ -46,6 +46,21 @@ pub enum Error {
     /// Data does not fit what was asked of it (empty data, a single class, mismatched dimensions).
     #[error("{0}")]
     Data(String),
+    /// A model (read from a file, or handed over) fails its own checks: shapes that disagree, numbers that are
+    /// not finite, a format this build does not read.
+    #[error("{0}")]
+    InvalidModel(String),
+    /// A value could not be encoded for storage.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The encoder's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A step was asked for in a state where it cannot happen (a bug: nothing was written).
+    #[error("{0}")]
+    Internal(&'static str),
     /// A folder is held by another process (its lock, [`lambda_stores::lock::FolderLock`]).
     #[error("{path}: the folder is in use by {holder}; stop that one first, or give this one a folder of its own")]
     Locked {

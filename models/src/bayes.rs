@@ -109,13 +109,13 @@ impl NaiveBayes {
     pub fn validate(&self) -> Result<()> {
         let k = self.classes.len();
         if k < 2 || self.counts.len() != k || self.means.len() != k * self.dim || self.m2.len() != k * self.dim {
-            return Err(Error::Data(format!("naive Bayes shapes disagree: {k} classes, dim {}", self.dim)));
+            return Err(Error::InvalidModel(format!("naive Bayes shapes disagree: {k} classes, dim {}", self.dim)));
         }
         if self.counts.iter().chain(&self.means).chain(&self.m2).any(|v| !v.is_finite())
             || self.counts.iter().all(|c| *c <= 0.0)
             || !(self.var_smoothing.is_finite() && self.var_smoothing >= 0.0)
         {
-            return Err(Error::Data("naive Bayes has non-finite or empty statistics".into()));
+            return Err(Error::InvalidModel("naive Bayes has non-finite or empty statistics".into()));
         }
         Ok(())
     }

@@ -108,7 +108,7 @@ impl Adwin {
             && self.total.is_finite()
             && self.variance.is_finite();
         if !sound {
-            return Err(crate::Error::Data(format!(
+            return Err(crate::Error::InvalidModel(format!(
                 "ADWIN: delta {}, {} rows of buckets for a window of {}",
                 self.delta,
                 self.rows.len(),

@@ -691,7 +691,7 @@ impl HoeffdingTree {
 
     /// Checks the stored shapes, as after loading from disk.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Data(format!("Hoeffding tree: {m}")));
+        let bad = |m: String| Err(Error::InvalidModel(format!("Hoeffding tree: {m}")));
         let n = self.nodes.len() as u32;
         let mut leaves = 0;
         for (i, node) in self.nodes.iter().enumerate() {

@@ -106,10 +106,12 @@ impl LinearModel {
             Family::Logistic if self.classes.len() == 2 => 1,
             Family::Softmax if self.classes.len() >= 2 => self.classes.len(),
             Family::Linear if self.classes.is_empty() => 1,
-            _ => return Err(Error::Data(format!("{:?} model with {} classes", self.family, self.classes.len()))),
+            _ => {
+                return Err(Error::InvalidModel(format!("{:?} model with {} classes", self.family, self.classes.len())))
+            }
         };
         if self.bias.len() != outputs || self.weights.len() != outputs * self.dim {
-            return Err(Error::Data(format!(
+            return Err(Error::InvalidModel(format!(
                 "model shapes disagree: {} outputs, dim {}, {} weights, {} intercepts",
                 outputs,
                 self.dim,
@@ -118,7 +120,7 @@ impl LinearModel {
             )));
         }
         if self.weights.iter().chain(&self.bias).any(|w| !w.is_finite()) {
-            return Err(Error::Data("model has non-finite weights".into()));
+            return Err(Error::InvalidModel("model has non-finite weights".into()));
         }
         Ok(())
     }
@@ -300,7 +302,7 @@ impl TreeModel {
             (k, _) => k,
         };
         if self.trees.outputs != expected {
-            return Err(Error::Data(format!(
+            return Err(Error::InvalidModel(format!(
                 "{} model with {} classes has {} outputs, expected {expected}",
                 self.family.name(),
                 self.classes.len(),

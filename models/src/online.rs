@@ -114,7 +114,7 @@ impl AdaptiveLinear {
         self.model.validate()?;
         let d = self.model.dim;
         if self.state.scale.len() != d || self.state.grad_sq.len() != self.model.outputs() * (d + 1) {
-            return Err(Error::Data(format!(
+            return Err(Error::InvalidModel(format!(
                 "adaptive state has {} scales and {} gradient sums for a model of {} inputs and {} outputs",
                 self.state.scale.len(),
                 self.state.grad_sq.len(),
@@ -128,7 +128,7 @@ impl AdaptiveLinear {
             && fine(&self.state.norm)
             && fine(&self.state.seen))
         {
-            return Err(Error::Data("adaptive state holds a negative or non-finite number".into()));
+            return Err(Error::InvalidModel("adaptive state holds a negative or non-finite number".into()));
         }
         Ok(())
     }
@@ -316,7 +316,7 @@ impl OnlineLearner {
             OnlineLearner::AdaptiveRandomForest(f) => (&f.classes, f.dim),
         };
         if own_classes != classes || own_dim != dim {
-            return Err(Error::Data(format!(
+            return Err(Error::InvalidModel(format!(
                 "a {} learner of {own_dim} inputs and classes {own_classes:?} for a model of {dim} and {classes:?}",
                 self.name()
             )));

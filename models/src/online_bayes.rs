@@ -135,7 +135,7 @@ impl BayesStats {
     pub fn check(&self, classes: usize, layout: &[Part]) -> Result<()> {
         let (g, s) = sizes(layout);
         if self.counts.len() != classes || self.moments.len() != classes * g || self.slots.len() != classes * s {
-            return Err(Error::Data(format!(
+            return Err(Error::InvalidModel(format!(
                 "naive Bayes statistics of {} classes, {} moments and {} slot counts for {classes} classes, {g} \
                  Gaussian features and {s} category slots",
                 self.counts.len(),
@@ -148,7 +148,7 @@ impl BayesStats {
                 .iter()
                 .any(|m| m.n > n || !m.mean.is_finite() || !(m.m2.is_finite() && m.m2 >= 0.0));
             if bad || self.slots[c * s..(c + 1) * s].iter().any(|&k| k > n) {
-                return Err(Error::Data(format!(
+                return Err(Error::InvalidModel(format!(
                     "naive Bayes statistics of class {c}: a moment is not finite or a count exceeds its {n} events"
                 )));
             }
@@ -288,17 +288,17 @@ impl OnlineBayes {
                 Part::Categorical { at, width } => (at, width),
             };
             if start != next || width == 0 {
-                return Err(Error::Data(format!("naive Bayes layout breaks at dimension {next}")));
+                return Err(Error::InvalidModel(format!("naive Bayes layout breaks at dimension {next}")));
             }
             next += width;
         }
         if next != self.dim {
-            return Err(Error::Data(format!("naive Bayes layout covers {next} dimensions of {}", self.dim)));
+            return Err(Error::InvalidModel(format!("naive Bayes layout covers {next} dimensions of {}", self.dim)));
         }
         let fine =
             self.alpha.is_finite() && self.alpha > 0.0 && self.var_smoothing.is_finite() && self.var_smoothing >= 0.0;
         if !fine {
-            return Err(Error::Data("naive Bayes smoothing must be finite, alpha > 0".into()));
+            return Err(Error::InvalidModel("naive Bayes smoothing must be finite, alpha > 0".into()));
         }
         self.stats.check(self.classes.len(), &self.layout)
     }

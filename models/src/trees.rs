@@ -73,7 +73,7 @@ impl Tree {
     pub fn validate(&self, dim: usize, outputs: usize) -> Result<()> {
         let n = self.feature.len();
         let w = self.width as usize;
-        let bad = |m: String| Err(Error::Data(format!("tree: {m}")));
+        let bad = |m: String| Err(Error::InvalidModel(format!("tree: {m}")));
         if n == 0 {
             return bad("no node".into());
         }
@@ -133,10 +133,10 @@ impl Trees {
     /// Checks every tree against the input dimension.
     pub fn validate(&self, dim: usize) -> Result<()> {
         if self.trees.is_empty() {
-            return Err(Error::Data("tree ensemble without trees".into()));
+            return Err(Error::InvalidModel("tree ensemble without trees".into()));
         }
         if self.base.len() != self.outputs || self.base.iter().any(|b| !b.is_finite()) {
-            return Err(Error::Data(format!(
+            return Err(Error::InvalidModel(format!(
                 "tree ensemble: {} base scores for {} outputs",
                 self.base.len(),
                 self.outputs

@@ -462,7 +462,7 @@ pub fn write_delta(state: &Path, generation: u64, seq: u64, features: &[String],
 /// the live view: shard by shard (files hold their shards in order), a later file's row for a key replacing an
 /// earlier one. `template` gives the features and the class order. Memory: one shard at a time.
 pub fn compact(state: &Path, generation: u64, template: &ViewTable, files: &[ViewFile]) -> Result<ViewFile> {
-    let seq = files.last().map(|f| f.seq).ok_or_else(|| Error::Data("nothing to compact".into()))?;
+    let seq = files.last().map(|f| f.seq).ok_or_else(|| Error::Internal("nothing to compact"))?;
     struct Source {
         path: PathBuf,
         frames: state::FrameReader<std::io::BufReader<std::fs::File>>,

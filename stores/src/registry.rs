@@ -47,10 +47,10 @@ impl ModelArtifact {
     /// Checks that encoder and model fit together and that the artifact belongs to `spec`.
     pub fn validate(&self, spec: &Spec) -> Result<()> {
         if self.format_version != FORMAT_VERSION {
-            return Err(Error::Data(format!("model format {} is not {FORMAT_VERSION}", self.format_version)));
+            return Err(Error::InvalidModel(format!("model format {} is not {FORMAT_VERSION}", self.format_version)));
         }
         if self.schema_hash != spec.schema_hash() {
-            return Err(Error::Data(format!(
+            return Err(Error::InvalidModel(format!(
                 "model was trained for schema {} but the spec has schema {}",
                 self.schema_hash,
                 spec.schema_hash()
@@ -58,14 +58,14 @@ impl ModelArtifact {
         }
         for dim in std::iter::once(self.model.dim()).chain(self.online.as_ref().map(|m| m.dim)) {
             if self.encoder.dim() != dim {
-                return Err(Error::Data(format!(
+                return Err(Error::InvalidModel(format!(
                     "encoder gives {} dimensions, model expects {dim}",
                     self.encoder.dim()
                 )));
             }
         }
         if self.model.as_linear().is_none() && self.online.is_none() {
-            return Err(Error::Data(format!(
+            return Err(Error::InvalidModel(format!(
                 "a {} model without a starting model for the speed layer",
                 self.model.family()
             )));
@@ -75,16 +75,20 @@ impl ModelArtifact {
             if p.grad_sq.len() != start.outputs() * (start.dim + 1)
                 || !p.grad_sq.iter().chain([&p.norm]).all(|v| v.is_finite() && *v >= 0.0)
             {
-                return Err(Error::Data("the speed layer's gradient prior does not fit its starting model".into()));
+                return Err(Error::InvalidModel(
+                    "the speed layer's gradient prior does not fit its starting model".into(),
+                ));
             }
         }
         if let Some(b) = &self.online_bayes {
             b.check(self.speed_start().classes.len(), &lambda_models::online_bayes::layout(&self.encoder))
-                .map_err(|e| Error::Data(format!("the speed layer's naive Bayes statistics: {e}")))?;
+                .map_err(|e| Error::InvalidModel(format!("the speed layer's naive Bayes statistics: {e}")))?;
         }
         if let Some(online) = &self.online {
             if online.classes != self.model.classes() {
-                return Err(Error::Data("the speed layer's starting model has other classes than the model".into()));
+                return Err(Error::InvalidModel(
+                    "the speed layer's starting model has other classes than the model".into(),
+                ));
             }
             online.validate()?;
         }
@@ -306,8 +310,9 @@ impl Registry {
     pub fn keep(&self, artifact: &ModelArtifact, mut manifest: Manifest) -> Result<Manifest> {
         let version = self.publisher.next_version()?;
         manifest.version = version.clone();
-        let model = serde_json::to_vec(artifact).map_err(|e| Error::Data(e.to_string()))?;
-        let man = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Data(e.to_string()))?;
+        let model = serde_json::to_vec(artifact).map_err(|e| Error::Encode { what: "the model", source: e.into() })?;
+        let man = serde_json::to_vec_pretty(&manifest)
+            .map_err(|e| Error::Encode { what: "the manifest", source: e.into() })?;
         self.publisher.stage(&version, &[(MODEL_FILE, &model), (MANIFEST_FILE, &man)])?;
         Ok(manifest)
     }

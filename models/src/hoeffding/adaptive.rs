@@ -356,7 +356,7 @@ impl HoeffdingAdaptiveTree {
     pub fn validate(&self) -> Result<()> {
         let cx = Cx { classes: &self.classes, dim: self.dim, set: &self.settings };
         let mut leaves = 0;
-        let bad = |m: String| Error::Data(format!("Hoeffding adaptive tree: {m}"));
+        let bad = |m: String| Error::InvalidModel(format!("Hoeffding adaptive tree: {m}"));
         self.root.check(&cx, 0, &mut leaves).map_err(bad)?;
         if leaves != self.tally.leaves {
             return Err(bad(format!("{leaves} leaves where {} are counted", self.tally.leaves)));

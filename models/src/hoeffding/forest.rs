@@ -415,7 +415,9 @@ impl AdaptiveRandomForest {
         settings: ForestSettings,
     ) -> Result<AdaptiveRandomForest> {
         if !covers(&groups, groups.iter().map(Vec::len).sum()) {
-            return Err(Error::Data("adaptive random forest: features that do not cover the inputs in order".into()));
+            return Err(Error::InvalidModel(
+                "adaptive random forest: features that do not cover the inputs in order".into(),
+            ));
         }
         Ok(AdaptiveRandomForest::build(classes, groups, settings))
     }
@@ -472,7 +474,7 @@ impl AdaptiveRandomForest {
 
     /// Checks the settings, shapes and numbers, as after loading from disk.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::Data(format!("adaptive random forest: {m}")));
+        let bad = |m: String| Err(Error::InvalidModel(format!("adaptive random forest: {m}")));
         let s = &self.settings;
         let m = self.m as usize;
         if s.n_models == 0 || s.n_models > 1000 || self.members.len() != s.n_models as usize {
