@@ -9,7 +9,7 @@ use lambda_core::schema::{Columns, Mode};
 use lambda_core::spec::Spec;
 use lambda_models::model::{Family, LinearModel};
 use lambda_serving::Serving;
-use lambda_stores::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
+use lambda_stores::registry::Registry;
 use lambda_stores::views::{batch_view_path, ViewTable};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -53,36 +53,13 @@ fn setup(publish: bool) -> (tempfile::TempDir, Spec) {
         let encoder = Encoder::fit(&spec, &cols).unwrap();
         let mut model = LinearModel::zeros(Family::Logistic, vec!["no".into(), "yes".into()], encoder.dim());
         model.weights[0] = 1.0;
-        let artifact = ModelArtifact {
-            format_version: FORMAT_VERSION,
-            schema_hash: spec.schema_hash(),
-            encoder,
-            model: lambda_models::model::Model::Linear(model),
-            online: None,
-            online_prior: None,
-            online_bayes: None,
-        };
+        let artifact = lambda_stores::testing::linear_artifact(&spec, encoder, model);
         let mut view = ViewTable::new(&spec);
         for e in &events {
             view.observe(&e.key, e.time, 1, e, e.target.as_ref());
         }
         view.write_parquet(&batch_view_path(&spec, "v000001")).unwrap();
-        let manifest = Manifest {
-            version: String::new(),
-            pipeline: "t".into(),
-            created: now_rfc3339(),
-            watermark: 20,
-            training_rows: 20,
-            holdout_rows: 0,
-            metrics: Default::default(),
-            schema_hash: spec.schema_hash(),
-            algorithm: "test".into(),
-            leaderboard: vec![],
-            gate: None,
-            search: None,
-            online_rows: None,
-            trained_since: None,
-        };
+        let manifest = lambda_stores::testing::manifest(&spec, 20, 20);
         Registry::open(&spec.paths.registry).publish(&artifact, manifest).unwrap();
     }
     (dir, spec)

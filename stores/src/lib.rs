@@ -10,6 +10,8 @@ pub mod publish;
 pub mod realtime;
 pub mod registry;
 pub mod state;
+#[doc(hidden)]
+pub mod testing;
 pub mod views;
 
 pub use lambda_core::{Error, Result};

@@ -399,34 +399,11 @@ mod tests {
         };
         let mut model = LinearModel::zeros(Family::Logistic, vec!["0".into(), "1".into()], encoder.dim());
         model.weights.iter_mut().for_each(|x| *x = w);
-        ModelArtifact {
-            format_version: FORMAT_VERSION,
-            schema_hash: spec.schema_hash(),
-            encoder,
-            model: Model::Linear(model),
-            online: None,
-            online_prior: None,
-            online_bayes: None,
-        }
+        crate::testing::linear_artifact(spec, encoder, model)
     }
 
     fn manifest(spec: &Spec, watermark: u64) -> Manifest {
-        Manifest {
-            version: String::new(),
-            pipeline: spec.name.clone(),
-            created: now_rfc3339(),
-            watermark,
-            training_rows: 10,
-            holdout_rows: 2,
-            metrics: Metrics::new(),
-            schema_hash: spec.schema_hash(),
-            algorithm: "test".into(),
-            leaderboard: vec![],
-            gate: None,
-            search: None,
-            online_rows: None,
-            trained_since: None,
-        }
+        crate::testing::manifest(spec, watermark, 10)
     }
 
     #[test]

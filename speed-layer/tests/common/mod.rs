@@ -9,7 +9,7 @@ use lambda_models::model::{Family, LinearModel};
 use lambda_speed::ingest::parse_line;
 use lambda_speed::Incoming;
 use lambda_stores::checkpoint::{self, SpeedSide};
-use lambda_stores::registry::{now_rfc3339, Manifest, ModelArtifact, Registry, FORMAT_VERSION};
+use lambda_stores::registry::{Manifest, ModelArtifact, Registry};
 use lambda_stores::views::ViewTable;
 use serde_json::json;
 
@@ -63,34 +63,11 @@ pub fn artifact(spec: &Spec, w0: f64, bias: f64) -> ModelArtifact {
 
 /// A batch artifact of a linear model on `encoder`, without online parts.
 pub fn linear_artifact(spec: &Spec, encoder: Encoder, model: LinearModel) -> ModelArtifact {
-    ModelArtifact {
-        format_version: FORMAT_VERSION,
-        schema_hash: spec.schema_hash(),
-        encoder,
-        model: lambda_models::model::Model::Linear(model),
-        online: None,
-        online_prior: None,
-        online_bayes: None,
-    }
+    lambda_stores::testing::linear_artifact(spec, encoder, model)
 }
 
 pub fn manifest(spec: &Spec, watermark: u64) -> Manifest {
-    Manifest {
-        version: String::new(),
-        pipeline: "t".into(),
-        created: now_rfc3339(),
-        watermark,
-        training_rows: 50,
-        holdout_rows: 0,
-        metrics: Default::default(),
-        schema_hash: spec.schema_hash(),
-        algorithm: "test".into(),
-        leaderboard: vec![],
-        gate: None,
-        search: None,
-        online_rows: None,
-        trained_since: None,
-    }
+    lambda_stores::testing::manifest(spec, watermark, 50)
 }
 
 /// Publishes a model and an (empty) batch view, as a batch run would.
