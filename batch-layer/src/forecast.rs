@@ -49,7 +49,7 @@ pub fn forecast(spec: &Spec, input: &Path, output: &Path) -> Result<ForecastRepo
 pub fn forecast_with(spec: &Spec, published: &Published, input: &Path, output: &Path) -> Result<ForecastReport> {
     let conformed = read_frame(spec, &[input.to_path_buf()], Need::Features)?;
     let columns = to_columns(spec, &conformed, Need::Features, input)?;
-    let file = File::open(input).map_err(|e| Error::Input { path: input.to_path_buf(), message: e.to_string() })?;
+    let file = File::open(input).map_err(|e| crate::read::input(input, e))?;
     let mut df = ParquetReader::new(file).finish().map_err(pe(input))?;
 
     let art = &published.artifact;
@@ -79,17 +79,17 @@ pub fn forecast_with(spec: &Spec, published: &Published, input: &Path, output: &
     }
 
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::Input { path: dir.to_path_buf(), message: e.to_string() })?;
+    std::fs::create_dir_all(dir).map_err(|e| crate::read::input(dir, e))?;
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let file = File::create(&tmp).map_err(|e| Error::Input { path: tmp.clone(), message: e.to_string() })?;
+    let file = File::create(&tmp).map_err(|e| crate::read::input(&tmp, e))?;
     ParquetWriter::new(file).with_compression(ParquetCompression::Snappy).finish(&mut df).map_err(pe(&tmp))?;
-    std::fs::rename(&tmp, output).map_err(|e| Error::Input { path: output.to_path_buf(), message: e.to_string() })?;
+    std::fs::rename(&tmp, output).map_err(|e| crate::read::input(output, e))?;
     Ok(ForecastReport { rows: predictions.len(), not_scored, version: published.manifest.version.clone() })
 }
 
 fn pe(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
-    move |e| Error::Input { path: path.to_path_buf(), message: e.to_string() }
+    move |e| crate::read::input(path, e)
 }
 
 fn finite(p: &Prediction) -> bool {

@@ -34,12 +34,13 @@ pub enum Error {
     #[error(transparent)]
     Core(#[from] lambda_core::Error),
     /// A Parquet file or column does not fit the spec.
-    #[error("{path}: {message}")]
+    #[error("{path}: {problem}")]
     Input {
         /// The file (or folder) at fault.
         path: PathBuf,
         /// What is wrong, naming the column.
-        message: String,
+        #[source]
+        problem: read::Problem,
     },
     /// The data cannot train a model (empty, a single class, too few rows).
     #[error("{0}")]

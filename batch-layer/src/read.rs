@@ -33,8 +33,96 @@ pub enum Need {
     Features,
 }
 
-fn input(path: &Path, message: impl Into<String>) -> Error {
-    Error::Input { path: path.to_path_buf(), message: message.into() }
+/// What is wrong with a file of the master dataset (or a table to score), or with the dataset as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The folder holds no Parquet file.
+    #[error("the master dataset has no Parquet files")]
+    NoFiles,
+    /// The files hold no row.
+    #[error("the master dataset has no rows")]
+    NoRows,
+    /// More rows than one run reads.
+    #[error("has {rows} rows; one batch run reads at most {max}")]
+    TooManyRows {
+        /// Rows found.
+        rows: usize,
+        /// The most one run reads.
+        max: u32,
+    },
+    /// A file of no bytes.
+    #[error("is an empty file, not Parquet")]
+    EmptyFile,
+    /// A file Parquet readers cannot read.
+    #[error("is not readable Parquet: {0}")]
+    NotParquet(#[source] PolarsError),
+    /// A column the spec needs is not there.
+    #[error("has no column `{column}` ({role})")]
+    MissingColumn {
+        /// The column.
+        column: String,
+        /// What the spec needs it for.
+        role: &'static str,
+    },
+    /// A column whose type or values do not fit what the spec says of it.
+    #[error("column `{column}` {why}")]
+    Column {
+        /// The column.
+        column: String,
+        /// What does not fit.
+        why: String,
+    },
+    /// Nulls in a column that must be set on every row.
+    #[error("column `{column}` has {nulls} null values; it must be set on every row")]
+    Nulls {
+        /// The column.
+        column: String,
+        /// How many.
+        nulls: usize,
+    },
+    /// Infinite regression targets.
+    #[error(
+        "column `{column}` has {count} infinite values; a regression target must be a finite number (NaN or null \
+         marks a row without a label)"
+    )]
+    Infinite {
+        /// The target column.
+        column: String,
+        /// How many.
+        count: usize,
+    },
+    /// A feature missing in every row.
+    #[error(
+        "column `{column}` is missing (null or not finite) in all {rows} rows; drop it from the spec's features or \
+         fix the history"
+    )]
+    AllMissing {
+        /// The feature.
+        column: String,
+        /// Rows read.
+        rows: usize,
+    },
+    /// A feature of one value in every row.
+    #[error(
+        "column `{column}` has the same value in all {rows} rows where it is set, so no model can learn from it; \
+         drop it from the spec's features or fix the history"
+    )]
+    Constant {
+        /// The feature.
+        column: String,
+        /// Rows read.
+        rows: usize,
+    },
+    /// Polars could not read or conform the data.
+    #[error(transparent)]
+    Polars(#[from] PolarsError),
+    /// The file could not be opened, read or written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) fn input(path: &Path, problem: impl Into<Problem>) -> Error {
+    Error::Input { path: path.to_path_buf(), problem: problem.into() }
 }
 
 fn args() -> ScanArgsParquet {
@@ -258,7 +346,7 @@ fn epoch_unit(spec: &Spec, path: &Path, name: &str, dt: &DataType) -> Result<Uni
     let latest = scan(std::slice::from_ref(&path.to_path_buf()))
         .and_then(|lf| lf.select([col(name).cast(DataType::Float64).max()]).collect())
         .and_then(|df| Ok(df.column(name)?.f64()?.get(0)))
-        .map_err(|e| input(path, e.to_string()))?;
+        .map_err(|e| input(path, e))?;
     let Some(latest) = latest else { return Ok(Unit::Millis) };
     let units = [Unit::Seconds, Unit::Millis, Unit::Micros, Unit::Nanos];
     let ms = |u: Unit| latest * u.to_ms();
@@ -272,15 +360,13 @@ fn epoch_unit(spec: &Spec, path: &Path, name: &str, dt: &DataType) -> Result<Uni
         .zip(["seconds", "milliseconds", "microseconds", "nanoseconds"])
         .map(|(&u, n)| format!("{} as {n}", lambda_core::time::show(ms(u) as i64)))
         .collect();
-    Err(input(
-        path,
-        format!(
-            "column `{name}` ({dt}) holds epoch numbers whose latest, {latest}, is a plausible time in no unit \
-             ({}); the window is {} (`dataset.time_window`), or name the unit in `dataset.time_format`",
-            read.join(", "),
-            d.time_window
-        ),
-    ))
+    let why = format!(
+        "({dt}) holds epoch numbers whose latest, {latest}, is a plausible time in no unit ({}); the window is {} \
+         (`dataset.time_window`), or name the unit in `dataset.time_format`",
+        read.join(", "),
+        d.time_window
+    );
+    Err(input(path, Problem::Column { column: name.to_string(), why }))
 }
 
 /// Checks each file's columns and builds its select expressions. Files may differ in types (an Int32 in one and
@@ -289,12 +375,12 @@ fn plan(spec: &Spec, files: &[PathBuf], need: Need) -> Result<Vec<FilePlan>> {
     let want = wanted(spec, need);
     let mut plans = Vec::with_capacity(files.len());
     for path in files {
-        let meta = std::fs::metadata(path).map_err(|e| input(path, e.to_string()))?;
+        let meta = std::fs::metadata(path).map_err(|e| input(path, e))?;
         if meta.len() == 0 {
-            return Err(input(path, "is an empty file, not Parquet"));
+            return Err(input(path, Problem::EmptyFile));
         }
-        let mut lf = scan(std::slice::from_ref(path)).map_err(|e| input(path, e.to_string()))?;
-        let schema = lf.collect_schema().map_err(|e| input(path, format!("is not readable Parquet: {e}")))?;
+        let mut lf = scan(std::slice::from_ref(path)).map_err(|e| input(path, Problem::NotParquet(e)))?;
+        let schema = lf.collect_schema().map_err(|e| input(path, Problem::NotParquet(e)))?;
         let folders = partitions(&spec.paths.master, path);
         let sequenced = need == Need::All && schema.get(SEQ_COLUMN).is_some();
         let mut exprs = Vec::with_capacity(want.len());
@@ -318,18 +404,19 @@ fn plan(spec: &Spec, files: &[PathBuf], need: Need) -> Result<Vec<FilePlan>> {
                             want = Want::Time(unit);
                         }
                     }
-                    conform(&w.name, dt, want).map_err(|m| input(path, format!("column `{}` {m}", w.name)))?
+                    conform(&w.name, dt, want)
+                        .map_err(|why| input(path, Problem::Column { column: w.name.clone(), why }))?
                 }
                 None => match folders.iter().find(|(k, _)| k == &w.name) {
                     Some((_, v)) => partition_value(&w.name, v.as_deref(), w.want)
-                        .map_err(|m| input(path, format!("column `{}` {m}", w.name)))?,
+                        .map_err(|why| input(path, Problem::Column { column: w.name.clone(), why }))?,
                     None if matches!(w.want, Want::Seq) => lit(0u64).cast(DataType::UInt64).alias(SEQ_COLUMN),
                     // In history only: a table to score that lacks a feature is more likely the wrong table.
                     None if need == Need::All && w.role == "an optional feature" => {
                         absent.push(w.name.clone());
                         lit(NULL).cast(conformed_type(w.want)).alias(&w.name)
                     }
-                    None => return Err(input(path, format!("has no column `{}` ({})", w.name, w.role))),
+                    None => return Err(input(path, Problem::MissingColumn { column: w.name.clone(), role: w.role })),
                 },
             };
             exprs.push(e);
@@ -351,13 +438,13 @@ pub fn read_frame(spec: &Spec, files: &[PathBuf], need: Need) -> Result<DataFram
     frames
         .and_then(|lfs| concat(lfs, UnionArgs::default()))
         .and_then(LazyFrame::collect)
-        .map_err(|e| input(if files.len() == 1 { &place } else { &spec.paths.master }, e.to_string()))
+        .map_err(|e| input(if files.len() == 1 { &place } else { &spec.paths.master }, e))
 }
 
 fn nulls(path: &Path, df: &DataFrame, name: &str) -> Result<()> {
-    let n = df.column(name).map_err(|e| input(path, e.to_string()))?.null_count();
+    let n = df.column(name).map_err(|e| input(path, e))?.null_count();
     if n > 0 {
-        return Err(input(path, format!("column `{name}` has {n} null values; it must be set on every row")));
+        return Err(input(path, Problem::Nulls { column: name.to_string(), nulls: n }));
     }
     Ok(())
 }
@@ -394,7 +481,7 @@ impl Builder {
 
     /// Appends the rows of `df` (read from `path`) for which `keep` says so.
     fn append(&mut self, spec: &Spec, df: &DataFrame, path: &Path, keep: &dyn Fn(usize) -> bool) -> Result<()> {
-        let pe = |e: PolarsError| input(path, e.to_string());
+        let pe = |e: PolarsError| input(path, e);
         let n = df.height();
         let d = &spec.dataset;
         if self.need == Need::All {
@@ -419,14 +506,7 @@ impl Builder {
                     let values = df.column(&d.target).and_then(|c| c.f64().cloned()).map_err(pe)?;
                     let infinite = values.iter().flatten().filter(|x| x.is_infinite()).count();
                     if infinite > 0 {
-                        return Err(input(
-                            path,
-                            format!(
-                                "column `{}` has {infinite} infinite values; a regression target must be a finite \
-                                 number (NaN or null marks a row without a label)",
-                                d.target
-                            ),
-                        ));
+                        return Err(input(path, Problem::Infinite { column: d.target.clone(), count: infinite }));
                     }
                     self.values.extend(
                         values.iter().enumerate().filter(|(r, _)| keep(*r)).map(|(_, v)| v.unwrap_or(f64::NAN)),
@@ -529,14 +609,14 @@ fn duplicate_rows(spec: &Spec, files: &[PathBuf], plans: &[FilePlan]) -> Result<
     for (path, p) in files.iter().zip(plans) {
         let df = scan(std::slice::from_ref(path))
             .and_then(|lf| lf.select(p.exprs.clone()).select([col(SEQ_COLUMN), col(id)]).collect())
-            .map_err(|e| input(path, e.to_string()))?;
+            .map_err(|e| input(path, e))?;
         frames.push(df);
     }
     let columns: Vec<(UInt64Chunked, StringChunked)> = frames
         .iter()
         .zip(files)
         .map(|(df, path)| {
-            let pe = |e: PolarsError| input(path, e.to_string());
+            let pe = |e: PolarsError| input(path, e);
             let seq = df.column(SEQ_COLUMN).and_then(|c| c.u64().cloned()).map_err(pe)?;
             let ids = df.column(id).and_then(|c| c.str().cloned()).map_err(pe)?;
             Ok((seq, ids))
@@ -585,7 +665,7 @@ pub fn read_master_in(spec: &Spec, rows_per_read: usize) -> Result<MasterData> {
     let root = &spec.paths.master;
     let files = list_files(root)?;
     if files.is_empty() {
-        return Err(input(root, "the master dataset has no Parquet files"));
+        return Err(input(root, Problem::NoFiles));
     }
     // History from other writers (no sequence numbers) comes first, in path order; then the speed layer's archives.
     let plans = plan(spec, &files, Need::All)?;
@@ -596,7 +676,7 @@ pub fn read_master_in(spec: &Spec, rows_per_read: usize) -> Result<MasterData> {
     // The watermark counts dropped duplicates too: they were ingested.
     let (dropped, duplicates, watermark, heights) = duplicate_rows(spec, &files, &plans)?;
     if dropped.len() > u32::MAX as usize {
-        return Err(input(root, format!("has {} rows; one batch run reads at most {}", dropped.len(), u32::MAX)));
+        return Err(input(root, Problem::TooManyRows { rows: dropped.len(), max: u32::MAX }));
     }
     let mut b = Builder::new(spec, Need::All);
     let mut offset = 0;
@@ -605,7 +685,7 @@ pub fn read_master_in(spec: &Spec, rows_per_read: usize) -> Result<MasterData> {
         for first in (0..height).step_by(step) {
             let df = scan(std::slice::from_ref(f))
                 .and_then(|lf| lf.slice(first as i64, step as u32).select(p.exprs.clone()).collect())
-                .map_err(|e| input(f, e.to_string()))?;
+                .map_err(|e| input(f, e))?;
             let at = offset + first;
             b.time_divisor = p.time_divisor;
             b.append(spec, &df, f, &|r| !dropped[at + r])?;
@@ -614,7 +694,7 @@ pub fn read_master_in(spec: &Spec, rows_per_read: usize) -> Result<MasterData> {
     }
     let columns = b.finish(spec, root);
     if columns.is_empty() {
-        return Err(input(root, "the master dataset has no rows"));
+        return Err(input(root, Problem::NoRows));
     }
     // A feature that some files lack was added to the spec after they were written: missing in every row, it is
     // a schema that grew (read as missing until events carry it), not a broken column.
@@ -655,26 +735,10 @@ fn check_features(spec: &Spec, columns: &Columns, root: &Path, new: &[&str]) -> 
                 "a feature some master files lack is missing in every row; it is read as missing until events carry it"
             );
         } else if distinct == 0 {
-            return Err(input(
-                root,
-                format!(
-                    "column `{}` is missing (null or not finite) in all {} rows; drop it from the spec's features or \
-                     fix the history",
-                    f.name,
-                    columns.len()
-                ),
-            ));
+            return Err(input(root, Problem::AllMissing { column: f.name.clone(), rows: columns.len() }));
         }
         if distinct == 1 {
-            return Err(input(
-                root,
-                format!(
-                    "column `{}` has the same value in all {} rows where it is set, so no model can learn from it; \
-                     drop it from the spec's features or fix the history",
-                    f.name,
-                    columns.len()
-                ),
-            ));
+            return Err(input(root, Problem::Constant { column: f.name.clone(), rows: columns.len() }));
         }
     }
     Ok(())

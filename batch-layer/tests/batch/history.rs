@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::common::{current, write};
+use crate::common::{current, problem, write};
+use lambda_batch::read::Problem;
 
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::Spec;
@@ -104,16 +105,16 @@ fn duplicate_ids_in_the_master_dataset_count_once() {
 fn empty_dataset_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let s = spec(dir.path(), &base());
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("no Parquet files"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path == s.paths.master && matches!(p, Problem::NoFiles), "{path:?}: {p}");
     std::fs::create_dir_all(s.paths.master.join("date=1970-01-01")).unwrap();
     std::fs::write(s.paths.master.join("date=1970-01-01/empty.parquet"), b"").unwrap();
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("empty.parquet") && err.contains("empty file"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path.ends_with("empty.parquet") && matches!(p, Problem::EmptyFile), "{path:?}: {p}");
     write(&s, &[], "zero-rows.parquet");
     std::fs::remove_file(s.paths.master.join("date=1970-01-01/empty.parquet")).unwrap();
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("no rows"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path == s.paths.master && matches!(p, Problem::NoRows), "{path:?}: {p}");
     assert_eq!(current(&s), None);
 }
 
@@ -151,34 +152,46 @@ fn missing_column_and_wrong_types_name_the_file_and_column() {
     cols.retain(|c| c.name() != "user");
     cols.push(Column::new("amount".into(), vec![1.0f64, 2.0]));
     write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("bad.parquet") && err.contains("has no column `user`"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(
+        path.ends_with("bad.parquet") && matches!(&p, Problem::MissingColumn { column, .. } if column == "user"),
+        "{p}"
+    );
     // `amount` as text.
     let mut cols = base();
     cols.push(Column::new("amount".into(), vec!["1.5", "oops"]));
     write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("column `amount`") && err.contains("expected a number"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path.ends_with("bad.parquet"), "{path:?}");
+    assert!(
+        matches!(&p, Problem::Column { column, why } if column == "amount" && why.contains("expected a number")),
+        "{p}"
+    );
     // `mobile` as a number.
     let mut cols = base();
     cols.retain(|c| c.name() != "mobile");
     cols.push(Column::new("mobile".into(), vec![1.0f64, 0.0]));
     cols.push(Column::new("amount".into(), vec![1.0f64, 2.0]));
     write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("column `mobile`") && err.contains("expected a boolean"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path.ends_with("bad.parquet"), "{path:?}");
+    assert!(
+        matches!(&p, Problem::Column { column, why } if column == "mobile" && why.contains("expected a boolean")),
+        "{p}"
+    );
     // Nulls in the key column.
     let mut cols = base();
     cols.retain(|c| c.name() != "user");
     cols.push(Column::new("user".into(), vec![Some("u"), None]));
     cols.push(Column::new("amount".into(), vec![1.0f64, 2.0]));
     write_frame(&file, DataFrame::new_infer_height(cols).unwrap());
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("`user`") && err.contains("null"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path.ends_with("bad.parquet"), "{path:?}");
+    assert!(matches!(&p, Problem::Nulls { column, nulls: 1 } if column == "user"), "{p}");
     // Not Parquet at all.
     std::fs::write(&file, b"PAR1 this is not parquet").unwrap();
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("bad.parquet"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path.ends_with("bad.parquet") && matches!(p, Problem::NotParquet(_)), "{path:?}: {p}");
     assert_eq!(current(&s), None);
 }
 
@@ -332,8 +345,8 @@ fn forecast_input_without_a_feature_is_an_error_and_writes_nothing() {
         .unwrap(),
     );
     let out = dir.path().join("out.parquet");
-    let err = lambda_batch::forecast::forecast(&s, &input, &out).unwrap_err().to_string();
-    assert!(err.contains("in.parquet") && err.contains("`amount`"), "{err}");
+    let (path, p) = problem(lambda_batch::forecast::forecast(&s, &input, &out).unwrap_err());
+    assert!(path == input && matches!(&p, Problem::MissingColumn { column, .. } if column == "amount"), "{p}");
     assert!(!out.exists());
 }
 

@@ -5,12 +5,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::common::{current, write};
+use crate::common::{current, problem, write};
 use arrow::array::{
     ArrayRef, BooleanArray, DictionaryArray, Float32Array, Float64Array, Int32Array, Int64Array, LargeStringArray,
     RecordBatch, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray,
 };
 use arrow::datatypes::{Int32Type, Int8Type};
+use lambda_batch::read::Problem;
 use lambda_core::schema::{Cell, CellRef, Event, Target, TargetRef};
 use lambda_core::spec::Spec;
 
@@ -245,13 +246,13 @@ fn epoch_numbers_in_no_plausible_unit_are_refused_with_their_readings_and_a_name
         ]
     };
     write_parquet(&file, columns(ts.clone()));
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path.ends_with("old.parquet"), "{path:?}");
+    // The reason shows how each unit would read the latest time.
     assert!(
-        err.contains("old.parquet")
-            && err.contains("`ts`")
-            && err.contains("plausible time in no unit")
-            && err.contains("1970-07-27T20:02:33Z as seconds"),
-        "{err}"
+        matches!(&p, Problem::Column { column, why } if column == "ts"
+            && why.contains("plausible time in no unit") && why.contains("1970-07-27T20:02:33Z as seconds")),
+        "{p}"
     );
     assert_eq!(current(&s), None);
     // Named, the unit is taken as it is (the window only guides `auto`).
@@ -289,8 +290,12 @@ fn a_missing_required_column_names_what_the_spec_calls_it() {
         ]
     };
     write_parquet(&file, columns());
-    let err = lambda_batch::run(&s, false).unwrap_err().to_string();
-    assert!(err.contains("part-0.parquet") && err.contains("has no column `user` (`dataset.key_column`)"), "{err}");
+    let (path, p) = problem(lambda_batch::run(&s, false).unwrap_err());
+    assert!(path.ends_with("part-0.parquet"), "{path:?}");
+    assert!(
+        matches!(&p, Problem::MissingColumn { column, role } if column == "user" && *role == "`dataset.key_column`"),
+        "{p}"
+    );
     let mut with_user = columns();
     with_user.push(("user", Arc::new(StringArray::from_iter_values((0..N).map(|i| format!("u{}", i % 7))))));
     write_parquet(&file, with_user);
@@ -303,8 +308,12 @@ fn a_missing_required_column_names_what_the_spec_calls_it() {
     assert_eq!(m.leaderboard.iter().map(|e| e.algorithm.as_str()).collect::<std::collections::BTreeSet<_>>().len(), 5);
     let mut required = s.clone();
     required.features[3].required = true;
-    let err = lambda_batch::read::read_master(&required).unwrap_err().to_string();
-    assert!(err.contains("part-0.parquet") && err.contains("has no column `device` (a required feature)"), "{err}");
+    let (path, p) = problem(lambda_batch::read::read_master(&required).unwrap_err());
+    assert!(path.ends_with("part-0.parquet"), "{path:?}");
+    assert!(
+        matches!(&p, Problem::MissingColumn { column, role } if column == "device" && *role == "a required feature"),
+        "{p}"
+    );
 }
 
 #[test]

@@ -31,3 +31,12 @@ pub fn spec_text(task: &str, features: &[(&str, &str)], batch: &str) -> String {
     text += "[paths]\nmaster = \"master\"\nregistry = \"registry\"\nviews = \"views\"\nstate = \"state\"\n[batch]\n";
     text + batch
 }
+
+/// The file (or folder) and the problem of an error about the master dataset or a table to score; panics on any
+/// other error.
+pub fn problem(e: lambda_batch::Error) -> (std::path::PathBuf, lambda_batch::read::Problem) {
+    match e {
+        lambda_batch::Error::Input { path, problem } => (path, problem),
+        e => panic!("not an error of the input: {e:?}"),
+    }
+}
