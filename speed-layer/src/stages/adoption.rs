@@ -26,8 +26,8 @@ pub(super) struct Adoptions {
     /// A batch version being adopted in the background.
     pub(super) running: Option<Adoption>,
     /// After a failed build: no new one before this time (milliseconds since the Unix epoch), and the pause.
-    pub(super) retry_ms: i64,
-    pub(super) backoff: i64,
+    retry_ms: i64,
+    backoff: i64,
     /// Builds that failed since start.
     pub(super) failures: u64,
 }
@@ -55,7 +55,7 @@ pub(super) struct Adoption {
     pub(super) keep_after: u64,
     pub(super) job: std::thread::JoinHandle<Result<Built>>,
     /// Rounds of catching up done on the thread.
-    pub(super) rounds: u32,
+    rounds: u32,
 }
 
 /// The speed layer's state on a new batch version, built from the events after its watermark.
@@ -68,12 +68,12 @@ pub(super) struct Built {
     pub(super) records: Records,
     pub(super) x: Vec<f64>,
     pub(super) updates: u64,
-    pub(super) refused: u64,
+    refused: u64,
     /// Sequence number of the last event taken in.
     pub(super) through: u64,
-    pub(super) from_master: u64,
-    pub(super) from_log: u64,
-    pub(super) started: std::time::Instant,
+    from_master: u64,
+    from_log: u64,
+    started: std::time::Instant,
 }
 
 impl Built {

@@ -133,7 +133,7 @@ pub(super) struct Relearn {
     pub(super) learners: Vec<OnlineLearner>,
     pub(super) stats: SpeedStats,
     /// The good states the checkpoint says the run kept.
-    pub(super) expected: Vec<u64>,
+    expected: Vec<u64>,
 }
 
 /// A new snapshot is written once the oldest good state is at least this many freeze windows past it (10,000

@@ -14,11 +14,11 @@ use super::Learner;
 #[derive(Default)]
 pub(super) struct Retraining {
     /// Runs the batch pipeline after a confirmed drift, when given.
-    pub(super) retrainer: Option<Arc<dyn Retrainer>>,
+    retrainer: Option<Arc<dyn Retrainer>>,
     pub(super) status: RetrainStatus,
     pub(super) job: Option<std::thread::JoinHandle<std::result::Result<Retrained, crate::retrain::RetrainError>>>,
     /// The last confirmed drift acted on (its sequence number).
-    pub(super) drift: u64,
+    drift: u64,
 }
 
 impl Retraining {
