@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use lambda_core::schema::Event;
 use lambda_stores::checkpoint::SourcePosition;
-use lambda_stores::state::sync_dir;
+use lambda_stores::durable::{sync_dir, sync_file};
 use lambda_stores::state::{self, create_dir_synced, FrameReader, Kind, Next};
 use serde::{Deserialize, Serialize};
 
@@ -149,10 +149,10 @@ fn create_segment(dir: &Path, schema_hash: &str, first: u64) -> Result<(PathBuf,
             .open(&tmp)
             .map_err(|e| Error::io(&tmp, e))?;
         file.write_all_at(&bytes, 0).map_err(|e| Error::io(&tmp, e))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        sync_file(&file, "log.segment_file").map_err(|e| Error::io(&tmp, e))?;
         fail::fail_point!("log::segment_before_rename", |_| Err(state::injected(&tmp).into()));
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_dir(dir)?;
+        sync_dir(dir, "log.segment_dir")?;
         Ok(file)
     })();
     match made {
@@ -231,7 +231,7 @@ impl Log {
             segments.push(Segment { path: path.clone(), first });
         }
         if !named.is_empty() {
-            sync_dir(dir)?;
+            sync_dir(dir, "log.open_dir")?;
         }
         let Some(last) = segments.last().map(|s| s.path.clone()) else {
             let (path, file, len) = create_segment(dir, schema_hash, next_seq)?;
@@ -266,7 +266,7 @@ impl Log {
         let file = OpenOptions::new().read(true).write(true).open(&last).map_err(|e| Error::io(&last, e))?;
         if file.metadata().map_err(|e| Error::io(&last, e))?.len() != end {
             file.set_len(end).map_err(|e| Error::io(&last, e))?;
-            file.sync_all().map_err(|e| Error::io(&last, e))?;
+            sync_file(&file, "log.open_cut").map_err(|e| Error::io(&last, e))?;
         }
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -310,7 +310,8 @@ impl Log {
         let path = self.open_path().to_path_buf();
         if self.tail_dirty {
             // What a failed append left past the last whole record goes first, or nothing is written.
-            self.file.set_len(self.len).and_then(|_| self.file.sync_all()).map_err(|e| Error::io(&path, e))?;
+            let cut = self.file.set_len(self.len).and_then(|_| sync_file(&self.file, "log.retry_cut"));
+            cut.map_err(|e| Error::io(&path, e))?;
             self.tail_dirty = false;
         }
         fail::fail_point!("log::write", |_| Err(state::injected(&path).into()));
@@ -320,12 +321,12 @@ impl Log {
         });
         self.file.write_all_at(buf, self.len).map_err(|e| Error::io(&path, e))?;
         fail::fail_point!("log::before_sync");
-        self.file.sync_data().map_err(|e| Error::io(&path, e))
+        sync_file(&self.file, "log.append").map_err(|e| Error::io(&path, e))
     }
 
     fn cut_back(&mut self) {
         let path = self.open_path().to_path_buf();
-        if let Err(e) = self.file.set_len(self.len).and_then(|_| self.file.sync_all()) {
+        if let Err(e) = self.file.set_len(self.len).and_then(|_| sync_file(&self.file, "log.cut_back")) {
             tracing::error!(path = %path.display(), error = %e, "cannot cut a failed append back; retrying before the next");
             self.tail_dirty = true;
         }
@@ -379,7 +380,7 @@ impl Log {
             removed += 1;
         }
         if removed > 0 {
-            sync_dir(&self.dir)?;
+            sync_dir(&self.dir, "log.retire_dir")?;
         }
         Ok(removed)
     }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::durable::{sync_dir, sync_file};
 use lambda_core::error::{Error, Result};
 
 /// Bytes of a file header: magic and format version.
@@ -180,12 +181,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
     f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-/// Syncs a folder so that renames inside it are durable.
-pub fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io(path, e))
+    sync_file(&f, "state.write_synced").map_err(|e| Error::io(path, e))
 }
 
 /// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder).
@@ -196,7 +192,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_name(dir, &name);
     write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(dir)
+    sync_dir(dir, "state.replace_dir")
 }
 
 /// Creates `dir` and every missing parent, syncing each parent in which a folder was created, so that the new
@@ -214,7 +210,7 @@ pub fn create_dir_synced(dir: &Path) -> Result<()> {
         Err(e) => return Err(Error::io(dir, e)),
     }
     match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => sync_dir(parent),
+        Some(parent) => sync_dir(parent, "state.new_dir"),
         None => Ok(()),
     }
 }
@@ -257,7 +253,8 @@ impl Write for SyncEvery {
         let n = self.file.write(buf)?;
         self.since += n as u64;
         if self.since >= Self::STEP {
-            self.file.sync_data()?;
+            // Not for durability (`finish` syncs): so that dirty pages do not pile up.
+            sync_file(&self.file, "state.sync_every")?;
             self.since = 0;
         }
         Ok(n)
@@ -311,11 +308,11 @@ impl DocumentWriter {
     pub fn finish(mut self) -> Result<u64> {
         let out = self.out.take().ok_or_else(|| Error::Data("document already finished".into()))?;
         let file = out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?.into_inner();
-        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        sync_file(&file, "state.document_file").map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
         fail::fail_point!("state::document_before_rename", |_| Err(injected(&self.tmp)));
         fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")), "state.document_dir")?;
         Ok(self.bytes)
     }
 }
@@ -384,7 +381,7 @@ pub fn sweep_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     if !removed.is_empty() {
         tracing::info!(folder = %dir.display(), removed = removed.len(), "removed what crashed writers left");
-        sync_dir(dir)?;
+        sync_dir(dir, "state.sweep_dir")?;
     }
     Ok(removed)
 }

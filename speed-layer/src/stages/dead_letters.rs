@@ -5,6 +5,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use lambda_stores::durable::{sync_dir, sync_file};
+
 use crate::dedup::id_hash;
 use crate::{Error, Result};
 
@@ -32,14 +34,15 @@ impl DeadLetters {
         let existed = path.exists();
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         if !existed {
-            lambda_stores::state::sync_dir(state)?;
+            sync_dir(state, "dead_letters.new_file")?;
         }
         let mut bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let whole = DeadLetters::whole_lines(&path)?;
         if whole < bytes {
             // A crash inside an append left part of a line, whose request was never answered: cut it, or the next
             // line would be glued to it and unreadable.
-            file.set_len(whole).and_then(|()| file.sync_data()).map_err(|e| Error::io(&path, e))?;
+            let cut = file.set_len(whole).and_then(|()| sync_file(&file, "dead_letters.open_cut"));
+            cut.map_err(|e| Error::io(&path, e))?;
             bytes = whole;
         }
         Ok(DeadLetters { path, file, bytes, limit })
@@ -62,11 +65,11 @@ impl DeadLetters {
         if self.bytes > self.limit {
             self.rotate()?;
         }
-        let written = self.file.write_all(text.as_bytes()).and_then(|()| self.file.sync_data());
+        let written = self.file.write_all(text.as_bytes()).and_then(|()| sync_file(&self.file, "dead_letters.append"));
         if let Err(e) = written {
             // Lines of a failed append would be read back as counted after a crash: cut them (best effort; a
             // torn last line is skipped when read).
-            let _ = self.file.set_len(self.bytes).and_then(|()| self.file.sync_data());
+            let _ = self.file.set_len(self.bytes).and_then(|()| sync_file(&self.file, "dead_letters.cut_back"));
             return Err(Error::io(&self.path, e));
         }
         self.bytes += text.len() as u64;
@@ -160,7 +163,7 @@ impl DeadLetters {
         fs::rename(&self.path, old(1)).map_err(|e| Error::io(old(1), e))?;
         self.file =
             OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        lambda_stores::state::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")), "dead_letters.rotate_dir")?;
         self.bytes = 0;
         Ok(())
     }
