@@ -1,7 +1,8 @@
 //! Every sync that makes a write durable goes through here, under the name of its site (`"log.append"`,
-//! `"master.dir"`, ...: [`SITES`]), so that a test can stand in for the disk at each one: a missing sync must lose
-//! data in a test as it would on a machine (a killed process or a fail point leaves the page cache intact, and with
-//! it every write). In production it is the system call and nothing else.
+//! `"master.dir"`, ...: [`SITES`]). In production it is the system call and nothing else. Under the `power-loss`
+//! feature a test can install a [`recorder::Recorder`] over a folder: it then stands in for the disk, keeps what
+//! each sync made durable and can cut the power, so that a missing sync loses data in a test as it would on a
+//! machine (a killed process or a fail point leaves the page cache intact, and with it every write).
 //!
 //! Files are synced with `fdatasync`: it flushes the data and the size (what a later read needs), not the times.
 
@@ -11,7 +12,11 @@ use std::path::Path;
 
 use lambda_core::error::{Error, Result};
 
-/// Where a test's stand-in for the disk will answer a sync.
+#[cfg(any(test, feature = "power-loss"))]
+pub mod recorder;
+
+/// Without the feature there is no recorder to ask.
+#[cfg(not(any(test, feature = "power-loss")))]
 mod recorder {
     pub(super) fn file_synced(_: &std::fs::File, _: &str) -> Option<std::io::Result<()>> {
         None
