@@ -3,7 +3,7 @@
 //! A state file starts with a 4-byte magic and a little-endian `u32` format version, then holds frames:
 //! `len: u32 LE | crc32: u32 LE | payload`. The checksum covers the payload, so a torn tail (a crash mid-write) is
 //! told apart from corruption by the frame, not guessed from a parse error: a frame that runs past the end of the
-//! file, or that fails its checksum and is the last thing in the file, is a torn tail; a bad frame with data after it
+//! file, or that fails its checksum with nothing but zeros after it, is a torn tail; a bad frame with data after it
 //! is corruption. Payloads are postcard-encoded serde values.
 //!
 //! Whole documents (checkpoint manifests, realtime views, de-duplication runs) are written to a temporary name,
@@ -151,9 +151,11 @@ impl<R: Read> FrameReader<R> {
             return Ok(Next::Torn(self.offset));
         }
         if crc32fast::hash(&payload) != crc {
-            let mut probe = [0u8; 1];
-            let more = read_full(&mut self.inner, &mut probe).map_err(|e| Error::io(&self.path, e))?;
-            if more == 0 {
+            // Torn when nothing but zeros follows: the frame's end and the rest of the file's growth had not
+            // reached the disk when the power went.
+            let mut rest = Vec::new();
+            self.inner.read_to_end(&mut rest).map_err(|e| Error::io(&self.path, e))?;
+            if rest.iter().all(|b| *b == 0) {
                 return Ok(Next::Torn(self.offset));
             }
             return Err(corrupt(&self.path, format!("frame at byte {} fails its checksum", self.offset)));
@@ -496,6 +498,27 @@ mod tests {
         let mut r = FrameReader::new(&bytes[..], &path, 0);
         r.next_frame().unwrap();
         assert!(r.next_frame().is_err());
+    }
+
+    #[test]
+    fn a_frame_cut_short_by_zeros_is_torn_not_corruption() {
+        // Regression (power-loss harness): a frame whose end had not reached the disk, with zeros where it and the
+        // frames after it were to be, stopped the next start as corruption.
+        let path = PathBuf::from("log");
+        let mut bytes = Vec::new();
+        put_frame(&mut bytes, b"first");
+        let whole = bytes.len();
+        put_frame(&mut bytes, b"second, longer than its cut");
+        bytes.truncate(whole + FRAME_OVERHEAD + 3);
+        bytes.extend_from_slice(&[0u8; 100]);
+        let mut r = FrameReader::new(&bytes[..], &path, 0);
+        assert_eq!(r.next_frame().unwrap(), Next::Frame(b"first".to_vec()));
+        assert_eq!(r.next_frame().unwrap(), Next::Torn(whole as u64));
+        // With anything else after the zeros it stays corruption.
+        bytes.push(1);
+        let mut r = FrameReader::new(&bytes[..], &path, 0);
+        r.next_frame().unwrap();
+        assert!(r.next_frame().unwrap_err().to_string().contains("fails its checksum"));
     }
 
     #[test]
