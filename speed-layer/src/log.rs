@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use lambda_core::schema::Event;
 use lambda_stores::checkpoint::SourcePosition;
-use lambda_stores::state::sync_dir;
+use lambda_stores::durable::{sync_dir, sync_file};
 use lambda_stores::state::{self, create_dir_synced, FrameReader, Kind, Next};
 use serde::{Deserialize, Serialize};
 
@@ -149,10 +149,10 @@ fn create_segment(dir: &Path, schema_hash: &str, first: u64) -> Result<(PathBuf,
             .open(&tmp)
             .map_err(|e| Error::io(&tmp, e))?;
         file.write_all_at(&bytes, 0).map_err(|e| Error::io(&tmp, e))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        sync_file(&file, "log.segment_file").map_err(|e| Error::io(&tmp, e))?;
         fail::fail_point!("log::segment_before_rename", |_| Err(state::injected(&tmp).into()));
         fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        sync_dir(dir)?;
+        sync_dir(dir, "log.segment_dir")?;
         Ok(file)
     })();
     match made {
@@ -231,7 +231,7 @@ impl Log {
             segments.push(Segment { path: path.clone(), first });
         }
         if !named.is_empty() {
-            sync_dir(dir)?;
+            sync_dir(dir, "log.open_dir")?;
         }
         let Some(last) = segments.last().map(|s| s.path.clone()) else {
             let (path, file, len) = create_segment(dir, schema_hash, next_seq)?;
@@ -266,7 +266,7 @@ impl Log {
         let file = OpenOptions::new().read(true).write(true).open(&last).map_err(|e| Error::io(&last, e))?;
         if file.metadata().map_err(|e| Error::io(&last, e))?.len() != end {
             file.set_len(end).map_err(|e| Error::io(&last, e))?;
-            file.sync_all().map_err(|e| Error::io(&last, e))?;
+            sync_file(&file, "log.open_cut").map_err(|e| Error::io(&last, e))?;
         }
         Ok(Log {
             dir: dir.to_path_buf(),
@@ -310,7 +310,8 @@ impl Log {
         let path = self.open_path().to_path_buf();
         if self.tail_dirty {
             // What a failed append left past the last whole record goes first, or nothing is written.
-            self.file.set_len(self.len).and_then(|_| self.file.sync_all()).map_err(|e| Error::io(&path, e))?;
+            let cut = self.file.set_len(self.len).and_then(|_| sync_file(&self.file, "log.retry_cut"));
+            cut.map_err(|e| Error::io(&path, e))?;
             self.tail_dirty = false;
         }
         fail::fail_point!("log::write", |_| Err(state::injected(&path).into()));
@@ -320,12 +321,12 @@ impl Log {
         });
         self.file.write_all_at(buf, self.len).map_err(|e| Error::io(&path, e))?;
         fail::fail_point!("log::before_sync");
-        self.file.sync_data().map_err(|e| Error::io(&path, e))
+        sync_file(&self.file, "log.append").map_err(|e| Error::io(&path, e))
     }
 
     fn cut_back(&mut self) {
         let path = self.open_path().to_path_buf();
-        if let Err(e) = self.file.set_len(self.len).and_then(|_| self.file.sync_all()) {
+        if let Err(e) = self.file.set_len(self.len).and_then(|_| sync_file(&self.file, "log.cut_back")) {
             tracing::error!(path = %path.display(), error = %e, "cannot cut a failed append back; retrying before the next");
             self.tail_dirty = true;
         }
@@ -381,7 +382,7 @@ impl Log {
             removed += 1;
         }
         if removed > 0 {
-            sync_dir(&self.dir)?;
+            sync_dir(&self.dir, "log.retire_dir")?;
         }
         Ok(removed)
     }
@@ -449,6 +450,7 @@ impl LogView {
 mod tests {
     use super::*;
     use lambda_core::schema::Cell;
+    use lambda_stores::durable::recorder::{self, Recorder};
 
     fn rec(seq: u64) -> Record {
         Record {
@@ -555,6 +557,126 @@ mod tests {
         drop(log);
         let log = Log::open(dir.path(), "h", 1).unwrap();
         assert_eq!(all(&log, 0), (1..=7).collect::<Vec<_>>());
+    }
+
+    /// Records `range` with their event ids marked, so that two calls with the same sequence numbers differ.
+    fn marked(range: std::ops::RangeInclusive<u64>, mark: &str) -> Vec<Record> {
+        range
+            .map(|seq| {
+                let mut r = rec(seq);
+                r.event.id = format!("{mark}{seq}");
+                r
+            })
+            .collect()
+    }
+
+    fn ids(log: &Log) -> Vec<String> {
+        let mut out = Vec::new();
+        log.replay(0, |r| {
+            out.push(r.event.id);
+            Ok(true)
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn power_loss_keeps_every_record_an_append_returned_for_across_segments() {
+        for seed in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let r = Recorder::install(dir.path()).unwrap();
+            let path = dir.path().join("log");
+            let mut log = Log::open(&path, "h", 1).unwrap();
+            let mut next = 1;
+            // Appends, rolls to a new segment, and power cuts after either.
+            for (i, step) in "a.r.a.ra.ar.a.".chars().enumerate() {
+                match step {
+                    'a' => {
+                        log.append(&(next..next + 3).map(rec).collect::<Vec<_>>()).unwrap();
+                        next += 3;
+                    }
+                    'r' => log.roll(next).unwrap(),
+                    _ => {
+                        drop(log);
+                        r.cut(seed * 100 + i as u64).unwrap();
+                        log = Log::open(&path, "h", next).unwrap();
+                        assert_eq!(all(&log, 0), (1..next).collect::<Vec<_>>(), "seed {seed}, step {i}");
+                    }
+                }
+            }
+            assert!(log.segments() >= 3);
+        }
+    }
+
+    #[test]
+    fn power_loss_after_a_torn_tail_was_cut_and_its_segment_closed_leaves_the_log_readable() {
+        for seed in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log");
+            let mut log = Log::open(&path, "h", 1).unwrap();
+            log.append(&(1..=3).map(rec).collect::<Vec<_>>()).unwrap();
+            drop(log);
+            // What an earlier power loss left: record 4 torn.
+            let mut torn = Vec::new();
+            state::put_frame(&mut torn, &state::encode(&rec(4)).unwrap());
+            let f = OpenOptions::new().append(true).open(segment_path(&path, 1)).unwrap();
+            std::io::Write::write_all(&mut &f, &torn[..torn.len() - 3]).unwrap();
+            drop(f);
+            let r = Recorder::install(dir.path()).unwrap();
+            // Opened (the tail is cut), then closed by a roll before anything else was written to it.
+            let mut log = Log::open(&path, "h", 1).unwrap();
+            log.roll(4).unwrap();
+            log.append(&(4..=5).map(rec).collect::<Vec<_>>()).unwrap();
+            drop(log);
+            r.cut(seed).unwrap();
+            let log = Log::open(&path, "h", 1).unwrap();
+            assert_eq!(all(&log, 0), (1..=5).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn power_loss_after_a_failed_append_never_brings_its_records_back() {
+        // The sync fails after the data reached the disk: the cut back must reach it too.
+        for seed in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let r = Recorder::install(dir.path()).unwrap();
+            let path = dir.path().join("log");
+            let mut log = Log::open(&path, "h", 1).unwrap();
+            log.append(&marked(1..=3, "ok")).unwrap();
+            r.fail_once("log.append", true);
+            assert!(log.append(&marked(4..=6, "failed")).is_err());
+            drop(log);
+            r.cut(seed).unwrap();
+            let log = Log::open(&path, "h", 1).unwrap();
+            assert_eq!(ids(&log), ["ok1", "ok2", "ok3"]);
+        }
+    }
+
+    #[test]
+    fn power_loss_after_a_failed_cut_back_never_brings_the_failed_records_back() {
+        // The cut back's own sync fails too: the next append cuts again first. Then the power goes during its sync.
+        for seed in 0..6 {
+            let dir = tempfile::tempdir().unwrap();
+            let r = Recorder::install(dir.path()).unwrap();
+            let path = dir.path().join("log");
+            let mut log = Log::open(&path, "h", 1).unwrap();
+            log.append(&marked(1..=3, "ok")).unwrap();
+            r.fail_once("log.append", true);
+            r.fail_once("log.cut_back", false);
+            assert!(log.append(&marked(4..=6, "failed")).is_err());
+            r.crash_at("log.append");
+            recorder::quiet_power_cuts();
+            let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = log.append(&marked(4..=5, "retried"));
+            }));
+            assert!(crashed.is_err_and(|p| recorder::power_cut(p.as_ref()).is_some()));
+            drop(log);
+            r.cut(seed).unwrap();
+            let log = Log::open(&path, "h", 1).unwrap();
+            let got = ids(&log);
+            assert_eq!(got[..3], ["ok1", "ok2", "ok3"]);
+            assert!(got[3..].iter().all(|id| id.starts_with("retried")), "{got:?}");
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
+use crate::durable::{sync_dir, sync_file};
 use crate::state::create_dir_synced;
-use crate::state::sync_dir;
 use lambda_core::error::{Error, Result};
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
@@ -134,12 +134,12 @@ impl ParquetFile {
     pub fn finish(mut self) -> Result<()> {
         let w = self.writer.take().ok_or_else(|| pq_err(&self.tmp, "already finished"))?;
         let file = w.into_inner().map_err(|e| pq_err(&self.tmp, e))?.into_inner();
-        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        sync_file(&file, "master.file").map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
         fail::fail_point!("master::before_rename", |_| Err(crate::state::injected(&self.tmp)));
         fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         fail::fail_point!("master::after_rename", |_| Err(crate::state::injected(&self.path)));
-        sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")), "master.dir")
     }
 }
 

@@ -5,7 +5,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::state::{replace_file, sync_dir, write_synced};
+use crate::durable::sync_dir;
+use crate::state::{replace_file, write_synced};
 use lambda_core::error::{Error, Result};
 
 /// A folder of versions named `<prefix><number>` with a `CURRENT` pointer.
@@ -91,12 +92,12 @@ impl Publisher {
             }
             write_synced(&staging.join(name), bytes)?;
         }
-        sync_dir(&staging)?;
+        sync_dir(&staging, "publish.staging_dir")?;
         let versions = self.versions_dir();
         crate::state::create_dir_synced(&versions)?;
         let target = versions.join(version);
         fs::rename(&staging, &target).map_err(|e| Error::io(&target, e))?;
-        sync_dir(&versions)?;
+        sync_dir(&versions, "publish.versions_dir")?;
         Ok(target)
     }
 
@@ -137,7 +138,7 @@ impl Publisher {
             }
         }
         if !removed.is_empty() {
-            sync_dir(&self.versions_dir())?;
+            sync_dir(&self.versions_dir(), "publish.retain_dir")?;
         }
         Ok(removed)
     }

@@ -3,7 +3,7 @@
 //! A state file starts with a 4-byte magic and a little-endian `u32` format version, then holds frames:
 //! `len: u32 LE | crc32: u32 LE | payload`. The checksum covers the payload, so a torn tail (a crash mid-write) is
 //! told apart from corruption by the frame, not guessed from a parse error: a frame that runs past the end of the
-//! file, or that fails its checksum and is the last thing in the file, is a torn tail; a bad frame with data after it
+//! file, or that fails its checksum with nothing but zeros after it, is a torn tail; a bad frame with data after it
 //! is corruption. Payloads are postcard-encoded serde values.
 //!
 //! Whole documents (checkpoint manifests, realtime views, de-duplication runs) are written to a temporary name,
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::durable::{sync_dir, sync_file};
 use lambda_core::error::{Error, Result};
 
 /// Bytes of a file header: magic and format version.
@@ -150,9 +151,11 @@ impl<R: Read> FrameReader<R> {
             return Ok(Next::Torn(self.offset));
         }
         if crc32fast::hash(&payload) != crc {
-            let mut probe = [0u8; 1];
-            let more = read_full(&mut self.inner, &mut probe).map_err(|e| Error::io(&self.path, e))?;
-            if more == 0 {
+            // Torn when nothing but zeros follows: the frame's end and the rest of the file's growth had not
+            // reached the disk when the power went.
+            let mut rest = Vec::new();
+            self.inner.read_to_end(&mut rest).map_err(|e| Error::io(&self.path, e))?;
+            if rest.iter().all(|b| *b == 0) {
                 return Ok(Next::Torn(self.offset));
             }
             return Err(corrupt(&self.path, format!("frame at byte {} fails its checksum", self.offset)));
@@ -180,12 +183,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).map_err(|e| Error::io(path, e))?;
     f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.sync_all().map_err(|e| Error::io(path, e))
-}
-
-/// Syncs a folder so that renames inside it are durable.
-pub fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path).and_then(|d| d.sync_all()).map_err(|e| Error::io(path, e))
+    sync_file(&f, "state.write_synced").map_err(|e| Error::io(path, e))
 }
 
 /// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, fsync of the folder).
@@ -196,7 +194,7 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_name(dir, &name);
     write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(dir)
+    sync_dir(dir, "state.replace_dir")
 }
 
 /// Creates `dir` and every missing parent, syncing each parent in which a folder was created, so that the new
@@ -214,7 +212,7 @@ pub fn create_dir_synced(dir: &Path) -> Result<()> {
         Err(e) => return Err(Error::io(dir, e)),
     }
     match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => sync_dir(parent),
+        Some(parent) => sync_dir(parent, "state.new_dir"),
         None => Ok(()),
     }
 }
@@ -257,7 +255,8 @@ impl Write for SyncEvery {
         let n = self.file.write(buf)?;
         self.since += n as u64;
         if self.since >= Self::STEP {
-            self.file.sync_data()?;
+            // Not for durability (`finish` syncs): so that dirty pages do not pile up.
+            sync_file(&self.file, "state.sync_every")?;
             self.since = 0;
         }
         Ok(n)
@@ -311,11 +310,11 @@ impl DocumentWriter {
     pub fn finish(mut self) -> Result<u64> {
         let out = self.out.take().ok_or_else(|| Error::Data("document already finished".into()))?;
         let file = out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?.into_inner();
-        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        sync_file(&file, "state.document_file").map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
         fail::fail_point!("state::document_before_rename", |_| Err(injected(&self.tmp)));
         fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")), "state.document_dir")?;
         Ok(self.bytes)
     }
 }
@@ -384,7 +383,7 @@ pub fn sweep_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     if !removed.is_empty() {
         tracing::info!(folder = %dir.display(), removed = removed.len(), "removed what crashed writers left");
-        sync_dir(dir)?;
+        sync_dir(dir, "state.sweep_dir")?;
     }
     Ok(removed)
 }
@@ -499,6 +498,27 @@ mod tests {
         let mut r = FrameReader::new(&bytes[..], &path, 0);
         r.next_frame().unwrap();
         assert!(r.next_frame().is_err());
+    }
+
+    #[test]
+    fn a_frame_cut_short_by_zeros_is_torn_not_corruption() {
+        // Regression (power-loss harness): a frame whose end had not reached the disk, with zeros where it and the
+        // frames after it were to be, stopped the next start as corruption.
+        let path = PathBuf::from("log");
+        let mut bytes = Vec::new();
+        put_frame(&mut bytes, b"first");
+        let whole = bytes.len();
+        put_frame(&mut bytes, b"second, longer than its cut");
+        bytes.truncate(whole + FRAME_OVERHEAD + 3);
+        bytes.extend_from_slice(&[0u8; 100]);
+        let mut r = FrameReader::new(&bytes[..], &path, 0);
+        assert_eq!(r.next_frame().unwrap(), Next::Frame(b"first".to_vec()));
+        assert_eq!(r.next_frame().unwrap(), Next::Torn(whole as u64));
+        // With anything else after the zeros it stays corruption.
+        bytes.push(1);
+        let mut r = FrameReader::new(&bytes[..], &path, 0);
+        r.next_frame().unwrap();
+        assert!(r.next_frame().unwrap_err().to_string().contains("fails its checksum"));
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use lambda_stores::durable::{sync_dir, sync_file};
+
 use crate::dedup::id_hash;
 use crate::{Error, Result};
 
@@ -32,14 +34,15 @@ impl DeadLetters {
         let existed = path.exists();
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
         if !existed {
-            lambda_stores::state::sync_dir(state)?;
+            sync_dir(state, "dead_letters.new_file")?;
         }
         let mut bytes = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let whole = DeadLetters::whole_lines(&path)?;
         if whole < bytes {
             // A crash inside an append left part of a line, whose request was never answered: cut it, or the next
             // line would be glued to it and unreadable.
-            file.set_len(whole).and_then(|()| file.sync_data()).map_err(|e| Error::io(&path, e))?;
+            let cut = file.set_len(whole).and_then(|()| sync_file(&file, "dead_letters.open_cut"));
+            cut.map_err(|e| Error::io(&path, e))?;
             bytes = whole;
         }
         Ok(DeadLetters { path, file, bytes, limit })
@@ -62,11 +65,11 @@ impl DeadLetters {
         if self.bytes > self.limit {
             self.rotate()?;
         }
-        let written = self.file.write_all(text.as_bytes()).and_then(|()| self.file.sync_data());
+        let written = self.file.write_all(text.as_bytes()).and_then(|()| sync_file(&self.file, "dead_letters.append"));
         if let Err(e) = written {
             // Lines of a failed append would be read back as counted after a crash: cut them (best effort; a
             // torn last line is skipped when read).
-            let _ = self.file.set_len(self.bytes).and_then(|()| self.file.sync_data());
+            let _ = self.file.set_len(self.bytes).and_then(|()| sync_file(&self.file, "dead_letters.cut_back"));
             return Err(Error::io(&self.path, e));
         }
         self.bytes += text.len() as u64;
@@ -160,7 +163,7 @@ impl DeadLetters {
         fs::rename(&self.path, old(1)).map_err(|e| Error::io(old(1), e))?;
         self.file =
             OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        lambda_stores::state::sync_dir(self.path.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(self.path.parent().unwrap_or(Path::new(".")), "dead_letters.rotate_dir")?;
         self.bytes = 0;
         Ok(())
     }
@@ -222,6 +225,7 @@ pub(crate) fn rejected_key(id_or_line: &str) -> u64 {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use lambda_stores::durable::recorder::Recorder;
 
     /// A dead letter as the learner writes it: every third one from a request group that accepted nothing.
     fn line(n: u64, raw_bytes: usize) -> String {
@@ -285,6 +289,71 @@ mod tests {
         dead.append(&line(3, 10)).unwrap();
         assert_eq!(numbers(&dead.after(0).unwrap().0), vec![1, 2, 3]);
         assert_eq!(std::fs::read_to_string(dir.path().join("dead-letter.ndjson")).unwrap().lines().count(), 3);
+    }
+
+    #[test]
+    fn power_loss_keeps_every_dead_letter_written_across_rotations() {
+        for seed in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let r = Recorder::install(dir.path()).unwrap();
+            let state = dir.path().join("state");
+            std::fs::create_dir(&state).unwrap();
+            r.settle().unwrap();
+            // A new file, then appends past the limit: a rotation every few.
+            for n in 1..=20u64 {
+                let mut dead = DeadLetters::open_with_limit(&state, 1_000).unwrap();
+                dead.append(&line(n, 300)).unwrap();
+                drop(dead);
+                r.cut(seed * 100 + n).unwrap();
+                let dead = DeadLetters::open_with_limit(&state, 1_000).unwrap();
+                assert_eq!(dead.last_n().unwrap(), n, "seed {seed}");
+                let from = n.saturating_sub(5);
+                assert_eq!(numbers(&dead.after(from).unwrap().0), ((from + 1)..=n).collect::<Vec<_>>(), "seed {seed}");
+            }
+            assert!(state.join("dead-letter.2.ndjson").exists());
+        }
+    }
+
+    #[test]
+    fn power_loss_after_a_failed_append_never_brings_its_lines_back() {
+        // The sync fails after the data reached the disk: the cut back must reach it too.
+        for seed in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let r = Recorder::install(dir.path()).unwrap();
+            let mut dead = DeadLetters::open(dir.path()).unwrap();
+            dead.append(&line(1, 10)).unwrap();
+            r.fail_once("dead_letters.append", true);
+            assert!(dead.append(&line(2, 10)).is_err());
+            drop(dead);
+            r.cut(seed).unwrap();
+            let dead = DeadLetters::open(dir.path()).unwrap();
+            assert_eq!(numbers(&dead.after(0).unwrap().0), vec![1]);
+        }
+    }
+
+    #[test]
+    fn power_loss_after_a_torn_line_was_cut_and_its_file_rotated_never_brings_it_back() {
+        // The torn line lacks only its newline, so it reads as a dead letter where it is not the file's end.
+        for seed in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut dead = DeadLetters::open(dir.path()).unwrap();
+            for n in 1..=5 {
+                dead.append(&line(n, 300)).unwrap();
+            }
+            let torn = line(6, 300);
+            dead.append(&torn[..torn.len() - 1]).unwrap();
+            drop(dead);
+            let r = Recorder::install(dir.path()).unwrap();
+            // The start cuts it; the client sends it again, and the file is rotated first.
+            let mut dead = DeadLetters::open_with_limit(dir.path(), 1_000).unwrap();
+            assert_eq!(dead.last_n().unwrap(), 5);
+            dead.append(&torn).unwrap();
+            assert!(dir.path().join("dead-letter.1.ndjson").exists());
+            drop(dead);
+            r.cut(seed).unwrap();
+            let dead = DeadLetters::open_with_limit(dir.path(), 1_000).unwrap();
+            assert_eq!(numbers(&dead.after(0).unwrap().0), (1..=6).collect::<Vec<_>>());
+        }
     }
 
     #[test]

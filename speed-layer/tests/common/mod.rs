@@ -81,9 +81,15 @@ pub fn publish(spec: &Spec, w0: f64, bias: f64, watermark: u64) -> Manifest {
 /// A pipeline folder with a published batch model whose watermark is 0.
 pub fn setup_with(extra: &str) -> (tempfile::TempDir, Spec) {
     let dir = tempfile::tempdir().unwrap();
-    let spec = Spec::from_toml(&format!("{SPEC}{extra}"), &dir.path().join("spec.toml"), dir.path()).unwrap();
-    publish(&spec, 0.5, 0.0, 0);
+    let spec = setup_in(dir.path(), extra);
     (dir, spec)
+}
+
+/// [`setup_with`] in a folder of the caller's.
+pub fn setup_in(dir: &std::path::Path, extra: &str) -> Spec {
+    let spec = Spec::from_toml(&format!("{SPEC}{extra}"), &dir.join("spec.toml"), dir).unwrap();
+    publish(&spec, 0.5, 0.0, 0);
+    spec
 }
 
 pub fn setup() -> (tempfile::TempDir, Spec) {
