@@ -2,23 +2,18 @@
 //!
 //! Events arrive over HTTP ([`http`]), from a file or from stdin ([`ingest`]); they are parsed and validated off
 //! the async workers (at most `speed.max_parsing` bodies at once), then handed over a crossbeam channel to one
-//! learner thread ([`Speed`]) that owns all state ([`stages::Learner`]). At most `speed.max_queued` requests wait
+//! learner thread ([`Speed`]) that owns all state ([`stages::Learner`], its stages in [`stages`]). At most `speed.max_queued` requests wait
 //! there; beyond that a request waits asynchronously up to `speed.ingest_wait` and is then answered 503 with
 //! `Retry-After`. The learner gives each accepted event an ingestion sequence number, appends it to the log
-//! ([`log`]) and syncs before acknowledging, predicts then learns (prequential), and folds it into the realtime
+//! and syncs before acknowledging, predicts then learns (prequential), and folds it into the realtime
 //! view, which an in-process serving layer reads in place. Every `speed.checkpoint_interval` it archives what is
-//! due into the master dataset ([`archive`]), flushes de-duplication runs ([`dedup`]) and checkpoints what changed.
+//! due into the master dataset, flushes de-duplication runs and checkpoints what changed.
 
-pub mod archive;
-pub mod dedup;
 pub mod http;
 pub mod ingest;
-pub mod log;
 pub mod nats;
-pub mod records;
 pub mod retrain;
 pub mod stages;
-pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -11,9 +11,9 @@ use lambda_stores::master;
 use lambda_stores::realtime::Realtime;
 use lambda_stores::registry::{now_millis, Published, Registry};
 
-use crate::dedup::{id_hash, Dedup};
-use crate::log::LogView;
-use crate::records::Records;
+use super::dedup::{id_hash, Dedup};
+use super::log::LogView;
+use super::records::Records;
 use crate::{Error, Result};
 
 use super::learning::update;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::archive;
-use crate::worker::{Done, Job, Worker};
+use super::archive;
+use super::worker::{Done, Job, Worker};
 use crate::Result;
 
 use super::Learner;

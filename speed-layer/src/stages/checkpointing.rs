@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use lambda_stores::checkpoint::{self, Checkpoint, FreezeRecord, LearnerFile};
 use lambda_stores::registry::now_millis;
 
-use crate::worker::{Job, Worker};
+use super::worker::{Job, Worker};
 use crate::Result;
 
 use super::freeze::SNAPSHOT_WINDOWS;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use lambda_stores::durable::{sync_dir, sync_file};
 
-use crate::dedup::id_hash;
+use super::dedup::id_hash;
 use crate::{Error, Result};
 
 /// Dead-letter files are rotated past this size; two old ones are kept.

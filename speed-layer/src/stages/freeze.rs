@@ -11,7 +11,7 @@ use lambda_stores::checkpoint::{self, FreezeRecord, SpeedStats};
 use lambda_stores::registry::now_millis;
 use lambda_stores::state::create_dir_synced;
 
-use crate::log::Record;
+use super::log::Record;
 use crate::{Error, Result};
 use lambda_models::quality::Quality;
 

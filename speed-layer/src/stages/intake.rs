@@ -11,9 +11,9 @@ use lambda_stores::registry::now_millis;
 use serde::Serialize;
 
 use super::dead_letters::{rejected_key, DeadLetters};
-use crate::dedup::{id_hash, Dedup};
+use super::dedup::{id_hash, Dedup};
+use super::log::{GroupMark, Log, Record};
 use crate::ingest::Incoming;
-use crate::log::{GroupMark, Log, Record};
 use crate::Result;
 
 use super::learning::Predicted;

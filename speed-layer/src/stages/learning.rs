@@ -10,7 +10,7 @@ use lambda_models::online::{AdaptiveLinear, NagState, OnlineLearner};
 use lambda_stores::checkpoint::{Checkpoint, LearnerFile, SpeedStats, WindowStatuses};
 use lambda_stores::registry::{now_millis, ModelArtifact, Published};
 
-use crate::records::Records;
+use super::records::Records;
 use crate::Result;
 
 /// Learning: the incremental linear model, the other online learners with every model's prequential record, and

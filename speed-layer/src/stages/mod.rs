@@ -11,32 +11,38 @@
 //!          worker) ─► checkpointing (view files, snapshot, learners' file, then the manifest) ─► retraining
 //! ```
 //!
-//! - `intake`: sequence numbers, de-duplication by id and by source position, the dead letters
-//!   (`dead_letters`) and the log; a group is durable (`intake`'s `commit`) before anything is applied, so a
-//!   failure before the sync leaves no trace.
+//! - `intake`: sequence numbers, de-duplication by id (`dedup`: the id window) and by source position, the dead
+//!   letters (`dead_letters`) and the log (`log`: segmented, framed, synced); a group is durable (`intake`'s
+//!   `commit`) before anything is applied, so a failure before the sync leaves no trace.
 //! - `trial`: a group's events learned and judged on copies of the linear model, its counters and the input's
 //!   quality; a record whose update would not be finite is refused there.
-//! - `learning`, `freeze`, `views`: the models and their records, the freeze and its good states, the
-//!   realtime view and the served side.
-//! - `archiving`, `checkpointing`, `adoption`, `retraining`: the periodic work.
+//! - `learning`, `freeze`, `views`: the models and their records (`records`: the other learners, the windows,
+//!   the blend), the freeze and its good states, the realtime view and the served side.
+//! - `archiving` (`archive`: log → master-dataset file), `checkpointing`, `adoption`, `retraining`: the periodic
+//!   work; `worker` writes archive files, compacts view files and merges id runs off the learner thread.
 //! - `recovery`: a start opens every stage from the checkpoint and replays the log after it through the same
 //!   steps, so it ends where a run that never stopped does.
 //!
-//! What crosses between stages is plain data (a [`crate::log::Record`], a group of them, a trial's models), so
+//! What crosses between stages is plain data (a logged `Record`, a group of them, a trial's models), so
 //! that a stage can move to a thread of its own, and the per-key ones (views, de-duplication) can be split by key.
 
 mod adoption;
+mod archive;
 mod archiving;
 mod checkpointing;
 mod dead_letters;
+mod dedup;
 mod freeze;
 mod intake;
 mod learning;
+mod log;
+mod records;
 mod recovery;
 mod retraining;
 mod status;
 mod trial;
 mod views;
+mod worker;
 
 pub use checkpointing::CheckpointReport;
 pub use intake::{IngestReport, RejectedLine};
@@ -61,8 +67,8 @@ use self::intake::Intake;
 use self::learning::Learning;
 use self::retraining::Retraining;
 use self::views::Views;
+use self::worker::Worker;
 use crate::ingest::Incoming;
-use crate::worker::Worker;
 use crate::{Error, Result};
 
 /// The speed layer's state: its stages, run on one thread, in the order an event goes through them.

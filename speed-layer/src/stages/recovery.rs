@@ -15,11 +15,11 @@ use lambda_stores::realtime::Realtime;
 use lambda_stores::registry::{now_millis, Registry};
 use lambda_stores::state::create_dir_synced;
 
+use super::archive;
 use super::dead_letters::DeadLetters;
-use crate::archive;
-use crate::dedup::{id_hash, Dedup};
-use crate::log::{Log, Record};
-use crate::records::Records;
+use super::dedup::{id_hash, Dedup};
+use super::log::{Log, Record};
+use super::records::Records;
 use crate::{Error, Result};
 use lambda_models::quality::Quality;
 

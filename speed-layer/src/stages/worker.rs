@@ -13,9 +13,9 @@ use lambda_core::spec::Spec;
 use lambda_stores::checkpoint::{self, ViewFile};
 use lambda_stores::views::ViewTable;
 
-use crate::archive::{self, Sealed};
-use crate::dedup::{MergePlan, Merged};
-use crate::log::LogView;
+use super::archive::{self, Sealed};
+use super::dedup::{MergePlan, Merged};
+use super::log::LogView;
 use crate::{Error, Result};
 
 /// Work for the thread.

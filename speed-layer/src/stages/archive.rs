@@ -12,7 +12,7 @@ use lambda_core::schema::Event;
 use lambda_core::spec::Spec;
 use lambda_stores::master::{self, archive_name, archive_range, ParquetFile};
 
-use crate::log::LogView;
+use super::log::LogView;
 use crate::Result;
 
 /// Events per record batch while streaming the log into Parquet.
