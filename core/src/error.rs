@@ -33,12 +33,12 @@ pub enum Error {
         message: String,
     },
     /// Parquet or Arrow data could not be read or written.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Parquet {
         /// The file.
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// The Parquet or Arrow reader's error, or what does not fit the expected columns.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A record does not match the schema.
     #[error("{0}")]

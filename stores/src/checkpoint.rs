@@ -25,7 +25,7 @@ use lambda_core::spec::Spec;
 use lambda_models::blend::{Blend, Weights};
 use lambda_models::metrics::Metrics;
 use lambda_models::model::LinearModel;
-use lambda_models::online::{AdaptiveLinear, NagState, OnlineLearner, Tracked};
+use lambda_models::online::{NagState, OnlineLearner, Tracked};
 use lambda_models::prequential::{DetectorStatus, Window};
 use lambda_models::quality::{Frozen, Quality};
 
@@ -239,40 +239,6 @@ pub struct FreezeRecord {
     pub goods: Vec<u64>,
     /// Number of the last dead letter written before the checkpoint.
     pub dead_letters: u64,
-}
-
-/// The good online states' format: the linear model, its adaptive update's state, the other learners.
-pub const GOOD: Kind = Kind { magic: *b"LMGS", version: 1, name: "good online state" };
-
-/// The folder of the good online states' files.
-pub fn goods_dir(state: &Path) -> PathBuf {
-    dir(state).join("good")
-}
-
-/// The file name of the good state taken after the event of sequence `seq`, in `generation`.
-pub fn good_name(generation: u64, seq: u64) -> String {
-    format!("g{generation:06}-{seq:020}.good")
-}
-
-/// Writes a good online state (synced, then renamed into place); returns its size.
-pub fn write_good(state: &Path, name: &str, model: &AdaptiveLinear, learners: &[OnlineLearner]) -> Result<u64> {
-    let mut w = DocumentWriter::create(&goods_dir(state).join(name), GOOD)?;
-    w.frame(&state::encode(&model.model)?)?;
-    w.frame(&state::encode(&model.state)?)?;
-    w.frame(&state::encode(learners)?)?;
-    fail::fail_point!("checkpoint::good_before_rename", |_| Err(state::injected(&goods_dir(state).join(name))));
-    w.finish()
-}
-
-/// Reads a good online state written by [`write_good`].
-pub fn read_good(state: &Path, name: &str) -> Result<(AdaptiveLinear, Vec<OnlineLearner>)> {
-    let path = goods_dir(state).join(name);
-    let (_, frames) = state::read_document(&path, GOOD)?;
-    let [model, online, learners] = frames.as_slice() else {
-        return Err(Error::Format { path, message: format!("{} records, expected 3", frames.len()) });
-    };
-    let model = AdaptiveLinear { model: state::decode(&path, model)?, state: state::decode(&path, online)? };
-    Ok((model, state::decode(&path, learners)?))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -982,13 +948,6 @@ mod tests {
         assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0]);
         // Written before the blend: its weights start on the batch model.
         assert_eq!(SpeedModel::of(&with_learners).weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-        // A good state kept for a freeze round-trips through its own file.
-        std::fs::create_dir_all(goods_dir(dir.path())).unwrap();
-        let model = AdaptiveLinear { model: c.model.clone(), state: c.online.clone().unwrap() };
-        let models: Vec<OnlineLearner> = learners.iter().map(|t| t.learner.clone()).collect();
-        write_good(dir.path(), &good_name(1, 9), &model, &models).unwrap();
-        assert_eq!(read_good(dir.path(), &good_name(1, 9)).unwrap(), (model, models));
-        assert!(read_good(dir.path(), &good_name(1, 3)).is_err());
         // A record in a layout another build wrote is an error naming it, not a record dropped with those after it.
         let mut frames = vec![
             state::encode(&c).unwrap(),

@@ -19,8 +19,8 @@ use lambda_core::error::{Error, Result};
 use lambda_core::schema::{Cell, Event, Target};
 use lambda_core::spec::{FeatureKind, Spec, Task, SEQ_COLUMN};
 
-pub(crate) fn pq_err(path: &Path, e: impl ToString) -> Error {
-    Error::Parquet { path: path.to_path_buf(), message: e.to_string() }
+pub(crate) fn pq_err(path: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Parquet { path: path.to_path_buf(), source: e.into() }
 }
 
 /// The Arrow schema of master-dataset files for `spec`.
@@ -84,7 +84,8 @@ pub fn to_batch(spec: &Spec, rows: &[(u64, &Event)]) -> Result<RecordBatch> {
         })))
     };
     columns.push(target);
-    RecordBatch::try_new(schema(spec), columns).map_err(|e| Error::Data(e.to_string()))
+    RecordBatch::try_new(schema(spec), columns)
+        .map_err(|e| Error::Encode { what: "an archive's record batch", source: e.into() })
 }
 
 /// Rows per Parquet row group: bounds what a writer holds in memory.
@@ -560,9 +561,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.parquet");
         fs::write(&p, b"").unwrap();
-        let err = max_seq(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("x.parquet"), "{err}");
+        match max_seq(dir.path()) {
+            Err(Error::Parquet { path, .. }) => assert_eq!(path, p),
+            other => panic!("expected the file named, got {other:?}"),
+        }
         fs::write(&p, b"not parquet at all").unwrap();
-        assert!(read_batches(&p).unwrap_err().to_string().contains("x.parquet"));
+        match read_batches(&p) {
+            Err(Error::Parquet { path, .. }) => assert_eq!(path, p),
+            other => panic!("expected the file named, got {other:?}"),
+        }
     }
 }

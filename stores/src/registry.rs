@@ -456,8 +456,10 @@ mod tests {
         let mut a = artifact(&s, 1.0);
         a.schema_hash = "different".into();
         r.publish(&a, manifest(&s, 1)).unwrap();
-        let err = r.load_current(&s).unwrap_err().to_string();
-        assert!(err.contains("schema"), "{err}");
+        match r.load_current(&s) {
+            Err(Error::InvalidModel(m)) => assert!(m.contains("trained for schema different"), "{m}"),
+            other => panic!("expected the model refused, got {other:?}"),
+        }
     }
 
     #[test]
@@ -515,8 +517,10 @@ mod tests {
             &[0, 1],
             1e-9,
         ));
-        let err = a.validate(&s).unwrap_err().to_string();
-        assert!(err.contains("naive_bayes") && err.contains("speed layer"), "{err}");
+        match a.validate(&s) {
+            Err(Error::InvalidModel(m)) => assert!(m.contains("naive_bayes") && m.contains("speed layer"), "{m}"),
+            other => panic!("expected the model refused, got {other:?}"),
+        }
         a.online = Some(artifact(&s, 1.0).speed_start().clone());
         a.validate(&s).unwrap();
         assert_eq!(a.speed_start().weights[0], 1.0);
@@ -537,8 +541,10 @@ mod tests {
         assert_eq!(r.load_current(&s).unwrap().unwrap().artifact, a);
         // Statistics of three classes for a two-class model.
         a.online_bayes = Some(BayesStats::empty(3, &layout));
-        let err = a.validate(&s).unwrap_err().to_string();
-        assert!(err.contains("naive Bayes statistics"), "{err}");
+        match a.validate(&s) {
+            Err(Error::InvalidModel(m)) => assert!(m.contains("naive Bayes statistics"), "{m}"),
+            other => panic!("expected the model refused, got {other:?}"),
+        }
     }
 
     #[test]
@@ -548,7 +554,9 @@ mod tests {
         let r = Registry::open(dir.path());
         r.publish(&artifact(&s, 1.0), manifest(&s, 1)).unwrap();
         std::fs::write(dir.path().join("versions/v000001/model.json"), b"{\"format_version\": 1, \"sch").unwrap();
-        let err = r.load_current(&s).unwrap_err().to_string();
-        assert!(err.contains("model.json") && err.contains("malformed"), "{err}");
+        match r.load_current(&s) {
+            Err(Error::Format { path, .. }) => assert_eq!(path, dir.path().join("versions/v000001/model.json")),
+            other => panic!("expected the file named, got {other:?}"),
+        }
     }
 }

@@ -79,7 +79,7 @@ pub fn put_frame(out: &mut Vec<u8>, payload: &[u8]) {
 
 /// Encodes a value as a frame payload.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value).map_err(|e| Error::Data(format!("cannot encode state: {e}")))
+    postcard::to_allocvec(value).map_err(|e| Error::Encode { what: "state", source: e.into() })
 }
 
 /// Decodes a frame payload.
@@ -291,7 +291,7 @@ impl DocumentWriter {
     }
 
     fn raw(&mut self, bytes: &[u8]) -> Result<()> {
-        let out = self.out.as_mut().ok_or_else(|| Error::Data("document already finished".into()))?;
+        let out = self.out.as_mut().ok_or_else(|| Error::Internal("document already finished"))?;
         out.write_all(bytes).map_err(|e| Error::io(&self.tmp, e))?;
         self.bytes += bytes.len() as u64;
         Ok(())
@@ -308,7 +308,7 @@ impl DocumentWriter {
 
     /// Syncs the file, renames it into place and syncs the folder. Returns the bytes written.
     pub fn finish(mut self) -> Result<u64> {
-        let out = self.out.take().ok_or_else(|| Error::Data("document already finished".into()))?;
+        let out = self.out.take().ok_or_else(|| Error::Internal("document already finished"))?;
         let file = out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?.into_inner();
         sync_file(&file, "state.document_file").map_err(|e| Error::io(&self.tmp, e))?;
         drop(file);
@@ -441,10 +441,15 @@ mod tests {
         assert_eq!(v, 2);
         assert_eq!(decode::<(u64, String)>(&path, &back[0]).unwrap(), (1, "x".to_string()));
         let other = Kind { magic: *b"ELSE", ..KIND };
-        assert!(read_document(&path, other).unwrap_err().to_string().contains("is not a test file"));
+        match read_document(&path, other) {
+            Err(Error::Format { path: p, message }) => assert!(p == path && message.contains("is not a test file")),
+            other => panic!("expected a format error, got {other:?}"),
+        }
         let older_build = Kind { version: 1, ..KIND };
-        let err = read_document(&path, older_build).unwrap_err().to_string();
-        assert!(err.contains("version 2") && err.contains("doc"), "{err}");
+        match read_document(&path, older_build) {
+            Err(Error::Format { path: p, message }) => assert!(p == path && message.contains("version 2"), "{message}"),
+            other => panic!("expected a format error, got {other:?}"),
+        }
     }
 
     #[test]
@@ -478,8 +483,10 @@ mod tests {
         assert_eq!(read_all(&last_bad).unwrap().1, Next::Torn(second_at));
         let mut first_bad = bytes.clone();
         first_bad[HEADER_LEN + FRAME_OVERHEAD] ^= 1;
-        let err = read_all(&first_bad).unwrap_err().to_string();
-        assert!(err.contains("checksum") && err.contains("byte 8"), "{err}");
+        match read_all(&first_bad) {
+            Err(Error::Format { message, .. }) => assert_eq!(message, "frame at byte 8 fails its checksum"),
+            other => panic!("expected corruption, got {other:?}"),
+        }
     }
 
     #[test]

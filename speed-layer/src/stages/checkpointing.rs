@@ -11,7 +11,7 @@ use crate::Result;
 
 use super::freeze::SNAPSHOT_WINDOWS;
 use super::views::template;
-use super::{remove_if_present, Learner};
+use super::{remove_if_present, snapshot, Learner};
 
 /// Checkpointing: what the last checkpoint holds and what it cost.
 pub(super) struct Checkpoints {
@@ -191,11 +191,11 @@ impl Learner {
                         && (now - self.freeze.written_ms >= interval || g0.seq >= s + events))
             });
             if due && self.freeze.snapshot.as_ref().is_none_or(|(s, _)| *s != g0.seq) {
-                let name = checkpoint::good_name(self.views.generation, g0.seq);
-                report.good_bytes += checkpoint::write_good(&self.state, &name, &g0.model, &g0.learners)?;
+                let name = snapshot::good_name(self.views.generation, g0.seq);
+                report.good_bytes += snapshot::write_good(&self.state, &name, &g0.model, &g0.learners)?;
                 self.freeze.written_ms = now;
                 if let Some((_, old)) = self.freeze.snapshot.replace((g0.seq, name)) {
-                    self.freeze.retired.push(checkpoint::goods_dir(&self.state).join(old));
+                    self.freeze.retired.push(snapshot::goods_dir(&self.state).join(old));
                 }
             }
         }

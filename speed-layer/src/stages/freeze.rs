@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use lambda_core::spec::Spec;
 use lambda_models::online::{AdaptiveLinear, OnlineLearner};
-use lambda_stores::checkpoint::{self, FreezeRecord, SpeedStats};
+use lambda_stores::checkpoint::{FreezeRecord, SpeedStats};
 use lambda_stores::registry::now_millis;
 use lambda_stores::state::create_dir_synced;
 
@@ -16,7 +16,7 @@ use crate::{Error, Result};
 use lambda_models::quality::Quality;
 
 use super::learning::learn;
-use super::{remove_if_present, Learner};
+use super::{remove_if_present, snapshot, Learner};
 
 /// The freeze: the input's quality, the good states a freeze goes back to, and the snapshot of one a restart
 /// learns from again.
@@ -58,7 +58,7 @@ impl Freeze {
             written_ms: now_millis(),
             enabled: spec.speed.freeze.enabled,
             window: spec.speed.freeze.window as u64,
-            dir: checkpoint::goods_dir(&spec.paths.state),
+            dir: snapshot::goods_dir(&spec.paths.state),
         }
     }
 
@@ -146,9 +146,9 @@ pub(super) const SNAPSHOT_WINDOWS: u64 = 50;
 /// does not list (left by a crash between writing one and the manifest). None when it cannot be read: a freeze
 /// then goes back to a state taken after the restart.
 pub(super) fn read_snapshot(state: &Path, generation: u64, record: Option<&FreezeRecord>) -> Result<Option<Relearn>> {
-    let dir = checkpoint::goods_dir(state);
+    let dir = snapshot::goods_dir(state);
     create_dir_synced(&dir)?;
-    let listed = record.and_then(|r| r.snapshot).map(|seq| (seq, checkpoint::good_name(generation, seq)));
+    let listed = record.and_then(|r| r.snapshot).map(|seq| (seq, snapshot::good_name(generation, seq)));
     for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
         let entry = entry.map_err(|e| Error::io(&dir, e))?;
         if listed.as_ref().is_none_or(|(_, name)| entry.file_name().to_string_lossy() != name.as_str()) {
@@ -156,7 +156,7 @@ pub(super) fn read_snapshot(state: &Path, generation: u64, record: Option<&Freez
         }
     }
     let (Some((seq, name)), Some(record)) = (listed, record) else { return Ok(None) };
-    match checkpoint::read_good(state, &name) {
+    match snapshot::read_good(state, &name) {
         Ok((model, learners)) => {
             let expected = record.goods.clone();
             Ok(Some(Relearn { seq, model, learners, stats: SpeedStats::default(), expected }))

@@ -39,6 +39,7 @@ mod log;
 mod records;
 mod recovery;
 mod retraining;
+mod snapshot;
 mod status;
 mod trial;
 mod views;

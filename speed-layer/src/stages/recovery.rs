@@ -31,7 +31,7 @@ use super::intake::{filter_budget, Intake};
 use super::learning::{learn, resume_model, Learning, Unlearnable};
 use super::retraining::Retraining;
 use super::views::{side, template, warm_start, Views};
-use super::{remove_if_present, Learner};
+use super::{remove_if_present, snapshot, Learner};
 
 /// The first generation of a new state folder: its upper half is drawn afresh, so that a serving layer that followed
 /// an earlier state in the same folder never applies this one's files onto that one's view.
@@ -83,7 +83,7 @@ impl Learner {
             checkpoint::dir(&state),
             checkpoint::views_dir(&state),
             checkpoint::learners_dir(&state),
-            checkpoint::goods_dir(&state),
+            snapshot::goods_dir(&state),
             state.join("dedup"),
         ] {
             lambda_stores::state::sweep_temp_files(&dir)?;
@@ -122,7 +122,7 @@ impl Learner {
                 let sources = c.sources.iter().flatten().map(|s| (s.source, s.clone())).collect();
                 let records = Records::resume(&spec, &batch.artifact, Some(&c));
                 let quality = c.quality.clone().unwrap_or_else(|| Quality::new(spec.speed.freeze.window));
-                let snapshot = relearn.as_ref().map(|r| (r.seq, checkpoint::good_name(c.generation, r.seq)));
+                let snapshot = relearn.as_ref().map(|r| (r.seq, snapshot::good_name(c.generation, r.seq)));
                 Learner {
                     intake: Intake::new(log, dedup, dead, dead_n, sources, c.last_seq),
                     learning: Learning::new(model, records, c.updates, c.stats.clone(), c.learner_file.clone()),
