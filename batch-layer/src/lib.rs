@@ -47,17 +47,17 @@ pub enum Error {
     Data(String),
     /// Polars could not aggregate the batch view.
     #[error("computing the batch view: {0}")]
-    View(String),
+    View(#[source] polars::prelude::PolarsError),
     /// A step was asked for in a state where it cannot happen (a bug: nothing was published).
     #[error("{0}")]
     Internal(&'static str),
     /// The solver failed.
-    #[error("training {algorithm} failed: {message}")]
+    #[error("training {algorithm} failed: {source}")]
     Train {
         /// The candidate that failed.
         algorithm: String,
-        /// Why.
-        message: String,
+        /// The solver's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -240,7 +240,7 @@ pub fn run_with(spec: &Spec, options: &RunOptions) -> Result<Outcome> {
     phases.done();
 
     phases.start("aggregating the batch view");
-    let view = view::batch_view(spec, c).map_err(|e| Error::View(e.to_string()))?;
+    let view = view::batch_view(spec, c).map_err(Error::View)?;
     phases.done();
 
     phases.start("publishing");

@@ -456,7 +456,7 @@ fn fit_linear(
     let x = Array2::from_shape_vec((n, dim), xs.to_vec())
         .map_err(|e| lambda_core::Error::Encode { what: "the encoded matrix", source: e.into() })?;
     let name = format!("{} alpha={alpha}", algorithm(spec));
-    let fail = |e: &dyn std::fmt::Display| Error::Train { algorithm: name.clone(), message: e.to_string() };
+    let fail = |e: Box<dyn std::error::Error + Send + Sync>| Error::Train { algorithm: name.clone(), source: e };
     let iterations = spec.batch.max_iterations;
     // linfa's objective sums the loss over rows; scale the stopping tolerance so that it means the same per row
     // whatever the data size (scikit-learn's lbfgs does the same on its averaged loss).
@@ -469,7 +469,7 @@ fn fit_linear(
                 .max_iterations(iterations)
                 .gradient_tolerance(tolerance)
                 .fit(&Dataset::new(x, y))
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| fail(e.into()))?;
             // linfa picks its own positive class; ours is always classes[1].
             let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
             let mut m = LinearModel::zeros(Family::Logistic, classes.to_vec(), dim);
@@ -484,7 +484,7 @@ fn fit_linear(
                 .max_iterations(iterations)
                 .gradient_tolerance(tolerance)
                 .fit(&Dataset::new(x, y))
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| fail(e.into()))?;
             let mut m = LinearModel::zeros(Family::Softmax, classes.to_vec(), dim);
             // A class absent from these rows keeps zero weights and a low intercept.
             m.bias.iter_mut().for_each(|b| *b = -10.0);
@@ -504,7 +504,7 @@ fn fit_linear(
                 .alpha(alpha)
                 .max_iter(iterations as usize)
                 .fit(&Dataset::new(x, y))
-                .map_err(|e| fail(&e))?;
+                .map_err(|e| fail(e.into()))?;
             let mut m = LinearModel::zeros(Family::Linear, Vec::new(), dim);
             m.weights = fitted.coef.to_vec();
             m.bias = vec![fitted.intercept];
