@@ -11,7 +11,7 @@ use crate::Result;
 
 use super::freeze::SNAPSHOT_WINDOWS;
 use super::views::template;
-use super::{remove_if_present, snapshot, Learner};
+use super::{checkpoint_files, remove_if_present, snapshot, Learner};
 
 /// Checkpointing: what the last checkpoint holds and what it cost.
 pub(super) struct Checkpoints {
@@ -155,7 +155,7 @@ impl Learner {
         // Deltas past the full file are merged into a new one, in the background when there is a worker.
         let compact = delta_bytes > full_bytes.max(64 << 10);
         if must_full || (compact && self.worker.is_none()) {
-            let f = checkpoint::write_full(&self.state, self.views.generation, seq, realtime)?;
+            let f = checkpoint_files::write_full(&self.state, self.views.generation, seq, realtime)?;
             report = CheckpointReport { view_bytes: f.bytes, full: true, ..report };
             for old in std::mem::take(&mut self.views.files) {
                 if old.name != f.name {
@@ -166,7 +166,13 @@ impl Learner {
         } else {
             let chunks = realtime.take_changed();
             if !chunks.is_empty() {
-                let f = checkpoint::write_delta(&self.state, self.views.generation, seq, realtime.features(), &chunks)?;
+                let f = checkpoint_files::write_delta(
+                    &self.state,
+                    self.views.generation,
+                    seq,
+                    realtime.features(),
+                    &chunks,
+                )?;
                 report.view_bytes = f.bytes;
                 self.views.files.push(f);
             }
@@ -200,8 +206,8 @@ impl Learner {
             }
         }
         if self.learners_due(now) {
-            let name = checkpoint::learners_name(self.views.generation, seq);
-            report.learner_bytes = checkpoint::write_learners(&self.state, &name, &self.learning.records.extra)?;
+            let name = checkpoint_files::learners_name(self.views.generation, seq);
+            report.learner_bytes = checkpoint_files::write_learners(&self.state, &name, &self.learning.records.extra)?;
             let old = self.learning.file.replace(LearnerFile { name: name.clone(), seq });
             if let Some(old) = old.filter(|o| o.name != name) {
                 // Kept a while: a serving layer in another process may have read the manifest that lists it.
@@ -238,7 +244,7 @@ impl Learner {
             sources: Some(self.intake.sources.values().cloned().collect()),
             learner_file: self.learning.file.clone(),
         };
-        report.manifest_bytes = checkpoint::write(&self.state, &manifest)?;
+        report.manifest_bytes = checkpoint_files::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();
         self.checkpoints.seq = seq;
         self.checkpoints.dirty = false;

@@ -29,6 +29,7 @@
 mod adoption;
 mod archive;
 mod archiving;
+mod checkpoint_files;
 mod checkpointing;
 mod dead_letters;
 mod dedup;

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 use lambda_core::spec::Spec;
-use lambda_stores::checkpoint::{self, ViewFile};
+use lambda_stores::checkpoint::ViewFile;
 use lambda_stores::views::ViewTable;
 
 use super::archive::{self, Sealed};
@@ -75,7 +75,7 @@ fn run(job: Job) -> Done {
             Done::Archived(r, started.elapsed().as_secs_f64())
         }
         Job::Compact { state, generation, template, files } => {
-            let r = checkpoint::compact(&state, generation, &template, &files).map_err(Error::from);
+            let r = super::checkpoint_files::compact(&state, generation, &template, &files).map_err(Error::from);
             Done::Compacted(r, generation, files, started.elapsed().as_secs_f64())
         }
         Job::Merge(plan) => Done::Merged(plan.run(), started.elapsed().as_secs_f64()),
