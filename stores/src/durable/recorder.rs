@@ -325,25 +325,14 @@ pub(super) fn file_synced(file: &File, site: &'static str) -> Option<io::Result<
     if !fs::read_link(&fd).ok()?.starts_with(&disk.root) {
         return None;
     }
-    let fail = match disk.step(site) {
-        Step::Nothing => return Some(Ok(())),
-        Step::Unlisted => return Some(Err(io::Error::other(format!("sync site {site:?} is not in durable::SITES")))),
-        Step::Crash(cut) => {
-            drop(guard);
-            std::panic::panic_any(cut);
-        }
-        Step::Record { fail: Some(false) } => return Some(Err(io::Error::from_raw_os_error(EIO))),
-        Step::Record { fail } => fail.is_some(),
-    };
-    let recorded = (|| {
+    step(guard, site, |disk| {
         let own = File::open(&fd)?;
         let ino = own.metadata()?.ino();
         let content = read_all(&own)?;
         disk.open.entry(ino).or_insert(own);
         disk.files.insert(ino, content);
         Ok(())
-    })();
-    Some(recorded.and_then(|()| if fail { Err(io::Error::from_raw_os_error(EIO)) } else { Ok(()) }))
+    })
 }
 
 /// Called by [`super::sync_dir`], as [`file_synced`].
@@ -357,6 +346,23 @@ pub(super) fn dir_synced(path: &Path, site: &'static str) -> Option<io::Result<(
     if !path.starts_with(&disk.root) {
         return None;
     }
+    step(guard, site, |disk| {
+        let dir = disk.know(&path)?;
+        let entries = disk.list(&path)?;
+        disk.order += 1;
+        disk.dirs.insert(dir.ino, Listing { order: disk.order, entries });
+        Ok(())
+    })
+}
+
+/// Takes the step `site` is at: nothing, an error, the cut (a panic the harness catches), or `record` of what the
+/// sync made durable, then its report (a failed sync may have reached the disk; its caller must not count on it).
+fn step(
+    mut guard: MutexGuard<'static, Option<Disk>>,
+    site: &'static str,
+    record: impl FnOnce(&mut Disk) -> io::Result<()>,
+) -> Option<io::Result<()>> {
+    let disk = guard.as_mut()?;
     let fail = match disk.step(site) {
         Step::Nothing => return Some(Ok(())),
         Step::Unlisted => return Some(Err(io::Error::other(format!("sync site {site:?} is not in durable::SITES")))),
@@ -367,14 +373,7 @@ pub(super) fn dir_synced(path: &Path, site: &'static str) -> Option<io::Result<(
         Step::Record { fail: Some(false) } => return Some(Err(io::Error::from_raw_os_error(EIO))),
         Step::Record { fail } => fail.is_some(),
     };
-    let recorded = (|| {
-        let dir = disk.know(&path)?;
-        let entries = disk.list(&path)?;
-        disk.order += 1;
-        disk.dirs.insert(dir.ino, Listing { order: disk.order, entries });
-        Ok(())
-    })();
-    Some(recorded.and_then(|()| if fail { Err(io::Error::from_raw_os_error(EIO)) } else { Ok(()) }))
+    Some(record(disk).and_then(|()| if fail { Err(io::Error::from_raw_os_error(EIO)) } else { Ok(()) }))
 }
 
 impl Recorder {
