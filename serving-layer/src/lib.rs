@@ -187,7 +187,7 @@ impl Serving {
             let mean = |sum: f64| (stats.labelled > 0).then(|| sum / stats.labelled as f64);
             t::set_prequential_loss("speed", mean(stats.speed_loss_sum));
             t::set_prequential_loss("batch", mean(stats.batch_loss_sum));
-            for l in &m.learners {
+            for l in &m.served.statuses {
                 t::set_prequential_loss(&l.name, l.prequential_loss);
             }
             t::set_windows(&m.windows);
@@ -362,31 +362,37 @@ fn components<'a>(st: &'a LiveState, speed: Option<&'a SpeedModel>, asked: &str)
         model: Answerer::Batch(champion),
     }];
     if let Some(m) = speed {
+        // The blend weighs the copies its weights were measured with; the linear model asked for by name answers
+        // as it is now.
+        let served = &m.served;
+        let (linear, updates) =
+            if asked == BLEND { (&served.at.linear, served.at.updates) } else { (&m.model, m.updates) };
         out.push(Component {
             name: SPEED.into(),
-            family: m.model.family_name(),
+            family: linear.family_name(),
             version,
             weight: 0.0,
             window_loss: None,
-            learned: Some(m.updates),
-            model: Answerer::Speed(&m.model),
+            learned: Some(updates),
+            model: Answerer::Speed(linear),
         });
-        for l in m.learner_models.iter() {
+        for l in served.learners.iter() {
             out.push(Component {
                 name: l.name().into(),
                 family: l.name(),
                 version,
                 weight: 0.0,
                 window_loss: None,
-                learned: m.learners.iter().find(|s| s.name == l.name()).map(|s| s.labelled),
+                learned: served.statuses.iter().find(|s| s.name == l.name()).map(|s| s.labelled),
                 model: Answerer::Learner(l),
             });
         }
+        let weights = &served.at.weights;
         for c in out.iter_mut() {
-            if let Some(i) = m.weights.names.iter().position(|n| *n == c.name) {
-                c.window_loss = m.weights.losses.get(i).copied().flatten();
+            if let Some(i) = weights.names.iter().position(|n| *n == c.name) {
+                c.window_loss = weights.losses.get(i).copied().flatten();
                 if asked == BLEND {
-                    c.weight = m.weights.weights[i];
+                    c.weight = weights.weights[i];
                 }
             }
         }
@@ -683,7 +689,8 @@ async fn models(State(s): State<Arc<Serving>>) -> Response {
                "keys": sp.realtime.len(), "accepted": stats.accepted, "rejected": stats.rejected, "duplicates": stats.duplicates,
                "labelled": stats.labelled, "refused_updates": stats.refused_updates,
                "prequential_loss": {"speed": mean(stats.speed_loss_sum), "batch": mean(stats.batch_loss_sum)},
-               "learners": m.learners, "windows": m.windows, "blend": m.weights, "frozen": m.frozen,
+               "learners": m.served.statuses, "windows": m.windows, "blend": m.served.at.weights,
+               "blend_seq": m.served.at.seq, "frozen": m.frozen,
                "retrain": m.retrain})
     });
     Json(json!({

@@ -425,7 +425,7 @@ type Learned = (Vec<u64>, Vec<lambda_models::online::OnlineLearner>, u64, lambda
 fn learned(l: &Learner) -> Learned {
     let m = l.side().model.load_full();
     let weights = m.model.weights.iter().chain(&m.model.bias).map(|w| w.to_bits()).collect();
-    (weights, m.learner_models.as_ref().clone(), m.updates, l.side().realtime.to_table())
+    (weights, m.served.learners.clone(), m.updates, l.side().realtime.to_table())
 }
 
 /// Adopts `version` on the learner thread (`background` false), or in the background with its build held at its

@@ -211,7 +211,7 @@ fn a_crash_after_checkpoints_that_kept_an_older_learners_file_restarts_the_learn
     assert_eq!(got.learners.iter().map(|l| l.1).collect::<Vec<_>>(), [300, 300]);
     assert_eq!(got, want);
     let (mw, mg) = (reference.side().model.load_full(), learner.side().model.load_full());
-    assert_eq!(mg.learner_models, mw.learner_models, "the learners' models");
+    assert_eq!(mg.served.learners, mw.served.learners, "the learners' models");
     assert_eq!(mg.windows, mw.windows, "every model's window and drift detectors");
     // A stop writes them: a reader of the state on disk (another process's serving layer, `lambda-ml status`)
     // gets them as they are.
@@ -219,10 +219,40 @@ fn a_crash_after_checkpoints_that_kept_an_older_learners_file_restarts_the_learn
     assert_eq!(learner.status().learners_checkpointed_seq, 300);
     let on_disk = checkpoint::read(&b.paths.state).unwrap().unwrap();
     let models: Vec<_> = on_disk.learners.unwrap().into_iter().map(|t| t.learner).collect();
-    assert_eq!(&models, mw.learner_models.as_ref());
+    assert_eq!(models, mw.served.learners);
     // One learners' file is kept, the start's is retired.
     let files = std::fs::read_dir(checkpoint::learners_dir(&b.paths.state)).unwrap().count();
     assert!(files <= 2, "{files} learners' files");
+}
+
+/// An in-process serving layer's blend weighs the models it answers with, and they have learned every applied
+/// event: after each group, the served copies, their records and the weights are the learners' as they are then
+/// (a run beside it, copied again at a checkpoint after each group, has them). Regression: the weights and the
+/// records were refreshed after every group and the models only at a checkpoint tick.
+#[test]
+fn the_blend_weighs_the_models_it_serves_after_every_group() {
+    let (_a_dir, a) = setup();
+    let live = Arc::new(checkpoint::Live::empty());
+    let mut learner = Learner::open(a.clone(), Some(live.clone())).unwrap();
+    let (_b_dir, b) = setup();
+    let mut reference = Learner::open(b.clone(), None).unwrap();
+    let mut reweighed = 0;
+    let mut before = None;
+    for start in (0..600).step_by(20) {
+        learner.ingest(items(&a, start..start + 20)).unwrap();
+        reference.ingest(items(&b, start..start + 20)).unwrap();
+        reference.checkpoint().unwrap();
+        let served = live.load_full().unwrap().speed.as_ref().unwrap().model.load_full().served.clone();
+        let want = reference.side().model.load_full().served.clone();
+        assert_eq!(served.at.seq, start + 20);
+        assert!(!served.learners.is_empty() && served.statuses.iter().all(|s| s.labelled == start + 20));
+        assert_eq!(served.learners, want.learners, "the served learners after event {}", start + 20);
+        assert_eq!(served.statuses, want.statuses);
+        assert_eq!(served.at.weights, want.at.weights);
+        assert_eq!(&served.at.linear, learner.model());
+        reweighed += usize::from(before.replace(served.at.weights.clone()).is_some_and(|w| w != served.at.weights));
+    }
+    assert!(reweighed > 0, "the weights never moved: the test saw nothing");
 }
 
 #[test]
@@ -236,7 +266,7 @@ fn a_restart_serves_the_learners_and_their_windows_before_any_new_event() {
     let before = on_disk(&spec);
     let learner = Learner::open(spec.clone(), None).unwrap();
     let served = learner.side().model.load_full();
-    assert_eq!(served.learner_models.len(), 2);
+    assert_eq!(served.served.learners.len(), 2);
     assert_eq!(served.windows.learners.len(), 2);
     assert!(served.windows.speed.is_some());
     assert_eq!(summary(&learner.side()), before);
@@ -455,7 +485,7 @@ fn rollback_of_current_rebuilds_the_realtime_view_from_the_archive() {
 fn tree_learners_start_on_a_new_version_from_the_latest_history_rows_when_asked() {
     let tree = |l: &Learner| {
         let m = l.side().model.load_full();
-        let t = m.learners.iter().find(|t| t.name == "hoeffding_tree").unwrap().clone();
+        let t = m.served.statuses.iter().find(|t| t.name == "hoeffding_tree").unwrap().clone();
         (t.labelled, t.size)
     };
     let mut sizes = Vec::new();
@@ -934,22 +964,26 @@ fn after_a_concept_flip_the_blend_moves_its_weight_from_the_batch_model_to_the_m
     let flipped = |range| flipped_items(&spec, range);
     let weight = |l: &Learner, name: &str| {
         let m = l.side().model.load_full();
-        let i = m.weights.names.iter().position(|n| n == name).unwrap();
-        m.weights.weights[i]
+        let i = m.served.at.weights.names.iter().position(|n| n == name).unwrap();
+        m.served.at.weights.weights[i]
     };
     learner.ingest(items(&spec, 0..5)).unwrap();
+    // Read as serving reads them: copied with the models at a checkpoint tick (after every group under `up`).
+    learner.checkpoint().unwrap();
     // Too few events to judge: the batch champion answers alone.
-    assert_eq!(learner.side().model.load_full().weights.events, 0);
+    assert_eq!(learner.side().model.load_full().served.at.weights.events, 0);
     assert_eq!(weight(&learner, "batch"), 1.0);
     learner.ingest(items(&spec, 5..3_000)).unwrap();
+    learner.checkpoint().unwrap();
     let m = learner.side().model.load_full();
-    assert_eq!(m.weights.names, ["batch", "speed", "hoeffding_tree", "adaptive_random_forest"]);
-    assert_eq!(m.weights.events, 1_000);
+    assert_eq!(m.served.at.weights.names, ["batch", "speed", "hoeffding_tree", "adaptive_random_forest"]);
+    assert_eq!(m.served.at.weights.events, 1_000);
     assert!(weight(&learner, "batch") > 0.0);
     learner.ingest(flipped(3_000..6_000)).unwrap();
+    learner.checkpoint().unwrap();
     // The batch model is wrong on every flipped event; the models that learn took its weight, and the blend's own
     // record is as good as the best of them.
-    assert!(weight(&learner, "batch") < 1e-6, "{:?}", learner.side().model.load_full().weights);
+    assert!(weight(&learner, "batch") < 1e-6, "{:?}", learner.side().model.load_full().served.at.weights);
     learner.checkpoint().unwrap();
     let w = learner.status().windows;
     let accuracy = |s: &lambda_stores::checkpoint::WindowStatus| s.metrics["accuracy"];
@@ -1115,7 +1149,7 @@ fn a_freeze_after_a_restart_goes_back_to_the_good_state_the_run_would_have() {
         assert_eq!(learner.status().freezes, 1);
         learner.checkpoint().unwrap();
         let m = learner.side().model.load_full();
-        (summary(&learner.side()), m.learner_models.clone(), at_restart, dir)
+        (summary(&learner.side()), m.served.learners.clone(), at_restart, dir)
     };
     for (checkpoint_after, events) in [(210, 210), (30, 300)] {
         let (want, got) = (run(checkpoint_after, events, false), run(checkpoint_after, events, true));

@@ -140,6 +140,11 @@ pub struct Checkpoint {
     /// restart learns the logged events after its sequence number again, into the learners alone.
     #[serde(skip)]
     pub learner_file: Option<LearnerFile>,
+    /// The blend as of the learners' file (its second record): the manifest's blend and model are newer than
+    /// the learners there, so a reader serves these with them. Absent without a learners' file or from one
+    /// written before it.
+    #[serde(skip)]
+    pub learners_weighed: Option<WeighedAt>,
 }
 
 /// The online learners' own file, exact through the event of sequence `seq`.
@@ -255,21 +260,50 @@ pub struct ViewHead {
 }
 
 /// The online learners' file format.
-pub const LEARNERS: Kind = Kind { magic: *b"LMOL", version: 1, name: "online learners" };
+/// Version 2 adds a second record: the blend's weights and the linear model as of the same event ([`WeighedAt`]).
+pub const LEARNERS: Kind = Kind { magic: *b"LMOL", version: 2, name: "online learners" };
 
 /// The folder of the online learners' files.
 pub fn learners_dir(state: &Path) -> PathBuf {
     dir(state).join("learners")
 }
 
-/// Reads the online learners' file the speed layer writes.
-pub fn read_learners(state: &Path, name: &str) -> Result<Vec<Tracked>> {
+/// Reads the online learners' file the speed layer writes, with the blend as of the same event (absent from a
+/// file of version 1).
+pub fn read_learners(state: &Path, name: &str) -> Result<(Vec<Tracked>, Option<WeighedAt>)> {
     let path = learners_dir(state).join(name);
     let (_, frames) = state::read_document(&path, LEARNERS)?;
-    let [learners] = frames.as_slice() else {
-        return Err(Error::Format { path, message: format!("{} records, expected 1", frames.len()) });
-    };
-    state::decode(&path, learners)
+    match frames.as_slice() {
+        [learners] => Ok((state::decode(&path, learners)?, None)),
+        [learners, weighed] => Ok((state::decode(&path, learners)?, Some(state::decode(&path, weighed)?))),
+        _ => Err(Error::Format { path, message: format!("{} records, expected 1 or 2", frames.len()) }),
+    }
+}
+
+/// The blend's weights with the linear model they weighed, as of one event: what the blend answers with, beside
+/// the online learners copied at the same event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeighedAt {
+    /// Sequence number of the last event the models had learned (or scored, while frozen).
+    pub seq: u64,
+    /// The linear speed model then.
+    pub linear: LinearModel,
+    /// Its updates since the warm start then.
+    pub updates: u64,
+    /// The blend's weights over the batch model, `linear` and the online learners then.
+    pub weights: Weights,
+}
+
+/// What the blend and the online learners named in a request answer with: the models copied at one event with the
+/// weights their records gave then, so that the blend weighs the models it serves, never newer records of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// The weights and the linear model.
+    pub at: WeighedAt,
+    /// The other online learners' models.
+    pub learners: Vec<OnlineLearner>,
+    /// Their records.
+    pub statuses: Vec<LearnerStatus>,
 }
 
 /// The checkpoint folder.
@@ -316,13 +350,16 @@ pub fn read_reusing(state: &Path, earlier: Option<&Checkpoint>) -> Result<Option
     c.learner_file = record(&path, frames.get(9), "the online learners' file")?;
     if let Some(file) = &c.learner_file {
         let same = earlier.filter(|e| e.learner_file.as_ref() == Some(file) && e.learners.is_some());
-        c.learners = Some(match same {
-            Some(e) => e.learners.clone().unwrap_or_default(),
-            None => read_learners(state, &file.name).map_err(|e| Error::Unreadable {
-                what: format!("the online learners' file {} that {} lists", file.name, path.display()),
-                source: Box::new(e),
-            })?,
-        });
+        (c.learners, c.learners_weighed) = match same {
+            Some(e) => (e.learners.clone(), e.learners_weighed.clone()),
+            None => {
+                let (learners, weighed) = read_learners(state, &file.name).map_err(|e| Error::Unreadable {
+                    what: format!("the online learners' file {} that {} lists", file.name, path.display()),
+                    source: Box::new(e),
+                })?;
+                (Some(learners), weighed)
+            }
+        };
     }
     Ok(Some(c))
 }
@@ -388,14 +425,10 @@ pub struct SpeedModel {
     pub seq: u64,
     /// Counters.
     pub stats: SpeedStats,
-    /// The other online learners' records.
-    pub learners: Vec<LearnerStatus>,
     /// The models' windows, refreshed at each checkpoint tick (computing them costs more than a group commit).
     pub windows: Arc<WindowStatuses>,
-    /// The live blend's weights over the batch model, this model and `learner_models`.
-    pub weights: Arc<Weights>,
-    /// The other online learners, as of the last checkpoint tick (copying them costs more than a group commit).
-    pub learner_models: Arc<Vec<OnlineLearner>>,
+    /// What the blend and the other online learners answer with, copied together with the blend's weights.
+    pub served: Arc<Served>,
     /// Set while bad input keeps the online updates frozen.
     pub frozen: Option<Frozen>,
     /// The retraining on the fly (in the speed layer's process only).
@@ -412,24 +445,35 @@ impl SpeedModel {
         out
     }
 
-    /// The model a checkpoint describes.
+    /// The model a checkpoint describes. The blend weighs the learners of the learners' file with the weights
+    /// written with them, not the manifest's newer ones.
     pub fn of(c: &Checkpoint) -> SpeedModel {
         let learners = c.learners.as_ref();
-        let weights = match &c.blend {
-            Some(b) => b.weights.clone(),
-            None => Weights::batch_only(lambda_models::blend::component_names(
-                learners.into_iter().flatten().map(|t| t.learner.name()),
-            )),
+        let at = match (&c.learners_weighed, &c.blend) {
+            (Some(at), _) => at.clone(),
+            (None, blend) => WeighedAt {
+                seq: c.last_seq,
+                linear: c.model.clone(),
+                updates: c.updates,
+                weights: match blend {
+                    Some(b) => b.weights.clone(),
+                    None => Weights::batch_only(lambda_models::blend::component_names(
+                        learners.into_iter().flatten().map(|t| t.learner.name()),
+                    )),
+                },
+            },
         };
         SpeedModel {
             model: c.model.clone(),
             updates: c.updates,
             seq: c.last_seq,
             stats: c.stats.clone(),
-            learners: LearnerStatus::all(learners),
             windows: Arc::new(WindowStatuses::of(c.windows.as_ref(), learners, c.blend.as_ref())),
-            weights: Arc::new(weights),
-            learner_models: Arc::new(learners.into_iter().flatten().map(|t| t.learner.clone()).collect()),
+            served: Arc::new(Served {
+                at,
+                learners: learners.into_iter().flatten().map(|t| t.learner.clone()).collect(),
+                statuses: LearnerStatus::all(learners),
+            }),
             frozen: c.quality.as_ref().and_then(|q| q.frozen.clone()),
             retrain: RetrainStatus::default(),
         }

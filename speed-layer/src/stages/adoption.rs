@@ -371,10 +371,8 @@ impl Learner {
                 updates,
                 seq: self.intake.last_seq,
                 stats: stats.clone(),
-                learners: records.learner_statuses(),
                 windows: Arc::new(records.statuses()),
-                weights: Arc::new(records.blend.weights.clone()),
-                learner_models: Arc::new(records.models()),
+                served: Arc::new(super::learning::served(&model.model, updates, &records, self.intake.last_seq)),
                 frozen: self.freeze.quality.frozen.clone(),
                 retrain: self.retraining.status.clone(),
             },
@@ -395,7 +393,7 @@ impl Learner {
         let old = &self.learning.records.blend;
         (records.blend.scored, records.blend.errors, records.blend.loss) = (old.scored, old.errors, old.loss);
         self.learning.records = records;
-        self.learning.learner_models = Arc::new(self.learning.records.models());
+        self.learning.copy_served(self.intake.last_seq);
         // The good states kept were of the old version's encoding, and the speed model is compared with a new
         // batch model.
         self.freeze.clear();

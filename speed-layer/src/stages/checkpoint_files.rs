@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use lambda_core::error::{Error, Result};
 use lambda_models::online::Tracked;
 use lambda_stores::checkpoint::{
-    learners_dir, manifest_path, views_dir, Checkpoint, ViewFile, ViewHead, LEARNERS, MANIFEST, VIEWS,
+    learners_dir, manifest_path, views_dir, Checkpoint, ViewFile, ViewHead, WeighedAt, LEARNERS, MANIFEST, VIEWS,
 };
 use lambda_stores::realtime::{Chunk, Realtime};
 use lambda_stores::state::{self, DocumentWriter};
@@ -19,10 +19,12 @@ pub fn learners_name(generation: u64, seq: u64) -> String {
     format!("l{generation:06}-{seq:020}.learners")
 }
 
-/// Writes the online learners (synced, then renamed into place); returns its size.
-pub fn write_learners(state: &Path, name: &str, learners: &[Tracked]) -> Result<u64> {
+/// Writes the online learners with the blend as of the same event (synced, then renamed into place); returns
+/// its size.
+pub fn write_learners(state: &Path, name: &str, learners: &[Tracked], weighed: &WeighedAt) -> Result<u64> {
     let mut w = DocumentWriter::create(&learners_dir(state).join(name), LEARNERS)?;
     w.frame(&state::encode(learners)?)?;
+    w.frame(&state::encode(weighed)?)?;
     fail::fail_point!("checkpoint::learners_before_rename", |_| Err(state::injected(&learners_dir(state).join(name))));
     w.finish()
 }
@@ -192,6 +194,7 @@ mod tests {
             freeze: None,
             sources: None,
             learner_file: None,
+            learners_weighed: None,
         }
     }
 
@@ -218,7 +221,16 @@ mod tests {
         let classes: Vec<String> = vec!["a".into(), "b".into()];
         let kept = learners(&classes);
         let name = learners_name(1, 7);
-        assert!(write_learners(dir.path(), &name, &kept).unwrap() > 0);
+        // The blend as of the learners' event: weights and a linear model other than the manifest's newer ones.
+        let mut weights = lambda_models::blend::Weights::batch_only(lambda_models::blend::component_names(
+            lambda_models::online::LEARNERS,
+        ));
+        weights.weights.iter_mut().for_each(|w| *w = 0.0);
+        weights.weights[2] = 1.0;
+        let mut linear = manifest(None).model;
+        linear.weights[0] = 0.5;
+        let weighed = WeighedAt { seq: 7, linear, updates: 7, weights };
+        assert!(write_learners(dir.path(), &name, &kept, &weighed).unwrap() > 0);
         let window = window_of(&classes);
         let c = Checkpoint {
             learners: Some(Vec::new()),
@@ -236,10 +248,26 @@ mod tests {
         };
         write(dir.path(), &c).unwrap();
         let back = read(dir.path()).unwrap().unwrap();
-        assert_eq!(back, Checkpoint { learners: Some(kept.clone()), ..c.clone() });
+        assert_eq!(
+            back,
+            Checkpoint { learners: Some(kept.clone()), learners_weighed: Some(weighed.clone()), ..c.clone() }
+        );
+        // Another process's serving layer weighs the file's learners with the weights their records gave then.
+        let served = SpeedModel::of(&back).served;
+        assert_eq!(served.at, weighed);
+        assert_eq!(served.learners, kept.iter().map(|t| t.learner.clone()).collect::<Vec<_>>());
+        assert_ne!(served.at.weights, c.blend.as_ref().unwrap().weights, "the manifest's weights are not the file's");
         // A follower that read it keeps its learners while the manifest lists the same file: not read again.
         std::fs::remove_file(learners_dir(dir.path()).join(&name)).unwrap();
-        assert_eq!(read_reusing(dir.path(), Some(&back)).unwrap().unwrap().learners, Some(kept));
+        let again = read_reusing(dir.path(), Some(&back)).unwrap().unwrap();
+        assert_eq!((again.learners, again.learners_weighed), (Some(kept.clone()), Some(weighed)));
+        // A file of the build before (the learners alone) serves them with the manifest's blend.
+        let old = Kind { version: 1, ..LEARNERS };
+        state::write_document(&learners_dir(dir.path()).join(&name), old, &[state::encode(&kept).unwrap()]).unwrap();
+        let back = read(dir.path()).unwrap().unwrap();
+        assert_eq!(back.learners_weighed, None);
+        assert_eq!(SpeedModel::of(&back).served.at.weights, c.blend.as_ref().unwrap().weights);
+        std::fs::remove_file(learners_dir(dir.path()).join(&name)).unwrap();
         // Read afresh, a missing or damaged file is an error that names it: learners started afresh would be
         // written down as the state by the next checkpoint.
         for damage in [None, Some(&b"LMOL garbage"[..])] {
@@ -285,9 +313,9 @@ mod tests {
         write(dir.path(), &everything).unwrap();
         let back = read(dir.path()).unwrap().unwrap();
         assert_eq!(back, everything);
-        assert_eq!(SpeedModel::of(&back).weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0]);
+        assert_eq!(SpeedModel::of(&back).served.at.weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0]);
         // Written before the blend: its weights start on the batch model.
-        assert_eq!(SpeedModel::of(&with_learners).weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(SpeedModel::of(&with_learners).served.at.weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         // A record in a layout another build wrote is an error naming it, not a record dropped with those after it.
         let mut frames = vec![
             state::encode(&c).unwrap(),

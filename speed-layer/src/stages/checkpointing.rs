@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use lambda_stores::checkpoint::{self, Checkpoint, FreezeRecord, LearnerFile};
+use lambda_stores::checkpoint::{self, Checkpoint, FreezeRecord, LearnerFile, WeighedAt};
 use lambda_stores::registry::now_millis;
 
 use super::worker::{Job, Worker};
@@ -207,7 +207,14 @@ impl Learner {
         }
         if self.learners_due(now) {
             let name = checkpoint_files::learners_name(self.views.generation, seq);
-            report.learner_bytes = checkpoint_files::write_learners(&self.state, &name, &self.learning.records.extra)?;
+            let l = &self.learning;
+            let weighed = WeighedAt {
+                seq,
+                linear: l.model.model.clone(),
+                updates: l.updates,
+                weights: l.records.blend.weights.clone(),
+            };
+            report.learner_bytes = checkpoint_files::write_learners(&self.state, &name, &l.records.extra, &weighed)?;
             let old = self.learning.file.replace(LearnerFile { name: name.clone(), seq });
             if let Some(old) = old.filter(|o| o.name != name) {
                 // Kept a while: a serving layer in another process may have read the manifest that lists it.
@@ -243,6 +250,7 @@ impl Learner {
             }),
             sources: Some(self.intake.sources.values().cloned().collect()),
             learner_file: self.learning.file.clone(),
+            learners_weighed: None,
         };
         report.manifest_bytes = checkpoint_files::write(&self.state, &manifest)?;
         let manifest_done = std::time::Instant::now();

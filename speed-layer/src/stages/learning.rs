@@ -6,12 +6,22 @@ use lambda_core::encoder::Encoder;
 use lambda_core::schema::{Event, Target};
 use lambda_core::spec::{LinearUpdate, Spec};
 use lambda_models::model::{NonFinite, Prediction};
-use lambda_models::online::{AdaptiveLinear, NagState, OnlineLearner};
-use lambda_stores::checkpoint::{Checkpoint, LearnerFile, SpeedStats, WindowStatuses};
+use lambda_models::online::{AdaptiveLinear, NagState};
+use lambda_stores::checkpoint::{Checkpoint, LearnerFile, Served, SpeedStats, WeighedAt, WindowStatuses};
 use lambda_stores::registry::{now_millis, ModelArtifact, Published};
 
 use super::records::Records;
 use crate::Result;
+
+/// What serving answers with, as of the event of sequence `seq`: the linear model, the other learners, and the
+/// weights their records give now.
+pub(super) fn served(linear: &lambda_models::model::LinearModel, updates: u64, records: &Records, seq: u64) -> Served {
+    Served {
+        at: WeighedAt { seq, linear: linear.clone(), updates, weights: records.blend.weights.clone() },
+        learners: records.models(),
+        statuses: records.learner_statuses(),
+    }
+}
 
 /// Learning: the incremental linear model, the other online learners with every model's prequential record, and
 /// the online learners' file.
@@ -21,8 +31,8 @@ pub(super) struct Learning {
     pub(super) records: Records,
     /// What the windows said at the last refresh.
     pub(super) window_status: Arc<WindowStatuses>,
-    /// The other learners' models as of the last refresh.
-    pub(super) learner_models: Arc<Vec<OnlineLearner>>,
+    /// What serving answers with: the models and the blend's weights, copied together.
+    pub(super) served: Arc<Served>,
     /// Updates of the linear model since the warm start.
     pub(super) updates: u64,
     pub(super) stats: SpeedStats,
@@ -45,11 +55,12 @@ impl Learning {
         stats: SpeedStats,
         file: Option<LearnerFile>,
     ) -> Learning {
+        let first = Arc::new(served(&model.model, updates, &records, 0));
         Learning {
             model,
             records,
             window_status: Arc::default(),
-            learner_models: Arc::default(),
+            served: first,
             updates,
             stats,
             x: Vec::new(),
@@ -57,6 +68,11 @@ impl Learning {
             written_ms: now_millis(),
             need_write: false,
         }
+    }
+
+    /// Copies the models and the blend's weights for serving, as of the event of sequence `seq`.
+    pub(super) fn copy_served(&mut self, seq: u64) {
+        self.served = Arc::new(served(&self.model.model, self.updates, &self.records, seq));
     }
 
     /// Checks an event against the batch encoder's ranges and the model: a target in range, a class the model

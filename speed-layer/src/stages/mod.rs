@@ -161,25 +161,24 @@ impl Learner {
         Ok(reports.pop().unwrap_or_default())
     }
 
+    /// Serves the linear model as it is now, with the last copy of the models the blend weighs.
     pub(super) fn publish_model(&self) {
         self.views.side.model.store(Arc::new(SpeedModel {
             model: self.learning.model.model.clone(),
             updates: self.learning.updates,
             seq: self.intake.last_seq,
             stats: self.learning.stats.clone(),
-            learners: self.learning.records.learner_statuses(),
             windows: self.learning.window_status.clone(),
-            weights: Arc::new(self.learning.records.blend.weights.clone()),
-            learner_models: self.learning.learner_models.clone(),
+            served: self.learning.served.clone(),
             frozen: self.freeze.quality.frozen.clone(),
             retrain: self.retraining.status.clone(),
         }));
     }
 
-    /// Recomputes what the windows say, copies the other learners for serving, and serves both.
+    /// Recomputes what the windows say, copies the models and the blend's weights for serving, and serves them.
     pub(super) fn refresh_windows(&mut self) {
         self.learning.window_status = Arc::new(self.learning.records.statuses());
-        self.learning.learner_models = Arc::new(self.learning.records.models());
+        self.learning.copy_served(self.intake.last_seq);
         self.publish_model();
     }
 

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use lambda_core::spec::Spec;
 use lambda_models::blend::Weights;
 use lambda_models::model::LinearModel;
-use lambda_stores::checkpoint::{self, RetrainStatus, SpeedModel, SpeedSide, SpeedStats, ViewFile};
+use lambda_stores::checkpoint::{self, RetrainStatus, Served, SpeedModel, SpeedSide, SpeedStats, ViewFile, WeighedAt};
 use lambda_stores::realtime::Realtime;
 use lambda_stores::registry::Published;
 use lambda_stores::views::ViewTable;
@@ -107,14 +107,16 @@ impl Learner {
 /// The served speed model of a warm start, before any event: the batch model's, through `seq`.
 pub(super) fn warm_start(model: LinearModel, seq: u64) -> SpeedModel {
     SpeedModel {
-        model,
+        model: model.clone(),
         updates: 0,
         seq,
         stats: SpeedStats::default(),
-        learners: Vec::new(),
         windows: Arc::default(),
-        weights: Arc::new(Weights::batch_only(Vec::new())),
-        learner_models: Arc::default(),
+        served: Arc::new(Served {
+            at: WeighedAt { seq, linear: model, updates: 0, weights: Weights::batch_only(Vec::new()) },
+            learners: Vec::new(),
+            statuses: Vec::new(),
+        }),
         frozen: None,
         retrain: RetrainStatus::default(),
     }

@@ -126,11 +126,15 @@ pub fn summary(side: &SpeedSide) -> Summary {
         weights: m.model.weights.iter().chain(&m.model.bias).map(|w| w.to_bits()).collect(),
         losses: (m.stats.speed_loss_sum.to_bits(), m.stats.batch_loss_sum.to_bits()),
         learners: m
-            .learners
+            .served
+            .statuses
             .iter()
             .map(|l| (l.name.clone(), l.labelled, l.prequential_loss.map(f64::to_bits), l.size.clone()))
             .collect(),
-        blend: (m.weights.names.clone(), m.weights.weights.iter().map(|w| w.to_bits()).collect(), m.weights.events),
+        blend: {
+            let w = &m.served.at.weights;
+            (w.names.clone(), w.weights.iter().map(|w| w.to_bits()).collect(), w.events)
+        },
         views: side.realtime.to_table(),
         frozen: m.frozen.as_ref().map(|z| (z.since_seq, z.reason.clone(), z.records)),
     }
