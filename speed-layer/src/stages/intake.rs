@@ -298,10 +298,13 @@ impl Learner {
             self.views.side.realtime.set_applied(self.intake.last_seq);
         }
         self.checkpoints.dirty = true;
-        // Serving's copy of the models with the blend's weights, after every group: the blend weighs what it
-        // answers with, and answers with models that learned every applied event. A copy is small beside the
-        // group's sync, and groups grow when copies keep the thread busy.
-        self.learning.copy_served(self.intake.last_seq);
+        // Serving's copy of the models with the blend's weights, after every group that learned: the blend weighs
+        // what it answers with, and answers with models that learned every applied event. A copy is small beside
+        // the group's sync, and groups grow when copies keep the thread busy. (A turn's restore is copied by the
+        // checkpoint that follows it.)
+        if any {
+            self.learning.copy_served(self.intake.last_seq);
+        }
         // Rejections after the group's last accepted record are in the window now.
         if self.judge_input(now) || turned {
             // A replay after a crash learns exactly what this run learned only from a state past the turn.
