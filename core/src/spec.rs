@@ -903,6 +903,14 @@ pub(crate) mod tests {
         Spec::from_toml(text, Path::new("spec.toml"), Path::new("/base"))
     }
 
+    /// What a spec error says, failing the test on any other result.
+    fn refused(text: &str) -> String {
+        match parse(text) {
+            Err(Error::Spec { message, .. }) => message,
+            other => panic!("expected a spec error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn sample_parses_with_defaults_and_absolute_paths() {
         let spec = parse(SAMPLE).unwrap();
@@ -916,24 +924,24 @@ pub(crate) mod tests {
     #[test]
     fn unknown_key_is_named() {
         let text = SAMPLE.replace("task = ", "colour = \"red\"\ntask = ");
-        let err = parse(&text).unwrap_err().to_string();
+        let err = refused(&text);
         assert!(err.contains("colour"), "{err}");
     }
 
     #[test]
     fn missing_key_is_named() {
         let text = SAMPLE.replace("target = \"label\"\n", "");
-        let err = parse(&text).unwrap_err().to_string();
+        let err = refused(&text);
         assert!(err.contains("target"), "{err}");
     }
 
     #[test]
     fn wrong_type_is_named() {
         let text = SAMPLE.replace("type = \"numeric\"", "type = \"complex\"");
-        let err = parse(&text).unwrap_err().to_string();
+        let err = refused(&text);
         assert!(err.contains("complex"), "{err}");
         let text = SAMPLE.to_string() + "[batch]\nholdout_fraction = \"half\"\n";
-        let err = parse(&text).unwrap_err().to_string();
+        let err = refused(&text);
         assert!(err.contains("holdout_fraction"), "{err}");
     }
 
@@ -968,7 +976,7 @@ pub(crate) mod tests {
             ("[batch.naive_bayes]\nvar_smoothing = [-1.0]\n", "batch.naive_bayes.var_smoothing"),
             ("[batch.gradient_boosting]\ndepth = [3]\n", "depth"),
         ] {
-            let err = parse(&(SAMPLE.to_string() + extra)).unwrap_err().to_string();
+            let err = refused(&(SAMPLE.to_string() + extra));
             assert!(err.contains(key), "{key}: {err}");
         }
     }
@@ -986,7 +994,7 @@ pub(crate) mod tests {
         let learners = "[speed]\nlearners = [\"hoeffding_tree\", \"naive_bayes\"]\n";
         assert_eq!(parse(&(SAMPLE.to_string() + learners)).unwrap().speed.learners, ["hoeffding_tree", "naive_bayes"]);
         let regression = SAMPLE.replace("task = \"binary_classification\"", "task = \"regression\"") + learners;
-        let err = parse(&regression).unwrap_err().to_string();
+        let err = refused(&regression);
         assert!(err.contains("speed.learners") && err.contains("naive_bayes") && err.contains("regression"), "{err}");
         let tree_only = regression.replace(", \"naive_bayes\"", "");
         assert_eq!(parse(&tree_only).unwrap().speed.learners, ["hoeffding_tree"]);
@@ -995,7 +1003,7 @@ pub(crate) mod tests {
     #[test]
     fn new_classes_need_a_multiclass_task() {
         let text = SAMPLE.replace("task = ", "allow_new_classes = true\ntask = ");
-        let err = parse(&text).unwrap_err().to_string();
+        let err = refused(&text);
         assert!(err.contains("allow_new_classes") && err.contains("multiclass"), "{err}");
         let text = text.replace("binary_classification", "multiclass_classification");
         assert!(parse(&text).unwrap().dataset.allow_new_classes);
@@ -1004,16 +1012,18 @@ pub(crate) mod tests {
     #[test]
     fn duplicate_and_colliding_names_are_errors() {
         let text = SAMPLE.replace("name = \"country\"", "name = \"amount\"");
-        assert!(parse(&text).unwrap_err().to_string().contains("features[1].name"));
+        assert!(refused(&text).contains("features[1].name"));
         let text = SAMPLE.replace("name = \"country\"", "name = \"user\"");
-        assert!(parse(&text).unwrap_err().to_string().contains("collides"));
+        assert!(refused(&text).contains("collides"));
     }
 
     #[test]
     fn empty_and_unreadable_files_are_errors() {
-        assert!(parse("").is_err());
-        let err = Spec::from_file("/nonexistent/spec.toml").unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/spec.toml"), "{err}");
+        assert!(matches!(parse(""), Err(Error::Spec { .. })));
+        match Spec::from_file("/nonexistent/spec.toml") {
+            Err(Error::Spec { path, .. }) => assert_eq!(path, Path::new("/nonexistent/spec.toml")),
+            other => panic!("expected a spec error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -28,14 +28,15 @@ mod recorder {
 }
 
 /// Every site's name, so that a test can skip each one in turn (`bench/power-loss-mutants`).
+///
+/// Removals are not made durable where a power loss that undoes them costs nothing: a temporary file swept, an
+/// empty log segment dropped at start, log segments retired; the next start finds them and removes them again.
 pub const SITES: &[&str] = &[
     "state.write_synced",
     "state.replace_dir",
     "state.new_dir",
     "state.document_file",
     "state.document_dir",
-    "state.sync_every",
-    "state.sweep_dir",
     "publish.staging_dir",
     "publish.versions_dir",
     "publish.retain_dir",
@@ -43,12 +44,10 @@ pub const SITES: &[&str] = &[
     "master.dir",
     "log.segment_file",
     "log.segment_dir",
-    "log.open_dir",
     "log.open_cut",
     "log.append",
     "log.retry_cut",
     "log.cut_back",
-    "log.retire_dir",
     "dead_letters.new_file",
     "dead_letters.open_cut",
     "dead_letters.append",
@@ -61,6 +60,12 @@ pub fn sync_file(file: &File, site: &'static str) -> io::Result<()> {
     if let Some(done) = recorder::file_synced(file, site) {
         return done;
     }
+    file.sync_data()
+}
+
+/// Writes a file's dirty pages out, to keep them from piling up during a big write: not a durability point (the
+/// write's own sync at its end is), so it has no site and a recorder ignores it.
+pub fn write_back(file: &File) -> io::Result<()> {
     file.sync_data()
 }
 

@@ -127,26 +127,38 @@ impl Publisher {
     }
 
     /// Removes every version not in `keep`, never the current one; returns the removed ones.
+    ///
+    /// Each goes to a temporary name first, durably, and is removed from there: a crash or power loss in the
+    /// middle of a removal leaves a folder that [`Publisher::sweep`] removes, never a version with files missing.
     pub fn retain(&self, keep: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
         let current = self.current()?;
+        let versions = self.versions_dir();
         let mut removed = Vec::new();
+        let mut doomed = Vec::new();
         for v in self.versions()? {
             if !keep.contains(&v) && Some(&v) != current.as_ref() {
                 let dir = self.version_dir(&v);
-                fs::remove_dir_all(&dir).map_err(|e| Error::io(dir, e))?;
+                let tmp = crate::state::temp_name(&versions, &v);
+                fs::rename(&dir, &tmp).map_err(|e| Error::io(dir, e))?;
+                doomed.push(tmp);
                 removed.push(v);
             }
         }
-        if !removed.is_empty() {
-            sync_dir(&self.versions_dir(), "publish.retain_dir")?;
+        if doomed.is_empty() {
+            return Ok(removed);
+        }
+        sync_dir(&versions, "publish.retain_dir")?;
+        for tmp in doomed {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(tmp, e))?;
         }
         Ok(removed)
     }
 
-    /// Removes the staging folders and temporary pointer files of writers that crashed.
+    /// Removes the staging folders, temporary pointer files and half-removed versions of writers that crashed.
     pub fn sweep(&self) -> Result<Vec<PathBuf>> {
         let mut removed = crate::state::sweep_temp_files(&self.root)?;
         removed.extend(crate::state::sweep_temp_files(&self.root.join(".staging"))?);
+        removed.extend(crate::state::sweep_temp_files(&self.versions_dir())?);
         Ok(removed)
     }
 }

@@ -255,8 +255,7 @@ impl Write for SyncEvery {
         let n = self.file.write(buf)?;
         self.since += n as u64;
         if self.since >= Self::STEP {
-            // Not for durability (`finish` syncs): so that dirty pages do not pile up.
-            sync_file(&self.file, "state.sync_every")?;
+            crate::durable::write_back(&self.file)?;
             self.since = 0;
         }
         Ok(n)
@@ -382,8 +381,8 @@ pub fn sweep_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if !removed.is_empty() {
+        // Not synced: what a power loss brings back, the next start removes again.
         tracing::info!(folder = %dir.display(), removed = removed.len(), "removed what crashed writers left");
-        sync_dir(dir, "state.sweep_dir")?;
     }
     Ok(removed)
 }

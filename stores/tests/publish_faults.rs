@@ -96,3 +96,45 @@ fn power_loss_during_a_publication_serves_the_old_version_or_the_new_one_whole()
         ["state.new_dir", "state.write_synced", "publish.staging_dir", "publish.versions_dir", "state.replace_dir"];
     assert!(every.iter().all(|s| sites.contains(s) || skipped.iter().any(|k| k == s)), "{sites:?}");
 }
+
+#[test]
+fn power_loss_during_retention_leaves_every_listed_version_whole() {
+    // Fail points are process-wide: this holds the other tests' off.
+    let scenario = fail::FailScenario::setup();
+    quiet_power_cuts();
+    let published: Vec<[(&str, Vec<u8>); 2]> = (1..=3)
+        .map(|i| [("model", format!("model {i}").into_bytes()), ("manifest", format!("m{i}").into_bytes())])
+        .collect();
+    for seed in 0..40 {
+        for crash in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = Publisher::new(dir.path().join("registry"), "v");
+            for files in &published {
+                let files: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+                p.publish(&files).unwrap();
+            }
+            let r = Recorder::install(dir.path()).unwrap();
+            let retained = if crash {
+                r.crash_at("publish.retain_dir");
+                catch_unwind(AssertUnwindSafe(|| p.retain(&Default::default()).unwrap())).is_ok()
+            } else {
+                assert_eq!(p.retain(&Default::default()).unwrap(), ["v000001", "v000002"]);
+                true
+            };
+            r.cut(seed).unwrap();
+            let listed = p.versions().unwrap();
+            for v in &listed {
+                let i: usize = v.trim_start_matches('v').parse().unwrap();
+                for (name, bytes) in &published[i - 1] {
+                    let got = p.read(v, name);
+                    assert_eq!(got.ok().as_ref(), Some(bytes), "{v}/{name}, seed {seed}, crash {crash}");
+                }
+            }
+            if retained {
+                assert_eq!(listed, ["v000003"], "retention returned, seed {seed}");
+            }
+            assert_eq!(p.current().unwrap().as_deref(), Some("v000003"));
+        }
+    }
+    scenario.teardown();
+}

@@ -92,6 +92,10 @@ fn the_registry_keeps_its_newest_versions_the_current_the_rollback_target_and_th
     let staging = spec.paths.registry.join(format!(".staging/v000042-{dead}"));
     std::fs::create_dir_all(&staging).unwrap();
     std::fs::write(staging.join("model.json"), "{").unwrap();
+    // A version whose removal a crash cut short.
+    let half_removed = spec.paths.registry.join(format!("versions/.v000001.tmp-{dead}-0"));
+    std::fs::create_dir_all(&half_removed).unwrap();
+    std::fs::write(half_removed.join("model.json"), "{").unwrap();
     let crashed = [
         spec.paths.registry.join(format!(".CURRENT.tmp-{dead}-3")),
         spec.paths.views.join(format!(".batch-v000042.parquet.tmp-{dead}-0")),
@@ -108,7 +112,10 @@ fn the_registry_keeps_its_newest_versions_the_current_the_rollback_target_and_th
         [true, false, false, true, true],
         "the batch views go with their versions"
     );
-    assert!(!staging.exists() && crashed.iter().all(|f| !f.exists()), "what crashed writers left is removed");
+    assert!(
+        !staging.exists() && !half_removed.exists() && crashed.iter().all(|f| !f.exists()),
+        "what crashed writers left is removed"
+    );
     assert!(running.exists(), "a running writer's temporary file is left alone");
     let out = run_ok(&["models", "rollback", "--spec", sp]);
     assert!(out.contains("v000005 -> v000004"), "{out}");

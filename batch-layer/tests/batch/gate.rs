@@ -175,22 +175,30 @@ fn an_unreadable_champion_is_replaced() {
     assert!(g.reason.contains("v000001 cannot be read"), "{}", g.reason);
 }
 
+/// What a spec error says, failing the test on any other result.
+fn refused(text: &str, dir: &Path) -> String {
+    match Spec::from_toml(text, &dir.join("spec.toml"), dir) {
+        Err(lambda_core::error::Error::Spec { message, .. }) => message,
+        other => panic!("expected a spec error, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_metric_of_the_wrong_task_is_a_spec_error() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!("{}metric = \"rmse\"\n", base());
-    let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
+    let err = refused(&text, dir.path());
     assert!(err.contains("batch.metric") && err.contains("log_loss, accuracy, auc"), "{err}");
     let text = format!("{}min_improvement = nan\n", base());
-    let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
+    let err = refused(&text, dir.path());
     assert!(err.contains("batch.min_improvement"), "{err}");
     let text = format!("{}families = [\"linear\", \"svm\"]\n", base());
-    let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
+    let err = refused(&text, dir.path());
     assert!(err.contains("batch.families") && err.contains("svm") && err.contains("random_forest"), "{err}");
     let text = format!("{}families = []\n", base());
-    let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
+    let err = refused(&text, dir.path());
     assert!(err.contains("batch.families"), "{err}");
     let text = format!("{}metric = \"f1\"\n", base());
-    let err = Spec::from_toml(&text, &dir.path().join("spec.toml"), dir.path()).unwrap_err().to_string();
+    let err = refused(&text, dir.path());
     assert!(err.contains("f1"), "{err}");
 }

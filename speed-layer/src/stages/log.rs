@@ -224,14 +224,12 @@ impl Log {
         for (i, (_, path)) in named.iter().enumerate() {
             let first = first_record(path, schema_hash)?;
             if first.is_none() && i + 1 < named.len() {
-                // An empty segment before others holds nothing to replay; its name would only mislead.
+                // An empty segment before others holds nothing to replay; its name would only mislead. (Not
+                // synced: one a power loss brings back is removed again.)
                 fs::remove_file(path).map_err(|e| Error::io(path, e))?;
                 continue;
             }
             segments.push(Segment { path: path.clone(), first });
-        }
-        if !named.is_empty() {
-            sync_dir(dir, "log.open_dir")?;
         }
         let Some(last) = segments.last().map(|s| s.path.clone()) else {
             let (path, file, len) = create_segment(dir, schema_hash, next_seq)?;
@@ -381,9 +379,8 @@ impl Log {
             self.closed_bytes = self.closed_bytes.saturating_sub(bytes);
             removed += 1;
         }
-        if removed > 0 {
-            sync_dir(&self.dir, "log.retire_dir")?;
-        }
+        // Not synced: retired segments that a power loss brings back hold nothing past the checkpoint, and are
+        // retired again.
         Ok(removed)
     }
 
