@@ -18,7 +18,9 @@ LightGBM and scikit-learn's HistGradientBoosting fitted on the history alone.
 
 Environment (read by gen): STREAMS (family names, default all), SEEDS (default "1 2 3": one variant of each
 synthetic family per seed; the real sets have one). A third of the families (ASIDE below) are kept aside: they are
-not looked at while the pipeline is tuned, and the summary reports them apart.
+not looked at while the pipeline is tuned, and the summary reports them apart. SPEC_EXTRA: TOML appended to every
+stream's spec alike (a setting tried on all of them, e.g. '[speed]\nlearners = [...]'; "\n" may be written as
+the two characters).
 """
 import csv
 import json
@@ -273,7 +275,8 @@ def gen(out, n):
             f.write(f'name = "{folder}"\n\n[dataset]\ntime_column = "ts"\nkey_column = "key"\nid_column = "event_id"\n'
                     f'target = "label"\ntask = "{spec_task}"\n\n{features}[paths]\nmaster = "master"\n'
                     f'registry = "run/registry"\nviews = "run/views"\nstate = "run/state"\n\n'
-                    f'[batch]\ntime_budget = "{os.environ.get("BUDGET", "10")}s"\n')
+                    f'[batch]\ntime_budget = "{os.environ.get("BUDGET", "10")}s"\n'
+                    + os.environ.get("SPEC_EXTRA", "").replace("\\n", "\n"))
         with open(f"{d}/meta.json", "w") as f:
             json.dump({"stream": folder, "family": family, "seed": seed, "task": task, "rows": len(rows),
                        "history": cut, "description": text, "aside": family in ASIDE, "labels": labels,
@@ -369,25 +372,42 @@ def lambda_ml(binary, d):
             r = conn.getresponse()
             return r.status, json.loads(r.read() or b"null")
 
-        score, refused, rejected = Score(m["task"], m["labels"]), 0, 0
-        events = [json.loads(line) for line in open(f"{d}/stream.ndjson")]
-        t0 = time.perf_counter()
-        for e in events:
-            status, answer = post("/v1/predict", {f: e[f] for f in m["fields"]})
-            p = answer.get("prediction") if status == 200 else None
-            if p is None:
-                refused += 1
-            y = e["label"]
+        def add(score, p, y):
             if m["task"] == "regression":
                 score.add(y, value=p and p.get("value"))
             else:
                 score.add(y, label=p and p.get("label"), probs=p and p.get("probabilities"))
+
+        score, refused, rejected = Score(m["task"], m["labels"]), 0, 0
+        # DIAG=1: each model the blend holds is also asked (`?model=NAME`) before each event and scored apart: which
+        # of them the blend should have followed. Slower; its events/s is not the product's.
+        each, last = {}, None
+        events = [json.loads(line) for line in open(f"{d}/stream.ndjson")]
+        t0 = time.perf_counter()
+        for e in events:
+            x = {f: e[f] for f in m["fields"]}
+            status, answer = post("/v1/predict", x)
+            p = answer.get("prediction") if status == 200 else None
+            if p is None:
+                refused += 1
+            y = e["label"]
+            add(score, p, y)
+            if os.environ.get("DIAG") and status == 200:
+                last = answer.get("components")
+                for c in last or []:
+                    st, a = post(f"/v1/predict?model={c['name']}", x)
+                    add(each.setdefault(c["name"], Score(m["task"], m["labels"])), a.get("prediction") if st == 200 else None, y)
             status, _ = post("/v1/events", e)
             rejected += status != 200
         replay_s = time.perf_counter() - t0
         conn.close()
+        extra = {}
+        if each:
+            metric = (lambda s: round(s.abs / s.n, 4)) if m["task"] == "regression" else (lambda s: round(s.right / s.n, 4))
+            extra = {"each_model": {k: metric(v) for k, v in each.items()},
+                     "last_weights": {c["name"]: c.get("weight") for c in last or []}}
         score.row("lambda-ml", replay_s, batch_seconds=round(batch_s, 1), refused_predictions=refused,
-                  rejected_events=rejected)
+                  rejected_events=rejected, **extra)
     finally:
         up.send_signal(signal.SIGTERM)
         try:

@@ -81,6 +81,7 @@ pub const SPEED: &str = "speed";
 pub const BLEND: &str = "blend";
 
 /// The names `speed.learners` accepts.
-pub const LEARNERS: [&str; 4] = ["hoeffding_tree", "hoeffding_adaptive_tree", "naive_bayes", "adaptive_random_forest"];
+pub const LEARNERS: [&str; 5] =
+    ["hoeffding_tree", "hoeffding_adaptive_tree", "naive_bayes", "adaptive_random_forest", "tracking_linear"];
 /// The learners of [`LEARNERS`] that classify only.
 pub const CLASSIFIERS_ONLY: [&str; 1] = ["naive_bayes"];

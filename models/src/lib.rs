@@ -16,6 +16,7 @@ pub mod prequential;
 pub mod quality;
 #[cfg(test)]
 mod testing;
+pub mod tracking;
 pub mod trees;
 
 pub use lambda_core::{Error, Result};

@@ -21,6 +21,7 @@ use crate::hoeffding::{
 use crate::model::{LinearModel, NonFinite, Prediction};
 use crate::online_bayes::{BayesStats, OnlineBayes};
 use crate::prequential::Window;
+use crate::tracking::TrackingLinear;
 use lambda_core::encoder::Encoder;
 use lambda_core::error::{Error, Result};
 pub use lambda_core::names::{CLASSIFIERS_ONLY, LEARNERS};
@@ -242,6 +243,9 @@ pub enum OnlineLearner {
     NaiveBayes(OnlineBayes),
     /// An adaptive random forest ([`crate::hoeffding::forest`]), boxed as the adaptive tree.
     AdaptiveRandomForest(Box<AdaptiveRandomForest>),
+    /// A linear model whose statistics forget ([`crate::tracking`]), learned from history's latest rows then the
+    /// stream. Last, so that learners' files written before it read as they did.
+    TrackingLinear(TrackingLinear),
 }
 
 impl OnlineLearner {
@@ -273,6 +277,7 @@ impl OnlineLearner {
             )
             .ok()
             .map(|f| OnlineLearner::AdaptiveRandomForest(Box::new(f))),
+            "tracking_linear" => Some(OnlineLearner::TrackingLinear(TrackingLinear::new(classes, encoder))),
             _ => None,
         }
     }
@@ -284,6 +289,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingAdaptiveTree(_) => "hoeffding_adaptive_tree",
             OnlineLearner::NaiveBayes(_) => "naive_bayes",
             OnlineLearner::AdaptiveRandomForest(_) => "adaptive_random_forest",
+            OnlineLearner::TrackingLinear(_) => "tracking_linear",
         }
     }
 
@@ -294,6 +300,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.predict(x),
             OnlineLearner::NaiveBayes(b) => b.predict(x),
             OnlineLearner::AdaptiveRandomForest(f) => f.predict(x),
+            OnlineLearner::TrackingLinear(l) => l.predict(x),
         }
     }
 
@@ -304,6 +311,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.learn(x, target),
             OnlineLearner::NaiveBayes(b) => b.learn(x, target),
             OnlineLearner::AdaptiveRandomForest(f) => f.learn(x, target),
+            OnlineLearner::TrackingLinear(l) => l.learn(x, target),
         }
     }
 
@@ -314,6 +322,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingAdaptiveTree(t) => (&t.classes, t.dim),
             OnlineLearner::NaiveBayes(b) => (&b.classes, b.dim),
             OnlineLearner::AdaptiveRandomForest(f) => (&f.classes, f.dim),
+            OnlineLearner::TrackingLinear(l) => (&l.linear.model.classes, l.linear.model.dim),
         };
         if own_classes != classes || own_dim != dim {
             return Err(Error::InvalidModel(format!(
@@ -326,6 +335,7 @@ impl OnlineLearner {
             OnlineLearner::HoeffdingAdaptiveTree(t) => t.validate(),
             OnlineLearner::NaiveBayes(b) => b.validate(),
             OnlineLearner::AdaptiveRandomForest(f) => f.validate(),
+            OnlineLearner::TrackingLinear(l) => l.validate(),
         }
     }
 
@@ -344,6 +354,9 @@ impl OnlineLearner {
                 )
             }
             OnlineLearner::NaiveBayes(b) => format!("{} events learned", b.events()),
+            OnlineLearner::TrackingLinear(l) => {
+                format!("linear, statistics over the latest {} events", l.horizon)
+            }
             OnlineLearner::AdaptiveRandomForest(f) => {
                 let (warnings, replaced) = f.history();
                 format!(
