@@ -299,8 +299,12 @@ mod tests {
         let with_learners = Checkpoint { learners: Some(learners.clone()), ..c.clone() };
         write(dir.path(), &with_learners).unwrap();
         assert_eq!(read(dir.path()).unwrap().unwrap(), with_learners);
+        // Batch, speed, then one per learner.
+        let weighed: Vec<f64> =
+            [0.5, 0.25, 0.25].into_iter().chain(std::iter::repeat_n(0.0, names.len() - 1)).collect();
+        let on_batch: Vec<f64> = [1.0].into_iter().chain(std::iter::repeat_n(0.0, names.len() + 1)).collect();
         let mut blend = Blend::new(lambda_models::blend::component_names(names), window.clone());
-        blend.weights.weights = vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0];
+        blend.weights.weights = weighed.clone();
         let everything = Checkpoint {
             windows: Some([window.clone(), window]),
             blend: Some(blend),
@@ -313,9 +317,9 @@ mod tests {
         write(dir.path(), &everything).unwrap();
         let back = read(dir.path()).unwrap().unwrap();
         assert_eq!(back, everything);
-        assert_eq!(SpeedModel::of(&back).served.at.weights.weights, vec![0.5, 0.25, 0.25, 0.0, 0.0, 0.0]);
+        assert_eq!(SpeedModel::of(&back).served.at.weights.weights, weighed);
         // Written before the blend: its weights start on the batch model.
-        assert_eq!(SpeedModel::of(&with_learners).served.at.weights.weights, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(SpeedModel::of(&with_learners).served.at.weights.weights, on_batch);
         // A record in a layout another build wrote is an error naming it, not a record dropped with those after it.
         let mut frames = vec![
             state::encode(&c).unwrap(),
